@@ -1,0 +1,85 @@
+"""Command-line plumbing shared by the scripts.
+
+Every flag is accepted in the reference code's single-dash spelling (``-data_dir``,
+``-gpu-id``) and in the double-dash one (``--data-dir``, ``--gpu-id``); ``run_cli`` turns a
+``UserError`` into one line on stderr and exit code 2 (``--debug`` shows the traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from common.errors import UserError
+
+
+def _spellings(name: str) -> list[str]:
+    """All accepted spellings of one flag, the two documented ones first."""
+    if not name.startswith("-") or len(name.lstrip("-")) == 1:
+        return [name]
+    base = name.lstrip("-")
+    under, dash = base.replace("-", "_"), base.replace("_", "-")
+    single = f"-{base}" if not name.startswith("--") else f"-{under}"  # the reference's spelling
+    ordered = [single, f"--{dash}", f"-{under}", f"-{dash}", f"--{under}"]
+    return list(dict.fromkeys(ordered))
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows only the documented spellings of each flag, not every accepted alias."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default in (None, False) or action.help is argparse.SUPPRESS:
+            return action.help or ""
+        return super()._get_help_string(action)
+
+    def _format_action_invocation(self, action: argparse.Action) -> str:
+        shown = getattr(action, "shown_names", None)
+        if not shown or not action.option_strings:
+            return super()._format_action_invocation(action)
+        if action.nargs == 0:
+            return ", ".join(shown)
+        metavar = self._format_args(action, self._get_default_metavar_for_optional(action))
+        return ", ".join(f"{name} {metavar}" for name in shown)
+
+
+class FlagParser(argparse.ArgumentParser):
+    """An ArgumentParser whose ``flag`` method registers both dash conventions at once."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+        self.flag("--debug", action="store_true", help="show the full traceback on errors")
+
+    def flag(self, *names: str, **kwargs) -> argparse.Action:
+        """Add a flag under all its spellings; ``dest`` is the underscore form of the longest name."""
+        spellings: list[str] = []
+        shown: list[str] = []
+        for name in names:
+            accepted = _spellings(name)
+            spellings += [s for s in accepted if s not in spellings]
+            shown += accepted[:2]
+        kwargs.setdefault("dest", max(names, key=len).lstrip("-").replace("-", "_"))
+        action = self.add_argument(*spellings, **kwargs)
+        action.shown_names = list(dict.fromkeys(shown))
+        return action
+
+    def error(self, message: str):  # one line, exit code 2, as for every other user error
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def run_cli(main: Callable[[Sequence[str]], object], argv: Sequence[str] | None = None) -> int:
+    """Run ``main(argv)``; a ``UserError`` becomes one line on stderr and exit code 2."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        main(argv)
+    except UserError as exc:
+        if "--debug" in argv or "-debug" in argv:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0

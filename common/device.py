@@ -1,0 +1,54 @@
+"""Choosing the compute device, said in one line at start."""
+
+from __future__ import annotations
+
+import torch
+
+from common.errors import UserError
+
+
+def select_device(gpu_id: str | int | None = None, device: str | None = None) -> torch.device:
+    """CUDA when present (``gpu_id`` picks the card), else the CPU.
+
+    ``device`` ("cpu", "cuda", "cuda:1") overrides ``gpu_id``. A GPU index that does not exist
+    is a user error that offers the CPU; asking for a GPU on a machine without CUDA runs on the
+    CPU and says so.
+    """
+    if device is not None and str(device).lower() == "cpu":
+        chosen = torch.device("cpu")
+    elif device is not None:
+        try:
+            chosen = torch.device(device)
+        except RuntimeError as exc:
+            raise UserError(f"--device {device}: {exc}") from None
+        if chosen.type == "cuda":
+            chosen = _cuda(chosen.index or 0, f"--device {device}")
+    elif torch.cuda.is_available():
+        chosen = _cuda(_parse_gpu_id(gpu_id), f"-gpu-id {gpu_id}")
+    else:
+        chosen = torch.device("cpu")
+    what = torch.cuda.get_device_name(chosen) if chosen.type == "cuda" else "CPU"
+    reason = "" if chosen.type == "cuda" or torch.cuda.is_available() else " (no CUDA GPU visible)"
+    print(f"device: {chosen} ({what}){reason}", flush=True)
+    return chosen
+
+
+def _parse_gpu_id(gpu_id: str | int | None) -> int:
+    if gpu_id is None or gpu_id == "":
+        return 0
+    text = str(gpu_id).split(",")[0].strip()
+    if not text.isdigit():
+        raise UserError(f"-gpu-id {gpu_id}: expected a GPU index such as 0")
+    return int(text)
+
+
+def _cuda(index: int, flag: str) -> torch.device:
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count == 0:
+        raise UserError(f"{flag}: no CUDA GPU is visible; run with --device cpu")
+    if index >= count:
+        raise UserError(
+            f"{flag}: there is no GPU {index} ({count} visible: 0..{count - 1}); "
+            "pick one of those or run with --device cpu"
+        )
+    return torch.device("cuda", index)

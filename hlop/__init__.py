@@ -1,0 +1,1 @@
+"""HLOP: lateral Hebbian layers that learn the principal subspace of past inputs, and gradient projection."""

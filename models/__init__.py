@@ -1,0 +1,1 @@
+"""Image and MFCC-audio encoders, attention fusion, spiking neurons and the spiking MLP."""

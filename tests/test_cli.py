@@ -1,0 +1,47 @@
+"""Flag spellings and the one-line error contract shared by the scripts."""
+
+import pytest
+
+from common.cli import FlagParser, run_cli
+from common.errors import UserError
+
+
+def _parser():
+    parser = FlagParser(prog="t")
+    parser.flag("-data_dir", default=None)
+    parser.flag("-gpu-id", default=None)
+    parser.flag("--image-size", type=int, default=32)
+    parser.flag("-b", "--batch-size", type=int, default=64)
+    parser.flag("-baseline", action="store_true")
+    return parser
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["-data_dir", "x", "-gpu-id", "1", "-image_size", "8", "-b", "5", "-baseline"],
+        ["--data-dir", "x", "--gpu-id", "1", "--image-size", "8", "--batch-size", "5", "--baseline"],
+        ["--data_dir", "x", "-gpu_id", "1", "-image-size", "8", "-b", "5", "--baseline"],
+    ],
+)
+def test_single_and_double_dash_spellings_are_equivalent(argv):
+    args = _parser().parse_args(argv)
+    assert (args.data_dir, args.gpu_id, args.image_size, args.batch_size, args.baseline) == ("x", "1", 8, 5, True)
+
+
+def test_bad_flag_value_is_one_line_and_exit_2(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        _parser().parse_args(["-b", "many"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "-b" in err[0] and "'many'" in err[0]
+
+
+def test_user_error_is_one_line_exit_2_and_debug_shows_the_traceback(capsys):
+    def main(argv):
+        raise UserError("dataset.csv line 3: MFCC_1 is 'x'")
+
+    assert run_cli(main, []) == 2
+    assert capsys.readouterr().err == "error: dataset.csv line 3: MFCC_1 is 'x'\n"
+    with pytest.raises(UserError):
+        run_cli(main, ["--debug"])
