@@ -1,0 +1,1 @@
+"""Reading, validating and splitting datasets in the scene layout (dataset.csv + images/)."""

@@ -1,0 +1,69 @@
+"""A dataset made ready for training: validated table, splits, task split, MFCC statistics, images."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from dataloader.images import load_images
+from dataloader.options import DataSpec
+from dataloader.splits import make_splits
+from dataloader.table import SceneTable, read_table
+
+
+@dataclass
+class PreparedData:
+    spec: DataSpec
+    table: SceneTable
+    splits: dict[str, np.ndarray]
+    tasks: list[list[str]]
+    _images: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.table.class_names
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.table.labels
+
+    def task_labels(self) -> list[list[int]]:
+        """The class indices of each task, in task order."""
+        index = {name: i for i, name in enumerate(self.class_names)}
+        return [[index[name] for name in task] for task in self.tasks]
+
+    def rows(self, split: str, classes: list[int] | None = None) -> np.ndarray:
+        """Row indices of ``split``, optionally only those whose label is in ``classes``."""
+        rows = self.splits[split]
+        if classes is None:
+            return rows
+        return rows[np.isin(self.labels[rows], classes)]
+
+    def images(self, size: int) -> np.ndarray:
+        """uint8 RGB images of every row, decoded once and cached on disk."""
+        if size not in self._images:
+            self._images[size] = load_images(self.table, size, self.spec.cache_dir)
+        return self._images[size]
+
+
+def prepare_data(spec: DataSpec, tasks_override: str | None = None) -> PreparedData:
+    """Read and validate the dataset, split it and resolve the task split (no image decoding)."""
+    from dataloader.scene import task_split  # the editable task split lives in dataloader/scene.py
+
+    table = read_table(spec.data_dir, spec.class_column)
+    splits = make_splits(table, spec.split)
+    tasks = task_split(table.class_names, tasks_override)
+    return PreparedData(spec=spec, table=table, splits=splits, tasks=tasks)
+
+
+def mfcc_statistics(mfcc: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation of the MFCC columns over ``rows`` (the training rows only)."""
+    mean = mfcc[rows].mean(axis=0, dtype=np.float64)
+    std = mfcc[rows].std(axis=0, dtype=np.float64)
+    std[std < 1e-8] = 1.0  # constant columns (silence) stay at zero instead of dividing by zero
+    return mean.astype(np.float32), std.astype(np.float32)
+
+
+def standardize(mfcc: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    return ((mfcc - mean) / std).astype(np.float32)

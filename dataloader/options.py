@@ -1,0 +1,73 @@
+"""The data flags shared by every script, and turning them into a ``DataSpec``."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from common.cli import FlagParser
+from common.errors import UserError
+from common.paths import CACHE_DIR, default_data_dir
+from dataloader.splits import SPLIT_MODES, SplitConfig
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Everything that decides which rows, labels and splits a run sees."""
+
+    data_dir: Path
+    class_column: str = "CLASS2"
+    split: SplitConfig = field(default_factory=SplitConfig)
+    cache_dir: Path = CACHE_DIR
+
+
+def add_data_flags(parser: FlagParser, splits: bool = True) -> None:
+    parser.flag(
+        "-data_dir",
+        default=None,
+        help="dataset directory (dataset.csv + images/); default datasets/scene, else the embedded avdigits",
+    )
+    parser.flag(
+        "--class-column",
+        default="CLASS2",
+        help="CSV column that holds the class label (CLASS2: scene, CLASS1: indoors/outdoors)",
+    )
+    parser.flag(
+        "--tasks",
+        default=None,
+        help='task split as JSON ([["A","B"],["C"]]) or a JSON file; default: TASKS in dataloader/scene.py',
+    )
+    parser.flag("--cache-dir", default=str(CACHE_DIR), help="where decoded images and features are cached")
+    if splits:
+        parser.flag(
+            "--split",
+            default="auto",
+            choices=SPLIT_MODES,
+            help="auto: the SPLIT column if the CSV has one, else stratified",
+        )
+        parser.flag(
+            "--split-fractions",
+            default="0.7,0.1,0.2",
+            help="train,val,test fractions for stratified and blocked splits",
+        )
+        parser.flag("--split-seed", type=int, default=0, help="seed of the split (independent of the training seed)")
+        parser.flag("--block-size", type=int, default=20, help="rows per block for --split blocked")
+
+
+def data_spec_from_args(args: argparse.Namespace) -> DataSpec:
+    data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
+    split = SplitConfig()
+    if hasattr(args, "split"):
+        split = SplitConfig(args.split, _fractions(args.split_fractions), args.split_seed, args.block_size)
+    return DataSpec(data_dir=data_dir, class_column=args.class_column, split=split, cache_dir=Path(args.cache_dir))
+
+
+def _fractions(text: str) -> tuple[float, float, float]:
+    try:
+        values = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise UserError(f"--split-fractions {text}: expected three numbers such as 0.7,0.1,0.2") from None
+    if len(values) != 3:
+        raise UserError(f"--split-fractions {text}: expected three numbers (train,val,test)")
+    return values
