@@ -8,6 +8,7 @@ Every flag is accepted in the reference code's single-dash spelling (``-data_dir
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -82,4 +83,7 @@ def run_cli(main: Callable[[Sequence[str]], object], argv: Sequence[str] | None 
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into `head` and closed: not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     return 0

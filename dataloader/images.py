@@ -9,7 +9,7 @@ rebuilds it. A checksum beside the array detects a corrupt cache, which is rebui
 from __future__ import annotations
 
 import hashlib
-import json
+import io
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from common import atomic
+from common.cache import read_checked, write_checked
 from common.errors import UserError
 from common.paths import shown
 from dataloader.table import SceneTable
@@ -33,7 +33,7 @@ def load_images(table: SceneTable, size: int, cache_dir: str | Path) -> np.ndarr
     """All images of ``table`` as uint8 RGB, shape (rows, size, size, 3), from the cache if valid."""
     if size < 8 or size > 1024:
         raise UserError(f"--image-size {size}: expected a value between 8 and 1024")
-    key = _cache_key(table, size)
+    key = image_fingerprint(table, size)
     array_path = Path(cache_dir) / "images" / f"{table.name}-{size}px-{key[:20]}.npy"
     cached = _read_cache(array_path, expected_shape=(len(table), size, size, 3))
     if cached is not None:
@@ -77,11 +77,20 @@ def _decode_all(table: SceneTable, size: int) -> np.ndarray:
     workers = min(8, os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=workers) as pool:  # OpenCV releases the GIL
         # list() re-raises the first error in row order
-        list(tqdm(pool.map(decode, range(len(table))), total=len(table), desc=f"decode {size}px", leave=False))
+        list(
+            tqdm(
+                pool.map(decode, range(len(table))),
+                total=len(table),
+                desc=f"decode {size}px",
+                leave=False,
+                disable=None,
+            )
+        )
     return images
 
 
-def _cache_key(table: SceneTable, size: int) -> str:
+def image_fingerprint(table: SceneTable, size: int) -> str:
+    """A digest of what the decoded images depend on: the CSV, the size, each file's size and mtime."""
     digest = hashlib.sha256(f"v{_CACHE_VERSION}|{table.csv_sha256}|{size}".encode())
     for path in table.image_paths:
         try:
@@ -92,26 +101,16 @@ def _cache_key(table: SceneTable, size: int) -> str:
     return digest.hexdigest()
 
 
-def _checksum(array: np.ndarray) -> str:
-    return hashlib.blake2b(memoryview(np.ascontiguousarray(array)).cast("B"), digest_size=16).hexdigest()
-
-
 def _read_cache(array_path: Path, expected_shape: tuple) -> np.ndarray | None:
-    meta_path = array_path.with_suffix(".json")
-    if not array_path.exists() or not meta_path.exists():
+    data = read_checked(array_path)
+    if data is None:
         return None
-    try:
-        meta = json.loads(meta_path.read_text())
-        array = np.load(array_path, allow_pickle=False)
-        valid = array.shape == expected_shape and array.dtype == np.uint8 and _checksum(array) == meta["checksum"]
-    except (OSError, ValueError, KeyError):
-        valid = False
-    if not valid:
-        print(f"cache: {shown(array_path)} is corrupt or incomplete; rebuilding it", flush=True)
+    array = np.load(io.BytesIO(data), allow_pickle=False)
+    if array.shape != expected_shape or array.dtype != np.uint8:
+        print(f"cache: {shown(array_path)} has shape {array.shape}, expected {expected_shape}; rebuilding it")
         return None
     return array
 
 
 def _write_cache(array_path: Path, images: np.ndarray) -> None:
-    atomic.atomic_write(array_path, lambda handle: np.save(handle, images, allow_pickle=False))
-    atomic.write_json(array_path.with_suffix(".json"), {"checksum": _checksum(images), "shape": list(images.shape)})
+    write_checked(array_path, lambda handle: np.save(handle, images, allow_pickle=False))

@@ -74,7 +74,7 @@ def read_table(data_dir: str | Path, class_column: str = "CLASS2") -> SceneTable
         raise UserError(f"{shown(csv_path)} line {empty[0] + 2}: empty {columns['class']} (the class label)")
     class_names = sorted(class_cells.unique())
     index = {name: i for i, name in enumerate(class_names)}
-    labels = class_cells.map(index).to_numpy(dtype=np.int64)
+    labels = class_cells.map(index).to_numpy(dtype=np.int64, copy=True)
 
     split_column = None
     if columns["split"] is not None:
