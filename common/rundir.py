@@ -1,0 +1,57 @@
+"""A run's output folder that never loses what a user already has.
+
+A folder that already holds results (its ``markers``) is refused unless the run is told to
+``resume`` (continue in place from its checkpoint) or to ``overwrite``. An overwriting run
+works in a hidden sibling folder and replaces the old folder only when it finishes, so a run
+that fails leaves the old results untouched.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from common.errors import UserError
+from common.paths import shown
+
+
+class RunDir:
+    def __init__(self, path: str | Path, markers: tuple[str, ...], resume: bool, overwrite: bool, out_flag: str):
+        self.path = Path(path)
+        if resume and overwrite:
+            raise UserError(f"{out_flag} {shown(self.path)}: -resume and --overwrite exclude each other; choose one")
+        self.has_results = self.path.is_dir() and any((self.path / m).exists() for m in markers)
+        self.resuming = resume and self.has_results
+        self.staged = overwrite and self.has_results
+        if self.has_results and not (resume or overwrite):
+            raise UserError(
+                f"{out_flag} {shown(self.path)}: already holds results; pass -resume to continue that run, "
+                f"--overwrite to replace it, or choose another {out_flag}"
+            )
+        self.work = self.path.with_name(f".{self.path.name}.overwrite") if self.staged else self.path
+        if self.staged and self.work.exists():
+            shutil.rmtree(self.work)  # a previous overwrite that did not finish
+        _check_writable(self.work, out_flag, self.path)
+
+    def finish(self) -> None:
+        """Make a staged (overwriting) run's folder the real one; the old one is removed."""
+        if not self.staged:
+            return
+        old = self.path.with_name(f".{self.path.name}.old")
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(self.path, old)
+        os.replace(self.work, self.path)
+        shutil.rmtree(old, ignore_errors=True)
+        self.work, self.staged = self.path, False
+
+
+def _check_writable(folder: Path, out_flag: str, shown_path: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise UserError(f"{out_flag} {shown(shown_path)}: not writable ({exc.strerror or exc})") from None
