@@ -1,0 +1,123 @@
+"""ANN encoders: images (uint8 RGB) and MFCC vectors to non-negative embeddings of one size.
+
+Each encoder ends in a ReLU so that the fused feature is non-negative, like the pixel
+intensities the reference spiking MLP was built for: it enters the spiking network as a
+constant input current.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from common.errors import UserError
+
+IMAGE_BACKBONES = ("cnn", "resnet18")
+AUDIO_ENCODERS = ("mlp", "conv")
+MFCC_PER_WINDOW = 13  # the scene data: 8 windows x 13 coefficients
+
+
+class ImageEncoder(nn.Module):
+    """uint8 images (B, H, W, 3) to embeddings (B, dim); conversion and normalisation happen inside."""
+
+    def __init__(self, dim: int, backbone: str = "cnn", imagenet_weights: bool = False):
+        super().__init__()
+        if backbone == "cnn":
+            self.body, width = _small_cnn(), 128
+            mean, std = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+        elif backbone == "resnet18":
+            self.body, width = _resnet18(imagenet_weights), 512
+            mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+        else:
+            raise UserError(f"--image-backbone {backbone}: expected one of {', '.join(IMAGE_BACKBONES)}")
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1) * 255, persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1) * 255, persistent=False)
+        self.project = nn.Sequential(nn.Linear(width, dim), nn.ReLU())
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.permute(0, 3, 1, 2).float()
+        x = (x - self.mean) / self.std
+        return self.project(self.body(x))
+
+
+class AudioEncoder(nn.Module):
+    """Standardised MFCC vectors (B, n_mfcc) to embeddings (B, dim).
+
+    ``mlp`` reads the flat vector; ``conv`` reads it as windows x 13 coefficients and convolves
+    over the windows (the scene data's 104 values are 8 windows of 13).
+    """
+
+    def __init__(self, n_mfcc: int, dim: int, kind: str = "mlp"):
+        super().__init__()
+        self.kind = kind
+        if kind == "mlp":
+            self.body, width = _mlp(n_mfcc), 256
+        elif kind == "conv":
+            if n_mfcc % MFCC_PER_WINDOW:
+                raise UserError(
+                    f"--audio-encoder conv: needs a multiple of {MFCC_PER_WINDOW} MFCC values (windows x 13), got {n_mfcc}"
+                )
+            self.body, width = _conv1d(), 128
+        else:
+            raise UserError(f"--audio-encoder {kind}: expected one of {', '.join(AUDIO_ENCODERS)}")
+        self.project = nn.Sequential(nn.Linear(width, dim), nn.ReLU())
+
+    def forward(self, mfcc: torch.Tensor) -> torch.Tensor:
+        if self.kind == "conv":  # (B, windows * 13) -> (B, 13 coefficients as channels, windows)
+            mfcc = mfcc.view(mfcc.shape[0], -1, MFCC_PER_WINDOW).transpose(1, 2)
+        return self.project(self.body(mfcc))
+
+
+def _small_cnn() -> nn.Sequential:
+    def block(c_in, c_out):
+        return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
+
+    return nn.Sequential(
+        *block(3, 32),
+        nn.MaxPool2d(2),
+        *block(32, 64),
+        nn.MaxPool2d(2),
+        *block(64, 128),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+    )
+
+
+def _resnet18(imagenet_weights: bool) -> nn.Module:
+    import torchvision
+
+    weights = torchvision.models.ResNet18_Weights.IMAGENET1K_V1 if imagenet_weights else None
+    try:
+        net = torchvision.models.resnet18(weights=weights)
+    except Exception as exc:  # noqa: BLE001 - download failures come in many types
+        raise UserError(
+            f"--imagenet-weights: could not load the ImageNet weights of resnet18 ({type(exc).__name__}: {exc}); "
+            "run without --imagenet-weights or put them in torch's cache first"
+        ) from None
+    net.fc = nn.Identity()
+    return net
+
+
+def _mlp(n_in: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Linear(n_in, 256),
+        nn.BatchNorm1d(256),
+        nn.ReLU(),
+        nn.Dropout(0.2),
+        nn.Linear(256, 256),
+        nn.BatchNorm1d(256),
+        nn.ReLU(),
+    )
+
+
+def _conv1d() -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv1d(MFCC_PER_WINDOW, 64, 3, padding=1, bias=False),
+        nn.BatchNorm1d(64),
+        nn.ReLU(),
+        nn.Conv1d(64, 128, 3, padding=1, bias=False),
+        nn.BatchNorm1d(128),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool1d(1),
+        nn.Flatten(),
+    )

@@ -1,0 +1,88 @@
+"""The pretraining network: image and audio encoders, fusion, a fused head and per-modality heads.
+
+The fused feature (``features``) is what the continual script consumes, from frozen weights.
+The per-modality auxiliary heads are trained beside the fused head so that each modality's own
+accuracy is known.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from common.errors import UserError
+from models.encoders import AudioEncoder, ImageEncoder
+from models.fusion import FUSIONS, make_fusion
+
+MODALITIES = ("both", "audio", "image")
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    n_classes: int
+    n_mfcc: int
+    feature_dim: int = 784
+    modality: str = "both"
+    image_backbone: str = "cnn"
+    audio_encoder: str = "mlp"
+    fusion: str = "attention"
+    imagenet_weights: bool = False
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def modalities(self) -> list[str]:
+        return ["image", "audio"] if self.modality == "both" else [self.modality]
+
+
+class MultimodalNet(nn.Module):
+    def __init__(self, config: EncoderConfig):
+        super().__init__()
+        if config.modality not in MODALITIES:
+            raise UserError(f"--modality {config.modality}: expected one of {', '.join(MODALITIES)}")
+        if config.fusion not in FUSIONS:
+            raise UserError(f"--fusion {config.fusion}: expected one of {', '.join(FUSIONS)}")
+        if config.feature_dim < 1:
+            raise UserError(f"--feature-dim {config.feature_dim}: expected a positive size")
+        self.config = config
+        dim = config.feature_dim
+        self.encoders = nn.ModuleDict()
+        if "image" in config.modalities:
+            self.encoders["image"] = ImageEncoder(dim, config.image_backbone, config.imagenet_weights)
+        if "audio" in config.modalities:
+            self.encoders["audio"] = AudioEncoder(config.n_mfcc, dim, config.audio_encoder)
+        self.fusion = make_fusion(config.fusion, dim) if len(self.encoders) > 1 else None
+        self.head = nn.Linear(dim, config.n_classes)
+        self.aux_heads = nn.ModuleDict(
+            {name: nn.Linear(dim, config.n_classes) for name in self.encoders} if self.fusion is not None else {}
+        )
+
+    def embed(self, images: torch.Tensor | None, mfcc: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        inputs = {"image": images, "audio": mfcc}
+        return {name: encoder(inputs[name]) for name, encoder in self.encoders.items()}
+
+    def fuse(self, embeddings: dict[str, torch.Tensor], keep: torch.Tensor | None = None):
+        """Fused feature and modality weights; ``keep`` (B, modalities) drops modalities per row."""
+        if self.fusion is None:
+            return next(iter(embeddings.values())), None
+        return self.fusion(list(embeddings.values()), keep)
+
+    def features(self, images: torch.Tensor | None, mfcc: torch.Tensor | None) -> torch.Tensor:
+        """The fused feature (B, feature_dim) that feeds the spiking network."""
+        return self.fuse(self.embed(images, mfcc))[0]
+
+    def forward(self, images, mfcc, keep: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Logits of the fused head (``fused``) and of each modality's head, plus fusion weights."""
+        embeddings = self.embed(images, mfcc)
+        fused, weights = self.fuse(embeddings, keep)
+        out = {"fused": self.head(fused)}
+        if self.fusion is None:  # one modality: its head is the fused head
+            out[next(iter(embeddings))] = out["fused"]
+        for name, head in self.aux_heads.items():
+            out[name] = head(embeddings[name])
+        if weights is not None:
+            out["weights"] = weights
+        return out
