@@ -1,0 +1,1 @@
+"""Pretraining the ANN encoders with fusion, and extracting their frozen fused features."""

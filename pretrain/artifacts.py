@@ -1,0 +1,71 @@
+"""Where pretrained weights live, their meta.json, and loading them back as a frozen encoder.
+
+A pretraining run writes ``pre_weight/<dataset>[-<modality>][-<fusion>][-first-task]/`` with
+``best.pt`` (best on validation), ``last.pt`` (last epoch, with optimizer state for -resume),
+``meta.json`` and TensorBoard events under ``tb/``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from common.checkpoint import load_checkpoint, load_weights
+from common.errors import UserError
+from common.paths import PRE_WEIGHT_DIR, shown
+from models.multimodal import EncoderConfig, MultimodalNet
+
+MARKERS = ("meta.json", "best.pt", "last.pt")
+
+
+def default_out_dir(
+    dataset: str, modality: str = "both", fusion: str = "attention", pretrain_classes: str = "all"
+) -> Path:
+    parts = [dataset]
+    if modality != "both":
+        parts.append(modality)
+    elif fusion != "attention":
+        parts.append(fusion)
+    if pretrain_classes != "all":
+        parts.append(pretrain_classes)
+    return PRE_WEIGHT_DIR / "-".join(parts)
+
+
+def read_meta(pretrained_dir: str | Path) -> dict:
+    path = Path(pretrained_dir) / "meta.json"
+    if not path.is_file():
+        raise UserError(
+            f"{shown(path)}: not found; run python spiking_pretrain_multimodal.py first, or pass -pretrained DIR"
+        )
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{shown(path)}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+
+
+def encoder_config(meta: dict) -> EncoderConfig:
+    # the ImageNet weights are not needed to rebuild: the trained weights come from best.pt
+    return EncoderConfig(**(meta["encoder"] | {"imagenet_weights": False}))
+
+
+def load_encoder(pretrained_dir: str | Path, device: torch.device) -> tuple[MultimodalNet, dict]:
+    """The best pretrained network of ``pretrained_dir``, frozen and in eval mode, and its meta."""
+    meta = read_meta(pretrained_dir)
+    path = Path(pretrained_dir) / "best.pt"
+    model = MultimodalNet(encoder_config(meta))
+    load_weights(model, load_checkpoint(path, "pretrained weights").get("model", {}), path)
+    model.requires_grad_(False)
+    return model.to(device).eval(), meta
+
+
+def check_same_data(meta: dict, table, pretrained_dir: str | Path) -> None:
+    """The pretrained weights must come from this very dataset (same CSV, same classes)."""
+    trained = meta["dataset"]
+    if trained["csv_sha256"] != table.csv_sha256 or trained["classes"] != table.class_names:
+        raise UserError(
+            f"-pretrained {shown(pretrained_dir)}: trained on dataset '{trained['name']}' "
+            f"({len(trained['classes'])} classes), which is not {shown(table.csv_path)} "
+            f"({len(table.class_names)} classes, or the CSV changed); pretrain on this dataset first"
+        )

@@ -1,0 +1,71 @@
+"""Frozen fused features of every row, computed once and cached on disk.
+
+The continual loop never runs the encoders: it reads these features. The cache key covers the
+weights file, meta.json (MFCC statistics, image size), the CSV and the image files, so
+retraining the encoders or editing the data extracts again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from common.batching import autocast
+from common.cache import read_checked, write_checked
+from dataloader.dataset import PreparedData, standardize
+from dataloader.images import image_fingerprint
+from pretrain.artifacts import check_same_data, load_encoder, read_meta
+
+
+def feature_cache_path(pretrained_dir: str | Path, data: PreparedData) -> Path:
+    pretrained_dir = Path(pretrained_dir)
+    meta = read_meta(pretrained_dir)
+    digest = hashlib.sha256()
+    for name in ("best.pt", "meta.json"):
+        path = pretrained_dir / name
+        digest.update(path.read_bytes() if path.is_file() else b"missing")
+    digest.update(data.table.csv_sha256.encode())
+    if meta["modality"] != "audio":
+        digest.update(image_fingerprint(data.table, meta["image_size"]).encode())
+    return Path(data.spec.cache_dir) / "features" / f"{data.table.name}-{digest.hexdigest()[:24]}.pt"
+
+
+def fused_features(
+    pretrained_dir: str | Path, data: PreparedData, device: torch.device, batch_size: int = 512
+) -> torch.Tensor:
+    """(rows, feature_dim) float32 features of every row of ``data``, on the CPU."""
+    meta = read_meta(pretrained_dir)
+    check_same_data(meta, data.table, pretrained_dir)
+    path = feature_cache_path(pretrained_dir, data)
+    cached = read_checked(path)
+    if cached is not None:
+        features = torch.load(io.BytesIO(cached), map_location="cpu", weights_only=True)["features"]
+        if tuple(features.shape) == (len(data.table), meta["feature_dim"]):
+            return features
+    features = extract(pretrained_dir, data, device, batch_size)
+    write_checked(path, lambda handle: torch.save({"features": features}, handle))
+    return features
+
+
+@torch.no_grad()
+def extract(
+    pretrained_dir: str | Path, data: PreparedData, device: torch.device, batch_size: int = 512
+) -> torch.Tensor:
+    """Run the frozen encoders once over every row."""
+    model, meta = load_encoder(pretrained_dir, device)
+    mfcc = standardize(
+        data.table.mfcc, np.asarray(meta["mfcc_mean"], np.float32), np.asarray(meta["mfcc_std"], np.float32)
+    )
+    mfcc = torch.from_numpy(mfcc)
+    images = torch.from_numpy(data.images(meta["image_size"])) if meta["modality"] != "audio" else None
+    chunks = []
+    for start in range(0, len(mfcc), batch_size):
+        window = slice(start, start + batch_size)
+        batch_images = images[window].to(device) if images is not None else None
+        with autocast(device):
+            chunks.append(model.features(batch_images, mfcc[window].to(device)).float().cpu())
+    return torch.cat(chunks)

@@ -1,0 +1,293 @@
+"""The pretraining loop: encoders + fusion + heads trained on the training split.
+
+Model selection uses the validation split; the test split is evaluated once, with the best
+weights, at the end. Each epoch writes ``last.pt`` (everything -resume needs) and, when the
+fused validation accuracy improves, ``best.pt``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from common import atomic
+from common.batching import autocast, batch_rows
+from common.checkpoint import load_checkpoint, load_weights
+from common.errors import UserError
+from common.paths import shown
+from common.rng import rng_state, set_rng_state
+from common.rundir import RunDir
+from common.seeding import seed_everything
+from dataloader.dataset import PreparedData, mfcc_statistics, standardize
+from dataloader.table import SPLIT_NAMES
+from models.fusion import modality_dropout_mask
+from models.multimodal import EncoderConfig, MultimodalNet
+from pretrain.artifacts import read_meta
+
+PRETRAIN_CLASSES = ("all", "first-task")
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    epochs: int = 20
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    aux_weight: float = 1.0
+    modality_dropout: float = 0.5
+    image_size: int = 32
+    pretrain_classes: str = "all"
+    seed: int = 0
+
+
+@dataclass
+class DeviceData:
+    """Everything the loop reads, on the device: uint8 images, standardised MFCC, labels, split rows."""
+
+    images: torch.Tensor | None
+    mfcc: torch.Tensor
+    labels: torch.Tensor  # index into ``classes``; -1 for rows of classes not pretrained on
+    rows: dict[str, torch.Tensor]
+    classes: list[str]
+    mfcc_mean: list[float]
+    mfcc_std: list[float]
+
+    def batch(self, rows: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+        images = self.images[rows] if self.images is not None else None
+        return images, self.mfcc[rows], self.labels[rows]
+
+
+def to_device(data: PreparedData, config: PretrainConfig, encoder: EncoderConfig, device: torch.device) -> DeviceData:
+    if config.pretrain_classes not in PRETRAIN_CLASSES:
+        raise UserError(f"--pretrain-classes {config.pretrain_classes}: expected one of {', '.join(PRETRAIN_CLASSES)}")
+    class_ids = data.task_labels()[0] if config.pretrain_classes == "first-task" else list(range(len(data.class_names)))
+    label_map = torch.full((len(data.class_names),), -1, dtype=torch.long)
+    label_map[class_ids] = torch.arange(len(class_ids))
+    rows = {name: torch.from_numpy(data.rows(name, class_ids)).to(device) for name in SPLIT_NAMES}
+    mean, std = mfcc_statistics(data.table.mfcc, data.rows("train", class_ids))
+    images = None
+    if "image" in encoder.modalities:
+        images = torch.from_numpy(data.images(config.image_size)).to(device)
+    return DeviceData(
+        images=images,
+        mfcc=torch.from_numpy(standardize(data.table.mfcc, mean, std)).to(device),
+        labels=label_map[torch.from_numpy(data.labels)].to(device),
+        rows=rows,
+        classes=[data.class_names[i] for i in class_ids],
+        mfcc_mean=mean.tolist(),
+        mfcc_std=std.tolist(),
+    )
+
+
+def pretraining_loss(out: dict[str, torch.Tensor], labels: torch.Tensor, aux_weight: float) -> torch.Tensor:
+    """Cross-entropy of the fused head plus ``aux_weight`` times that of each modality's own head."""
+    loss = F.cross_entropy(out["fused"].float(), labels)
+    for name in ("image", "audio"):
+        if name in out and out[name] is not out["fused"]:
+            loss = loss + aux_weight * F.cross_entropy(out[name].float(), labels)
+    return loss
+
+
+@torch.no_grad()
+def evaluate(model: MultimodalNet, tensors: DeviceData, rows: torch.Tensor, batch_size: int = 512) -> dict:
+    """Accuracy of the fused head and of each modality's head on ``rows`` (fractions), and mean fusion weights."""
+    model.eval()
+    device = tensors.mfcc.device
+    correct: dict[str, torch.Tensor] = {}
+    weights = []
+    for batch in batch_rows(rows, batch_size):
+        images, mfcc, labels = tensors.batch(batch)
+        with autocast(device):
+            out = model(images, mfcc)
+        for name in ("fused", "image", "audio"):
+            if name in out:
+                correct[name] = correct.get(name, 0) + (out[name].argmax(1) == labels).sum()
+        if "weights" in out:
+            weights.append(out["weights"].float().sum(0))
+    result = {name: round(count.item() / len(rows), 6) for name, count in correct.items()}
+    if weights:
+        result["weights"] = (torch.stack(weights).sum(0) / len(rows)).tolist()
+    return result
+
+
+def pretrain(
+    data: PreparedData,
+    encoder_options: dict,
+    config: PretrainConfig,
+    run: RunDir,
+    device: torch.device,
+    flags: dict,
+) -> dict:
+    """Train, select on validation, test once, and write best.pt, last.pt and meta.json; returns meta."""
+    if run.resuming and (run.work / "meta.json").is_file():
+        meta = read_meta(run.work)
+        print(f"{shown(run.path)}: pretraining already finished; nothing to resume")
+        print(format_test_accuracy(meta))
+        return meta
+    seed_everything(config.seed)
+    encoder = EncoderConfig(n_classes=0, n_mfcc=data.table.mfcc.shape[1], **encoder_options)
+    tensors = to_device(data, config, encoder, device)
+    encoder = EncoderConfig(**(encoder.to_dict() | {"n_classes": len(tensors.classes)}))
+    model = MultimodalNet(encoder).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(config.epochs, 1))
+    shuffle = torch.Generator().manual_seed(config.seed)
+    state = {"epoch": 0, "best_val": -1.0, "best_epoch": 0, "history": [], "seconds": 0.0}
+    if run.resuming:
+        state = _restore(run.work / "last.pt", model, optimizer, scheduler, shuffle, config, encoder)
+        print(f"resuming {shown(run.path)} after epoch {state['epoch']}")
+
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(run.work / "tb"))
+    started = time.time() - state["seconds"]
+    for epoch in range(state["epoch"] + 1, config.epochs + 1):
+        train_loss, train_acc = _train_epoch(
+            model, tensors, optimizer, config, shuffle, f"epoch {epoch}/{config.epochs}"
+        )
+        scheduler.step()
+        val = evaluate(model, tensors, tensors.rows["val"])
+        record = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "val": val}
+        state["history"].append(record)
+        print(_epoch_line(record, config.epochs), flush=True)
+        writer.add_scalar("train/loss", train_loss, epoch)
+        writer.add_scalar("train/acc", train_acc, epoch)
+        for name, value in val.items():
+            if name != "weights":
+                writer.add_scalar(f"val/acc_{name}", value, epoch)
+        if val["fused"] > state["best_val"]:
+            state["best_val"], state["best_epoch"] = val["fused"], epoch
+            atomic.save_torch(
+                run.work / "best.pt", {"model": model.state_dict(), "encoder": encoder.to_dict(), "epoch": epoch}
+            )
+        state["epoch"], state["seconds"] = epoch, time.time() - started
+        _save_last(run.work / "last.pt", model, optimizer, scheduler, shuffle, state, config, encoder)
+    writer.close()
+
+    best = load_checkpoint(run.work / "best.pt", "pretrained weights")
+    load_weights(model, best["model"], run.work / "best.pt")
+    test = evaluate(model, tensors, tensors.rows["test"])
+    meta = _meta(data, tensors, config, encoder, state, test, flags, time.time() - started, device)
+    atomic.write_json(run.work / "meta.json", meta)
+    run.finish()
+    print(format_test_accuracy(meta))
+    return meta
+
+
+def _train_epoch(model, tensors: DeviceData, optimizer, config: PretrainConfig, shuffle, desc: str):
+    model.train()
+    device = tensors.mfcc.device
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    seen = 0
+    for rows in tqdm(
+        batch_rows(tensors.rows["train"], config.batch_size, shuffle), desc=desc, leave=False, disable=None
+    ):
+        if len(rows) < 2:  # batch norm needs two samples
+            continue
+        images, mfcc, labels = tensors.batch(rows)
+        keep = modality_dropout_mask(len(rows), len(model.encoders), config.modality_dropout, device)
+        with autocast(device):
+            out = model(images, mfcc, keep)
+        loss = pretraining_loss(out, labels, config.aux_weight)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss_sum += loss.detach() * len(rows)
+        correct += (out["fused"].argmax(1) == labels).sum()
+        seen += len(rows)
+    return round((loss_sum / seen).item(), 6), round((correct / seen).item(), 6)
+
+
+def _epoch_line(record: dict, epochs: int) -> str:
+    val = record["val"]
+    parts = [
+        f"epoch {record['epoch']:>3}/{epochs}",
+        f"loss {record['train_loss']:.4f}",
+        f"train {record['train_acc']:.4f}",
+    ]
+    parts.append("val " + "  ".join(f"{name} {val[name]:.4f}" for name in ("fused", "image", "audio") if name in val))
+    if "weights" in val:
+        parts.append("weights image/audio " + "/".join(f"{w:.2f}" for w in val["weights"]))
+    return "  ".join(parts)
+
+
+def format_test_accuracy(meta: dict) -> str:
+    acc = meta["test_acc"]
+    shown_acc = "  ".join(
+        f"{name} {acc[name]:.4f}" for name in ("image", "audio", "fused") if acc.get(name) is not None
+    )
+    return f"test accuracy ({meta['dataset']['name']}, {meta['dataset']['rows']['test']} test rows): {shown_acc}"
+
+
+def _save_last(path, model, optimizer, scheduler, shuffle, state, config, encoder) -> None:
+    atomic.save_torch(
+        path,
+        {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "shuffle": shuffle.get_state(),
+            "rng": rng_state(),
+            "state": state,
+            "train": asdict(config),
+            "encoder": encoder.to_dict(),
+        },
+    )
+
+
+def _restore(path, model, optimizer, scheduler, shuffle, config: PretrainConfig, encoder: EncoderConfig) -> dict:
+    checkpoint = load_checkpoint(path, "pretraining checkpoint")
+    saved_train = dict(checkpoint["train"])
+    current = asdict(config)
+    differing = [k for k in current if k != "epochs" and saved_train.get(k) != current[k]]
+    differing += [k for k, v in encoder.to_dict().items() if checkpoint["encoder"].get(k) != v]
+    if differing:
+        k = differing[0]
+        was = saved_train.get(k, checkpoint["encoder"].get(k))
+        raise UserError(f"-resume {shown(path.parent)}: the run used {k}={was!r}; pass the same flags to resume it")
+    load_weights(model, checkpoint["model"], path)
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    scheduler.load_state_dict(checkpoint["scheduler"])
+    shuffle.set_state(checkpoint["shuffle"])
+    set_rng_state(checkpoint["rng"])
+    return checkpoint["state"]
+
+
+def _meta(data, tensors, config, encoder, state, test, flags, seconds, device) -> dict:
+    table = data.table
+    best = state["history"][state["best_epoch"] - 1]["val"] if state["history"] else {}
+    return {
+        "dataset": {
+            "name": table.name,
+            "data_dir": str(data.spec.data_dir),
+            "csv_sha256": table.csv_sha256,
+            "classes": table.class_names,
+            "class_column": data.spec.class_column,
+            "split": data.spec.split.to_dict(),
+            "rows": {name: len(tensors.rows[name]) for name in SPLIT_NAMES},
+        },
+        "classes": table.class_names,
+        "tasks": data.tasks,
+        "pretrain_classes": config.pretrain_classes,
+        "trained_classes": tensors.classes,
+        "feature_dim": encoder.feature_dim,
+        "modality": encoder.modality,
+        "fusion": encoder.fusion if encoder.modality == "both" else None,
+        "image_size": config.image_size,
+        "mfcc_mean": tensors.mfcc_mean,
+        "mfcc_std": tensors.mfcc_std,
+        "encoder": encoder.to_dict(),
+        "train": asdict(config),
+        "test_acc": {name: test.get(name) for name in ("image", "audio", "fused")},
+        "val_acc": {name: best.get(name) for name in ("image", "audio", "fused")},
+        "best_epoch": state["best_epoch"],
+        "history": state["history"],
+        "seconds": round(seconds, 2),
+        "device": str(device),
+        "flags": flags,
+    }

@@ -1,0 +1,107 @@
+"""Pretrain the ANN image and MFCC-audio encoders with attention fusion.
+
+Trains on the training split, selects on validation, tests once, and writes best.pt, last.pt
+and meta.json to pre_weight/<dataset>/ (or --out). The continual script reads them.
+"""
+
+import sys
+
+from common.cli import FlagParser, run_cli
+from common.device import select_device
+from common.paths import shown
+from common.rundir import RunDir
+from dataloader.dataset import prepare_data
+from dataloader.options import add_data_flags, data_spec_from_args
+from models.encoders import AUDIO_ENCODERS, IMAGE_BACKBONES
+from models.fusion import FUSIONS
+from models.multimodal import MODALITIES
+from pretrain.artifacts import MARKERS, default_out_dir
+from pretrain.trainer import PRETRAIN_CLASSES, PretrainConfig, pretrain
+
+
+def build_parser() -> FlagParser:
+    defaults = PretrainConfig()
+    parser = FlagParser(prog="python spiking_pretrain_multimodal.py", description=__doc__.splitlines()[0])
+    add_data_flags(parser)
+    parser.flag(
+        "--out", default=None, help="output folder; default pre_weight/<dataset>[-<modality>][-<fusion>][-first-task]"
+    )
+    parser.flag("-epochs", type=int, default=defaults.epochs, help="training epochs")
+    parser.flag("-b", "--batch-size", type=int, default=defaults.batch_size, help="batch size")
+    parser.flag("-lr", type=float, default=defaults.lr, help="AdamW learning rate (cosine schedule)")
+    parser.flag("--weight-decay", type=float, default=defaults.weight_decay, help="AdamW weight decay")
+    parser.flag(
+        "--aux-weight", type=float, default=defaults.aux_weight, help="weight of each modality's own head in the loss"
+    )
+    parser.flag(
+        "--modality-dropout",
+        type=float,
+        default=defaults.modality_dropout,
+        help="fraction of training samples that see one random modality only (keeps fusion from collapsing onto one)",
+    )
+    parser.flag("--image-size", type=int, default=defaults.image_size, help="images are resized to this square size")
+    parser.flag("--modality", default="both", choices=MODALITIES, help="which encoders to train")
+    parser.flag("--fusion", default="attention", choices=FUSIONS, help="how the two embeddings are fused")
+    parser.flag("--feature-dim", type=int, default=784, help="size of the fused feature the spiking network reads")
+    parser.flag("--image-backbone", default="cnn", choices=IMAGE_BACKBONES, help="image encoder")
+    parser.flag(
+        "--imagenet-weights",
+        action="store_true",
+        help="start resnet18 from ImageNet weights (needs them in torch's cache or a network)",
+    )
+    parser.flag(
+        "--audio-encoder",
+        default="mlp",
+        choices=AUDIO_ENCODERS,
+        help="mlp over the MFCC vector, or conv over its 13-value windows",
+    )
+    parser.flag(
+        "--pretrain-classes",
+        default="all",
+        choices=PRETRAIN_CLASSES,
+        help="all: every class (as the reference); first-task: only task 0's classes, so later tasks are never seen by the frozen encoders",
+    )
+    parser.flag("-seed", type=int, default=defaults.seed, help="seed of Python, NumPy and torch")
+    parser.flag("-gpu-id", default=None, help="CUDA device index (CUDA is used when present)")
+    parser.flag("--device", default=None, help="cpu, cuda or cuda:N (overrides -gpu-id)")
+    parser.flag("-resume", action="store_true", help="continue the run in the output folder from its last epoch")
+    parser.flag(
+        "--overwrite",
+        action="store_true",
+        help="replace the weights in the output folder (kept until the new run finishes)",
+    )
+    return parser
+
+
+def main(argv) -> None:
+    args = build_parser().parse_args(argv)
+    spec = data_spec_from_args(args)
+    data = prepare_data(spec, args.tasks)
+    out = args.out or default_out_dir(data.table.name, args.modality, args.fusion, args.pretrain_classes)
+    run = RunDir(out, MARKERS, resume=args.resume, overwrite=args.overwrite, out_flag="--out")
+    device = select_device(args.gpu_id, args.device)
+    config = PretrainConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        aux_weight=args.aux_weight,
+        modality_dropout=args.modality_dropout,
+        image_size=args.image_size,
+        pretrain_classes=args.pretrain_classes,
+        seed=args.seed,
+    )
+    encoder = {
+        "feature_dim": args.feature_dim,
+        "modality": args.modality,
+        "image_backbone": args.image_backbone,
+        "audio_encoder": args.audio_encoder,
+        "fusion": args.fusion,
+        "imagenet_weights": args.imagenet_weights,
+    }
+    print(f"pretraining on {shown(spec.data_dir)} -> {shown(run.path)}", flush=True)
+    pretrain(data, encoder, config, run, device, flags=vars(args))
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

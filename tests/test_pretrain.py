@@ -1,0 +1,158 @@
+"""Pretraining: model shapes, fusion weights, the saved run, the feature cache, bad weights files."""
+
+import json
+
+import pytest
+import torch
+
+import pretrain.features as features_module
+from common.errors import UserError
+from common.rundir import RunDir
+from dataloader.dataset import prepare_data
+from dataloader.options import DataSpec
+from models.fusion import FUSIONS, make_fusion, modality_dropout_mask
+from models.multimodal import EncoderConfig, MultimodalNet
+from pretrain.artifacts import MARKERS, load_encoder
+from pretrain.features import fused_features
+from pretrain.trainer import PretrainConfig, pretrain
+
+TINY = PretrainConfig(epochs=2, batch_size=8, image_size=16)
+ENCODER = {"feature_dim": 24}
+
+
+def _data(root, tmp_path):
+    return prepare_data(DataSpec(root, cache_dir=tmp_path / "cache"))
+
+
+def _pretrain(data, out, config=TINY, encoder=ENCODER, **run_flags):
+    run = RunDir(
+        out,
+        MARKERS,
+        resume=run_flags.get("resume", False),
+        overwrite=run_flags.get("overwrite", False),
+        out_flag="--out",
+    )
+    return pretrain(data, encoder, config, run, torch.device("cpu"), flags={})
+
+
+@pytest.mark.parametrize("modality", ["both", "audio", "image"])
+def test_model_output_shapes(modality):
+    model = MultimodalNet(
+        EncoderConfig(n_classes=5, n_mfcc=104, feature_dim=40, modality=modality, audio_encoder="conv")
+    )
+    images, mfcc = torch.randint(0, 256, (3, 20, 20, 3), dtype=torch.uint8), torch.randn(3, 104)
+    out = model(images, mfcc)
+    assert out["fused"].shape == (3, 5)
+    assert model.features(images, mfcc).shape == (3, 40)
+    assert (model.features(images, mfcc) >= 0).all(), "features enter the spiking network as non-negative currents"
+    assert modality == "both" or out[modality] is out["fused"]
+
+
+@pytest.mark.parametrize("kind", FUSIONS)
+def test_fusion_weights_are_positive_and_sum_to_one(kind):
+    torch.manual_seed(0)
+    fusion = make_fusion(kind, 16)
+    for p in fusion.parameters():  # move attention away from its equal-weight start
+        torch.nn.init.normal_(p, std=3.0)
+    embeddings = [torch.randn(50, 16) * 10, torch.randn(50, 16) * 10]
+    fused, weights = fusion(embeddings)
+    assert fused.shape == (50, 16)
+    torch.testing.assert_close(weights.sum(1), torch.ones(50))
+    assert (weights >= 0).all()
+    if kind == "attention":
+        assert weights.std() > 0.01, "attention must weigh samples differently"
+    keep = torch.tensor([[True, False], [False, True]]).repeat(25, 1)
+    fused, weights = fusion(embeddings, keep)
+    torch.testing.assert_close(weights, keep.float())
+    if kind != "concat":
+        torch.testing.assert_close(fused[0], embeddings[0][0])
+
+
+def test_modality_dropout_keeps_one_modality_per_row():
+    torch.manual_seed(0)
+    keep = modality_dropout_mask(10_000, 2, 0.5, torch.device("cpu"))
+    assert keep.any(1).all()
+    assert abs((keep.sum(1) == 1).float().mean().item() - 0.5) < 0.03
+
+
+def test_pretraining_writes_weights_and_meta(scene_dir, tmp_path):
+    meta = _pretrain(_data(scene_dir, tmp_path), tmp_path / "pw")
+    for name in ("best.pt", "last.pt", "meta.json"):
+        assert (tmp_path / "pw" / name).is_file()
+    on_disk = json.loads((tmp_path / "pw" / "meta.json").read_text())
+    assert on_disk == meta
+    for key in ("classes", "tasks", "feature_dim", "modality", "image_size", "mfcc_mean", "mfcc_std"):
+        assert key in meta
+    assert meta["classes"] == ["BEACH", "CITY", "FOREST"] and meta["feature_dim"] == 24
+    assert set(meta["test_acc"]) == {"image", "audio", "fused"}
+    assert all(0 <= value <= 1 for value in meta["test_acc"].values())
+    assert len(meta["mfcc_mean"]) == 104 and len(meta["history"]) == 2
+
+
+def test_first_task_pretraining_sees_only_task_zero(scene_dir, tmp_path):
+    data = _data(scene_dir, tmp_path)
+    meta = _pretrain(
+        data, tmp_path / "pw", PretrainConfig(epochs=1, batch_size=8, image_size=16, pretrain_classes="first-task")
+    )
+    assert meta["trained_classes"] == data.tasks[0] == ["BEACH", "CITY"]
+    assert meta["dataset"]["rows"]["train"] == len(data.rows("train", [0, 1]))
+
+
+def test_saved_weights_load_back_to_the_same_features(scene_dir, tmp_path):
+    data = _data(scene_dir, tmp_path)
+    _pretrain(data, tmp_path / "pw")
+    model, meta = load_encoder(tmp_path / "pw", torch.device("cpu"))
+    best = torch.load(tmp_path / "pw" / "best.pt", weights_only=True)
+    fresh = MultimodalNet(EncoderConfig(**meta["encoder"])).eval()
+    fresh.load_state_dict(best["model"])
+    features = fused_features(tmp_path / "pw", data, torch.device("cpu"))
+    images = torch.from_numpy(data.images(16))
+    mfcc = (torch.from_numpy(data.table.mfcc) - torch.tensor(meta["mfcc_mean"])) / torch.tensor(meta["mfcc_std"])
+    with torch.no_grad():
+        torch.testing.assert_close(features, fresh.features(images, mfcc))
+        torch.testing.assert_close(model.features(images, mfcc), features)
+
+
+def test_feature_cache_hit_and_miss(scene_dir, tmp_path, monkeypatch):
+    data = _data(scene_dir, tmp_path)
+    _pretrain(data, tmp_path / "pw")
+    calls = []
+    real = features_module.extract
+    monkeypatch.setattr(features_module, "extract", lambda *a, **k: calls.append(1) or real(*a, **k))
+    first = fused_features(tmp_path / "pw", data, torch.device("cpu"))
+    second = fused_features(tmp_path / "pw", data, torch.device("cpu"))
+    assert len(calls) == 1, "the second call must come from the cache"
+    torch.testing.assert_close(first, second)
+    _pretrain(data, tmp_path / "pw", PretrainConfig(epochs=1, batch_size=8, image_size=16, seed=5), overwrite=True)
+    fused_features(tmp_path / "pw", data, torch.device("cpu"))
+    assert len(calls) == 2, "new weights must miss the cache"
+
+
+def test_a_second_run_does_not_overwrite_the_first(scene_dir, tmp_path):
+    data = _data(scene_dir, tmp_path)
+    _pretrain(data, tmp_path / "pw")
+    before = (tmp_path / "pw" / "best.pt").read_bytes()
+    with pytest.raises(UserError, match="already holds results; pass -resume .* --overwrite"):
+        _pretrain(data, tmp_path / "pw")
+    assert (tmp_path / "pw" / "best.pt").read_bytes() == before
+
+
+def test_mismatched_weights_file_is_a_clear_error(scene_dir, tmp_path):
+    data = _data(scene_dir, tmp_path)
+    _pretrain(data, tmp_path / "pw")
+    other = MultimodalNet(EncoderConfig(n_classes=7, n_mfcc=104, feature_dim=24))
+    torch.save({"model": other.state_dict()}, tmp_path / "pw" / "best.pt")
+    with pytest.raises(UserError, match=r"best.pt: weights do not match the model: head.weight has shape \(7, 24\)"):
+        load_encoder(tmp_path / "pw", torch.device("cpu"))
+    (tmp_path / "pw" / "best.pt").write_bytes(b"not a checkpoint at all")
+    with pytest.raises(UserError, match="best.pt: not a PyTorch checkpoint"):
+        load_encoder(tmp_path / "pw", torch.device("cpu"))
+
+
+def test_weights_from_another_dataset_are_refused(scene_dir, tmp_path):
+    from tests.fixtures import make_scene_dataset
+
+    _pretrain(_data(scene_dir, tmp_path), tmp_path / "pw")
+    other = _data(make_scene_dataset(tmp_path / "other", classes=("A", "B", "C", "D")), tmp_path)
+    with pytest.raises(UserError, match="trained on dataset 'tiny' \\(3 classes\\)"):
+        fused_features(tmp_path / "pw", other, torch.device("cpu"))
