@@ -1,0 +1,119 @@
+"""LIF spiking neurons trained with DSR (differentiation on spike representation, Meng et al. 2022).
+
+Forward: the exact multi-step LIF dynamics of the reference HLOP-SNN code. With
+``beta = exp(-delta_t / tau)``, each step ``u <- beta * u + (1 - beta) * I_t``; a spike is
+emitted when ``u >= alpha * Vth``, of size ``Vth / delta_t``, and the membrane is reset softly by
+``u <- u - Vth``.
+
+Backward: gradients flow through the weighted firing rate ``r = sum_t w_t s_t / sum_t w_t`` with
+``w_t = exp(-(T - t) * delta_t / tau)``. For a rate ``a`` of the input current the output rate is
+about ``a / tau`` until it saturates at ``Vth / delta_t``, so ``dr/da = 1/tau`` for
+``0 < a < Vth * tau / delta_t`` and 0 elsewhere; the saturated part trains the threshold (scaled by
+``delta_t`` as in the reference). Because the backward pass only needs rates, the spike simulation
+runs without autograd and the network's gradient graph is made of (batch, features) tensors.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class NeuronConfig:
+    timesteps: int = 20
+    vth: float = 0.3
+    tau: float = 1.0
+    delta_t: float = 0.05
+    alpha: float = 0.3
+    train_vth: bool = True
+    vth_bound: float = 0.0005
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def rate_weights(timesteps: int, tau: float, delta_t: float, device=None) -> torch.Tensor:
+    """The weights ``w_t`` of the weighted firing rate, normalised to sum to one (shape (T,))."""
+    t = torch.arange(1, timesteps + 1, dtype=torch.float32, device=device)
+    weights = torch.exp(-(timesteps - t) * delta_t / tau)
+    return weights / weights.sum()
+
+
+def weighted_rate(spikes: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """(T, B, N) spike trains to (B, N) weighted firing rates."""
+    return torch.einsum("t,tbn->bn", weights.to(spikes.dtype), spikes)
+
+
+@torch.no_grad()
+def lif_spikes(current: torch.Tensor, config: NeuronConfig, vth: torch.Tensor, timesteps: int | None = None):
+    """Run the LIF dynamics; ``current`` is (T, B, N), or (B, N) for a constant input.
+
+    Returns the spike trains (T, B, N) (values 0 or Vth/delta_t) and the final membrane potential.
+    """
+    steps = timesteps or config.timesteps
+    constant = current.dim() == 2
+    beta = math.exp(-config.delta_t / config.tau)
+    fire_at = config.alpha * vth
+    u = torch.zeros_like(current if constant else current[0], dtype=torch.float32)
+    drive = (1 - beta) * current.float()
+    spikes = torch.empty((steps, *u.shape), dtype=torch.float32, device=current.device)
+    for t in range(steps):
+        u.mul_(beta).add_(drive if constant else drive[t])
+        fired = (u >= fire_at).float()
+        u.sub_(fired * vth)
+        spikes[t] = fired
+    return spikes.mul_(vth / config.delta_t), u
+
+
+class _DSR(torch.autograd.Function):
+    """Identity on the exact output rate forward; the DSR rate gradient backward."""
+
+    @staticmethod
+    def forward(ctx, rate_in, rate_out, vth, tau: float, delta_t: float):
+        ctx.save_for_backward(rate_in, vth)
+        ctx.tau, ctx.delta_t = tau, delta_t
+        return rate_out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        rate_in, vth = ctx.saved_tensors
+        saturation = vth * ctx.tau / ctx.delta_t
+        active = (rate_in > 0) & (rate_in < saturation)
+        grad_in = grad_out * active / ctx.tau
+        grad_vth = None
+        if ctx.needs_input_grad[2]:
+            grad_vth = (grad_out * (rate_in > saturation)).sum().reshape(vth.shape) * ctx.delta_t
+        return grad_in, None, grad_vth, None, None
+
+
+class LIFNeuron(nn.Module):
+    """A multi-step LIF layer with an explicit membrane state ``v`` (reset before each batch)."""
+
+    def __init__(self, config: NeuronConfig):
+        super().__init__()
+        self.config = config
+        vth = torch.tensor(float(config.vth))
+        self.vth = nn.Parameter(vth) if config.train_vth else nn.Parameter(vth, requires_grad=False)
+        self.register_buffer("weights", rate_weights(config.timesteps, config.tau, config.delta_t), persistent=False)
+        self.v: torch.Tensor | None = None
+
+    def reset(self) -> None:
+        self.v = None
+
+    def forward(self, current: torch.Tensor, rate_in: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Spikes (T, B, N) of the input ``current`` ((T, B, N) or constant (B, N)), and their weighted rate.
+
+        ``rate_in`` is the weighted rate of ``current`` as a differentiable (B, N) tensor: the
+        gradient of the returned rate flows into it (DSR) and into the threshold.
+        """
+        with torch.no_grad():
+            self.vth.clamp_(min=self.config.vth_bound)
+        spikes, self.v = lif_spikes(current, self.config, self.vth.detach())
+        rate_out = weighted_rate(spikes, self.weights)
+        if torch.is_grad_enabled():
+            rate_out = _DSR.apply(rate_in, rate_out, self.vth, self.config.tau, self.config.delta_t)
+        return spikes, rate_out

@@ -1,0 +1,74 @@
+"""The spiking MLP trained task after task: feature -> fc1 -> LIF -> fc2 -> LIF -> classifier.
+
+As in the reference HLOP-SNN code: weights without bias, T timesteps, the fused feature fed as a
+constant input current every step, the output decoded from the weighted firing rate.
+
+Work that does not change across timesteps is done once: ``fc1`` of the constant input, and
+the classifier on the weighted rate (by linearity equal to the weighted rate of the classifier's
+per-step outputs). Only ``fc2`` sees time-varying spikes. Gradients follow DSR (see
+``models.neurons``), so the projected layers' inputs are the (B, N) rates ``x, r1, r2``; a
+``Projector`` (HLOP, GPM) replaces them by their components orthogonal to old tasks' subspaces
+in the weight gradients.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hlop.projection import Projector, projected_linear
+from models.neurons import LIFNeuron, NeuronConfig
+
+
+@dataclass
+class SpikingOutput:
+    logits: torch.Tensor  # (B, classes), the weighted firing rate of the output layer
+    layer_inputs: list[torch.Tensor]  # inputs of fc1, fc2, classifier as (B, N) rates, detached
+    layer_spikes: list[torch.Tensor] | None = None  # spike trains (T, B, N) into fc2 and the classifier
+
+
+class SpikingMLP(nn.Module):
+    def __init__(self, in_features: int, n_classes: int, hidden: int = 800, neuron: NeuronConfig | None = None):
+        super().__init__()
+        neuron = neuron or NeuronConfig()
+        self.fc1 = nn.Linear(in_features, hidden, bias=False)
+        self.sn1 = LIFNeuron(neuron)
+        self.fc2 = nn.Linear(hidden, hidden, bias=False)
+        self.sn2 = LIFNeuron(neuron)
+        self.classifier = nn.Linear(hidden, n_classes, bias=False)
+
+    @property
+    def projected_layers(self) -> list[nn.Linear]:
+        """The layers whose weight gradients are projected, in order (their inputs: x, r1, r2)."""
+        return [self.fc1, self.fc2, self.classifier]
+
+    @property
+    def neurons(self) -> list[LIFNeuron]:
+        return [self.sn1, self.sn2]
+
+    def reset(self) -> None:
+        for neuron in self.neurons:
+            neuron.reset()
+
+    def forward(self, x: torch.Tensor, projector: Projector | None = None, keep_spikes: bool = False) -> SpikingOutput:
+        self.reset()
+        current1 = self._linear(0, x, projector)  # constant over time: computed once
+        spikes1, rate1 = self.sn1(current1, current1)
+        with torch.no_grad():
+            current2 = spikes1.to(self.fc2.weight.dtype) @ self.fc2.weight.t()  # (T, B, H): the one per-step product
+        spikes2, rate2 = self.sn2(current2, self._linear(1, rate1, projector))
+        logits = self._linear(2, rate2, projector)
+        return SpikingOutput(
+            logits=logits,
+            layer_inputs=[x.detach(), rate1.detach(), rate2.detach()],
+            layer_spikes=[spikes1, spikes2] if keep_spikes else None,
+        )
+
+    def _linear(self, index: int, x: torch.Tensor, projector: Projector | None) -> torch.Tensor:
+        weight = self.projected_layers[index].weight
+        if projector is None:
+            return F.linear(x, weight)
+        return projected_linear(x, weight, projector.orthogonal(index, x.detach()))
