@@ -1,0 +1,104 @@
+"""Lateral Hebbian neurons that learn the principal subspace of a layer's inputs (HLOP).
+
+For inputs ``x`` (B, N) and lateral weights ``W`` (M, N), the lateral neurons answer ``y = W x``
+(quantised to spike counts when they spike) and learn by Oja's subspace rule
+
+    dW = y (x - W^T y)^T / B,     clamped to [-10, 10], with momentum 0.9,
+
+a few iterations per batch. The rows converge to an orthonormal basis of the inputs' principal
+subspace. Each task adds new rows (``add_subspace``); when the task ends they are merged into the
+frozen old subspace (``merge``), which the following tasks' gradients are projected away from.
+Frozen rows still answer in ``y``, so the new rows learn the residual subspace of the new task.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from hlop.projection import orthogonal_to_rows
+
+
+class HebbianSubspace(nn.Module):
+    def __init__(
+        self,
+        in_features: int,
+        lr: float,
+        momentum: float = 0.9,
+        spiking: bool = False,
+        spiking_scale: float = 20.0,
+        spiking_timesteps: float = 1000.0,
+    ):
+        super().__init__()
+        self.in_features = in_features
+        self.lr = lr
+        self.momentum = momentum
+        self.spiking = spiking
+        self.spiking_scale = spiking_scale
+        self.spiking_timesteps = spiking_timesteps
+        self.register_buffer("weight", torch.zeros(0, in_features))
+        self.register_buffer("velocity", torch.zeros(0, in_features))
+        self.register_buffer("n_frozen", torch.zeros((), dtype=torch.long))
+
+    @property
+    def frozen(self) -> torch.Tensor:
+        """The rows of finished tasks: the protected subspace."""
+        return self.weight[: int(self.n_frozen)]
+
+    def add_subspace(self, n: int, generator: torch.Generator | None = None) -> None:
+        """Append ``n`` learning rows, initialised orthonormal among themselves."""
+        if n <= 0:
+            return
+        new = torch.empty(n, self.in_features)
+        nn.init.orthogonal_(new, generator=generator)
+        self.weight = torch.cat([self.weight, new.to(self.weight)])
+        self.velocity = torch.cat([self.velocity, torch.zeros_like(new).to(self.velocity)])
+
+    def merge(self) -> None:
+        """Freeze every row: the subspace learned so far becomes the old-task subspace."""
+        self.n_frozen.fill_(self.weight.shape[0])
+
+    def quantize(self, y: torch.Tensor) -> torch.Tensor:
+        """Spike-count quantisation of the lateral output when the lateral neurons spike."""
+        if not self.spiking:
+            return y
+        s, steps = self.spiking_scale, self.spiking_timesteps
+        return torch.round(torch.clamp(y, -s, s) / s * steps) / steps * s
+
+    def orthogonal(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` without its component in the frozen (old-task) subspace."""
+        return orthogonal_to_rows(x, self.frozen.to(x.dtype), self.quantize)
+
+    @torch.no_grad()
+    def hebbian_update(self, x: torch.Tensor, iterations: int = 5, all_reduce=None, total: int | None = None) -> None:
+        """``iterations`` steps of Oja's subspace rule on the inputs ``x`` (B, N); frozen rows stay.
+
+        The frozen rows' share of the reconstruction ``W^T y`` does not change between iterations,
+        so it is removed from ``x`` once; each iteration then only involves the learning rows
+        (the same update as the full rule with the frozen rows' updates zeroed).
+
+        For data-parallel training, ``all_reduce`` sums each step's update over processes and
+        ``total`` is the global batch size, so every process keeps identical weights.
+        """
+        start = int(self.n_frozen)
+        if self.weight.shape[0] == start:
+            return
+        x = x.float()
+        total = total or x.shape[0]
+        residual = self.orthogonal(x) if start else x
+        learning, velocity = self.weight[start:], self.velocity[start:]  # views: updated in place
+        for _ in range(iterations):
+            y = self.quantize(x @ learning.t())
+            delta = y.t() @ torch.addmm(residual, y, learning, alpha=-1)
+            if all_reduce is not None:
+                all_reduce(delta)
+            delta.div_(total).clamp_(-10, 10)
+            velocity.mul_(self.momentum).add_(delta, alpha=1 - self.momentum)
+            learning.add_(velocity, alpha=self.lr)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # the number of rows grows task by task: take the saved shapes before loading
+        for name in ("weight", "velocity"):
+            if prefix + name in state_dict:
+                setattr(self, name, torch.empty_like(state_dict[prefix + name]).to(getattr(self, name).device))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
