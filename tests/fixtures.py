@@ -73,3 +73,54 @@ def rewrite_csv(root: Path, edit) -> None:
     rows = edit(rows)
     with open(path, "w", newline="") as handle:
         csv.writer(handle).writerows(rows)
+
+
+def make_continual_data(
+    n_tasks: int = 2, classes_per_task: int = 2, dim: int = 40, per_class=(40, 10, 10), seed: int = 0
+):
+    """Features of well-separated classes, as ``ContinualData`` on the CPU (no pretraining needed).
+
+    Each class is a noisy non-negative prototype; in the class scenario a plain network
+    trained on the last task predicts only that task's classes, so forgetting is certain.
+    """
+    import torch
+
+    from continual.data import ContinualData
+
+    generator = torch.Generator().manual_seed(seed)
+    n_classes = n_tasks * classes_per_task
+    prototypes = torch.rand(n_classes, dim, generator=generator) * (
+        torch.rand(n_classes, dim, generator=generator) < 0.3
+    )
+    features, labels, split_of = [], [], []
+    for c in range(n_classes):
+        for split, count in zip(("train", "val", "test"), per_class, strict=True):
+            noise = 0.05 * torch.rand(count, dim, generator=generator)
+            features.append(prototypes[c] + noise)
+            labels += [c] * count
+            split_of += [split] * count
+    features = torch.cat(features)
+    labels = torch.tensor(labels)
+    task_classes = [list(range(t * classes_per_task, (t + 1) * classes_per_task)) for t in range(n_tasks)]
+    rows = {
+        split: [
+            torch.tensor(
+                [
+                    i
+                    for i, (s, y) in enumerate(zip(split_of, labels.tolist(), strict=True))
+                    if s == split and y in classes
+                ]
+            )
+            for classes in task_classes
+        ]
+        for split in ("train", "val", "test")
+    }
+    names = [f"C{c}" for c in range(n_classes)]
+    return ContinualData(
+        features=features,
+        labels=labels,
+        task_classes=task_classes,
+        task_names=[[names[c] for c in classes] for classes in task_classes],
+        class_names=names,
+        rows=rows,
+    )

@@ -1,5 +1,6 @@
 """The two top-level scripts end to end on a tiny fixture, as a user runs them."""
 
+import json
 import subprocess
 import sys
 
@@ -34,3 +35,98 @@ def test_pretrain_script_prints_three_accuracies_and_refuses_to_clobber(scene_di
         "-resume",
     )
     assert resumed.returncode == 0 and "already finished" in resumed.stdout
+
+
+REFERENCE_FLAGS = (
+    "-b -epochs -data_dir -out_dir -opt -lr -lr_scheduler -step_size -gamma -T_max -warmup -gpu-id -timesteps "
+    "-Vth -tau -delta_t -alpha -train_Vth -Vth_bound -baseline -hlop_spiking -hlop_spiking_scale "
+    "-hlop_spiking_timesteps -hlop_start_epochs -not_hlop_with_wfr -seed -pretrained -scenario -resume -overwrite"
+).split()
+
+
+def test_continual_help_explains_every_reference_flag():
+    result = run_script("spiking_train_multimodal_end.py", "--help")
+    assert result.returncode == 0
+    lines = result.stdout.splitlines()
+    for flag in REFERENCE_FLAGS:
+        assert any(line.strip().startswith(f"{flag} ") or line.strip().startswith(f"{flag},") for line in lines), flag
+
+
+TINY_SNN = ["-epochs", "2", "-hidden", "32", "-timesteps", "4", "-hlop_out_num", "4,8,8", "-hlop_out_num_inc", "2,4,4"]
+
+
+def test_pretrain_then_baseline_and_hlop_end_to_end(scene_dir, tmp_path):
+    cache = ["--cache-dir", str(tmp_path / "cache")]
+    pretrained = tmp_path / "pw"
+    done = run_script(
+        "spiking_pretrain_multimodal.py",
+        "--data-dir",
+        str(scene_dir),
+        "--out",
+        str(pretrained),
+        *cache,
+        "-epochs",
+        "1",
+        "--image-size",
+        "16",
+        "--feature-dim",
+        "16",
+    )
+    assert done.returncode == 0, done.stderr
+    for flags, name in ((["-baseline"], "baseline"), (["-hlop_spiking", "-hlop_spiking_timesteps", "40"], "hlop")):
+        out = tmp_path / name
+        result = run_script(
+            "spiking_train_multimodal_end.py",
+            "-data_dir",
+            str(scene_dir),
+            "-pretrained",
+            str(pretrained),
+            "-out_dir",
+            str(out),
+            *cache,
+            *TINY_SNN,
+            *flags,
+        )
+        assert result.returncode == 0, result.stderr
+        assert "ACC " in result.stdout and "BWT " in result.stdout
+        results = json.loads((out / "results.json").read_text())
+        assert results["method"] == name and len(results["acc_matrix"]) == 2
+        assert results["config"]["method_config"].get("spiking", False) is (name == "hlop")
+
+
+def test_first_task_encoders_with_another_task_zero_are_refused(scene_dir, tmp_path):
+    cache = ["--cache-dir", str(tmp_path / "cache")]
+    pretrained = tmp_path / "pw"
+    done = run_script(
+        "spiking_pretrain_multimodal.py",
+        "--data-dir",
+        str(scene_dir),
+        "--out",
+        str(pretrained),
+        *cache,
+        "-epochs",
+        "1",
+        "--image-size",
+        "16",
+        "--feature-dim",
+        "16",
+        "--pretrain-classes",
+        "first-task",
+    )
+    assert done.returncode == 0, done.stderr
+    result = run_script(
+        "spiking_train_multimodal_end.py",
+        "-data_dir",
+        str(scene_dir),
+        "-pretrained",
+        str(pretrained),
+        "-out_dir",
+        str(tmp_path / "run"),
+        *cache,
+        *TINY_SNN,
+        "--tasks",
+        '[["FOREST"], ["BEACH", "CITY"]]',
+    )
+    assert result.returncode == 2
+    assert "later tasks' classes would leak into the frozen encoders" in result.stderr
+    assert result.stderr.count("\n") == 1

@@ -1,0 +1,59 @@
+"""What a continual-learning method is to the loop: hooks around tasks and steps.
+
+The loop (``continual.trainer``) trains the spiking MLP task after task and calls these hooks;
+each method overrides the ones it needs. Methods are ``nn.Module``s so that their state (Hebbian
+subspaces, Fisher information, memories) is saved in checkpoints with ``state_dict``. The plain
+sequential baseline is this class itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from hlop.projection import Projector
+from models.spiking_mlp import SpikingMLP, SpikingOutput
+
+
+@dataclass
+class TaskContext:
+    """What a method may look at when a task ends."""
+
+    model: SpikingMLP
+    task: int
+    features: torch.Tensor  # (rows, feature_dim) on the device
+    labels: torch.Tensor
+    train_rows: torch.Tensor  # this task's training rows
+    class_mask: torch.Tensor | None  # allowed classes in the task scenario, else None
+    batch_size: int
+
+
+class Method(nn.Module):
+    name = "baseline"
+    needs_spikes = False  # whether after_step needs the hidden layers' spike trains
+
+    def prepare(self, model: SpikingMLP) -> None:
+        """Called once, after the model is built and before any task."""
+
+    def before_task(self, task: int) -> None:
+        """Called before training task ``task``."""
+
+    def projector(self, task: int) -> Projector | None:
+        """The gradient projection to use while training ``task``, if any."""
+        return None
+
+    def penalty(self, model: SpikingMLP) -> torch.Tensor | None:
+        """An extra loss term added to the cross-entropy, if any."""
+        return None
+
+    def after_step(self, output: SpikingOutput, task: int, epoch: int) -> None:
+        """Called after each optimizer step with that batch's forward output."""
+
+    def after_task(self, context: TaskContext) -> None:
+        """Called when ``context.task`` has been trained, before it is evaluated."""
+
+
+class Baseline(Method):
+    """Plain sequential training: nothing protects old tasks."""

@@ -1,0 +1,98 @@
+"""HLOP (Xiao et al., ICLR 2024): Hebbian subspaces of past inputs, and projection away from them.
+
+Each projected layer (fc1, fc2, classifier) gets a ``HebbianSubspace``. While task ``k`` is
+trained, its new lateral rows learn the principal subspace of the layer's inputs by Oja's rule
+(after ``start_epochs`` epochs); for ``k > 0`` the layer's weight gradient uses inputs with the
+frozen old-task subspace removed. After the task the rows are merged into the frozen subspace.
+Subspace sizes: ``first_sizes`` for task 0, then ``inc_sizes`` per task, shrinking every third
+task by 2/7 of the increment (the reference's 70 -> 50 -> 30 -> 10), never beyond a layer's
+input size.
+
+The defaults differ from the reference's (80, 200, 100) for fc1: the frozen fused features are
+nearly low-rank (on avdigits 6 directions hold 90% of their energy, 32 hold 99%), so 80 rows
+already span almost every direction a new task could use. fc1 then learns only through nearly
+empty directions, its weights grow without bound, and old tasks are lost (ACC 29%). 20 rows,
+then 10 per task, protect the principal directions and leave room to learn (ACC 98%).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from continual.methods.base import Method, TaskContext
+from hlop.hebbian import HebbianSubspace
+from models.spiking_mlp import SpikingMLP, SpikingOutput
+
+
+@dataclass(frozen=True)
+class HLOPConfig:
+    lr: tuple[float, float, float] = (0.05, 0.05, 0.05)
+    iterations: int = 5
+    momentum: float = 0.9
+    first_sizes: tuple[int, int, int] = (20, 200, 100)
+    inc_sizes: tuple[int, int, int] = (10, 70, 70)
+    shrink_every: int = 3
+    shrink_fraction: float = 2 / 7
+    spiking: bool = False
+    spiking_scale: float = 20.0
+    spiking_timesteps: float = 1000.0
+    with_wfr: bool = True
+    start_epochs: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class HLOP(Method):
+    name = "hlop"
+
+    def __init__(self, config: HLOPConfig = HLOPConfig()):
+        super().__init__()
+        self.config = config
+        self.needs_spikes = not config.with_wfr
+        self.subspaces = nn.ModuleList()
+        self.all_reduce = None  # set for data-parallel training: sums Hebbian updates over processes
+        self.global_batch: int | None = None
+
+    def prepare(self, model: SpikingMLP) -> None:
+        c = self.config
+        device = model.fc1.weight.device
+        self.subspaces = nn.ModuleList(
+            HebbianSubspace(layer.in_features, lr, c.momentum, c.spiking, c.spiking_scale, c.spiking_timesteps)
+            for layer, lr in zip(model.projected_layers, c.lr, strict=True)
+        ).to(device)
+
+    def sizes(self, task: int) -> list[int]:
+        """New lateral rows per layer for ``task``."""
+        if task == 0:
+            return list(self.config.first_sizes)
+        factor = max(0.0, 1 - self.config.shrink_fraction * (task // self.config.shrink_every))
+        return [round(n * factor) for n in self.config.inc_sizes]
+
+    def before_task(self, task: int) -> None:
+        for subspace, n in zip(self.subspaces, self.sizes(task), strict=True):
+            room = subspace.in_features - subspace.weight.shape[0]
+            subspace.add_subspace(min(n, room))
+
+    def projector(self, task: int):
+        return self if task > 0 else None
+
+    def orthogonal(self, layer: int, x: torch.Tensor) -> torch.Tensor:
+        return self.subspaces[layer].orthogonal(x)
+
+    def after_step(self, output: SpikingOutput, task: int, epoch: int) -> None:
+        if epoch <= self.config.start_epochs:
+            return
+        inputs = output.layer_inputs
+        if not self.config.with_wfr:  # every timestep's spikes are a sample (the constant input is one)
+            inputs = [inputs[0]] + [spikes.flatten(0, 1) for spikes in output.layer_spikes]
+        for subspace, x in zip(self.subspaces, inputs, strict=True):
+            total = None if self.global_batch is None else self.global_batch * (x.shape[0] // output.logits.shape[0])
+            subspace.hebbian_update(x, self.config.iterations, self.all_reduce, total)
+
+    def after_task(self, context: TaskContext) -> None:
+        for subspace in self.subspaces:
+            subspace.merge()

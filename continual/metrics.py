@@ -1,0 +1,43 @@
+"""The accuracy matrix and its summaries, in the vocabulary of the field (Lopez-Paz & Ranzato 2017).
+
+``R[i][j]`` is the test accuracy on task ``j`` after training task ``i`` (a fraction; None where
+``j > i``). ACC is the mean of the last row; BWT (backward transfer) is the mean over earlier
+tasks of ``R[last][j] - R[j][j]``: how much learning later tasks changed them (negative:
+forgetting).
+"""
+
+from __future__ import annotations
+
+
+def empty_matrix(n_tasks: int) -> list[list[float | None]]:
+    return [[None] * n_tasks for _ in range(n_tasks)]
+
+
+def average_accuracy(matrix: list[list[float | None]]) -> float | None:
+    last = [value for value in matrix[-1] if value is not None]
+    return sum(last) / len(last) if last else None
+
+
+def backward_transfer(matrix: list[list[float | None]]) -> float | None:
+    last = len(matrix) - 1
+    changes = [
+        matrix[last][j] - matrix[j][j] for j in range(last) if matrix[last][j] is not None and matrix[j][j] is not None
+    ]
+    return sum(changes) / len(changes) if changes else None
+
+
+def format_matrix(matrix: list[list[float | None]], rows_done: int | None = None) -> str:
+    """The matrix as percentages, one line per finished task, as the reference prints it."""
+    n = len(matrix)
+    rows_done = n if rows_done is None else rows_done
+    lines = ["          " + "".join(f"{f'T{j}':>8}" for j in range(n))]
+    for i in range(rows_done):
+        cells = "".join(f"{value * 100:7.1f}%" if value is not None else " " * 8 for value in matrix[i])
+        lines.append(f"after T{i:<2}" + cells)
+    return "\n".join(lines)
+
+
+def format_summary(matrix: list[list[float | None]]) -> str:
+    acc, bwt = average_accuracy(matrix), backward_transfer(matrix)
+    shown_bwt = f"{bwt * 100:+.2f}%" if bwt is not None else "n/a"
+    return f"ACC {acc * 100:.2f}%  BWT {shown_bwt}" if acc is not None else "ACC n/a"

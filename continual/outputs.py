@@ -1,0 +1,76 @@
+"""Writing a continual run's results: results.json, acc_matrix.csv and acc_matrix.png (atomically)."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+from common import atomic
+from continual.metrics import average_accuracy, backward_transfer
+
+
+def results_record(method: str, task_names, matrix, config: dict, seconds: float, **extra) -> dict:
+    return {
+        "method": method,
+        "tasks": task_names,
+        "acc_matrix": matrix,
+        "acc": average_accuracy(matrix),
+        "bwt": backward_transfer(matrix),
+        "config": config,
+        "seconds": round(seconds, 2),
+        **extra,
+    }
+
+
+def write_results(out_dir: Path, results: dict) -> None:
+    out_dir = Path(out_dir)
+    write_matrix_csv(out_dir / "acc_matrix.csv", results["acc_matrix"], results["tasks"])
+    write_matrix_png(out_dir / "acc_matrix.png", results["acc_matrix"], f"{results['method']}")
+    atomic.write_json(out_dir / "results.json", results)  # last: its presence marks a finished run
+
+
+def write_matrix_csv(path: Path, matrix, task_names) -> None:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["after_task", *[f"T{j} ({'+'.join(names)})" for j, names in enumerate(task_names)]])
+    for i, row in enumerate(matrix):
+        writer.writerow([f"T{i}", *["" if value is None else f"{value:.6f}" for value in row]])
+    atomic.write_text(path, buffer.getvalue())
+
+
+def write_matrix_png(path: Path, matrix, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    values = np.array([[np.nan if v is None else v * 100 for v in row] for row in matrix])
+    n = len(matrix)
+    figure, axes = plt.subplots(figsize=(1.0 + 0.8 * n, 0.8 + 0.7 * n))
+    image = axes.imshow(values, vmin=0, vmax=100, cmap="viridis")
+    for i in range(n):
+        for j in range(n):
+            if not np.isnan(values[i, j]):
+                axes.text(
+                    j,
+                    i,
+                    f"{values[i, j]:.1f}",
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if values[i, j] < 60 else "black",
+                )
+    axes.set_xticks(range(n), [f"T{j}" for j in range(n)])
+    axes.set_yticks(range(n), [f"after T{i}" for i in range(n)])
+    axes.set_xlabel("test accuracy on task")
+    acc, bwt = average_accuracy(matrix), backward_transfer(matrix)
+    summary = f"ACC {acc * 100:.1f}%" + (f", BWT {bwt * 100:+.1f}%" if bwt is not None else "")
+    axes.set_title(f"{title}: {summary}", fontsize=9)
+    figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=120)
+    plt.close(figure)
+    atomic.write_bytes(path, buffer.getvalue())

@@ -1,0 +1,237 @@
+"""Continual learning of the scene tasks with a spiking MLP on frozen fused features: baseline or HLOP.
+
+Loads the pretrained encoders' meta (pre_weight/<dataset>/ or -pretrained DIR), takes their cached
+fused features, trains the tasks one after another, and writes results.json, acc_matrix.csv,
+acc_matrix.png, TensorBoard events and a checkpoint per task to -out_dir.
+"""
+
+import sys
+from pathlib import Path
+
+from common.cli import FlagParser, run_cli
+from common.device import select_device
+from common.errors import UserError
+from common.paths import REPO_ROOT, default_data_dir, shown
+from common.rundir import RunDir
+from continual.data import continual_data
+from continual.methods import METHODS, HLOPConfig
+from continual.trainer import OPTIMIZERS, SCENARIOS, SCHEDULERS, ContinualConfig, run_continual
+from dataloader.dataset import prepare_data
+from dataloader.options import DataSpec, add_data_flags
+from dataloader.splits import SplitConfig
+from models.multimodal import MODALITIES
+from models.neurons import NeuronConfig
+from pretrain.artifacts import check_same_data, default_out_dir, read_meta
+from pretrain.features import fused_features
+
+RESULT_MARKERS = ("results.json", "checkpoints")
+
+
+def build_parser() -> FlagParser:
+    c, n, h = ContinualConfig(), NeuronConfig(), HLOPConfig()
+    parser = FlagParser(prog="python spiking_train_multimodal_end.py", description=__doc__.splitlines()[0])
+    add_data_flags(parser, splits=False)
+    parser.flag("-out_dir", default=None, help="output folder (default logs/<dataset>-<method>)")
+    parser.flag(
+        "-pretrained",
+        default=None,
+        help="pretrained encoders' folder (default: the pretraining default for the dataset and -modality)",
+    )
+    parser.flag(
+        "--modality", default="both", choices=MODALITIES, help="which pretrained encoders' default folder to use"
+    )
+    parser.flag(
+        "--pretrain-classes",
+        default="all",
+        choices=("all", "first-task"),
+        help="which pretrained encoders' default folder to use",
+    )
+    parser.flag("-method", default="hlop", choices=sorted(METHODS), help="continual-learning method")
+    parser.flag("-baseline", action="store_true", help="plain sequential training (same as -method baseline)")
+    parser.flag(
+        "-scenario",
+        default=c.scenario,
+        choices=SCENARIOS,
+        help="class: one head over all classes (the reference); task: predict among the task's classes",
+    )
+    parser.flag("-seed", type=int, default=c.seed, help="seed of Python, NumPy and torch")
+    parser.flag("-b", type=int, default=c.batch_size, help="batch size")
+    parser.flag("-epochs", type=int, default=c.epochs, help="epochs per task")
+    parser.flag("-opt", default=c.opt, choices=OPTIMIZERS, help="optimizer (a fresh one per task)")
+    parser.flag("-lr", type=float, default=c.lr, help="learning rate")
+    parser.flag(
+        "-lr_scheduler",
+        default=c.lr_scheduler,
+        choices=SCHEDULERS,
+        help="StepLR or CosALR (cosine with warm-up), stepped per epoch",
+    )
+    parser.flag("-step_size", type=float, default=c.step_size, help="StepLR step size in epochs")
+    parser.flag("-gamma", type=float, default=c.gamma, help="StepLR decay factor")
+    parser.flag("-T_max", type=int, default=c.T_max, help="CosALR period in epochs")
+    parser.flag("-warmup", type=int, default=c.warmup, help="CosALR warm-up epochs")
+    parser.flag(
+        "-input_scale",
+        default="auto",
+        help="factor on the features: auto maps task 0's training features into [0, 1]; none; or a number",
+    )
+    parser.flag("-hidden", type=int, default=c.hidden, help="hidden neurons per layer")
+    parser.flag("-timesteps", type=int, default=n.timesteps, help="simulation timesteps T")
+    parser.flag("-Vth", type=float, default=n.vth, help="firing threshold")
+    parser.flag("-tau", type=float, default=n.tau, help="membrane time constant")
+    parser.flag("-delta_t", type=float, default=n.delta_t, help="simulation step")
+    parser.flag("-alpha", type=float, default=n.alpha, help="a neuron fires when its potential reaches alpha * Vth")
+    parser.flag("-train_Vth", type=int, default=1, choices=(0, 1), help="1: train the thresholds (task 0 only)")
+    parser.flag("-Vth_bound", type=float, default=n.vth_bound, help="lower bound of a trained threshold")
+    parser.flag(
+        "-hlop_lr",
+        default=",".join(f"{v:g}" for v in h.lr),
+        help="Hebbian learning rate: one value, or one per layer (fc1,fc2,classifier)",
+    )
+    parser.flag("-hlop_iterations", type=int, default=h.iterations, help="Hebbian iterations per batch")
+    parser.flag(
+        "-hlop_out_num", default=",".join(map(str, h.first_sizes)), help="lateral neurons per layer added for task 0"
+    )
+    parser.flag(
+        "-hlop_out_num_inc",
+        default=",".join(map(str, h.inc_sizes)),
+        help="lateral neurons per layer added for each later task (shrinking by 20 every third task)",
+    )
+    parser.flag(
+        "-hlop_spiking", action="store_true", help="lateral neurons spike: their output is quantised to spike counts"
+    )
+    parser.flag(
+        "-hlop_spiking_scale", type=float, default=h.spiking_scale, help="range [-s, s] of the spiking lateral output"
+    )
+    parser.flag(
+        "-hlop_spiking_timesteps",
+        type=float,
+        default=h.spiking_timesteps,
+        help="timesteps of the spiking lateral neurons",
+    )
+    parser.flag(
+        "-hlop_start_epochs",
+        type=int,
+        default=h.start_epochs,
+        help="Hebbian learning starts after this many epochs of each task",
+    )
+    parser.flag(
+        "-not_hlop_with_wfr",
+        action="store_true",
+        help="Hebbian updates from each timestep's spikes instead of the weighted firing rate",
+    )
+    parser.flag("-gpu-id", default=None, help="CUDA device index (CUDA is used when present)")
+    parser.flag("--device", default=None, help="cpu, cuda or cuda:N (overrides -gpu-id)")
+    parser.flag("-resume", action="store_true", help="continue the run in -out_dir from its last finished task")
+    parser.flag(
+        "-overwrite", action="store_true", help="replace the results in -out_dir (kept until the new run finishes)"
+    )
+    return parser
+
+
+def _numbers(text: str, flag: str, kind=float, count: int = 3) -> tuple:
+    try:
+        values = tuple(kind(part) for part in str(text).split(","))
+    except ValueError:
+        raise UserError(f"{flag} {text}: expected {count} comma-separated numbers (or one for all)") from None
+    if len(values) == 1:
+        values = values * count
+    if len(values) != count:
+        raise UserError(f"{flag} {text}: expected {count} comma-separated numbers (or one for all)")
+    return values
+
+
+def method_from_args(args):
+    name = "baseline" if args.baseline else args.method
+    if name != "hlop":
+        return METHODS[name]()
+    config = HLOPConfig(
+        lr=_numbers(args.hlop_lr, "-hlop_lr"),
+        iterations=args.hlop_iterations,
+        first_sizes=_numbers(args.hlop_out_num, "-hlop_out_num", int),
+        inc_sizes=_numbers(args.hlop_out_num_inc, "-hlop_out_num_inc", int),
+        spiking=args.hlop_spiking,
+        spiking_scale=args.hlop_spiking_scale,
+        spiking_timesteps=args.hlop_spiking_timesteps,
+        with_wfr=not args.not_hlop_with_wfr,
+        start_epochs=args.hlop_start_epochs,
+    )
+    return METHODS[name](config)
+
+
+def config_from_args(args) -> ContinualConfig:
+    neuron = NeuronConfig(
+        timesteps=args.timesteps,
+        vth=args.Vth,
+        tau=args.tau,
+        delta_t=args.delta_t,
+        alpha=args.alpha,
+        train_vth=bool(args.train_Vth),
+        vth_bound=args.Vth_bound,
+    )
+    return ContinualConfig(
+        epochs=args.epochs,
+        batch_size=args.b,
+        opt=args.opt,
+        lr=args.lr,
+        lr_scheduler=args.lr_scheduler,
+        step_size=args.step_size,
+        gamma=args.gamma,
+        T_max=args.T_max,
+        warmup=args.warmup,
+        scenario=args.scenario,
+        hidden=args.hidden,
+        seed=args.seed,
+        neuron=neuron,
+    )
+
+
+def main(argv) -> None:
+    args = build_parser().parse_args(argv)
+    method = method_from_args(args)
+    config = config_from_args(args)
+    data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
+    pretrained = (
+        Path(args.pretrained)
+        if args.pretrained
+        else default_out_dir(data_dir.name, args.modality, pretrain_classes=args.pretrain_classes)
+    )
+    meta = read_meta(pretrained)
+    spec = DataSpec(
+        data_dir=data_dir,
+        class_column=meta["dataset"]["class_column"],
+        split=SplitConfig.from_dict(meta["dataset"]["split"]),  # the very split the encoders were trained on
+        cache_dir=Path(args.cache_dir),
+    )
+    data = prepare_data(spec, args.tasks)
+    check_same_data(meta, data.table, pretrained)
+    if meta["pretrain_classes"] == "first-task" and sorted(data.tasks[0]) != sorted(meta["trained_classes"]):
+        raise UserError(
+            f"-pretrained {shown(pretrained)}: the encoders were trained on task 0 = {meta['trained_classes']}, "
+            f"but this run's task 0 is {data.tasks[0]}; later tasks' classes would leak into the frozen encoders"
+        )
+    out_dir = Path(args.out_dir) if args.out_dir else REPO_ROOT / "logs" / f"{data.table.name}-{method.name}"
+    run = RunDir(out_dir, RESULT_MARKERS, resume=args.resume, overwrite=args.overwrite, out_flag="-out_dir")
+    device = select_device(args.gpu_id, args.device)
+    features = fused_features(pretrained, data, device)
+    print(
+        f"{method.name} on {shown(data_dir)}: {len(data.tasks)} tasks, features {tuple(features.shape)} "
+        f"from {shown(pretrained)} -> {shown(run.path)}",
+        flush=True,
+    )
+    info = {
+        "method": method.name,
+        "method_config": method.config.to_dict() if hasattr(method, "config") else {},
+        "pretrained": str(pretrained),
+        "pretrain_classes": meta["pretrain_classes"],
+        "modality": meta["modality"],
+        "dataset": data.table.name,
+        "tasks": data.tasks,
+    }
+    cdata = continual_data(features, data, device, args.input_scale)
+    info["input_scale"] = args.input_scale
+    info["input_scale_value"] = cdata.input_scale
+    run_continual(cdata, method, config, run, device, info)
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

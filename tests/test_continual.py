@@ -1,0 +1,109 @@
+"""The continual loop: metrics, the results contract, forgetting, resume and overwrite rules."""
+
+import csv
+import json
+
+import pytest
+import torch
+
+from common.errors import UserError
+from common.rundir import RunDir
+from continual.methods import HLOP, Baseline, HLOPConfig
+from continual.metrics import average_accuracy, backward_transfer
+from continual.trainer import ContinualConfig, run_continual
+from models.neurons import NeuronConfig
+from tests.fixtures import make_continual_data
+
+CONFIG = ContinualConfig(epochs=8, batch_size=16, hidden=128, neuron=NeuronConfig(timesteps=8))
+SMALL_HLOP = HLOPConfig(first_sizes=(6, 32, 32), inc_sizes=(6, 32, 32))
+MARKERS = ("results.json", "checkpoints")
+
+
+def run(out, method, config=CONFIG, data=None, resume=False, overwrite=False):
+    data = data or make_continual_data(n_tasks=3)
+    folder = RunDir(out, MARKERS, resume=resume, overwrite=overwrite, out_flag="-out_dir")
+    return run_continual(data, method, config, folder, torch.device("cpu"), info={"method": method.name})
+
+
+def test_acc_and_bwt_follow_their_definitions():
+    matrix = [[0.9, None, None], [0.8, 0.95, None], [0.7, 0.9, 1.0]]
+    assert average_accuracy(matrix) == pytest.approx((0.7 + 0.9 + 1.0) / 3)
+    assert backward_transfer(matrix) == pytest.approx(((0.7 - 0.9) + (0.9 - 0.95)) / 2)
+    assert backward_transfer([[0.5]]) is None
+
+
+def test_results_follow_the_output_contract(tmp_path):
+    results = run(tmp_path / "run", Baseline())
+    on_disk = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert on_disk == results
+    assert results["method"] == "baseline" and results["tasks"] == [["C0", "C1"], ["C2", "C3"], ["C4", "C5"]]
+    matrix = results["acc_matrix"]
+    assert all(matrix[i][j] is None for i in range(3) for j in range(3) if j > i)
+    assert all(0 <= matrix[i][j] <= 1 for i in range(3) for j in range(i + 1))
+    assert results["acc"] == pytest.approx(sum(matrix[2]) / 3)
+    assert results["bwt"] == pytest.approx(((matrix[2][0] - matrix[0][0]) + (matrix[2][1] - matrix[1][1])) / 2)
+    assert results["config"]["epochs"] == 8 and results["seconds"] > 0
+    with open(tmp_path / "run" / "acc_matrix.csv") as handle:
+        rows = list(csv.reader(handle))
+    assert rows[0][0] == "after_task" and float(rows[3][1]) == pytest.approx(matrix[2][0]) and rows[1][2] == ""
+    assert (tmp_path / "run" / "acc_matrix.png").read_bytes()[:4] == b"\x89PNG"
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["task0.pt", "task1.pt", "task2.pt"]
+    assert any((tmp_path / "run" / "tb").iterdir()), "TensorBoard events are written"
+
+
+def test_hlop_forgets_far_less_than_the_baseline(tmp_path):
+    baseline = run(tmp_path / "base", Baseline())
+    hlop = run(tmp_path / "hlop", HLOP(SMALL_HLOP))
+    assert baseline["bwt"] < -0.4, "in the class scenario the baseline forgets old tasks"
+    assert hlop["bwt"] > -0.1
+    assert hlop["bwt"] > baseline["bwt"] + 0.3 and hlop["acc"] > baseline["acc"] + 0.2
+
+
+def test_spiking_lateral_neurons_and_spike_based_updates_also_protect(tmp_path):
+    config = HLOPConfig(
+        first_sizes=(6, 32, 32),
+        inc_sizes=(6, 32, 32),
+        spiking=True,
+        spiking_scale=20.0,
+        spiking_timesteps=40,
+        with_wfr=False,
+    )
+    results = run(tmp_path / "hlop", HLOP(config))
+    assert results["bwt"] > -0.1
+
+
+def test_resume_after_an_interrupted_task_gives_the_same_matrix(tmp_path):
+    full = run(tmp_path / "full", HLOP(SMALL_HLOP))
+    run(tmp_path / "cut", HLOP(SMALL_HLOP))
+    (tmp_path / "cut" / "results.json").unlink()  # as if the run died during task 2
+    (tmp_path / "cut" / "checkpoints" / "task2.pt").unlink()
+    resumed = run(tmp_path / "cut", HLOP(SMALL_HLOP), resume=True)
+    assert resumed["acc_matrix"] == full["acc_matrix"]
+
+
+def test_resume_with_other_flags_is_refused(tmp_path):
+    run(tmp_path / "cut", HLOP(SMALL_HLOP))
+    (tmp_path / "cut" / "results.json").unlink()
+    with pytest.raises(UserError, match="the run used lr=0.1; pass the same flags"):
+        run(tmp_path / "cut", HLOP(SMALL_HLOP), config=ContinualConfig(**{**CONFIG.__dict__, "lr": 0.2}), resume=True)
+
+
+def test_existing_results_are_not_overwritten_without_a_flag(tmp_path):
+    first = run(tmp_path / "run", Baseline())
+    before = (tmp_path / "run" / "results.json").read_bytes()
+    with pytest.raises(UserError, match="already holds results"):
+        run(tmp_path / "run", Baseline())
+    assert (tmp_path / "run" / "results.json").read_bytes() == before
+    again = run(tmp_path / "run", HLOP(SMALL_HLOP), overwrite=True)
+    assert again["method"] == "hlop" and first["method"] == "baseline"
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["method"] == "hlop"
+
+
+def test_task_scenario_predicts_only_among_the_tasks_classes(tmp_path):
+    config = ContinualConfig(**{**CONFIG.__dict__, "scenario": "task"})
+    results = run(tmp_path / "run", Baseline(), config=config)
+    class_scenario = run(tmp_path / "class", Baseline())
+    assert results["scenario"] == "task"
+    assert results["acc"] > class_scenario["acc"], (
+        "restricting predictions to the task's classes hides forgetting of the head"
+    )

@@ -1,0 +1,138 @@
+"""HLOP: the Hebbian subspace, the projection that protects old tasks, and the method's schedule."""
+
+import torch
+
+from continual.methods import HLOP, HLOPConfig
+from hlop.hebbian import HebbianSubspace
+from hlop.projection import orthogonal_to_rows, projected_linear
+from models.neurons import NeuronConfig
+from models.spiking_mlp import SpikingMLP
+
+
+def low_rank_inputs(n: int, basis: torch.Tensor, generator) -> torch.Tensor:
+    k = basis.shape[1]
+    scales = torch.linspace(3, 1, k)
+    return (torch.randn(n, k, generator=generator) * scales) @ basis.t()
+
+
+def principal_cosines(rows: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+    """Cosines of the principal angles between span(rows) and span(basis columns)."""
+    q = torch.linalg.qr(rows.t())[0]
+    return torch.linalg.svdvals(q.t() @ basis)
+
+
+def test_hebbian_rows_span_the_principal_subspace_like_an_svd():
+    generator = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    basis = torch.linalg.qr(torch.randn(60, 5, generator=generator))[0]
+    data = low_rank_inputs(4000, basis, generator) + 0.01 * torch.randn(4000, 60, generator=generator)
+    subspace = HebbianSubspace(60, lr=0.01)
+    subspace.add_subspace(5)
+    for _ in range(10):
+        for batch in data.split(64):
+            subspace.hebbian_update(batch)
+    svd_basis = torch.linalg.svd(data, full_matrices=False)[2][:5].t()
+    cosines = principal_cosines(subspace.weight, svd_basis)
+    assert cosines.min() > 0.999, f"largest principal angle {torch.rad2deg(torch.acos(cosines.min())):.2f} degrees"
+    torch.testing.assert_close(subspace.weight @ subspace.weight.t(), torch.eye(5), atol=0.02, rtol=0)
+
+
+def test_update_equals_the_full_rule_with_frozen_rows_held():
+    """The optimised update (frozen rows' reconstruction removed once) equals the reference rule."""
+    torch.manual_seed(0)
+    optimised = HebbianSubspace(30, lr=0.05, spiking=True, spiking_scale=4.0, spiking_timesteps=40)
+    optimised.add_subspace(4)
+    optimised.merge()
+    optimised.add_subspace(3)
+    reference_weight, reference_velocity = optimised.weight.clone(), optimised.velocity.clone()
+    x = torch.rand(16, 30)
+    optimised.hebbian_update(x, iterations=5)
+    for _ in range(5):  # the rule as the reference writes it: all rows answer, frozen rows do not move
+        y = optimised.quantize(x @ reference_weight.t())
+        delta = torch.clamp(y.t() @ (x - y @ reference_weight) / 16, -10, 10)
+        delta[:4] = 0
+        reference_velocity[4:] = 0.9 * reference_velocity[4:] + 0.1 * delta[4:]
+        reference_weight = reference_weight + 0.05 * reference_velocity
+    torch.testing.assert_close(optimised.weight, reference_weight)
+    torch.testing.assert_close(optimised.weight[:4], reference_weight[:4])
+
+
+def test_spiking_quantisation_gives_spike_counts_within_the_scale():
+    subspace = HebbianSubspace(4, lr=0.1, spiking=True, spiking_scale=20.0, spiking_timesteps=40)
+    y = subspace.quantize(torch.tensor([-50.0, -3.3, 0.26, 7.0, 99.0]))
+    torch.testing.assert_close(y, torch.tensor([-20.0, -3.5, 0.5, 7.0, 20.0]))
+
+
+def test_projection_keeps_old_task_outputs_while_a_new_task_is_learned():
+    generator = torch.Generator().manual_seed(1)
+    torch.manual_seed(1)
+    old_basis = torch.linalg.qr(torch.randn(50, 6, generator=generator))[0]
+    old_inputs = low_rank_inputs(512, old_basis, generator)
+    subspace = HebbianSubspace(50, lr=0.01)
+    subspace.add_subspace(6)
+    for _ in range(30):
+        for batch in old_inputs.split(64):
+            subspace.hebbian_update(batch)
+    subspace.merge()
+
+    new_inputs = torch.randn(256, 50, generator=generator)  # overlaps the old subspace too
+    targets = torch.randn(256, 8, generator=generator)
+
+    def train(project: bool) -> tuple[float, float]:
+        layer = torch.nn.Linear(50, 8, bias=False)
+        torch.nn.init.normal_(layer.weight, generator=torch.Generator().manual_seed(2))
+        before = layer(old_inputs).detach()
+        optimizer = torch.optim.SGD(layer.parameters(), lr=0.05)
+        first_loss = None
+        for _ in range(200):
+            x = new_inputs
+            out = projected_linear(x, layer.weight, subspace.orthogonal(x)) if project else layer(x)
+            loss = torch.nn.functional.mse_loss(out, targets)
+            first_loss = first_loss or loss.item()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        change = (layer(old_inputs).detach() - before).norm() / before.norm()
+        return change.item(), loss.item() / first_loss
+
+    protected_change, protected_loss = train(project=True)
+    free_change, _ = train(project=False)
+    assert protected_change < 0.01, "projected updates must leave old-task outputs unchanged"
+    assert free_change > 0.3, "without projection the same training moves old-task outputs"
+    assert protected_loss < 0.7, "the new task must still be learned in the free directions"
+
+
+def test_orthogonal_to_orthonormal_rows_is_exact():
+    basis = torch.linalg.qr(torch.randn(10, 3))[0].t()
+    x = torch.randn(7, 10)
+    residual = orthogonal_to_rows(x, basis)
+    torch.testing.assert_close(residual @ basis.t(), torch.zeros(7, 3), atol=1e-5, rtol=0)
+
+
+def test_hlop_sizes_follow_the_schedule_and_never_exceed_the_input():
+    method = HLOP(HLOPConfig(first_sizes=(20, 200, 100), inc_sizes=(10, 70, 70)))
+    assert method.sizes(0) == [20, 200, 100]
+    assert method.sizes(1) == method.sizes(2) == [10, 70, 70]
+    assert method.sizes(3) == [7, 50, 50] and method.sizes(6) == [4, 30, 30] and method.sizes(9) == [1, 10, 10]
+    model = SpikingMLP(12, 3, hidden=16, neuron=NeuronConfig(timesteps=4))
+    method = HLOP(HLOPConfig(first_sizes=(10, 10, 10), inc_sizes=(10, 10, 10)))
+    method.prepare(model)
+    for task in range(3):
+        method.before_task(task)
+        method.after_task(None)
+    assert [s.weight.shape[0] for s in method.subspaces] == [12, 16, 16]
+
+
+def test_hlop_state_round_trip_with_grown_subspaces():
+    model = SpikingMLP(12, 3, hidden=16, neuron=NeuronConfig(timesteps=4))
+    method = HLOP(HLOPConfig(first_sizes=(3, 4, 5), inc_sizes=(2, 2, 2)))
+    method.prepare(model)
+    method.before_task(0)
+    method.after_task(None)
+    method.before_task(1)
+    restored = HLOP(method.config)
+    restored.prepare(model)
+    restored.load_state_dict(method.state_dict())
+    for a, b in zip(method.subspaces, restored.subspaces, strict=True):
+        torch.testing.assert_close(a.weight, b.weight)
+        assert int(a.n_frozen) == int(b.n_frozen)
