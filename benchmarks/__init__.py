@@ -1,0 +1,1 @@
+"""Benchmarks (timed figures belong here, not in tests)."""
