@@ -6,6 +6,7 @@ acc_matrix.png, TensorBoard events and a checkpoint per task to -out_dir.
 """
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from common.cli import FlagParser, run_cli
@@ -13,9 +14,11 @@ from common.device import select_device
 from common.errors import UserError
 from common.paths import REPO_ROOT, default_data_dir, shown
 from common.rundir import RunDir
+from continual.config import OPTIMIZERS, SCENARIOS, SCHEDULERS, ContinualConfig
 from continual.data import continual_data
-from continual.methods import METHODS, HLOPConfig
-from continual.trainer import OPTIMIZERS, SCENARIOS, SCHEDULERS, ContinualConfig, run_continual
+from continual.methods import METHODS, EWCConfig, GPMConfig, HLOPConfig, Replay, ReplayConfig
+from continual.seeds import run_seeds
+from continual.trainer import run_continual
 from dataloader.dataset import prepare_data
 from dataloader.options import DataSpec, add_data_flags
 from dataloader.splits import SplitConfig
@@ -49,12 +52,21 @@ def build_parser() -> FlagParser:
     parser.flag("-method", default="hlop", choices=sorted(METHODS), help="continual-learning method")
     parser.flag("-baseline", action="store_true", help="plain sequential training (same as -method baseline)")
     parser.flag(
+        "--fusion",
+        default="attention",
+        choices=("attention", "concat", "late"),
+        help="which pretrained encoders' default folder to use",
+    )
+    parser.flag(
         "-scenario",
         default=c.scenario,
         choices=SCENARIOS,
         help="class: one head over all classes (the reference); task: predict among the task's classes",
     )
     parser.flag("-seed", type=int, default=c.seed, help="seed of Python, NumPy and torch")
+    parser.flag(
+        "-seeds", default=None, help="run once per seed (e.g. 0,1,2) into -out_dir/seed<N>/ and summarise mean ± std"
+    )
     parser.flag("-b", type=int, default=c.batch_size, help="batch size")
     parser.flag("-epochs", type=int, default=c.epochs, help="epochs per task")
     parser.flag("-opt", default=c.opt, choices=OPTIMIZERS, help="optimizer (a fresh one per task)")
@@ -119,6 +131,37 @@ def build_parser() -> FlagParser:
         action="store_true",
         help="Hebbian updates from each timestep's spikes instead of the weighted firing rate",
     )
+    e, g, r = EWCConfig(), GPMConfig(), ReplayConfig()
+    parser.flag(
+        "-ewc_lambda", type=float, default=e.lam, help="EWC: strength of the pull towards earlier tasks' weights"
+    )
+    parser.flag(
+        "-ewc_samples", type=int, default=e.samples, help="EWC: training rows per task for the Fisher information"
+    )
+    parser.flag(
+        "-gpm_threshold",
+        default=",".join(f"{v:g}" for v in g.threshold),
+        help="GPM: share of each layer's input energy its bases keep (one value or one per layer)",
+    )
+    parser.flag(
+        "-gpm_samples", type=int, default=g.samples, help="GPM: training rows per task for the representation matrices"
+    )
+    parser.flag(
+        "-replay",
+        action="store_true",
+        help="add memory replay after each task to the chosen method (with -baseline: replay only)",
+    )
+    parser.flag("-memory_size", type=int, default=r.memory_size, help="replay: stored samples per class")
+    parser.flag("-replay_epochs", type=int, default=r.epochs, help="replay: epochs of the replay phase after each task")
+    parser.flag("-replay_b", type=int, default=r.batch_per_task, help="replay: batch size per task in the replay phase")
+    parser.flag("-replay_lr", type=float, default=r.lr, help="replay: learning rate of the replay phase")
+    parser.flag("-replay_T_max", type=int, default=r.t_max, help="replay: CosALR period of the replay phase")
+    parser.flag(
+        "-replay_compress",
+        type=int,
+        default=2,
+        help="latent replay: keep every n-th timestep of the stored spike trains",
+    )
     parser.flag("-gpu-id", default=None, help="CUDA device index (CUDA is used when present)")
     parser.flag("--device", default=None, help="cpu, cuda or cuda:N (overrides -gpu-id)")
     parser.flag("-resume", action="store_true", help="continue the run in -out_dir from its last finished task")
@@ -126,6 +169,18 @@ def build_parser() -> FlagParser:
         "-overwrite", action="store_true", help="replace the results in -out_dir (kept until the new run finishes)"
     )
     return parser
+
+
+def _seeds(text: str | None) -> list[int]:
+    if text is None:
+        return []
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise UserError(f"-seeds {text}: expected comma-separated integers such as 0,1,2") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise UserError(f"-seeds {text}: expected distinct comma-separated integers such as 0,1,2")
+    return seeds
 
 
 def _numbers(text: str, flag: str, kind=float, count: int = 3) -> tuple:
@@ -140,11 +195,41 @@ def _numbers(text: str, flag: str, kind=float, count: int = 3) -> tuple:
     return values
 
 
+def replay_config(args, latent: bool) -> ReplayConfig:
+    if args.replay_compress < 1:
+        raise UserError(f"-replay_compress {args.replay_compress}: expected a positive number of timesteps")
+    return ReplayConfig(
+        memory_size=args.memory_size,
+        epochs=args.replay_epochs,
+        batch_per_task=args.replay_b,
+        lr=args.replay_lr,
+        t_max=args.replay_T_max,
+        latent=latent,
+        compress=args.replay_compress if latent else 1,
+    )
+
+
 def method_from_args(args):
     name = "baseline" if args.baseline else args.method
-    if name != "hlop":
-        return METHODS[name]()
-    config = HLOPConfig(
+    if name in ("replay", "latent_replay"):
+        method = Replay(config=replay_config(args, latent=name == "latent_replay"))
+    elif name == "hlop":
+        method = METHODS[name](hlop_config(args))
+    elif name == "ewc":
+        method = METHODS[name](EWCConfig(lam=args.ewc_lambda, samples=args.ewc_samples))
+    elif name == "gpm":
+        method = METHODS[name](
+            GPMConfig(threshold=_numbers(args.gpm_threshold, "-gpm_threshold"), samples=args.gpm_samples)
+        )
+    else:
+        method = METHODS[name]()
+    if args.replay and not isinstance(method, Replay):
+        method = Replay(method, replay_config(args, latent=False))
+    return method
+
+
+def hlop_config(args) -> HLOPConfig:
+    return HLOPConfig(
         lr=_numbers(args.hlop_lr, "-hlop_lr"),
         iterations=args.hlop_iterations,
         first_sizes=_numbers(args.hlop_out_num, "-hlop_out_num", int),
@@ -155,7 +240,15 @@ def method_from_args(args):
         with_wfr=not args.not_hlop_with_wfr,
         start_epochs=args.hlop_start_epochs,
     )
-    return METHODS[name](config)
+
+
+def method_settings(method) -> dict:
+    """The method's own settings (and those of a method it wraps) for results.json."""
+    settings = method.config.to_dict() if hasattr(method, "config") else {}
+    inner = getattr(method, "inner", None)
+    if inner is not None and hasattr(inner, "config"):
+        settings["inner"] = inner.config.to_dict()
+    return settings
 
 
 def config_from_args(args) -> ContinualConfig:
@@ -210,7 +303,9 @@ def main(argv) -> None:
             f"but this run's task 0 is {data.tasks[0]}; later tasks' classes would leak into the frozen encoders"
         )
     out_dir = Path(args.out_dir) if args.out_dir else REPO_ROOT / "logs" / f"{data.table.name}-{method.name}"
-    run = RunDir(out_dir, RESULT_MARKERS, resume=args.resume, overwrite=args.overwrite, out_flag="-out_dir")
+    seeds = _seeds(args.seeds)
+    markers = ("results.json",) if seeds else RESULT_MARKERS
+    run = RunDir(out_dir, markers, resume=args.resume, overwrite=args.overwrite, out_flag="-out_dir")
     device = select_device(args.gpu_id, args.device)
     features = fused_features(pretrained, data, device)
     print(
@@ -220,7 +315,7 @@ def main(argv) -> None:
     )
     info = {
         "method": method.name,
-        "method_config": method.config.to_dict() if hasattr(method, "config") else {},
+        "method_config": method_settings(method),
         "pretrained": str(pretrained),
         "pretrain_classes": meta["pretrain_classes"],
         "modality": meta["modality"],
@@ -230,7 +325,19 @@ def main(argv) -> None:
     cdata = continual_data(features, data, device, args.input_scale)
     info["input_scale"] = args.input_scale
     info["input_scale_value"] = cdata.input_scale
-    run_continual(cdata, method, config, run, device, info)
+    if not seeds:
+        run_continual(cdata, method, config, run, device, info)
+        return
+
+    def one_seed(seed: int, folder: RunDir) -> dict:
+        print(f"--- seed {seed} ---", flush=True)
+        return run_continual(cdata, method_from_args(args), replace(config, seed=seed), folder, device, info)
+
+    summary = run_seeds(seeds, one_seed, run, RESULT_MARKERS)
+    bwt = "n/a" if summary["bwt"] is None else f"{summary['bwt'] * 100:.2f} ± {summary['bwt_std'] * 100:.2f}%"
+    print(
+        f"{summary['method']} over seeds {args.seeds}: ACC {summary['acc'] * 100:.2f} ± {summary['acc_std'] * 100:.2f}%  BWT {bwt}"
+    )
 
 
 if __name__ == "__main__":

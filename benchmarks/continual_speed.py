@@ -22,9 +22,10 @@ from common.cli import FlagParser, run_cli
 from common.device import select_device
 from common.paths import default_data_dir
 from common.seeding import seed_everything
+from continual.config import ContinualConfig
 from continual.data import continual_data
 from continual.methods import METHODS, HLOPConfig
-from continual.trainer import ContinualConfig, build_model, start_task, task_context, train_epoch
+from continual.trainer import build_model, start_task, task_context, train_epoch
 from dataloader.dataset import prepare_data
 from dataloader.options import DataSpec
 from dataloader.splits import SplitConfig

@@ -21,6 +21,17 @@ class ContinualData:
     rows: dict[str, list[torch.Tensor]]  # split -> one row tensor per task
     input_scale: float = 1.0  # the factor the features were multiplied by
 
+    def __post_init__(self):
+        n_rows = len(self.labels)
+        self.row_task = torch.full((n_rows,), -1, dtype=torch.long, device=self.labels.device)
+        for task, classes in enumerate(self.task_classes):
+            self.row_task[torch.isin(self.labels, torch.tensor(classes, device=self.labels.device))] = task
+        self.task_masks = torch.zeros(
+            len(self.task_classes), len(self.class_names), dtype=torch.bool, device=self.labels.device
+        )
+        for task, classes in enumerate(self.task_classes):
+            self.task_masks[task, classes] = True
+
     @property
     def n_tasks(self) -> int:
         return len(self.task_classes)
@@ -29,11 +40,12 @@ class ContinualData:
     def n_classes(self) -> int:
         return len(self.class_names)
 
-    def class_mask(self, task: int) -> torch.Tensor:
-        """(classes,) bool: the classes of ``task`` (used by the task-incremental scenario)."""
-        mask = torch.zeros(self.n_classes, dtype=torch.bool, device=self.labels.device)
-        mask[self.task_classes[task]] = True
-        return mask
+    def row_masks(self, rows: torch.Tensor) -> torch.Tensor:
+        """(rows, classes) bool: each row's own task's classes, also for batches that mix tasks."""
+        return self.task_masks[self.row_task[rows]]
+
+    def all_train_rows(self) -> torch.Tensor:
+        return torch.cat(self.rows["train"])
 
 
 def input_scale_value(features: torch.Tensor, first_task_train_rows, setting: str) -> float:
@@ -75,3 +87,13 @@ def continual_data(
             for split in SPLIT_NAMES
         },
     )
+
+
+def scenario_mask(data: ContinualData, rows: torch.Tensor, config) -> torch.Tensor | None:
+    """(rows, classes): what each row may predict: its task's classes in the task scenario, all (None) else."""
+    return data.row_masks(rows) if config.scenario == "task" else None
+
+
+def masked_logits(logits: torch.Tensor, class_mask: torch.Tensor | None) -> torch.Tensor:
+    """In the task scenario, only each row's task's classes can be predicted."""
+    return logits if class_mask is None else logits.masked_fill(~class_mask, float("-inf"))

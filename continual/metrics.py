@@ -26,12 +26,13 @@ def backward_transfer(matrix: list[list[float | None]]) -> float | None:
     return sum(changes) / len(changes) if changes else None
 
 
-def format_matrix(matrix: list[list[float | None]], rows_done: int | None = None) -> str:
-    """The matrix as percentages, one line per finished task, as the reference prints it."""
+def format_matrix(matrix: list[list[float | None]]) -> str:
+    """The matrix as percentages, one line per evaluated task, as the reference prints it."""
     n = len(matrix)
-    rows_done = n if rows_done is None else rows_done
     lines = ["          " + "".join(f"{f'T{j}':>8}" for j in range(n))]
-    for i in range(rows_done):
+    for i in range(n):
+        if all(value is None for value in matrix[i]):
+            continue
         cells = "".join(f"{value * 100:7.1f}%" if value is not None else " " * 8 for value in matrix[i])
         lines.append(f"after T{i:<2}" + cells)
     return "\n".join(lines)

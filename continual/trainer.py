@@ -10,9 +10,7 @@ end with the same matrix.
 
 from __future__ import annotations
 
-import math
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -27,75 +25,22 @@ from common.paths import shown
 from common.rng import rng_state, set_rng_state
 from common.rundir import RunDir
 from common.seeding import seed_everything
-from continual.data import ContinualData
+from continual.config import SCENARIOS, ContinualConfig
+from continual.data import ContinualData, masked_logits, scenario_mask
 from continual.methods.base import Method, TaskContext
 from continual.metrics import empty_matrix, format_matrix, format_summary
+from continual.optim import make_optimizer, make_scheduler
 from continual.outputs import results_record, write_results
-from models.neurons import NeuronConfig
 from models.spiking_mlp import SpikingMLP
-
-SCENARIOS = ("class", "task")
-OPTIMIZERS = ("SGD", "Adam")
-SCHEDULERS = ("StepLR", "CosALR")
-
-
-@dataclass(frozen=True)
-class ContinualConfig:
-    epochs: int = 20
-    batch_size: int = 64
-    opt: str = "SGD"
-    lr: float = 0.1
-    lr_scheduler: str = "StepLR"
-    step_size: float = 100
-    gamma: float = 0.1
-    T_max: int = 200
-    warmup: int = 0
-    scenario: str = "class"
-    hidden: int = 800
-    seed: int = 0
-    neuron: NeuronConfig = field(default_factory=NeuronConfig)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def build_model(data: ContinualData, config: ContinualConfig, device: torch.device) -> SpikingMLP:
     return SpikingMLP(data.features.shape[1], data.n_classes, config.hidden, config.neuron).to(device)
 
 
-def make_optimizer(params, config: ContinualConfig, lr: float | None = None) -> torch.optim.Optimizer:
-    lr = config.lr if lr is None else lr
-    if config.opt == "SGD":
-        return torch.optim.SGD(params, lr=lr)
-    if config.opt == "Adam":
-        return torch.optim.Adam(params, lr=lr)
-    raise UserError(f"-opt {config.opt}: expected one of {', '.join(OPTIMIZERS)}")
-
-
-def make_scheduler(optimizer, config: ContinualConfig, t_max: int | None = None):
-    """StepLR, or cosine annealing with ``warmup`` linear warm-up epochs (stepped once per epoch)."""
-    if config.lr_scheduler == "StepLR":
-        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.step_size, gamma=config.gamma)
-    if config.lr_scheduler == "CosALR":
-        t_max, warmup = t_max or config.T_max, config.warmup
-
-        def factor(epoch: int) -> float:
-            if epoch < warmup:
-                return (epoch + 1) / warmup
-            return 0.5 * (1 + math.cos((epoch - warmup) / max(t_max - warmup, 1) * math.pi))
-
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda=factor)
-    raise UserError(f"-lr_scheduler {config.lr_scheduler}: expected one of {', '.join(SCHEDULERS)}")
-
-
-def masked_logits(logits: torch.Tensor, class_mask: torch.Tensor | None) -> torch.Tensor:
-    """In the task scenario, only the task's classes can be predicted."""
-    return logits if class_mask is None else logits.masked_fill(~class_mask, float("-inf"))
-
-
 @torch.no_grad()
 def accuracy(
-    model: SpikingMLP, data: ContinualData, rows: torch.Tensor, class_mask=None, batch_size: int = 1024
+    model: SpikingMLP, data: ContinualData, rows: torch.Tensor, config: ContinualConfig, batch_size: int = 1024
 ) -> float:
     model.eval()
     device = data.features.device
@@ -103,13 +48,9 @@ def accuracy(
     for batch in batch_rows(rows, batch_size):
         with autocast(device):
             logits = model(data.features[batch]).logits
-        correct += (masked_logits(logits.float(), class_mask).argmax(1) == data.labels[batch]).sum()
+        predicted = masked_logits(logits.float(), scenario_mask(data, batch, config)).argmax(1)
+        correct += (predicted == data.labels[batch]).sum()
     return correct.item() / max(len(rows), 1)
-
-
-def scenario_mask(data: ContinualData, task: int, config: ContinualConfig) -> torch.Tensor | None:
-    """The classes ``task`` may predict: its own in the task scenario, all (None) in the class scenario."""
-    return data.class_mask(task) if config.scenario == "task" else None
 
 
 def train_epoch(
@@ -118,7 +59,7 @@ def train_epoch(
     """One pass over ``rows`` (default: ``task``'s training rows); returns (mean loss, train accuracy)."""
     device = data.features.device
     rows = data.rows["train"][task] if rows is None else rows
-    projector, class_mask = method.projector(task), scenario_mask(data, task, config)
+    projector = method.projector(task)
     model.train()
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), dtype=torch.long, device=device)
@@ -126,7 +67,7 @@ def train_epoch(
         labels = data.labels[batch]
         with autocast(device):
             output = model(data.features[batch], projector, keep_spikes=method.needs_spikes)
-        logits = masked_logits(output.logits.float(), class_mask)
+        logits = masked_logits(output.logits.float(), scenario_mask(data, batch, config))
         loss = F.cross_entropy(logits, labels)
         penalty = method.penalty(model)
         optimizer.zero_grad(set_to_none=True)
@@ -140,7 +81,7 @@ def train_epoch(
 
 def start_task(model, method: Method, task: int, config: ContinualConfig):
     """Prepare the method and a fresh optimizer for ``task``; returns (optimizer, scheduler)."""
-    method.before_task(task)
+    method.before_task(task, model)
     if task > 0:  # after the first task only the weight matrices learn (thresholds stay), as the reference
         for neuron in model.neurons:
             neuron.vth.requires_grad_(False)
@@ -150,14 +91,19 @@ def start_task(model, method: Method, task: int, config: ContinualConfig):
 
 
 def train_task(model, method: Method, data: ContinualData, task: int, config: ContinualConfig, shuffle, writer=None):
-    """Train ``task`` for ``config.epochs`` epochs; returns the last epoch's (loss, train acc, val acc)."""
+    """Train ``task`` for ``config.epochs`` epochs; returns the last epoch's (loss, train acc, val acc).
+
+    A joint method learns every task's training rows in this one stage instead.
+    """
     optimizer, scheduler = start_task(model, method, task, config)
+    rows = data.all_train_rows() if method.joint else data.rows["train"][task]
+    val_rows = torch.cat(data.rows["val"]) if method.joint else data.rows["val"][task]
     progress = tqdm(range(1, config.epochs + 1), desc=f"task {task}", leave=False, disable=None)
     summary = (0.0, 0.0, 0.0)
     for epoch in progress:
-        loss, train_acc = train_epoch(model, method, data, task, epoch, optimizer, config, shuffle)
+        loss, train_acc = train_epoch(model, method, data, task, epoch, optimizer, config, shuffle, rows)
         scheduler.step()
-        val_acc = accuracy(model, data, data.rows["val"][task], scenario_mask(data, task, config))
+        val_acc = accuracy(model, data, val_rows, config)
         summary = (loss, train_acc, val_acc)
         progress.set_postfix(loss=f"{loss:.3f}", train=f"{train_acc:.3f}", val=f"{val_acc:.3f}")
         if writer is not None:
@@ -169,10 +115,7 @@ def train_task(model, method: Method, data: ContinualData, task: int, config: Co
 
 
 def task_context(model, data: ContinualData, task: int, config: ContinualConfig) -> TaskContext:
-    rows = data.rows["train"][task]
-    return TaskContext(
-        model, task, data.features, data.labels, rows, scenario_mask(data, task, config), config.batch_size
-    )
+    return TaskContext(model, task, data, data.rows["train"][task], config)
 
 
 def run_continual(
@@ -207,14 +150,17 @@ def run_continual(
     from torch.utils.tensorboard import SummaryWriter
 
     writer = SummaryWriter(str(run.work / "tb"))
+    if method.joint:  # one stage over all tasks' data, evaluated as the last row of the matrix
+        first_task = max(first_task, data.n_tasks - 1)
     for task in range(first_task, data.n_tasks):
         started = time.time()
         loss, train_acc, val_acc = train_task(model, method, data, task, config, shuffle, writer)
         for j in range(task + 1):
-            matrix[task][j] = accuracy(model, data, data.rows["test"][j], scenario_mask(data, j, config))
+            matrix[task][j] = accuracy(model, data, data.rows["test"][j], config)
         task_seconds.append(round(time.time() - started, 3))
+        learned = "all tasks" if method.joint else "+".join(data.task_names[task])
         print(
-            f"task {task} ({'+'.join(data.task_names[task])}): loss {loss:.4f}  train {train_acc:.4f}  "
+            f"task {task} ({learned}): loss {loss:.4f}  train {train_acc:.4f}  "
             f"val {val_acc:.4f}  test {matrix[task][task]:.4f}  ({task_seconds[-1]:.1f}s)",
             flush=True,
         )
@@ -233,6 +179,7 @@ def run_continual(
         seconds=sum(task_seconds),
         scenario=config.scenario,
         task_seconds=task_seconds,
+        memory_bytes=method.memory_bytes(),
     )
     write_results(run.work, results)
     run.finish()

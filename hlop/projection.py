@@ -21,6 +21,24 @@ class Projector(Protocol):
         ...
 
 
+class SubspaceProjector:
+    """Projection away from one protected subspace per layer, given as rows of ``basis(layer)``.
+
+    HLOP's bases are the frozen lateral Hebbian weights (with spike-count quantisation when the
+    lateral neurons spike); GPM's are orthonormal SVD bases. Both inherit ``orthogonal`` from
+    here, so the projection applied to gradients is the same code.
+    """
+
+    def basis(self, layer: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def quantizer(self, layer: int):
+        return None
+
+    def orthogonal(self, layer: int, x: torch.Tensor) -> torch.Tensor:
+        return orthogonal_to_rows(x, self.basis(layer).to(x.dtype), self.quantizer(layer))
+
+
 class _ProjectedLinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, x_orthogonal, weight):

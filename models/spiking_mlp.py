@@ -26,7 +26,8 @@ from models.neurons import LIFNeuron, NeuronConfig
 @dataclass
 class SpikingOutput:
     logits: torch.Tensor  # (B, classes), the weighted firing rate of the output layer
-    layer_inputs: list[torch.Tensor]  # inputs of fc1, fc2, classifier as (B, N) rates, detached
+    layer_inputs: list[torch.Tensor]  # inputs of the projected layers as (B, N) rates, detached
+    layer_outputs: list[torch.Tensor]  # their outputs (rate-level currents, logits), in the autograd graph
     layer_spikes: list[torch.Tensor] | None = None  # spike trains (T, B, N) into fc2 and the classifier
 
 
@@ -57,13 +58,30 @@ class SpikingMLP(nn.Module):
         self.reset()
         current1 = self._linear(0, x, projector)  # constant over time: computed once
         spikes1, rate1 = self.sn1(current1, current1)
+        upper = self.from_hidden(spikes1, rate1, projector, keep_spikes)
+        return SpikingOutput(
+            logits=upper.logits,
+            layer_inputs=[x.detach(), *upper.layer_inputs],
+            layer_outputs=[current1, *upper.layer_outputs],
+            layer_spikes=upper.layer_spikes,
+        )
+
+    def from_hidden(self, spikes1: torch.Tensor, rate1: torch.Tensor, projector=None, keep_spikes: bool = False):
+        """fc2 -> LIF -> classifier driven by the first hidden layer's spikes (T, B, H) and their rate.
+
+        Latent replay starts here, from stored spike trains; the returned lists cover fc2 and the
+        classifier only.
+        """
+        self.sn2.reset()
         with torch.no_grad():
             current2 = spikes1.to(self.fc2.weight.dtype) @ self.fc2.weight.t()  # (T, B, H): the one per-step product
-        spikes2, rate2 = self.sn2(current2, self._linear(1, rate1, projector))
+        rate_in2 = self._linear(1, rate1, projector)
+        spikes2, rate2 = self.sn2(current2, rate_in2)
         logits = self._linear(2, rate2, projector)
         return SpikingOutput(
             logits=logits,
-            layer_inputs=[x.detach(), rate1.detach(), rate2.detach()],
+            layer_inputs=[rate1.detach(), rate2.detach()],
+            layer_outputs=[rate_in2, logits],
             layer_spikes=[spikes1, spikes2] if keep_spikes else None,
         )
 

@@ -8,9 +8,10 @@ import torch
 
 from common.errors import UserError
 from common.rundir import RunDir
+from continual.config import ContinualConfig
 from continual.methods import HLOP, Baseline, HLOPConfig
 from continual.metrics import average_accuracy, backward_transfer
-from continual.trainer import ContinualConfig, run_continual
+from continual.trainer import run_continual
 from models.neurons import NeuronConfig
 from tests.fixtures import make_continual_data
 

@@ -118,7 +118,7 @@ def test_hlop_sizes_follow_the_schedule_and_never_exceed_the_input():
     method = HLOP(HLOPConfig(first_sizes=(10, 10, 10), inc_sizes=(10, 10, 10)))
     method.prepare(model)
     for task in range(3):
-        method.before_task(task)
+        method.before_task(task, model)
         method.after_task(None)
     assert [s.weight.shape[0] for s in method.subspaces] == [12, 16, 16]
 
@@ -127,9 +127,9 @@ def test_hlop_state_round_trip_with_grown_subspaces():
     model = SpikingMLP(12, 3, hidden=16, neuron=NeuronConfig(timesteps=4))
     method = HLOP(HLOPConfig(first_sizes=(3, 4, 5), inc_sizes=(2, 2, 2)))
     method.prepare(model)
-    method.before_task(0)
+    method.before_task(0, model)
     method.after_task(None)
-    method.before_task(1)
+    method.before_task(1, model)
     restored = HLOP(method.config)
     restored.prepare(model)
     restored.load_state_dict(method.state_dict())

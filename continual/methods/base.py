@@ -9,6 +9,7 @@ sequential baseline is this class itself.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -16,28 +17,31 @@ from torch import nn
 from hlop.projection import Projector
 from models.spiking_mlp import SpikingMLP, SpikingOutput
 
+if TYPE_CHECKING:  # the loop imports this module
+    from continual.config import ContinualConfig
+    from continual.data import ContinualData
+
 
 @dataclass
 class TaskContext:
-    """What a method may look at when a task ends."""
+    """What a method may look at when a task ends: the model, the data and the task's training rows."""
 
     model: SpikingMLP
     task: int
-    features: torch.Tensor  # (rows, feature_dim) on the device
-    labels: torch.Tensor
-    train_rows: torch.Tensor  # this task's training rows
-    class_mask: torch.Tensor | None  # allowed classes in the task scenario, else None
-    batch_size: int
+    data: ContinualData
+    train_rows: torch.Tensor
+    config: ContinualConfig
 
 
 class Method(nn.Module):
     name = "baseline"
     needs_spikes = False  # whether after_step needs the hidden layers' spike trains
+    joint = False  # True: learn every task's data at once instead of in sequence
 
     def prepare(self, model: SpikingMLP) -> None:
         """Called once, after the model is built and before any task."""
 
-    def before_task(self, task: int) -> None:
+    def before_task(self, task: int, model: SpikingMLP) -> None:
         """Called before training task ``task``."""
 
     def projector(self, task: int) -> Projector | None:
@@ -53,6 +57,10 @@ class Method(nn.Module):
 
     def after_task(self, context: TaskContext) -> None:
         """Called when ``context.task`` has been trained, before it is evaluated."""
+
+    def memory_bytes(self) -> int:
+        """Bytes the method keeps beyond the network to protect old tasks (its saved state)."""
+        return sum(t.numel() * t.element_size() for t in self.state_dict().values() if torch.is_tensor(t))
 
 
 class Baseline(Method):

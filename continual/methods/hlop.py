@@ -24,6 +24,7 @@ from torch import nn
 
 from continual.methods.base import Method, TaskContext
 from hlop.hebbian import HebbianSubspace
+from hlop.projection import SubspaceProjector
 from models.spiking_mlp import SpikingMLP, SpikingOutput
 
 
@@ -46,7 +47,7 @@ class HLOPConfig:
         return asdict(self)
 
 
-class HLOP(Method):
+class HLOP(Method, SubspaceProjector):
     name = "hlop"
 
     def __init__(self, config: HLOPConfig = HLOPConfig()):
@@ -72,7 +73,7 @@ class HLOP(Method):
         factor = max(0.0, 1 - self.config.shrink_fraction * (task // self.config.shrink_every))
         return [round(n * factor) for n in self.config.inc_sizes]
 
-    def before_task(self, task: int) -> None:
+    def before_task(self, task: int, model: SpikingMLP) -> None:
         for subspace, n in zip(self.subspaces, self.sizes(task), strict=True):
             room = subspace.in_features - subspace.weight.shape[0]
             subspace.add_subspace(min(n, room))
@@ -80,8 +81,11 @@ class HLOP(Method):
     def projector(self, task: int):
         return self if task > 0 else None
 
-    def orthogonal(self, layer: int, x: torch.Tensor) -> torch.Tensor:
-        return self.subspaces[layer].orthogonal(x)
+    def basis(self, layer: int) -> torch.Tensor:
+        return self.subspaces[layer].frozen
+
+    def quantizer(self, layer: int):
+        return self.subspaces[layer].quantize if self.config.spiking else None
 
     def after_step(self, output: SpikingOutput, task: int, epoch: int) -> None:
         if epoch <= self.config.start_epochs:

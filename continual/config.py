@@ -1,0 +1,31 @@
+"""The continual run's hyperparameters (the reference's defaults where it has them)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from models.neurons import NeuronConfig
+
+SCENARIOS = ("class", "task")
+OPTIMIZERS = ("SGD", "Adam")
+SCHEDULERS = ("StepLR", "CosALR")
+
+
+@dataclass(frozen=True)
+class ContinualConfig:
+    epochs: int = 20
+    batch_size: int = 64
+    opt: str = "SGD"
+    lr: float = 0.1
+    lr_scheduler: str = "StepLR"
+    step_size: float = 100
+    gamma: float = 0.1
+    T_max: int = 200
+    warmup: int = 0
+    scenario: str = "class"
+    hidden: int = 800
+    seed: int = 0
+    neuron: NeuronConfig = field(default_factory=NeuronConfig)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
