@@ -1,0 +1,71 @@
+"""Elastic weight consolidation (Kirkpatrick et al., PNAS 2017), in its online form.
+
+After each task the diagonal empirical Fisher information of the weight matrices is estimated on
+the task's training rows and added to a running sum; later tasks pay
+``lambda / 2 * sum F (W - W*)^2`` for moving a weight away from its value W* after the last task.
+
+Per-sample squared gradients come from one batched backward pass: with DSR a linear layer's
+per-sample gradient is the outer product ``g_i a_i^T`` of its output gradient and its input rate,
+so its square is ``g_i^2 (a_i^2)^T``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+
+from common.batching import batch_rows
+from continual.data import masked_logits, scenario_mask
+from continual.methods.base import Method, TaskContext
+from models.spiking_mlp import SpikingMLP
+
+
+@dataclass(frozen=True)
+class EWCConfig:
+    lam: float = 1e5
+    samples: int = 1024  # training rows per task used to estimate the Fisher information
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class EWC(Method):
+    name = "ewc"
+
+    def __init__(self, config: EWCConfig = EWCConfig()):
+        super().__init__()
+        self.config = config
+
+    def prepare(self, model: SpikingMLP) -> None:
+        for i, layer in enumerate(model.projected_layers):
+            self.register_buffer(f"fisher{i}", torch.zeros_like(layer.weight))
+            self.register_buffer(f"anchor{i}", layer.weight.detach().clone())
+        self.register_buffer("tasks_seen", torch.zeros((), dtype=torch.long))
+
+    def _pairs(self, model: SpikingMLP):
+        for i, layer in enumerate(model.projected_layers):
+            yield layer.weight, getattr(self, f"fisher{i}"), getattr(self, f"anchor{i}")
+
+    def penalty(self, model: SpikingMLP) -> torch.Tensor | None:
+        if int(self.tasks_seen) == 0:
+            return None
+        total = sum((fisher * (weight - anchor) ** 2).sum() for weight, fisher, anchor in self._pairs(model))
+        return self.config.lam / 2 * total
+
+    def after_task(self, context: TaskContext) -> None:
+        model, data = context.model, context.data
+        rows = context.train_rows[: self.config.samples]
+        fishers = [torch.zeros_like(layer.weight) for layer in model.projected_layers]
+        for batch in batch_rows(rows, 256):
+            output = model(data.features[batch])
+            logits = masked_logits(output.logits.float(), scenario_mask(data, batch, context.config))
+            loss = F.cross_entropy(logits, data.labels[batch], reduction="sum")
+            grads = torch.autograd.grad(loss, output.layer_outputs)
+            for fisher, g, a in zip(fishers, grads, output.layer_inputs, strict=True):
+                fisher += g.float().pow(2).t() @ a.float().pow(2)
+        for (weight, fisher, anchor), new in zip(self._pairs(model), fishers, strict=True):
+            fisher += new / len(rows)
+            anchor.copy_(weight.detach())
+        self.tasks_seen += 1

@@ -1,0 +1,191 @@
+"""Memory replay, as the reference's ``-replay`` flags intend, and compressed latent replay.
+
+After each task, ``memory_size`` training samples per class are stored; from task 1 on, a replay
+phase follows the task: ``epochs`` epochs in which every step sums the mean losses of a batch of
+``batch_per_task`` stored samples from each task seen so far (a fresh optimizer with learning
+rate ``lr`` and, for CosALR, period ``t_max``; no projection, as the reference).
+
+Compressed latent replay (Dequino et al., "Spiking Compressed Continual Learning", ISVLSI 2024)
+stores the first hidden layer's spike trains instead of inputs, keeping every ``compress``-th
+timestep as packed bits; replayed, each kept step is repeated ``compress`` times and drives fc2
+and the classifier. fc1 stays fixed after task 0 so that stored spike trains stay valid.
+
+Replay wraps another method (``-replay`` with HLOP keeps HLOP's projection while learning tasks).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from continual.data import masked_logits
+from continual.methods.base import Baseline, Method, TaskContext
+from continual.optim import make_optimizer, make_scheduler
+from models.neurons import lif_spikes, weighted_rate
+from models.spiking_mlp import SpikingMLP
+
+
+@dataclass(frozen=True)
+class ReplayConfig:
+    memory_size: int = 50  # stored samples per class
+    epochs: int = 1
+    batch_per_task: int = 50
+    lr: float = 0.01
+    t_max: int = 20
+    latent: bool = False
+    compress: int = 1  # latent replay keeps every compress-th timestep
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def pack_bits(bits: torch.Tensor) -> torch.Tensor:
+    """(..., n) bool -> (..., ceil(n / 8)) uint8."""
+    n = bits.shape[-1]
+    padded = F.pad(bits.to(torch.uint8), (0, (-n) % 8))
+    weights = torch.tensor([128, 64, 32, 16, 8, 4, 2, 1], dtype=torch.uint8, device=bits.device)
+    return (padded.view(*bits.shape[:-1], -1, 8) * weights).sum(-1, dtype=torch.uint8)
+
+
+def unpack_bits(packed: torch.Tensor, n: int) -> torch.Tensor:
+    """Inverse of ``pack_bits``."""
+    weights = torch.tensor([128, 64, 32, 16, 8, 4, 2, 1], dtype=torch.uint8, device=packed.device)
+    bits = (packed.unsqueeze(-1) & weights) != 0
+    return bits.flatten(-2)[..., :n]
+
+
+class ReplayMemory(nn.Module):
+    """Stored samples: input features, or packed latent spike trains; their labels and tasks."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("payload", torch.zeros(0, 0))
+        self.register_buffer("labels", torch.zeros(0, dtype=torch.long))
+        self.register_buffer("tasks", torch.zeros(0, dtype=torch.long))
+
+    def add(self, payload: torch.Tensor, labels: torch.Tensor, task: int) -> None:
+        if len(self.labels) == 0:
+            self.payload = payload
+        else:
+            self.payload = torch.cat([self.payload, payload])
+        self.labels = torch.cat([self.labels, labels])
+        self.tasks = torch.cat([self.tasks, torch.full_like(labels, task)])
+
+    def payload_bytes(self) -> int:
+        """Bytes of the stored samples themselves (features or spike bits)."""
+        return self.payload.numel() * self.payload.element_size()
+
+    def total_bytes(self) -> int:
+        return self.payload_bytes() + (self.labels.numel() + self.tasks.numel()) * self.labels.element_size()
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        for name in list(self._buffers):  # the memory grows task by task: take the saved shapes
+            if prefix + name in state_dict:
+                self._buffers[name] = torch.empty_like(state_dict[prefix + name]).to(self._buffers[name].device)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+class Replay(Method):
+    def __init__(self, inner: Method | None = None, config: ReplayConfig = ReplayConfig()):
+        super().__init__()
+        self.inner = inner or Baseline()
+        self.config = config
+        self.memory = ReplayMemory()
+        kind = (
+            f"latent-replay{'-c' + str(config.compress) if config.compress > 1 else ''}" if config.latent else "replay"
+        )
+        self.name = kind if type(self.inner) is Baseline else f"{self.inner.name}+{kind}"
+        self.needs_spikes = self.inner.needs_spikes
+        self.joint = self.inner.joint
+
+    # the wrapped method's hooks, unchanged
+    def prepare(self, model):
+        self.inner.prepare(model)
+
+    def projector(self, task):
+        return self.inner.projector(task)
+
+    def penalty(self, model):
+        return self.inner.penalty(model)
+
+    def after_step(self, output, task, epoch):
+        self.inner.after_step(output, task, epoch)
+
+    def before_task(self, task: int, model: SpikingMLP) -> None:
+        self.inner.before_task(task, model)
+        if self.config.latent and task > 0:
+            model.fc1.weight.requires_grad_(False)  # stored spike trains of fc1's output stay valid
+
+    def after_task(self, context: TaskContext) -> None:
+        self.inner.after_task(context)
+        self._store(context)
+        if context.task >= 1:
+            self._replay(context)
+
+    def memory_bytes(self) -> int:
+        return self.inner.memory_bytes() + self.memory.total_bytes()
+
+    @torch.no_grad()
+    def _store(self, context: TaskContext) -> None:
+        data, model = context.data, context.model
+        generator = torch.Generator().manual_seed(context.task)
+        chosen = []
+        for label in data.task_classes[context.task]:
+            rows = context.train_rows[data.labels[context.train_rows] == label]
+            pick = torch.randperm(len(rows), generator=generator)[: self.config.memory_size]
+            chosen.append(rows[pick.to(rows.device)])
+        rows = torch.cat(chosen)
+        payload = data.features[rows]
+        if self.config.latent:
+            payload = self._encode_latent(model, payload)
+        self.memory.add(payload, data.labels[rows], context.task)
+
+    def _encode_latent(self, model: SpikingMLP, features: torch.Tensor) -> torch.Tensor:
+        neuron = model.sn1
+        current = features @ model.fc1.weight.t()
+        spikes, _ = lif_spikes(current, neuron.config, neuron.vth.detach())
+        kept = spikes[:: self.config.compress] > 0  # (T_kept, M, H) bits
+        return pack_bits(kept.permute(1, 0, 2).flatten(1))
+
+    def _decode_latent(self, model: SpikingMLP, packed: torch.Tensor):
+        neuron, hidden = model.sn1, model.fc2.in_features
+        steps = neuron.config.timesteps
+        kept_steps = math.ceil(steps / self.config.compress)
+        bits = unpack_bits(packed, kept_steps * hidden).view(-1, kept_steps, hidden).permute(1, 0, 2)
+        spikes = bits.repeat_interleave(self.config.compress, dim=0)[:steps].float()
+        spikes = spikes * (neuron.vth.detach() / neuron.config.delta_t)
+        return spikes, weighted_rate(spikes, neuron.weights)
+
+    def _logits(self, model: SpikingMLP, payload: torch.Tensor) -> torch.Tensor:
+        if self.config.latent:
+            return model.from_hidden(*self._decode_latent(model, payload)).logits
+        return model(payload).logits
+
+    def _replay(self, context: TaskContext) -> None:
+        model, data, config = context.model, context.data, context.config
+        params = [p for p in model.parameters() if p.requires_grad and p.dim() > 1]
+        optimizer = make_optimizer(params, config, lr=self.config.lr)
+        scheduler = make_scheduler(optimizer, config, t_max=self.config.t_max)
+        tasks = self.memory.tasks.unique().tolist()
+        slots = [(self.memory.tasks == task).nonzero().flatten() for task in tasks]
+        steps = math.ceil(max(len(s) for s in slots) / self.config.batch_per_task)
+        model.train()
+        for _ in range(self.config.epochs):
+            orders = [s[torch.randperm(len(s)).to(s.device)] for s in slots]
+            for step in range(steps):
+                window = slice(step * self.config.batch_per_task, (step + 1) * self.config.batch_per_task)
+                batch = torch.cat([order[window] for order in orders])
+                labels, owner = self.memory.labels[batch], self.memory.tasks[batch]
+                mask = data.task_masks[owner] if config.scenario == "task" else None
+                logits = masked_logits(self._logits(model, self.memory.payload[batch]).float(), mask)
+                losses = F.cross_entropy(logits, labels, reduction="none")
+                per_task = torch.bincount(owner, minlength=data.n_tasks).float()
+                loss = (losses / per_task[owner]).sum()  # the sum over tasks of each task's mean loss
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+            scheduler.step()

@@ -1,0 +1,152 @@
+"""The comparison methods: joint, EWC, replay and compressed latent replay, GPM."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from common.rundir import RunDir
+from continual.config import ContinualConfig
+from continual.methods import EWC, GPM, HLOP, Baseline, EWCConfig, HLOPConfig, Joint, Replay, ReplayConfig
+from continual.methods.base import TaskContext
+from continual.methods.gpm import extend_basis
+from continual.methods.replay import pack_bits, unpack_bits
+from continual.trainer import build_model, run_continual
+from hlop.projection import SubspaceProjector
+from models.neurons import NeuronConfig
+from tests.fixtures import make_continual_data
+
+CONFIG = ContinualConfig(epochs=8, batch_size=16, hidden=128, neuron=NeuronConfig(timesteps=8))
+REPLAY = ReplayConfig(memory_size=10, epochs=5, batch_per_task=10, lr=0.05)
+
+
+def run(tmp_path, method, name="run", config=CONFIG):
+    folder = RunDir(tmp_path / name, ("results.json",), resume=False, overwrite=False, out_flag="-out_dir")
+    return run_continual(make_continual_data(n_tasks=3), method, config, folder, torch.device("cpu"), {})
+
+
+def test_joint_is_an_upper_bound_where_forgetting_is_certain(tmp_path):
+    baseline = run(tmp_path, Baseline(), "base")
+    joint = run(tmp_path, Joint(), "joint")
+    assert joint["acc"] >= baseline["acc"] + 0.2
+    assert joint["acc_matrix"][0] == [None, None, None] and None not in joint["acc_matrix"][-1]
+    assert joint["bwt"] is None
+    assert joint["memory_bytes"] == 3 * 2 * 40 * 40 * 4  # every training feature is kept
+
+
+def test_replay_and_gpm_forget_less_than_the_baseline(tmp_path):
+    baseline = run(tmp_path, Baseline(), "base")
+    for name, method in (("replay", Replay(config=REPLAY)), ("gpm", GPM())):
+        results = run(tmp_path, method, name)
+        assert results["acc"] > baseline["acc"] + 0.2, name
+        assert results["bwt"] > baseline["bwt"] + 0.3, name
+
+
+def test_replay_memory_keeps_memory_size_samples_per_class(tmp_path):
+    method = Replay(config=REPLAY)
+    run(tmp_path, method)
+    labels = method.memory.labels
+    assert torch.bincount(labels).tolist() == [10] * 6
+    assert method.memory.payload.shape == (60, 40)
+    assert method.memory_bytes() == 60 * 40 * 4 + 2 * 60 * 8
+
+
+def test_compressed_latent_replay_halves_the_memory_at_ratio_two(tmp_path):
+    sizes = {}
+    for compress in (1, 2):
+        method = Replay(config=ReplayConfig(**{**REPLAY.__dict__, "latent": True, "compress": compress}))
+        run(tmp_path, method, f"c{compress}")
+        sizes[compress] = method.memory.payload_bytes()
+        assert method.name == ("latent-replay" if compress == 1 else "latent-replay-c2")
+    assert sizes[1] == 60 * 8 * 128 // 8  # 60 samples, 8 timesteps x 128 neurons, one bit each
+    assert sizes[2] * 2 == sizes[1]
+
+
+def test_latent_replay_expands_kept_steps_and_freezes_the_layer_below():
+    torch.manual_seed(0)
+    data = active_data()
+    model = build_model(data, CONFIG, torch.device("cpu"))
+    method = Replay(config=ReplayConfig(latent=True, compress=2))
+    features = data.features[:5]
+    spikes = method._decode_latent(model, method._encode_latent(model, features))[0]
+    full = model(features, keep_spikes=True).layer_spikes[0]
+    assert full.sum() > 0, "the test needs spikes to compare"
+    torch.testing.assert_close(spikes[0::2], full[0::2])  # kept steps are exact
+    torch.testing.assert_close(spikes[1::2], full[0::2])  # each is repeated in place of the dropped one
+    method.before_task(1, model)
+    assert not model.fc1.weight.requires_grad
+
+
+def test_bits_pack_and_unpack():
+    bits = torch.rand(3, 21) > 0.5
+    packed = pack_bits(bits)
+    assert packed.dtype == torch.uint8 and packed.shape == (3, 3)
+    assert torch.equal(unpack_bits(packed, 21), bits)
+
+
+def test_replay_wraps_another_method_and_keeps_its_projection():
+    hlop = HLOP(HLOPConfig())
+    wrapped = Replay(hlop, ReplayConfig())
+    assert wrapped.name == "hlop+replay"
+    assert wrapped.projector(1) is hlop and wrapped.projector(0) is None
+
+
+def active_data():
+    """The fixture with inputs large enough for an untrained network to spike."""
+    data = make_continual_data(n_tasks=2)
+    data.features *= 4
+    return data
+
+
+def test_ewc_fisher_is_the_mean_of_per_sample_squared_gradients():
+    torch.manual_seed(0)
+    data = active_data()
+    model = build_model(data, CONFIG, torch.device("cpu"))
+    method = EWC(EWCConfig(lam=10.0, samples=12))
+    method.prepare(model)
+    rows = data.rows["train"][0][:12]
+    method.after_task(TaskContext(model, 0, data, rows, CONFIG))
+    naive = [torch.zeros_like(layer.weight) for layer in model.projected_layers]
+    for row in rows:
+        model.zero_grad()
+        F.cross_entropy(model(data.features[row : row + 1]).logits, data.labels[row : row + 1]).backward()
+        for fisher, layer in zip(naive, model.projected_layers, strict=True):
+            fisher += layer.weight.grad**2 / len(rows)
+    for i, fisher in enumerate(naive):
+        assert fisher.abs().sum() > 0
+        torch.testing.assert_close(getattr(method, f"fisher{i}"), fisher, rtol=1e-4, atol=1e-10)
+
+
+def test_ewc_penalty_pulls_weights_back_to_their_anchor():
+    torch.manual_seed(0)
+    data = active_data()
+    model = build_model(data, CONFIG, torch.device("cpu"))
+    method = EWC(EWCConfig(lam=10.0, samples=12))
+    method.prepare(model)
+    assert method.penalty(model) is None, "no penalty before a task has finished"
+    method.after_task(TaskContext(model, 0, data, data.rows["train"][0], CONFIG))
+    assert method.penalty(model).item() == pytest.approx(0.0)
+    with torch.no_grad():
+        model.classifier.weight += 0.5
+    penalty = method.penalty(model)
+    penalty.backward()
+    expected = 10.0 * method.fisher2 * (model.classifier.weight.detach() - method.anchor2)
+    torch.testing.assert_close(model.classifier.weight.grad, expected)
+    assert penalty.item() > 0
+
+
+def test_gpm_and_hlop_share_the_projection_code():
+    for method in (GPM(), HLOP()):
+        assert isinstance(method, SubspaceProjector)
+        assert type(method).orthogonal is SubspaceProjector.orthogonal
+
+
+def test_gpm_basis_keeps_the_threshold_share_of_energy_and_stays_orthonormal():
+    torch.manual_seed(0)
+    inputs = torch.randn(200, 3) @ torch.randn(3, 30) + 0.01 * torch.randn(200, 30)
+    basis = extend_basis(torch.zeros(0, 30), inputs, 0.99)
+    assert basis.shape[0] == 3
+    torch.testing.assert_close(basis @ basis.t(), torch.eye(3), atol=1e-5, rtol=0)
+    more = extend_basis(basis, torch.randn(200, 2) @ torch.randn(2, 30), 0.99)
+    assert more.shape[0] == 5 and torch.allclose(more[:3], basis)
+    torch.testing.assert_close(more @ more.t(), torch.eye(5), atol=1e-5, rtol=0)
+    assert extend_basis(more, inputs, 0.99).shape[0] == 5, "nothing to add: the inputs are already spanned"
