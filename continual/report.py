@@ -1,0 +1,82 @@
+"""Comparing runs: a markdown table and a plot of the final accuracy on each task."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+from common import atomic
+from common.errors import UserError
+from common.paths import shown
+
+
+def load_results(run_dir: str | Path) -> dict:
+    path = Path(run_dir) / "results.json"
+    if not path.is_file():
+        raise UserError(f"{shown(run_dir)}: no results.json (is it a finished run's -out_dir?)")
+    try:
+        results = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{shown(path)}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    for key in ("method", "acc_matrix", "acc"):
+        if key not in results:
+            raise UserError(f"{shown(path)}: not a results file of a continual run (no {key!r})")
+    return results
+
+
+def _percent(mean, std) -> str:
+    if mean is None:
+        return "n/a"
+    return f"{mean * 100:.2f}" + (f" ± {std * 100:.2f}" if std is not None else "")
+
+
+def _bytes(n) -> str:
+    if not n:
+        return "0"
+    for unit, size in (("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} B"
+
+
+def markdown_table(runs: dict[str, dict]) -> str:
+    """One row per run: its folder name, method, modality, ACC and BWT (mean ± std over seeds), memory, seconds."""
+    lines = [
+        "| run | method | modality | seeds | ACC % | BWT % | memory | seconds |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, r in runs.items():
+        config = r.get("config", {})
+        seeds = len(r.get("seeds", [])) or 1
+        lines.append(
+            f"| {name} | {r['method']} | {config.get('modality', '?')} | {seeds} | {_percent(r['acc'], r.get('acc_std'))} "
+            f"| {_percent(r.get('bwt'), r.get('bwt_std'))} | {_bytes(r.get('memory_bytes'))} | {r.get('seconds', 0) / seeds:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def plot_final_accuracy(runs: dict[str, dict], path: str | Path) -> None:
+    """Final accuracy on each task (the matrix's last row) for every run, with the seeds' spread."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 4))
+    for name, r in runs.items():
+        last = [v * 100 if v is not None else float("nan") for v in r["acc_matrix"][-1]]
+        spread = r.get("acc_matrix_std", [[0] * len(last)])[-1]
+        spread = [s * 100 if s is not None else 0 for s in spread]
+        axes.errorbar(range(len(last)), last, yerr=spread, marker="o", capsize=3, label=name)
+    axes.set_xticks(range(len(last)), [f"T{j}" for j in range(len(last))])
+    axes.set_xlabel("task")
+    axes.set_ylabel("test accuracy after the last task (%)")
+    axes.set_ylim(-2, 102)
+    axes.legend(fontsize=7, loc="lower left")
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=120)
+    plt.close(figure)
+    atomic.write_bytes(path, buffer.getvalue())

@@ -1,0 +1,62 @@
+"""Running one configuration under several seeds, and their mean and spread.
+
+Each seed runs in ``out_dir/seed<N>/`` with all the outputs of a single run; ``out_dir``
+gets a summary ``results.json`` whose ``acc_matrix``, ``acc`` and ``bwt`` are means over the
+seeds, with ``acc_std``, ``bwt_std`` and ``acc_matrix_std`` (sample standard deviations).
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable
+from pathlib import Path
+
+from common import atomic
+from common.rundir import RunDir
+
+
+def _mean_std(values: list[float | None]) -> tuple[float | None, float | None]:
+    present = [v for v in values if v is not None]
+    if not present:
+        return None, None
+    return statistics.fmean(present), statistics.stdev(present) if len(present) > 1 else 0.0
+
+
+def summarize(per_seed: list[dict], seeds: list[int]) -> dict:
+    """One results record from the records of several seeds of the same configuration."""
+    first = per_seed[0]
+    n = len(first["acc_matrix"])
+    cells = [[_mean_std([r["acc_matrix"][i][j] for r in per_seed]) for j in range(n)] for i in range(n)]
+    acc, acc_std = _mean_std([r["acc"] for r in per_seed])
+    bwt, bwt_std = _mean_std([r["bwt"] for r in per_seed])
+    return {
+        **{k: v for k, v in first.items() if k not in ("acc_matrix", "acc", "bwt", "seconds", "task_seconds")},
+        "acc_matrix": [[mean for mean, _ in row] for row in cells],
+        "acc_matrix_std": [[std for _, std in row] for row in cells],
+        "acc": acc,
+        "acc_std": acc_std,
+        "bwt": bwt,
+        "bwt_std": bwt_std,
+        "seconds": round(sum(r["seconds"] for r in per_seed), 2),
+        "seeds": seeds,
+        "per_seed": [
+            {"seed": s, "acc": r["acc"], "bwt": r["bwt"], "seconds": r["seconds"]}
+            for s, r in zip(seeds, per_seed, strict=True)
+        ],
+    }
+
+
+def run_seeds(
+    seeds: list[int], run_one: Callable[[int, RunDir], dict], parent: RunDir, markers: tuple[str, ...]
+) -> dict:
+    """``run_one(seed, folder)`` for every seed in its own folder, then the summary in ``parent``."""
+    per_seed = []
+    for seed in seeds:
+        child = RunDir(
+            Path(parent.work) / f"seed{seed}", markers, resume=parent.resuming, overwrite=False, out_flag="-out_dir"
+        )
+        per_seed.append(run_one(seed, child))
+    summary = summarize(per_seed, seeds)
+    atomic.write_json(Path(parent.work) / "results.json", summary)
+    parent.finish()
+    return summary
