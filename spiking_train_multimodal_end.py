@@ -304,7 +304,7 @@ def main(argv) -> None:
         )
     out_dir = Path(args.out_dir) if args.out_dir else REPO_ROOT / "logs" / f"{data.table.name}-{method.name}"
     seeds = _seeds(args.seeds)
-    markers = ("results.json",) if seeds else RESULT_MARKERS
+    markers = ("results.json", "seed*") if seeds else RESULT_MARKERS
     run = RunDir(out_dir, markers, resume=args.resume, overwrite=args.overwrite, out_flag="-out_dir")
     device = select_device(args.gpu_id, args.device)
     features = fused_features(pretrained, data, device)

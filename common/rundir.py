@@ -1,6 +1,6 @@
 """A run's output folder that never loses what a user already has.
 
-A folder that already holds results (its ``markers``) is refused unless the run is told to
+A folder that already holds results (its ``markers``, glob patterns) is refused unless the run is told to
 ``resume`` (continue in place from its checkpoint) or to ``overwrite``. An overwriting run
 works in a hidden sibling folder and replaces the old folder only when it finishes, so a run
 that fails leaves the old results untouched.
@@ -22,7 +22,7 @@ class RunDir:
         self.path = Path(path)
         if resume and overwrite:
             raise UserError(f"{out_flag} {shown(self.path)}: -resume and --overwrite exclude each other; choose one")
-        self.has_results = self.path.is_dir() and any((self.path / m).exists() for m in markers)
+        self.has_results = self.path.is_dir() and any(any(self.path.glob(m)) for m in markers)
         self.resuming = resume and self.has_results
         self.staged = overwrite and self.has_results
         if self.has_results and not (resume or overwrite):

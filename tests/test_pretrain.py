@@ -156,3 +156,30 @@ def test_weights_from_another_dataset_are_refused(scene_dir, tmp_path):
     other = _data(make_scene_dataset(tmp_path / "other", classes=("A", "B", "C", "D")), tmp_path)
     with pytest.raises(UserError, match="trained on dataset 'tiny' \\(3 classes\\)"):
         fused_features(tmp_path / "pw", other, torch.device("cpu"))
+
+
+@pytest.mark.parametrize(
+    ("modality", "fusion"), [("audio", "attention"), ("image", "attention"), ("both", "concat"), ("both", "late")]
+)
+def test_modality_and_fusion_ablations_pretrain(scene_dir, tmp_path, modality, fusion):
+    meta = _pretrain(
+        _data(scene_dir, tmp_path),
+        tmp_path / "pw",
+        PretrainConfig(epochs=1, batch_size=8, image_size=16),
+        {"feature_dim": 24, "modality": modality, "fusion": fusion},
+    )
+    assert meta["modality"] == modality
+    missing = {"audio": "image", "image": "audio"}.get(modality)
+    assert (meta["test_acc"][missing] is None) if missing else all(v is not None for v in meta["test_acc"].values())
+    assert meta["fusion"] == (fusion if modality == "both" else None)
+    features = fused_features(tmp_path / "pw", _data(scene_dir, tmp_path), torch.device("cpu"))
+    assert features.shape == (30, 24)
+
+
+def test_default_pretrained_folders_name_the_ablation():
+    from pretrain.artifacts import default_out_dir
+
+    assert default_out_dir("scene").name == "scene"
+    assert default_out_dir("scene", "audio").name == "scene-audio"
+    assert default_out_dir("scene", "both", "concat").name == "scene-concat"
+    assert default_out_dir("scene", "image", "concat", "first-task").name == "scene-image-first-task"

@@ -1,0 +1,113 @@
+"""Several seeds of one configuration, and compare.py's table and plot."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from common.paths import REPO_ROOT
+from common.rundir import RunDir
+from continual.config import ContinualConfig
+from continual.methods import HLOP, HLOPConfig
+from continual.seeds import run_seeds, summarize
+from continual.trainer import run_continual
+from models.neurons import NeuronConfig
+from tests.fixtures import make_continual_data
+
+CONFIG = ContinualConfig(epochs=3, batch_size=16, hidden=32, neuron=NeuronConfig(timesteps=4))
+
+
+def test_summary_means_and_sample_standard_deviations():
+    records = [
+        {"method": "hlop", "acc_matrix": [[0.8, None], [0.6, 1.0]], "acc": 0.8, "bwt": -0.2, "seconds": 3},
+        {"method": "hlop", "acc_matrix": [[1.0, None], [0.8, 0.8]], "acc": 0.8, "bwt": -0.2, "seconds": 5},
+    ]
+    summary = summarize(records, [0, 1])
+    assert summary["acc_matrix"][0][1] is None
+    assert [summary["acc_matrix"][0][0], *summary["acc_matrix"][1]] == pytest.approx([0.9, 0.7, 0.9])
+    assert summary["acc_matrix_std"][1][0] == pytest.approx(0.1414, abs=1e-4)
+    assert summary["acc"] == pytest.approx(0.8) and summary["acc_std"] == 0.0
+    assert summary["seconds"] == 8 and [r["seed"] for r in summary["per_seed"]] == [0, 1]
+
+
+def test_seeds_run_in_their_own_folders_and_are_summarised(tmp_path):
+    data = make_continual_data(n_tasks=2)
+    seen = []
+
+    def one(seed, folder):
+        seen.append(seed)
+        method = HLOP(HLOPConfig(first_sizes=(4, 8, 8), inc_sizes=(4, 8, 8)))
+        config = ContinualConfig(**{**CONFIG.__dict__, "seed": seed})
+        return run_continual(data, method, config, folder, torch.device("cpu"), {})
+
+    def parent(resume=False):
+        return RunDir(tmp_path / "run", ("results.json", "seed*"), resume=resume, overwrite=False, out_flag="-out_dir")
+
+    markers = ("results.json", "checkpoints")
+    summary = run_seeds([0, 1], one, parent(), markers)
+    assert seen == [0, 1]
+    for seed in (0, 1):
+        per_seed = json.loads((tmp_path / "run" / f"seed{seed}" / "results.json").read_text())
+        assert per_seed["config"]["seed"] == seed
+    assert json.loads((tmp_path / "run" / "results.json").read_text()) == summary
+    assert summary["seeds"] == [0, 1] and "acc_std" in summary and "bwt_std" in summary
+
+    (tmp_path / "run" / "results.json").unlink()  # as if the run died before writing its summary
+    (tmp_path / "run" / "seed1" / "results.json").unlink()  # ... during seed 1's last task
+    (tmp_path / "run" / "seed1" / "checkpoints" / "task1.pt").unlink()
+    finished = (tmp_path / "run" / "seed0" / "results.json").read_bytes()
+    again = run_seeds([0, 1], one, parent(resume=True), markers)
+    assert again["acc_matrix"] == summary["acc_matrix"]
+    assert (tmp_path / "run" / "seed0" / "results.json").read_bytes() == finished, "a finished seed is not run again"
+
+
+def _write(folder, method, acc, bwt, **extra):
+    folder.mkdir(parents=True)
+    record = {
+        "method": method,
+        "acc_matrix": [[acc, None], [acc, acc]],
+        "acc": acc,
+        "bwt": bwt,
+        "config": {"modality": "both"},
+        "seconds": 10,
+        "memory_bytes": 2048,
+        **extra,
+    }
+    (folder / "results.json").write_text(json.dumps(record))
+
+
+def test_compare_prints_a_markdown_table_and_saves_a_plot(tmp_path):
+    _write(tmp_path / "hlop", "hlop", 0.9, -0.01, acc_std=0.02, bwt_std=0.005, seeds=[0, 1, 2])
+    _write(tmp_path / "base", "baseline", 0.2, -0.9)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "compare.py",
+            str(tmp_path / "hlop"),
+            str(tmp_path / "base"),
+            "--plot",
+            str(tmp_path / "c.png"),
+            "--markdown",
+            str(tmp_path / "t.md"),
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("| run | method | modality | seeds | ACC % | BWT % | memory | seconds |")
+    assert "| hlop | hlop | both | 3 | 90.00 ± 2.00 | -1.00 ± 0.50 | 2.0 KiB | 3 |" in lines
+    assert "| base | baseline | both | 1 | 20.00 | -90.00 | 2.0 KiB | 10 |" in lines
+    assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "t.md").read_text().startswith("| run |")
+
+
+def test_compare_refuses_a_folder_without_results(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "compare.py", str(tmp_path)], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 2 and "no results.json" in result.stderr and result.stderr.count("\n") == 1
