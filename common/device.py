@@ -7,13 +7,23 @@ import torch
 from common.errors import UserError
 
 
-def select_device(gpu_id: str | int | None = None, device: str | None = None) -> torch.device:
+def wants_cuda(device: str | None) -> bool:
+    return torch.cuda.is_available() and (device is None or str(device).lower() != "cpu")
+
+
+def select_device(
+    gpu_id: str | int | None = None, device: str | None = None, local_rank: int | None = None
+) -> torch.device:
     """CUDA when present (``gpu_id`` picks the card), else the CPU.
 
     ``device`` ("cpu", "cuda", "cuda:1") overrides ``gpu_id``. A GPU index that does not exist
     is a user error that offers the CPU; asking for a GPU on a machine without CUDA runs on the
-    CPU and says so.
+    CPU and says so. Under torchrun (``local_rank`` given) each process takes its own GPU.
     """
+    if local_rank is not None and wants_cuda(device):
+        chosen = torch.device("cuda", local_rank)
+        print(f"device: {chosen} ({torch.cuda.get_device_name(chosen)}), one per process", flush=True)
+        return chosen
     if device is not None and str(device).lower() == "cpu":
         chosen = torch.device("cpu")
     elif device is not None:

@@ -13,12 +13,16 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from common.distributed import current
 from common.errors import UserError
 from common.paths import shown
 
 
 class RunDir:
+    """Under torchrun every process builds one, but only rank 0 creates, writes or swaps folders."""
+
     def __init__(self, path: str | Path, markers: tuple[str, ...], resume: bool, overwrite: bool, out_flag: str):
+        self.writer = current().main
         self.path = Path(path)
         if resume and overwrite:
             raise UserError(f"{out_flag} {shown(self.path)}: -resume and --overwrite exclude each other; choose one")
@@ -31,13 +35,15 @@ class RunDir:
                 f"--overwrite to replace it, or choose another {out_flag}"
             )
         self.work = self.path.with_name(f".{self.path.name}.overwrite") if self.staged else self.path
+        if not self.writer:
+            return
         if self.staged and self.work.exists():
             shutil.rmtree(self.work)  # a previous overwrite that did not finish
         _check_writable(self.work, out_flag, self.path)
 
     def finish(self) -> None:
         """Make a staged (overwriting) run's folder the real one; the old one is removed."""
-        if not self.staged:
+        if not self.staged or not self.writer:
             return
         old = self.path.with_name(f".{self.path.name}.old")
         if old.exists():

@@ -57,6 +57,7 @@ def run_seeds(
         )
         per_seed.append(run_one(seed, child))
     summary = summarize(per_seed, seeds)
-    atomic.write_json(Path(parent.work) / "results.json", summary)
-    parent.finish()
+    if parent.writer:
+        atomic.write_json(Path(parent.work) / "results.json", summary)
+        parent.finish()
     return summary

@@ -39,11 +39,12 @@ class HebbianSubspace(nn.Module):
         self.register_buffer("weight", torch.zeros(0, in_features))
         self.register_buffer("velocity", torch.zeros(0, in_features))
         self.register_buffer("n_frozen", torch.zeros((), dtype=torch.long))
+        self.frozen_rows = 0  # n_frozen as a Python int: reading the buffer would wait for the GPU
 
     @property
     def frozen(self) -> torch.Tensor:
         """The rows of finished tasks: the protected subspace."""
-        return self.weight[: int(self.n_frozen)]
+        return self.weight[: self.frozen_rows]
 
     def add_subspace(self, n: int, generator: torch.Generator | None = None) -> None:
         """Append ``n`` learning rows, initialised orthonormal among themselves."""
@@ -56,7 +57,8 @@ class HebbianSubspace(nn.Module):
 
     def merge(self) -> None:
         """Freeze every row: the subspace learned so far becomes the old-task subspace."""
-        self.n_frozen.fill_(self.weight.shape[0])
+        self.frozen_rows = self.weight.shape[0]
+        self.n_frozen.fill_(self.frozen_rows)
 
     def quantize(self, y: torch.Tensor) -> torch.Tensor:
         """Spike-count quantisation of the lateral output when the lateral neurons spike."""
@@ -70,21 +72,23 @@ class HebbianSubspace(nn.Module):
         return orthogonal_to_rows(x, self.frozen.to(x.dtype), self.quantize)
 
     @torch.no_grad()
-    def hebbian_update(self, x: torch.Tensor, iterations: int = 5, all_reduce=None, total: int | None = None) -> None:
+    def hebbian_update(self, x: torch.Tensor, iterations: int = 5, all_reduce=None) -> None:
         """``iterations`` steps of Oja's subspace rule on the inputs ``x`` (B, N); frozen rows stay.
 
         The frozen rows' share of the reconstruction ``W^T y`` does not change between iterations,
         so it is removed from ``x`` once; each iteration then only involves the learning rows
         (the same update as the full rule with the frozen rows' updates zeroed).
 
-        For data-parallel training, ``all_reduce`` sums each step's update over processes and
-        ``total`` is the global batch size, so every process keeps identical weights.
+        For data-parallel training, ``all_reduce`` sums the batch sizes and each step's update over
+        processes, so every process makes the full batch's update and keeps identical weights.
         """
-        start = int(self.n_frozen)
+        start = self.frozen_rows
         if self.weight.shape[0] == start:
             return
         x = x.float()
-        total = total or x.shape[0]
+        total = torch.tensor(float(x.shape[0]), device=x.device)
+        if all_reduce is not None:
+            all_reduce(total)
         residual = self.orthogonal(x) if start else x
         learning, velocity = self.weight[start:], self.velocity[start:]  # views: updated in place
         for _ in range(iterations):
@@ -102,3 +106,5 @@ class HebbianSubspace(nn.Module):
             if prefix + name in state_dict:
                 setattr(self, name, torch.empty_like(state_dict[prefix + name]).to(getattr(self, name).device))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        if prefix + "n_frozen" in state_dict:
+            self.frozen_rows = int(state_dict[prefix + "n_frozen"])

@@ -44,6 +44,9 @@ class Method(nn.Module):
     def before_task(self, task: int, model: SpikingMLP) -> None:
         """Called before training task ``task``."""
 
+    def freeze(self, model: SpikingMLP, task: int) -> None:
+        """Fix parameters that must not learn during ``task`` (called again on resume: keep it idempotent)."""
+
     def projector(self, task: int) -> Projector | None:
         """The gradient projection to use while training ``task``, if any."""
         return None

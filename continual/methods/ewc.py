@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from common.batching import batch_rows
+from common.distributed import current as distributed
 from continual.data import masked_logits, scenario_mask
 from continual.methods.base import Method, TaskContext
 from models.spiking_mlp import SpikingMLP
@@ -55,10 +56,10 @@ class EWC(Method):
         return self.config.lam / 2 * total
 
     def after_task(self, context: TaskContext) -> None:
-        model, data = context.model, context.data
+        model, data, dist = context.model, context.data, distributed()
         rows = context.train_rows[: self.config.samples]
         fishers = [torch.zeros_like(layer.weight) for layer in model.projected_layers]
-        for batch in batch_rows(rows, 256):
+        for batch in batch_rows(dist.shard(rows), 256):  # each process a share; summed below
             output = model(data.features[batch])
             logits = masked_logits(output.logits.float(), scenario_mask(data, batch, context.config))
             loss = F.cross_entropy(logits, data.labels[batch], reduction="sum")
@@ -66,6 +67,6 @@ class EWC(Method):
             for fisher, g, a in zip(fishers, grads, output.layer_inputs, strict=True):
                 fisher += g.float().pow(2).t() @ a.float().pow(2)
         for (weight, fisher, anchor), new in zip(self._pairs(model), fishers, strict=True):
-            fisher += new / len(rows)
+            fisher += dist.all_reduce(new) / len(rows)
             anchor.copy_(weight.detach())
         self.tasks_seen += 1

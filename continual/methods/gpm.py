@@ -1,9 +1,10 @@
 """Gradient projection memory (Saha et al., ICLR 2021): HLOP's non-Hebbian twin.
 
 After each task, each projected layer's inputs on (up to ``samples``) training rows form a
-representation matrix; the part not yet spanned by the layer's basis is decomposed by SVD, and
-the fewest new directions are added that bring the captured share of the inputs' energy to
-``threshold``. Later tasks' gradients are projected orthogonally to these orthonormal bases by
+representation matrix X; the part not yet spanned by the layer's basis is decomposed, and the
+fewest new directions are added that bring the captured share of the inputs' energy to
+``threshold``. The decomposition uses the Gram matrix X^T X (its eigenvalues are X's squared
+singular values), which processes sum with one all-reduce when they each hold a share of the rows. Later tasks' gradients are projected orthogonally to these orthonormal bases by
 the same code as HLOP's (``SubspaceProjector``).
 """
 
@@ -13,6 +14,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from common.distributed import current as distributed
 from continual.methods.base import Method, TaskContext
 from hlop.projection import SubspaceProjector
 from models.spiking_mlp import SpikingMLP
@@ -27,18 +29,23 @@ class GPMConfig:
         return asdict(self)
 
 
-def extend_basis(basis: torch.Tensor, inputs: torch.Tensor, threshold: float) -> torch.Tensor:
-    """Add to ``basis`` (k, N; orthonormal rows) the directions of ``inputs`` (n, N) GPM's criterion asks for."""
-    inputs = inputs.double()
-    total = inputs.pow(2).sum()
-    residual = inputs - (inputs @ basis.double().t()) @ basis.double() if len(basis) else inputs
-    captured = total - residual.pow(2).sum()
-    if total == 0 or captured / total >= threshold:
+def extend_basis(basis: torch.Tensor, gram: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Add to ``basis`` (k, N; orthonormal rows) the directions GPM's criterion asks for.
+
+    ``gram`` is ``X^T X`` (N, N) of the task's inputs X.
+    """
+    gram = gram.double()
+    total = torch.trace(gram)
+    outside = torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device) - basis.double().t() @ basis.double()
+    residual = outside @ gram @ outside
+    captured = total - torch.trace(residual)
+    if total <= 0 or captured / total >= threshold:
         return basis
-    _, singular, directions = torch.linalg.svd(residual, full_matrices=False)
-    energy = captured + torch.cumsum(singular.pow(2), dim=0)
-    keep = int((energy / total < threshold).sum().item()) + 1
-    return torch.cat([basis, directions[:keep].to(basis.dtype)])
+    energies, directions = torch.linalg.eigh(residual)
+    energies, directions = energies.flip(0).clamp(min=0), directions.flip(1)
+    reached = (captured + torch.cumsum(energies, dim=0)) / total
+    keep = int((reached < threshold).sum().item()) + 1
+    return torch.cat([basis, directions[:, :keep].t().to(basis.dtype)])
 
 
 class GPM(Method, SubspaceProjector):
@@ -61,10 +68,12 @@ class GPM(Method, SubspaceProjector):
 
     @torch.no_grad()
     def after_task(self, context: TaskContext) -> None:
-        rows = context.train_rows[: self.config.samples]
+        dist = distributed()
+        rows = dist.shard(context.train_rows[: self.config.samples])
         inputs = context.model(context.data.features[rows]).layer_inputs
         for i, (x, threshold) in enumerate(zip(inputs, self.config.threshold, strict=True)):
-            setattr(self, f"basis{i}", extend_basis(self.basis(i), x.float(), threshold))
+            gram = dist.all_reduce(x.double().t() @ x.double())
+            setattr(self, f"basis{i}", extend_basis(self.basis(i), gram, threshold))
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         for name in list(self._buffers):  # bases grow task by task: take the saved shapes

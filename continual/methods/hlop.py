@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from common.distributed import current as distributed
 from continual.methods.base import Method, TaskContext
 from hlop.hebbian import HebbianSubspace
 from hlop.projection import SubspaceProjector
@@ -55,8 +56,6 @@ class HLOP(Method, SubspaceProjector):
         self.config = config
         self.needs_spikes = not config.with_wfr
         self.subspaces = nn.ModuleList()
-        self.all_reduce = None  # set for data-parallel training: sums Hebbian updates over processes
-        self.global_batch: int | None = None
 
     def prepare(self, model: SpikingMLP) -> None:
         c = self.config
@@ -90,12 +89,13 @@ class HLOP(Method, SubspaceProjector):
     def after_step(self, output: SpikingOutput, task: int, epoch: int) -> None:
         if epoch <= self.config.start_epochs:
             return
+        dist = distributed()
+        all_reduce = dist.all_reduce if dist.enabled else None  # every process makes the full batch's update
         inputs = output.layer_inputs
         if not self.config.with_wfr:  # every timestep's spikes are a sample (the constant input is one)
             inputs = [inputs[0]] + [spikes.flatten(0, 1) for spikes in output.layer_spikes]
         for subspace, x in zip(self.subspaces, inputs, strict=True):
-            total = None if self.global_batch is None else self.global_batch * (x.shape[0] // output.logits.shape[0])
-            subspace.hebbian_update(x, self.config.iterations, self.all_reduce, total)
+            subspace.hebbian_update(x, self.config.iterations, all_reduce)
 
     def after_task(self, context: TaskContext) -> None:
         for subspace in self.subspaces:

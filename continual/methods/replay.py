@@ -117,6 +117,9 @@ class Replay(Method):
 
     def before_task(self, task: int, model: SpikingMLP) -> None:
         self.inner.before_task(task, model)
+
+    def freeze(self, model: SpikingMLP, task: int) -> None:
+        self.inner.freeze(model, task)
         if self.config.latent and task > 0:
             model.fc1.weight.requires_grad_(False)  # stored spike trains of fc1's output stay valid
 
