@@ -4,22 +4,33 @@ For each task: the method prepares (HLOP adds lateral rows), a fresh optimizer t
 network for ``epochs`` epochs on the task's training rows (after task 0 only weight matrices
 learn; thresholds stay, as in the reference), the method closes the task (HLOP merges its
 subspace), and the test accuracy on every task seen so far fills row ``task`` of the accuracy
-matrix. A checkpoint after each task lets ``-resume`` continue from the last finished task and
-end with the same matrix.
+matrix.
+
+After every epoch a progress checkpoint holds everything needed to go on (model, method state
+with the Hebbian weights and their momentum, optimizer, scheduler, RNG states), so ``-resume``
+continues a killed run from its last finished epoch and ends with the same matrix.
+
+Under torchrun each process trains on its share of every batch; DDP sums the gradients and the
+methods sum their statistics over processes, so all processes keep identical networks. Only
+rank 0 writes files.
 """
 
 from __future__ import annotations
 
+import json
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from common import atomic
 from common.batching import autocast, batch_rows
 from common.checkpoint import load_checkpoint, load_weights
+from common.distributed import current as distributed
 from common.errors import UserError
 from common.paths import shown
 from common.rng import rng_state, set_rng_state
@@ -32,6 +43,8 @@ from continual.metrics import empty_matrix, format_matrix, format_summary
 from continual.optim import make_optimizer, make_scheduler
 from continual.outputs import results_record, write_results
 from models.spiking_mlp import SpikingMLP
+
+LAST = "last.pt"
 
 
 def build_model(data: ContinualData, config: ContinualConfig, device: torch.device) -> SpikingMLP:
@@ -53,69 +66,86 @@ def accuracy(
     return correct.item() / max(len(rows), 1)
 
 
-def train_epoch(
-    model, method: Method, data: ContinualData, task: int, epoch: int, optimizer, config, shuffle, rows=None
-):
-    """One pass over ``rows`` (default: ``task``'s training rows); returns (mean loss, train accuracy)."""
+@dataclass
+class TaskTraining:
+    """A task being learned: its optimizer, schedule, the (possibly DDP-wrapped) network and rows."""
+
+    task: int
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    network: torch.nn.Module  # the model, or DDP around it
+    rows: torch.Tensor
+    val_rows: torch.Tensor
+    epochs_done: int = 0
+    summary: tuple = (0.0, 0.0, 0.0)
+
+
+def freeze(model: SpikingMLP, method: Method, task: int) -> None:
+    """What stays fixed while ``task`` is learned: after task 0 the thresholds (as the reference), and what the method says."""
+    if task > 0:
+        for neuron in model.neurons:
+            neuron.vth.requires_grad_(False)
+    method.freeze(model, task)
+
+
+def start_task(model, method: Method, task: int, data: ContinualData, config: ContinualConfig, prepare: bool = True):
+    """A fresh optimizer for ``task`` (a joint method: for all tasks at once), after the method prepares it.
+
+    ``prepare=False`` when resuming inside the task: the restored method state already includes it.
+    """
+    if prepare:
+        method.before_task(task, model)
+    freeze(model, method, task)
+    params = [p for p in model.parameters() if p.requires_grad and (task == 0 or p.dim() > 1)]
+    optimizer = make_optimizer(params, config)
+    network = DistributedDataParallel(model) if distributed().enabled else model
+    rows = data.all_train_rows() if method.joint else data.rows["train"][task]
+    val_rows = torch.cat(data.rows["val"]) if method.joint else data.rows["val"][task]
+    return TaskTraining(task, optimizer, make_scheduler(optimizer, config), network, rows, val_rows)
+
+
+def train_epoch(network, method: Method, data: ContinualData, task: int, epoch: int, optimizer, config, shuffle, rows):
+    """One pass over ``rows``; returns (mean loss, train accuracy) over all processes.
+
+    Every process draws the same global batches and trains on its share; the loss is its share
+    of the global batch's mean (times the number of processes, which DDP's averaging divides out).
+    """
+    dist = distributed()
     device = data.features.device
-    rows = data.rows["train"][task] if rows is None else rows
     projector = method.projector(task)
-    model.train()
-    loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), dtype=torch.long, device=device)
+    model = getattr(network, "module", network)
+    network.train()
+    stats = torch.zeros(2, device=device)  # summed loss, correct predictions
     for batch in batch_rows(rows, config.batch_size, shuffle):
-        labels = data.labels[batch]
+        local = dist.shard(batch)
+        labels = data.labels[local]
         with autocast(device):
-            output = model(data.features[batch], projector, keep_spikes=method.needs_spikes)
-        logits = masked_logits(output.logits.float(), scenario_mask(data, batch, config))
-        loss = F.cross_entropy(logits, labels)
+            output = network(data.features[local], projector, keep_spikes=method.needs_spikes)
+        logits = masked_logits(output.logits.float(), scenario_mask(data, local, config))
+        loss_sum = F.cross_entropy(logits, labels, reduction="sum")
+        loss = loss_sum / len(batch) * dist.world
         penalty = method.penalty(model)
         optimizer.zero_grad(set_to_none=True)
         (loss if penalty is None else loss + penalty).backward()
         optimizer.step()
         method.after_step(output, task, epoch)
-        loss_sum += loss.detach() * len(batch)
-        correct += (logits.argmax(1) == labels).sum()
-    return (loss_sum / len(rows)).item(), correct.item() / len(rows)
-
-
-def start_task(model, method: Method, task: int, config: ContinualConfig):
-    """Prepare the method and a fresh optimizer for ``task``; returns (optimizer, scheduler)."""
-    method.before_task(task, model)
-    if task > 0:  # after the first task only the weight matrices learn (thresholds stay), as the reference
-        for neuron in model.neurons:
-            neuron.vth.requires_grad_(False)
-    params = [p for p in model.parameters() if p.requires_grad and (task == 0 or p.dim() > 1)]
-    optimizer = make_optimizer(params, config)
-    return optimizer, make_scheduler(optimizer, config)
-
-
-def train_task(model, method: Method, data: ContinualData, task: int, config: ContinualConfig, shuffle, writer=None):
-    """Train ``task`` for ``config.epochs`` epochs; returns the last epoch's (loss, train acc, val acc).
-
-    A joint method learns every task's training rows in this one stage instead.
-    """
-    optimizer, scheduler = start_task(model, method, task, config)
-    rows = data.all_train_rows() if method.joint else data.rows["train"][task]
-    val_rows = torch.cat(data.rows["val"]) if method.joint else data.rows["val"][task]
-    progress = tqdm(range(1, config.epochs + 1), desc=f"task {task}", leave=False, disable=None)
-    summary = (0.0, 0.0, 0.0)
-    for epoch in progress:
-        loss, train_acc = train_epoch(model, method, data, task, epoch, optimizer, config, shuffle, rows)
-        scheduler.step()
-        val_acc = accuracy(model, data, val_rows, config)
-        summary = (loss, train_acc, val_acc)
-        progress.set_postfix(loss=f"{loss:.3f}", train=f"{train_acc:.3f}", val=f"{val_acc:.3f}")
-        if writer is not None:
-            writer.add_scalar(f"task{task}/train_loss", loss, epoch)
-            writer.add_scalar(f"task{task}/train_acc", train_acc, epoch)
-            writer.add_scalar(f"task{task}/val_acc", val_acc, epoch)
-    method.after_task(task_context(model, data, task, config))
-    return summary
+        stats += torch.stack([loss_sum.detach(), (logits.argmax(1) == labels).sum().float()])
+    dist.all_reduce(stats)
+    return (stats[0] / len(rows)).item(), (stats[1] / len(rows)).item()
 
 
 def task_context(model, data: ContinualData, task: int, config: ContinualConfig) -> TaskContext:
     return TaskContext(model, task, data, data.rows["train"][task], config)
+
+
+@dataclass
+class RunState:
+    """What a checkpoint restores besides the network and the method."""
+
+    task: int = 0
+    matrix: list = field(default_factory=list)
+    task_seconds: list = field(default_factory=list)
+    training: TaskTraining | None = None  # the task in progress, if the run stopped inside one
 
 
 def run_continual(
@@ -129,11 +159,9 @@ def run_continual(
     """Train every task in order, fill the accuracy matrix, write the outputs; returns results.json's record."""
     if config.scenario not in SCENARIOS:
         raise UserError(f"-scenario {config.scenario}: expected one of {', '.join(SCENARIOS)}")
-    results_path = run.work / "results.json"
-    if run.resuming and results_path.is_file():
-        import json
-
-        results = json.loads(results_path.read_text())
+    dist = distributed()
+    if run.resuming and (run.work / "results.json").is_file():
+        results = json.loads((run.work / "results.json").read_text())
         print(f"{shown(run.path)}: this run already finished; nothing to resume")
         print(format_matrix(results["acc_matrix"]) + "\n" + format_summary(results["acc_matrix"]))
         return results
@@ -142,77 +170,119 @@ def run_continual(
     model = build_model(data, config, device)
     method.prepare(model)
     shuffle = torch.Generator().manual_seed(config.seed)
-    matrix, task_seconds, first_task = empty_matrix(data.n_tasks), [], 0
-    restored = _restore(run.work, model, method, shuffle, config, info) if run.resuming else None
-    if restored is not None:
-        first_task, matrix, task_seconds = restored
-
-    from torch.utils.tensorboard import SummaryWriter
-
-    writer = SummaryWriter(str(run.work / "tb"))
+    state = RunState(matrix=empty_matrix(data.n_tasks))
+    if run.resuming:
+        state = _restore(run.work, model, method, shuffle, data, config, info) or state
     if method.joint:  # one stage over all tasks' data, evaluated as the last row of the matrix
-        first_task = max(first_task, data.n_tasks - 1)
-    for task in range(first_task, data.n_tasks):
+        state.task = max(state.task, data.n_tasks - 1)
+
+    writer = None
+    if dist.main:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(run.work / "tb"))
+    for task in range(state.task, data.n_tasks):
         started = time.time()
-        loss, train_acc, val_acc = train_task(model, method, data, task, config, shuffle, writer)
+        training = state.training or start_task(model, method, task, data, config)
+        state.training = None
+        progress = tqdm(
+            range(training.epochs_done + 1, config.epochs + 1), desc=f"task {task}", leave=False, disable=None
+        )
+        for epoch in progress:
+            loss, train_acc = train_epoch(
+                training.network, method, data, task, epoch, training.optimizer, config, shuffle, training.rows
+            )
+            training.scheduler.step()
+            val_acc = accuracy(model, data, training.val_rows, config)
+            training.epochs_done, training.summary = epoch, (loss, train_acc, val_acc)
+            progress.set_postfix(loss=f"{loss:.3f}", train=f"{train_acc:.3f}", val=f"{val_acc:.3f}")
+            if writer is not None:
+                for name, value in zip(("train_loss", "train_acc", "val_acc"), training.summary, strict=True):
+                    writer.add_scalar(f"task{task}/{name}", value, epoch)
+            _save(run.work / "checkpoints" / LAST, model, method, shuffle, state, training, config, info)
+        method.after_task(task_context(model, data, task, config))
         for j in range(task + 1):
-            matrix[task][j] = accuracy(model, data, data.rows["test"][j], config)
-        task_seconds.append(round(time.time() - started, 3))
+            state.matrix[task][j] = accuracy(model, data, data.rows["test"][j], config)
+        state.task_seconds.append(round(time.time() - started, 3))
+        loss, train_acc, val_acc = training.summary
         learned = "all tasks" if method.joint else "+".join(data.task_names[task])
         print(
-            f"task {task} ({learned}): loss {loss:.4f}  train {train_acc:.4f}  "
-            f"val {val_acc:.4f}  test {matrix[task][task]:.4f}  ({task_seconds[-1]:.1f}s)",
+            f"task {task} ({learned}): loss {loss:.4f}  train {train_acc:.4f}  val {val_acc:.4f}  "
+            f"test {state.matrix[task][task]:.4f}  ({state.task_seconds[-1]:.1f}s)",
             flush=True,
         )
-        writer.add_scalar("acc_matrix/ACC", sum(matrix[task][: task + 1]) / (task + 1), task)
-        _save_checkpoint(run.work, task, model, method, shuffle, matrix, task_seconds, config, info)
-    writer.close()
+        if writer is not None:
+            writer.add_scalar("acc_matrix/ACC", sum(state.matrix[task][: task + 1]) / (task + 1), task)
+        state.task = task + 1
+        for name in (LAST, f"task{task}.pt"):  # the latest state, and a record of each task's end
+            _save(run.work / "checkpoints" / name, model, method, shuffle, state, None, config, info)
+    if writer is not None:
+        writer.close()
 
+    difference = _replica_difference(model, method)
     print(f"{method.name}: accuracy matrix (row: after training task i; column: test accuracy on task j)")
-    print(format_matrix(matrix))
-    print(format_summary(matrix), flush=True)
+    print(format_matrix(state.matrix))
+    print(format_summary(state.matrix), flush=True)
     results = results_record(
         method.name,
         data.task_names,
-        matrix,
+        state.matrix,
         config={**config.to_dict(), **info},
-        seconds=sum(task_seconds),
+        seconds=sum(state.task_seconds),
         scenario=config.scenario,
-        task_seconds=task_seconds,
+        task_seconds=state.task_seconds,
         memory_bytes=method.memory_bytes(),
+        processes=dist.world,
     )
-    write_results(run.work, results)
-    run.finish()
+    if dist.enabled:
+        results["replica_max_difference"] = difference
+        print(
+            f"replicas: {dist.world} processes hold the same network and method state (max difference {difference:g})"
+        )
+    if dist.main:
+        write_results(run.work, results)
+        run.finish()
+    dist.barrier()
     return results
 
 
-def _checkpoint_path(folder: Path, task: int) -> Path:
-    return folder / "checkpoints" / f"task{task}.pt"
+def _replica_difference(model, method) -> float:
+    from common.distributed import max_replica_difference
+
+    return max_replica_difference([*model.state_dict().values(), *method.state_dict().values()])
 
 
-def _save_checkpoint(folder, task, model, method, shuffle, matrix, task_seconds, config, info) -> None:
-    atomic.save_torch(
-        _checkpoint_path(folder, task),
-        {
-            "task": task,
-            "model": model.state_dict(),
-            "method": method.state_dict(),
-            "method_name": method.name,
-            "acc_matrix": matrix,
-            "task_seconds": task_seconds,
-            "shuffle": shuffle.get_state(),
-            "rng": rng_state(),
-            "config": {**config.to_dict(), **info},
-        },
-    )
+def _save(path: Path, model, method, shuffle, state: RunState, training: TaskTraining | None, config, info) -> None:
+    """Everything ``-resume`` needs; ``training`` is the task in progress (None between tasks)."""
+    if not distributed().main:
+        return
+    checkpoint = {
+        "task": state.task,
+        "model": model.state_dict(),
+        "method": method.state_dict(),
+        "method_name": method.name,
+        "acc_matrix": state.matrix,
+        "task_seconds": state.task_seconds,
+        "shuffle": shuffle.get_state(),
+        "rng": rng_state(),
+        "config": {**config.to_dict(), **info},
+    }
+    if training is not None:
+        checkpoint["training"] = {
+            "task": training.task,
+            "epochs_done": training.epochs_done,
+            "summary": list(training.summary),
+            "optimizer": training.optimizer.state_dict(),
+            "scheduler": training.scheduler.state_dict(),
+        }
+    atomic.save_torch(path, checkpoint)
 
 
-def _restore(folder: Path, model, method, shuffle, config: ContinualConfig, info: dict):
-    """Load the last task checkpoint of ``folder``; None when no task had finished."""
-    saved = sorted((folder / "checkpoints").glob("task*.pt"), key=lambda p: int(p.stem[4:]))
-    if not saved:
+def _restore(folder: Path, model, method, shuffle, data, config: ContinualConfig, info: dict) -> RunState | None:
+    """Load the latest checkpoint of ``folder``; None when nothing had been saved."""
+    path = folder / "checkpoints" / LAST
+    if not path.is_file():
         return None
-    path = saved[-1]
     checkpoint = load_checkpoint(path, "continual checkpoint")
     expected = {**config.to_dict(), **info}
     differing = [k for k in expected if checkpoint["config"].get(k) != expected[k]]
@@ -222,7 +292,16 @@ def _restore(folder: Path, model, method, shuffle, config: ContinualConfig, info
         raise UserError(f"-resume {shown(folder)}: the run used {what}={was!r}; pass the same flags to resume it")
     load_weights(model, checkpoint["model"], path)
     method.load_state_dict(checkpoint["method"])
+    state = RunState(checkpoint["task"], checkpoint["acc_matrix"], checkpoint["task_seconds"])
+    if "training" in checkpoint:  # stopped inside a task: rebuild its optimizer without preparing the task again
+        saved = checkpoint["training"]
+        training = start_task(model, method, saved["task"], data, config, prepare=False)
+        training.optimizer.load_state_dict(saved["optimizer"])
+        training.scheduler.load_state_dict(saved["scheduler"])
+        training.epochs_done, training.summary = saved["epochs_done"], tuple(saved["summary"])
+        state.training = training
     shuffle.set_state(checkpoint["shuffle"])
     set_rng_state(checkpoint["rng"])
-    print(f"resuming {shown(folder)} after task {checkpoint['task']}", flush=True)
-    return checkpoint["task"] + 1, checkpoint["acc_matrix"], checkpoint["task_seconds"]
+    where = f"epoch {state.training.epochs_done} of task {state.task}" if state.training else f"task {state.task - 1}"
+    print(f"resuming {shown(folder)} after {where}", flush=True)
+    return state

@@ -48,7 +48,8 @@ def test_results_follow_the_output_contract(tmp_path):
         rows = list(csv.reader(handle))
     assert rows[0][0] == "after_task" and float(rows[3][1]) == pytest.approx(matrix[2][0]) and rows[1][2] == ""
     assert (tmp_path / "run" / "acc_matrix.png").read_bytes()[:4] == b"\x89PNG"
-    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["task0.pt", "task1.pt", "task2.pt"]
+    saved = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    assert saved == ["last.pt", "task0.pt", "task1.pt", "task2.pt"]
     assert any((tmp_path / "run" / "tb").iterdir()), "TensorBoard events are written"
 
 
@@ -77,7 +78,9 @@ def test_resume_after_an_interrupted_task_gives_the_same_matrix(tmp_path):
     full = run(tmp_path / "full", HLOP(SMALL_HLOP))
     run(tmp_path / "cut", HLOP(SMALL_HLOP))
     (tmp_path / "cut" / "results.json").unlink()  # as if the run died during task 2
-    (tmp_path / "cut" / "checkpoints" / "task2.pt").unlink()
+    checkpoints = tmp_path / "cut" / "checkpoints"
+    (checkpoints / "task1.pt").replace(checkpoints / "last.pt")
+    (checkpoints / "task2.pt").unlink()
     resumed = run(tmp_path / "cut", HLOP(SMALL_HLOP), resume=True)
     assert resumed["acc_matrix"] == full["acc_matrix"]
 
@@ -108,3 +111,25 @@ def test_task_scenario_predicts_only_among_the_tasks_classes(tmp_path):
     assert results["acc"] > class_scenario["acc"], (
         "restricting predictions to the task's classes hides forgetting of the head"
     )
+
+
+def test_resume_inside_a_task_continues_from_the_last_epoch(tmp_path, monkeypatch):
+    import continual.trainer as trainer
+
+    full = run(tmp_path / "full", HLOP(SMALL_HLOP))
+    real_epoch = trainer.train_epoch
+
+    def dies_in_task_1_epoch_5(network, method, data, task, epoch, *args):
+        if (task, epoch) == (1, 5):
+            raise KeyboardInterrupt  # the checkpoint of epoch 4 is on disk
+        return real_epoch(network, method, data, task, epoch, *args)
+
+    monkeypatch.setattr(trainer, "train_epoch", dies_in_task_1_epoch_5)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "cut", HLOP(SMALL_HLOP))
+    monkeypatch.setattr(trainer, "train_epoch", real_epoch)
+    last = torch.load(tmp_path / "cut" / "checkpoints" / "last.pt", weights_only=True)
+    assert last["training"]["task"] == 1 and last["training"]["epochs_done"] == 4
+    assert "optimizer" in last["training"] and "scheduler" in last["training"] and "rng" in last
+    resumed = run(tmp_path / "cut", HLOP(SMALL_HLOP), resume=True)
+    assert resumed["acc_matrix"] == full["acc_matrix"]

@@ -72,7 +72,7 @@ def test_latent_replay_expands_kept_steps_and_freezes_the_layer_below():
     assert full.sum() > 0, "the test needs spikes to compare"
     torch.testing.assert_close(spikes[0::2], full[0::2])  # kept steps are exact
     torch.testing.assert_close(spikes[1::2], full[0::2])  # each is repeated in place of the dropped one
-    method.before_task(1, model)
+    method.freeze(model, 1)
     assert not model.fc1.weight.requires_grad
 
 
@@ -143,10 +143,11 @@ def test_gpm_and_hlop_share_the_projection_code():
 def test_gpm_basis_keeps_the_threshold_share_of_energy_and_stays_orthonormal():
     torch.manual_seed(0)
     inputs = torch.randn(200, 3) @ torch.randn(3, 30) + 0.01 * torch.randn(200, 30)
-    basis = extend_basis(torch.zeros(0, 30), inputs, 0.99)
+    basis = extend_basis(torch.zeros(0, 30), inputs.t() @ inputs, 0.99)
     assert basis.shape[0] == 3
     torch.testing.assert_close(basis @ basis.t(), torch.eye(3), atol=1e-5, rtol=0)
-    more = extend_basis(basis, torch.randn(200, 2) @ torch.randn(2, 30), 0.99)
+    other = torch.randn(200, 2) @ torch.randn(2, 30)
+    more = extend_basis(basis, other.t() @ other, 0.99)
     assert more.shape[0] == 5 and torch.allclose(more[:3], basis)
     torch.testing.assert_close(more @ more.t(), torch.eye(5), atol=1e-5, rtol=0)
-    assert extend_basis(more, inputs, 0.99).shape[0] == 5, "nothing to add: the inputs are already spanned"
+    assert extend_basis(more, inputs.t() @ inputs, 0.99).shape[0] == 5, "nothing to add: the inputs are already spanned"
