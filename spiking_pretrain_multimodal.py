@@ -7,9 +7,11 @@ and meta.json to pre_weight/<dataset>/ (or --out). The continual script reads th
 import sys
 
 from common.cli import FlagParser, run_cli
-from common.device import select_device
+from common.device import select_device, wants_cuda
+from common.distributed import init_distributed
 from common.paths import shown
 from common.rundir import RunDir
+from common.seeding import use_deterministic_algorithms
 from dataloader.dataset import prepare_data
 from dataloader.options import add_data_flags, data_spec_from_args
 from models.encoders import AUDIO_ENCODERS, IMAGE_BACKBONES
@@ -64,6 +66,12 @@ def build_parser() -> FlagParser:
     parser.flag("-seed", type=int, default=defaults.seed, help="seed of Python, NumPy and torch")
     parser.flag("-gpu-id", default=None, help="CUDA device index (CUDA is used when present)")
     parser.flag("--device", default=None, help="cpu, cuda or cuda:N (overrides -gpu-id)")
+    parser.flag("-compile", action="store_true", help="compile the encoders with torch.compile (faster on GPUs)")
+    parser.flag(
+        "-deterministic",
+        action="store_true",
+        help="deterministic CUDA kernels (slower; CPU runs are deterministic anyway)",
+    )
     parser.flag("-resume", action="store_true", help="continue the run in the output folder from its last epoch")
     parser.flag(
         "--overwrite",
@@ -75,11 +83,14 @@ def build_parser() -> FlagParser:
 
 def main(argv) -> None:
     args = build_parser().parse_args(argv)
+    dist = init_distributed(use_cuda=wants_cuda(args.device))
+    if args.deterministic:
+        use_deterministic_algorithms()
     spec = data_spec_from_args(args)
     data = prepare_data(spec, args.tasks)
     out = args.out or default_out_dir(data.table.name, args.modality, args.fusion, args.pretrain_classes)
     run = RunDir(out, MARKERS, resume=args.resume, overwrite=args.overwrite, out_flag="--out")
-    device = select_device(args.gpu_id, args.device)
+    device = select_device(args.gpu_id, args.device, dist.local_rank if dist.enabled else None)
     config = PretrainConfig(
         epochs=args.epochs,
         batch_size=args.batch_size,
@@ -100,7 +111,7 @@ def main(argv) -> None:
         "imagenet_weights": args.imagenet_weights,
     }
     print(f"pretraining on {shown(spec.data_dir)} -> {shown(run.path)}", flush=True)
-    pretrain(data, encoder, config, run, device, flags=vars(args))
+    pretrain(data, encoder, config, run, device, flags=vars(args), compile_model=args.compile)
 
 
 if __name__ == "__main__":

@@ -10,10 +10,12 @@ from dataclasses import replace
 from pathlib import Path
 
 from common.cli import FlagParser, run_cli
-from common.device import select_device
+from common.device import select_device, wants_cuda
+from common.distributed import init_distributed
 from common.errors import UserError
 from common.paths import REPO_ROOT, default_data_dir, shown
 from common.rundir import RunDir
+from common.seeding import use_deterministic_algorithms
 from continual.config import OPTIMIZERS, SCENARIOS, SCHEDULERS, ContinualConfig
 from continual.data import continual_data
 from continual.methods import METHODS, EWCConfig, GPMConfig, HLOPConfig, Replay, ReplayConfig
@@ -23,7 +25,7 @@ from dataloader.dataset import prepare_data
 from dataloader.options import DataSpec, add_data_flags
 from dataloader.splits import SplitConfig
 from models.multimodal import MODALITIES
-from models.neurons import NeuronConfig
+from models.neurons import NeuronConfig, compile_neurons
 from pretrain.artifacts import check_same_data, default_out_dir, read_meta
 from pretrain.features import fused_features
 
@@ -164,7 +166,13 @@ def build_parser() -> FlagParser:
     )
     parser.flag("-gpu-id", default=None, help="CUDA device index (CUDA is used when present)")
     parser.flag("--device", default=None, help="cpu, cuda or cuda:N (overrides -gpu-id)")
-    parser.flag("-resume", action="store_true", help="continue the run in -out_dir from its last finished task")
+    parser.flag("-compile", action="store_true", help="simulate the LIF neurons with torch.compile (faster on GPUs)")
+    parser.flag(
+        "-deterministic",
+        action="store_true",
+        help="deterministic CUDA kernels (slower; CPU runs are deterministic anyway)",
+    )
+    parser.flag("-resume", action="store_true", help="continue the run in -out_dir from its last finished epoch")
     parser.flag(
         "-overwrite", action="store_true", help="replace the results in -out_dir (kept until the new run finishes)"
     )
@@ -280,6 +288,11 @@ def config_from_args(args) -> ContinualConfig:
 
 def main(argv) -> None:
     args = build_parser().parse_args(argv)
+    dist = init_distributed(use_cuda=wants_cuda(args.device))
+    if args.deterministic:
+        use_deterministic_algorithms()
+    if args.compile:
+        compile_neurons()
     method = method_from_args(args)
     config = config_from_args(args)
     data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
@@ -306,8 +319,8 @@ def main(argv) -> None:
     seeds = _seeds(args.seeds)
     markers = ("results.json", "seed*") if seeds else RESULT_MARKERS
     run = RunDir(out_dir, markers, resume=args.resume, overwrite=args.overwrite, out_flag="-out_dir")
-    device = select_device(args.gpu_id, args.device)
-    features = fused_features(pretrained, data, device)
+    device = select_device(args.gpu_id, args.device, dist.local_rank if dist.enabled else None)
+    features = dist.main_first(lambda: fused_features(pretrained, data, device))
     print(
         f"{method.name} on {shown(data_dir)}: {len(data.tasks)} tasks, features {tuple(features.shape)} "
         f"from {shown(pretrained)} -> {shown(run.path)}",

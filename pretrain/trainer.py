@@ -12,11 +12,13 @@ from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from common import atomic
 from common.batching import autocast, batch_rows
 from common.checkpoint import load_checkpoint, load_weights
+from common.distributed import current as distributed
 from common.errors import UserError
 from common.paths import shown
 from common.rng import rng_state, set_rng_state
@@ -83,13 +85,18 @@ def to_device(data: PreparedData, config: PretrainConfig, encoder: EncoderConfig
     )
 
 
-def pretraining_loss(out: dict[str, torch.Tensor], labels: torch.Tensor, aux_weight: float) -> torch.Tensor:
-    """Cross-entropy of the fused head plus ``aux_weight`` times that of each modality's own head."""
-    loss = F.cross_entropy(out["fused"].float(), labels)
+def pretraining_loss(out: dict[str, torch.Tensor], labels: torch.Tensor, aux_weight: float, batch: int | None = None):
+    """Cross-entropy of the fused head plus ``aux_weight`` times that of each modality's own head.
+
+    Summed over ``labels`` and divided by ``batch`` (default: their number): under data
+    parallelism each process passes the global batch size and contributes its share of the mean.
+    """
+    batch = batch or len(labels)
+    loss = F.cross_entropy(out["fused"].float(), labels, reduction="sum")
     for name in ("image", "audio"):
         if name in out and out[name] is not out["fused"]:
-            loss = loss + aux_weight * F.cross_entropy(out[name].float(), labels)
-    return loss
+            loss = loss + aux_weight * F.cross_entropy(out[name].float(), labels, reduction="sum")
+    return loss / batch
 
 
 @torch.no_grad()
@@ -121,6 +128,7 @@ def pretrain(
     run: RunDir,
     device: torch.device,
     flags: dict,
+    compile_model: bool = False,
 ) -> dict:
     """Train, select on validation, test once, and write best.pt, last.pt and meta.json; returns meta."""
     if run.resuming and (run.work / "meta.json").is_file():
@@ -128,9 +136,10 @@ def pretrain(
         print(f"{shown(run.path)}: pretraining already finished; nothing to resume")
         print(format_test_accuracy(meta))
         return meta
+    dist = distributed()
     seed_everything(config.seed)
     encoder = EncoderConfig(n_classes=0, n_mfcc=data.table.mfcc.shape[1], **encoder_options)
-    tensors = to_device(data, config, encoder, device)
+    tensors = dist.main_first(lambda: to_device(data, config, encoder, device))  # rank 0 fills the image cache
     encoder = EncoderConfig(**(encoder.to_dict() | {"n_classes": len(tensors.classes)}))
     model = MultimodalNet(encoder).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -140,67 +149,85 @@ def pretrain(
     if run.resuming:
         state = _restore(run.work / "last.pt", model, optimizer, scheduler, shuffle, config, encoder)
         print(f"resuming {shown(run.path)} after epoch {state['epoch']}")
+    network = DistributedDataParallel(model) if dist.enabled else model
+    if compile_model:
+        network = torch.compile(network)
 
-    from torch.utils.tensorboard import SummaryWriter
+    writer = None
+    if dist.main:
+        from torch.utils.tensorboard import SummaryWriter
 
-    writer = SummaryWriter(str(run.work / "tb"))
+        writer = SummaryWriter(str(run.work / "tb"))
     started = time.time() - state["seconds"]
     for epoch in range(state["epoch"] + 1, config.epochs + 1):
         train_loss, train_acc = _train_epoch(
-            model, tensors, optimizer, config, shuffle, f"epoch {epoch}/{config.epochs}"
+            network, model, tensors, optimizer, config, shuffle, f"epoch {epoch}/{config.epochs}"
         )
         scheduler.step()
         val = evaluate(model, tensors, tensors.rows["val"])
         record = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "val": val}
         state["history"].append(record)
         print(_epoch_line(record, config.epochs), flush=True)
-        writer.add_scalar("train/loss", train_loss, epoch)
-        writer.add_scalar("train/acc", train_acc, epoch)
-        for name, value in val.items():
-            if name != "weights":
-                writer.add_scalar(f"val/acc_{name}", value, epoch)
-        if val["fused"] > state["best_val"]:
+        if writer is not None:
+            writer.add_scalar("train/loss", train_loss, epoch)
+            writer.add_scalar("train/acc", train_acc, epoch)
+            for name, value in val.items():
+                if name != "weights":
+                    writer.add_scalar(f"val/acc_{name}", value, epoch)
+        improved = val["fused"] > state["best_val"]
+        if improved:
             state["best_val"], state["best_epoch"] = val["fused"], epoch
-            atomic.save_torch(
-                run.work / "best.pt", {"model": model.state_dict(), "encoder": encoder.to_dict(), "epoch": epoch}
-            )
         state["epoch"], state["seconds"] = epoch, time.time() - started
-        _save_last(run.work / "last.pt", model, optimizer, scheduler, shuffle, state, config, encoder)
-    writer.close()
+        if dist.main:
+            if improved:
+                best = {"model": model.state_dict(), "encoder": encoder.to_dict(), "epoch": epoch}
+                atomic.save_torch(run.work / "best.pt", best)
+            _save_last(run.work / "last.pt", model, optimizer, scheduler, shuffle, state, config, encoder)
+    if writer is not None:
+        writer.close()
 
+    dist.barrier()  # best.pt is complete before every process reads it
     best = load_checkpoint(run.work / "best.pt", "pretrained weights")
     load_weights(model, best["model"], run.work / "best.pt")
     test = evaluate(model, tensors, tensors.rows["test"])
     meta = _meta(data, tensors, config, encoder, state, test, flags, time.time() - started, device)
-    atomic.write_json(run.work / "meta.json", meta)
-    run.finish()
+    meta["processes"] = dist.world
+    if dist.main:
+        atomic.write_json(run.work / "meta.json", meta)
+        run.finish()
+    dist.barrier()
     print(format_test_accuracy(meta))
     return meta
 
 
-def _train_epoch(model, tensors: DeviceData, optimizer, config: PretrainConfig, shuffle, desc: str):
-    model.train()
+def _train_epoch(network, model, tensors: DeviceData, optimizer, config: PretrainConfig, shuffle, desc: str):
+    """One epoch; every process draws the same global batches and trains on its share of each."""
+    dist = distributed()
+    network.train()
     device = tensors.mfcc.device
-    loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), device=device, dtype=torch.long)
-    seen = 0
+    stats = torch.zeros(3, device=device)  # summed loss, correct predictions, samples
     for rows in tqdm(
         batch_rows(tensors.rows["train"], config.batch_size, shuffle), desc=desc, leave=False, disable=None
     ):
-        if len(rows) < 2:  # batch norm needs two samples
+        if len(rows) < 2 * dist.world:  # batch norm needs two samples in every process
             continue
-        images, mfcc, labels = tensors.batch(rows)
-        keep = modality_dropout_mask(len(rows), len(model.encoders), config.modality_dropout, device)
+        images, mfcc, labels = tensors.batch(dist.shard(rows))
+        keep = modality_dropout_mask(len(labels), len(model.encoders), config.modality_dropout, device)
         with autocast(device):
-            out = model(images, mfcc, keep)
-        loss = pretraining_loss(out, labels, config.aux_weight)
+            out = network(images, mfcc, keep)
+        loss = pretraining_loss(out, labels, config.aux_weight, batch=len(rows))
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss * dist.world).backward()  # DDP averages the processes' gradients: this makes it their sum
         optimizer.step()
-        loss_sum += loss.detach() * len(rows)
-        correct += (out["fused"].argmax(1) == labels).sum()
-        seen += len(rows)
-    return round((loss_sum / seen).item(), 6), round((correct / seen).item(), 6)
+        stats += torch.stack(
+            [
+                loss.detach() * len(rows),
+                (out["fused"].argmax(1) == labels).sum().float(),
+                torch.tensor(float(len(labels)), device=device),
+            ]
+        )
+    dist.all_reduce(stats)
+    return round((stats[0] / stats[2]).item(), 6), round((stats[1] / stats[2]).item(), 6)
 
 
 def _epoch_line(record: dict, epochs: int) -> str:
