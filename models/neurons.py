@@ -53,20 +53,30 @@ def lif_spikes(current: torch.Tensor, config: NeuronConfig, vth: torch.Tensor, t
     """Run the LIF dynamics; ``current`` is (T, B, N), or (B, N) for a constant input.
 
     Returns the spike trains (T, B, N) (values 0 or Vth/delta_t) and the final membrane potential.
+    Spikes are recorded as booleans and converted once at the end: per step only the membrane
+    update, the threshold test and the reset run.
     """
     steps = timesteps or config.timesteps
     constant = current.dim() == 2
     beta = math.exp(-config.delta_t / config.tau)
     fire_at = config.alpha * vth
-    u = torch.zeros_like(current if constant else current[0], dtype=torch.float32)
     drive = (1 - beta) * current.float()
-    spikes = torch.empty((steps, *u.shape), dtype=torch.float32, device=current.device)
+    u = torch.zeros_like(drive if constant else drive[0])
+    fired = torch.empty((steps, *u.shape), dtype=torch.bool, device=current.device)
     for t in range(steps):
         u.mul_(beta).add_(drive if constant else drive[t])
-        fired = (u >= fire_at).float()
-        u.sub_(fired * vth)
-        spikes[t] = fired
-    return spikes.mul_(vth / config.delta_t), u
+        torch.ge(u, fire_at, out=fired[t])
+        u.sub_(fired[t] * vth)
+    return fired.to(torch.float32).mul_(vth / config.delta_t), u
+
+
+_simulate = lif_spikes  # replaced by a compiled version with compile_neurons()
+
+
+def compile_neurons() -> None:
+    """Simulate the LIF time loop with torch.compile: on a GPU, one fused kernel instead of ~5 per step."""
+    global _simulate
+    _simulate = torch.compile(lif_spikes, dynamic=False)
 
 
 class _DSR(torch.autograd.Function):
@@ -112,7 +122,7 @@ class LIFNeuron(nn.Module):
         """
         with torch.no_grad():
             self.vth.clamp_(min=self.config.vth_bound)
-        spikes, self.v = lif_spikes(current, self.config, self.vth.detach())
+        spikes, self.v = _simulate(current, self.config, self.vth.detach())
         rate_out = weighted_rate(spikes, self.weights)
         if torch.is_grad_enabled():
             rate_out = _DSR.apply(rate_in, rate_out, self.vth, self.config.tau, self.config.delta_t)
