@@ -1,35 +1,45 @@
-"""Time one training epoch of the baseline and of HLOP on cached features; print samples/s and the ratio.
+"""Speed benchmarks of the continual stage: one command, a small table, a JSON file.
 
-    python benchmarks/continual_speed.py [-pretrained DIR] [--repeats 5] [--device cpu] [--json FILE]
+    python benchmarks/speed.py [-pretrained DIR] [--repeats 5] [--device cpu|cuda] [--json logs/benchmarks.json]
 
-Each method first learns task 0 briefly (HLOP needs a frozen subspace to project against), then
-``--repeats`` epochs of task 1 are timed one by one: with HLOP they include the projection of
-every layer's input and five Hebbian iterations per layer and batch. The median epoch is reported.
+(a) one training epoch of task 1 (after a short task 0) for the baseline and HLOP: samples/s and
+    the HLOP/baseline time ratio (HLOP adds the projection and 5 Hebbian iterations per layer);
+(b) the whole 5-task run of each, in seconds;
+(c) peak memory during (b): GPU memory allocated on CUDA, the process's resident memory on a CPU;
+(d) the seed README's pipeline, in which the frozen fusion network runs on every batch for every
+    one of the T timesteps, against this toolkit's cached features: one epoch each, and the ratio.
+Timed figures live here, not in the tests.
 """
 
+import resource
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 
 from common import atomic
+from common.batching import autocast, batch_rows
 from common.cli import FlagParser, run_cli
 from common.device import select_device
-from common.paths import default_data_dir
+from common.paths import REPO_ROOT, default_data_dir
+from common.rundir import RunDir
 from common.seeding import seed_everything
 from continual.config import ContinualConfig
 from continual.data import continual_data
-from continual.methods import METHODS, HLOPConfig
-from continual.trainer import build_model, start_task, task_context, train_epoch
-from dataloader.dataset import prepare_data
+from continual.methods import METHODS
+from continual.trainer import build_model, run_continual, start_task, task_context, train_epoch
+from dataloader.dataset import prepare_data, standardize
 from dataloader.options import DataSpec
 from dataloader.splits import SplitConfig
-from pretrain.artifacts import default_out_dir, read_meta
+from pretrain.artifacts import default_out_dir, load_encoder, read_meta
 from pretrain.features import fused_features
 
 
@@ -38,64 +48,148 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_epochs(method_name: str, data, config: ContinualConfig, repeats: int, device: torch.device) -> list[float]:
-    """Seconds of each of ``repeats`` training epochs of task 1, after a short task 0."""
+def timed(device, work) -> float:
+    synchronize(device)
+    started = time.perf_counter()
+    work()
+    synchronize(device)
+    return time.perf_counter() - started
+
+
+def epoch_seconds(name: str, data, config: ContinualConfig, repeats: int, device) -> list[float]:
+    """(a): seconds of each of ``repeats`` epochs of task 1, after two epochs of task 0."""
     seed_everything(config.seed)
     model = build_model(data, config, device)
-    method = METHODS[method_name](HLOPConfig()) if method_name == "hlop" else METHODS[method_name]()
+    method = METHODS[name]()
     method.prepare(model)
     shuffle = torch.Generator().manual_seed(config.seed)
-    optimizer, _ = start_task(model, method, 0, config)
+    training = start_task(model, method, 0, data, config)
     for epoch in (1, 2):
-        train_epoch(model, method, data, 0, epoch, optimizer, config, shuffle)
+        train_epoch(model, method, data, 0, epoch, training.optimizer, config, shuffle, training.rows)
     method.after_task(task_context(model, data, 0, config))
-    optimizer, _ = start_task(model, method, 1, config)
+    training = start_task(model, method, 1, data, config)
     seconds = []
     for epoch in range(1, repeats + 2):  # the first epoch warms up and is not counted
-        synchronize(device)
-        started = time.perf_counter()
-        train_epoch(model, method, data, 1, epoch, optimizer, config, shuffle)
-        synchronize(device)
+        spent = timed(
+            device,
+            lambda e=epoch: train_epoch(model, method, data, 1, e, training.optimizer, config, shuffle, training.rows),
+        )
         if epoch > 1:
-            seconds.append(time.perf_counter() - started)
+            seconds.append(spent)
     return seconds
 
 
-def load_data(pretrained: Path | None, device: torch.device):
+def whole_run(name: str, data, config: ContinualConfig, device) -> dict:
+    """(b) and (c): the 5-task run's seconds and peak memory."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    with tempfile.TemporaryDirectory() as folder:
+        run = RunDir(Path(folder) / "run", ("results.json",), resume=False, overwrite=False, out_flag="-out_dir")
+        seconds = timed(device, lambda: run_continual(data, METHODS[name](), config, run, device, {}))
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(device)
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+    return {"seconds": seconds, "peak_memory_bytes": peak}
+
+
+def pipeline_comparison(pretrained: Path, prepared, data, config: ContinualConfig, device) -> dict:
+    """(d): one epoch of task 0 with the encoders run every batch and timestep, and with cached features."""
+    encoder, meta = load_encoder(pretrained, device)
+    mean, std = (np.asarray(meta[k], np.float32) for k in ("mfcc_mean", "mfcc_std"))
+    mfcc = torch.from_numpy(standardize(prepared.table.mfcc, mean, std)).to(device)
+    images = torch.from_numpy(prepared.images(meta["image_size"])).to(device) if meta["modality"] != "audio" else None
+    rows, timesteps = data.rows["train"][0], config.neuron.timesteps
+
+    def epoch(per_batch_encoder: bool) -> None:
+        seed_everything(config.seed)
+        model = build_model(data, config, device)
+        optimizer = torch.optim.SGD(model.parameters(), lr=config.lr)
+        for batch in batch_rows(rows, config.batch_size, torch.Generator().manual_seed(0)):
+            if per_batch_encoder:
+                with torch.no_grad(), autocast(device):
+                    per_step = [
+                        encoder.features(images[batch] if images is not None else None, mfcc[batch])
+                        for _ in range(timesteps)
+                    ]
+                x = torch.stack(per_step).float().mean(0) * data.input_scale
+            else:
+                x = data.features[batch]
+            with autocast(device):
+                loss = F.cross_entropy(model(x).logits.float(), data.labels[batch])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+
+    epoch(True)  # warm-up
+    uncached = statistics.median(timed(device, lambda: epoch(True)) for _ in range(3))
+    cached = statistics.median(timed(device, lambda: epoch(False)) for _ in range(3))
+    return {"per_batch_encoder_seconds": uncached, "cached_seconds": cached, "speedup": uncached / cached}
+
+
+def load(pretrained: Path | None, device):
     data_dir = default_data_dir()
     pretrained = pretrained or default_out_dir(data_dir.name)
     meta = read_meta(pretrained)
     spec = DataSpec(data_dir, meta["dataset"]["class_column"], SplitConfig.from_dict(meta["dataset"]["split"]))
-    data = prepare_data(spec)
-    return continual_data(fused_features(pretrained, data, device), data, device)
+    prepared = prepare_data(spec)
+    return pretrained, prepared, continual_data(fused_features(pretrained, prepared, device), prepared, device)
 
 
 def main(argv) -> None:
-    parser = FlagParser(prog="python benchmarks/continual_speed.py", description=__doc__.splitlines()[0])
+    parser = FlagParser(prog="python benchmarks/speed.py", description=__doc__.splitlines()[0])
     parser.flag("-pretrained", default=None, help="pretrained encoders (default: pre_weight/<dataset>)")
-    parser.flag("--repeats", type=int, default=5, help="timed epochs per method")
+    parser.flag("--repeats", type=int, default=5, help="timed epochs per method for (a)")
     parser.flag("-b", type=int, default=64, help="batch size")
     parser.flag("-gpu-id", default=None)
     parser.flag("--device", default=None)
-    parser.flag("--json", default=None, help="also write the figures to this JSON file")
+    parser.flag("--json", default=str(REPO_ROOT / "logs" / "benchmarks.json"), help="where the figures are written")
     args = parser.parse_args(argv)
     device = select_device(args.gpu_id, args.device)
-    data = load_data(Path(args.pretrained) if args.pretrained else None, device)
+    pretrained, prepared, data = load(Path(args.pretrained) if args.pretrained else None, device)
     config = ContinualConfig(batch_size=args.b)
     samples = len(data.rows["train"][1])
-    figures = {}
+    figures = {
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU",
+        "batch_size": args.b,
+        "methods": {},
+    }
     for name in ("baseline", "hlop"):
-        seconds = time_epochs(name, data, config, args.repeats, device)
+        seconds = epoch_seconds(name, data, config, args.repeats, device)
         median = statistics.median(seconds)
-        figures[name] = {"epoch_seconds": median, "samples_per_second": samples / median, "all_seconds": seconds}
-    ratio = figures["hlop"]["epoch_seconds"] / figures["baseline"]["epoch_seconds"]
-    print(f"one epoch of task 1 ({samples} samples, batch {args.b}, {device}), median of {args.repeats}:")
-    print(f"{'method':<10} {'seconds':>9} {'samples/s':>11}")
-    for name, row in figures.items():
-        print(f"{name:<10} {row['epoch_seconds']:>9.3f} {row['samples_per_second']:>11.0f}")
-    print(f"HLOP / baseline time: {ratio:.2f}x")
-    if args.json:
-        atomic.write_json(args.json, {"device": str(device), "samples": samples, "methods": figures, "ratio": ratio})
+        figures["methods"][name] = {
+            "epoch_seconds": median,
+            "samples_per_second": samples / median,
+            "epoch_seconds_all": seconds,
+            **whole_run(name, data, config, device),
+        }
+    base, hlop = figures["methods"]["baseline"], figures["methods"]["hlop"]
+    figures["hlop_over_baseline_epoch"] = hlop["epoch_seconds"] / base["epoch_seconds"]
+    figures["hlop_over_baseline_run"] = hlop["seconds"] / base["seconds"]
+    figures["pipeline"] = pipeline_comparison(pretrained, prepared, data, config, device)
+
+    memory = "GPU memory allocated" if device.type == "cuda" else "process resident memory"
+    print(
+        f"\n{figures['device_name']} ({device}), batch {args.b}; (a) median of {args.repeats} epochs of task 1 ({samples} samples)"
+    )
+    print(f"{'method':<10} {'epoch s':>8} {'samples/s':>10} {'5-task run s':>13} {'peak MiB':>9}")
+    for name, row in figures["methods"].items():
+        print(
+            f"{name:<10} {row['epoch_seconds']:>8.3f} {row['samples_per_second']:>10.0f} {row['seconds']:>13.1f} "
+            f"{row['peak_memory_bytes'] / 2**20:>9.0f}"
+        )
+    print(
+        f"HLOP / baseline: epoch {figures['hlop_over_baseline_epoch']:.2f}x, whole run {figures['hlop_over_baseline_run']:.2f}x"
+        f"   (peak: {memory})"
+    )
+    pipe = figures["pipeline"]
+    print(
+        f"(d) one epoch of task 0: encoders every batch and timestep {pipe['per_batch_encoder_seconds']:.3f} s, "
+        f"cached features {pipe['cached_seconds']:.3f} s: {pipe['speedup']:.1f}x faster"
+    )
+    atomic.write_json(args.json, figures)
+    print(f"figures: {args.json}")
 
 
 if __name__ == "__main__":
