@@ -128,7 +128,7 @@ def train_epoch(network, method: Method, data: ContinualData, task: int, epoch: 
         optimizer.zero_grad(set_to_none=True)
         (loss if penalty is None else loss + penalty).backward()
         optimizer.step()
-        method.after_step(output, task, epoch)
+        method.after_step(output, task, epoch, len(batch))
         stats += torch.stack([loss_sum.detach(), (logits.argmax(1) == labels).sum().float()])
     dist.all_reduce(stats)
     return (stats[0] / len(rows)).item(), (stats[1] / len(rows)).item()

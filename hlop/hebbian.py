@@ -72,32 +72,39 @@ class HebbianSubspace(nn.Module):
         return orthogonal_to_rows(x, self.frozen.to(x.dtype), self.quantize)
 
     @torch.no_grad()
-    def hebbian_update(self, x: torch.Tensor, iterations: int = 5, all_reduce=None) -> None:
+    def hebbian_update(
+        self,
+        x: torch.Tensor,
+        iterations: int = 5,
+        all_reduce=None,
+        total: int | None = None,
+        residual: torch.Tensor | None = None,
+    ) -> None:
         """``iterations`` steps of Oja's subspace rule on the inputs ``x`` (B, N); frozen rows stay.
 
         The frozen rows' share of the reconstruction ``W^T y`` does not change between iterations,
-        so it is removed from ``x`` once; each iteration then only involves the learning rows
-        (the same update as the full rule with the frozen rows' updates zeroed).
+        so it is removed from ``x`` once (``residual``, which the forward pass may already have
+        computed for the projection); each iteration then only involves the learning rows: the
+        same update as the full rule with the frozen rows' updates zeroed, in six kernels.
 
-        For data-parallel training, ``all_reduce`` sums the batch sizes and each step's update over
-        processes, so every process makes the full batch's update and keeps identical weights.
+        For data-parallel training, ``total`` is the global number of rows and ``all_reduce`` sums
+        each step's update over processes, so every process makes the full batch's update.
         """
         start = self.frozen_rows
         if self.weight.shape[0] == start:
             return
         x = x.float()
-        total = torch.tensor(float(x.shape[0]), device=x.device)
-        if all_reduce is not None:
-            all_reduce(total)
-        residual = self.orthogonal(x) if start else x
+        scale = 1.0 / (total or x.shape[0])
+        if residual is None:
+            residual = self.orthogonal(x) if start else x
         learning, velocity = self.weight[start:], self.velocity[start:]  # views: updated in place
         for _ in range(iterations):
             y = self.quantize(x @ learning.t())
-            delta = y.t() @ torch.addmm(residual, y, learning, alpha=-1)
+            error = torch.addmm(residual, y, learning, alpha=-1)  # x - W^T y, frozen part already removed
+            delta = torch.addmm(learning, y.t(), error, beta=0, alpha=scale)  # y (x - W^T y)^T / B
             if all_reduce is not None:
                 all_reduce(delta)
-            delta.div_(total).clamp_(-10, 10)
-            velocity.mul_(self.momentum).add_(delta, alpha=1 - self.momentum)
+            velocity.lerp_(delta.clamp_(-10, 10), 1 - self.momentum)  # m v + (1 - m) delta
             learning.add_(velocity, alpha=self.lr)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):

@@ -36,7 +36,9 @@ class SubspaceProjector:
         return None
 
     def orthogonal(self, layer: int, x: torch.Tensor) -> torch.Tensor:
-        return orthogonal_to_rows(x, self.basis(layer).to(x.dtype), self.quantizer(layer))
+        """In fp32 even under autocast: bf16 rounding would leak old-task components into updates."""
+        with torch.autocast(x.device.type, enabled=False):
+            return orthogonal_to_rows(x.float(), self.basis(layer).float(), self.quantizer(layer))
 
 
 class _ProjectedLinear(torch.autograd.Function):

@@ -29,6 +29,7 @@ class SpikingOutput:
     layer_inputs: list[torch.Tensor]  # inputs of the projected layers as (B, N) rates, detached
     layer_outputs: list[torch.Tensor]  # their outputs (rate-level currents, logits), in the autograd graph
     layer_spikes: list[torch.Tensor] | None = None  # spike trains (T, B, N) into fc2 and the classifier
+    layer_orthogonal: list[torch.Tensor | None] | None = None  # inputs minus their old-task part, when projected
 
 
 class SpikingMLP(nn.Module):
@@ -56,7 +57,8 @@ class SpikingMLP(nn.Module):
 
     def forward(self, x: torch.Tensor, projector: Projector | None = None, keep_spikes: bool = False) -> SpikingOutput:
         self.reset()
-        current1 = self._linear(0, x, projector)  # constant over time: computed once
+        orthogonal = []
+        current1 = self._linear(0, x, projector, orthogonal)  # constant over time: computed once
         spikes1, rate1 = self.sn1(current1, current1)
         upper = self.from_hidden(spikes1, rate1, projector, keep_spikes)
         return SpikingOutput(
@@ -64,6 +66,7 @@ class SpikingMLP(nn.Module):
             layer_inputs=[x.detach(), *upper.layer_inputs],
             layer_outputs=[current1, *upper.layer_outputs],
             layer_spikes=upper.layer_spikes,
+            layer_orthogonal=[*orthogonal, *upper.layer_orthogonal],
         )
 
     def from_hidden(self, spikes1: torch.Tensor, rate1: torch.Tensor, projector=None, keep_spikes: bool = False):
@@ -75,18 +78,24 @@ class SpikingMLP(nn.Module):
         self.sn2.reset()
         with torch.no_grad():
             current2 = spikes1.to(self.fc2.weight.dtype) @ self.fc2.weight.t()  # (T, B, H): the one per-step product
-        rate_in2 = self._linear(1, rate1, projector)
+        orthogonal = []
+        rate_in2 = self._linear(1, rate1, projector, orthogonal)
         spikes2, rate2 = self.sn2(current2, rate_in2)
-        logits = self._linear(2, rate2, projector)
+        logits = self._linear(2, rate2, projector, orthogonal)
         return SpikingOutput(
             logits=logits,
             layer_inputs=[rate1.detach(), rate2.detach()],
             layer_outputs=[rate_in2, logits],
             layer_spikes=[spikes1, spikes2] if keep_spikes else None,
+            layer_orthogonal=orthogonal,
         )
 
-    def _linear(self, index: int, x: torch.Tensor, projector: Projector | None) -> torch.Tensor:
+    def _linear(self, index: int, x: torch.Tensor, projector: Projector | None, orthogonal: list) -> torch.Tensor:
+        """The layer's output; with a projector, the weight gradient uses the input's orthogonal part."""
         weight = self.projected_layers[index].weight
         if projector is None:
+            orthogonal.append(None)
             return F.linear(x, weight)
-        return projected_linear(x, weight, projector.orthogonal(index, x.detach()))
+        x_orthogonal = projector.orthogonal(index, x.detach())
+        orthogonal.append(x_orthogonal)
+        return projected_linear(x, weight, x_orthogonal)

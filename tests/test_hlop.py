@@ -136,3 +136,27 @@ def test_hlop_state_round_trip_with_grown_subspaces():
     for a, b in zip(method.subspaces, restored.subspaces, strict=True):
         torch.testing.assert_close(a.weight, b.weight)
         assert int(a.n_frozen) == int(b.n_frozen)
+
+
+def test_hebbian_step_reusing_the_forward_projection_equals_recomputing_it():
+    """HLOP's update takes the old-task residual the forward pass already computed; same weights."""
+    import copy
+
+    for spiking, with_wfr in ((False, True), (True, True), (True, False)):
+        torch.manual_seed(0)
+        model = SpikingMLP(12, 4, hidden=16, neuron=NeuronConfig(timesteps=4))
+        config = HLOPConfig(first_sizes=(3, 4, 4), inc_sizes=(2, 3, 3), spiking=spiking, with_wfr=with_wfr)
+        method = HLOP(config)
+        method.prepare(model)
+        method.before_task(0, model)
+        method.after_task(None)
+        method.before_task(1, model)
+        twin, before = copy.deepcopy(method), [s.weight.clone() for s in method.subspaces]
+        output = model(torch.rand(8, 12), method.projector(1), keep_spikes=method.needs_spikes)
+        assert output.layer_orthogonal[0] is not None
+        method.after_step(output, task=1, epoch=config.start_epochs + 1, batch_size=8)
+        output.layer_orthogonal = None  # the twin recomputes every residual
+        twin.after_step(output, task=1, epoch=config.start_epochs + 1, batch_size=8)
+        for ours, recomputed, initial in zip(method.subspaces, twin.subspaces, before, strict=True):
+            assert not torch.equal(ours.weight, initial), "the step must learn"
+            torch.testing.assert_close(ours.weight, recomputed.weight, rtol=1e-5, atol=1e-6)

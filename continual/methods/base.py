@@ -55,8 +55,8 @@ class Method(nn.Module):
         """An extra loss term added to the cross-entropy, if any."""
         return None
 
-    def after_step(self, output: SpikingOutput, task: int, epoch: int) -> None:
-        """Called after each optimizer step with that batch's forward output."""
+    def after_step(self, output: SpikingOutput, task: int, epoch: int, batch_size: int) -> None:
+        """Called after each optimizer step with that batch's forward output (``batch_size``: the global batch)."""
 
     def after_task(self, context: TaskContext) -> None:
         """Called when ``context.task`` has been trained, before it is evaluated."""

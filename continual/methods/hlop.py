@@ -86,16 +86,19 @@ class HLOP(Method, SubspaceProjector):
     def quantizer(self, layer: int):
         return self.subspaces[layer].quantize if self.config.spiking else None
 
-    def after_step(self, output: SpikingOutput, task: int, epoch: int) -> None:
+    def after_step(self, output: SpikingOutput, task: int, epoch: int, batch_size: int) -> None:
         if epoch <= self.config.start_epochs:
             return
         dist = distributed()
         all_reduce = dist.all_reduce if dist.enabled else None  # every process makes the full batch's update
-        inputs = output.layer_inputs
+        inputs, residuals = output.layer_inputs, output.layer_orthogonal or [None] * 3
+        rows_per_sample = [1, 1, 1]
         if not self.config.with_wfr:  # every timestep's spikes are a sample (the constant input is one)
             inputs = [inputs[0]] + [spikes.flatten(0, 1) for spikes in output.layer_spikes]
-        for subspace, x in zip(self.subspaces, inputs, strict=True):
-            subspace.hebbian_update(x, self.config.iterations, all_reduce)
+            residuals = [residuals[0], None, None]
+            rows_per_sample = [1] + [spikes.shape[0] for spikes in output.layer_spikes]
+        for subspace, x, residual, rows in zip(self.subspaces, inputs, residuals, rows_per_sample, strict=True):
+            subspace.hebbian_update(x, self.config.iterations, all_reduce, batch_size * rows, residual)
 
     def after_task(self, context: TaskContext) -> None:
         for subspace in self.subspaces:

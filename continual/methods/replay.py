@@ -112,8 +112,8 @@ class Replay(Method):
     def penalty(self, model):
         return self.inner.penalty(model)
 
-    def after_step(self, output, task, epoch):
-        self.inner.after_step(output, task, epoch)
+    def after_step(self, output, task, epoch, batch_size):
+        self.inner.after_step(output, task, epoch, batch_size)
 
     def before_task(self, task: int, model: SpikingMLP) -> None:
         self.inner.before_task(task, model)
