@@ -28,7 +28,7 @@ def load_checkpoint(path: str | Path, what: str = "checkpoint") -> dict:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+        found = re.search(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) ([\w.]+)", str(exc))
         culprit = f" ({found.group(1)})" if found else ""
         raise UserError(
             f"{shown(path)}: refused to load: it holds Python objects{culprit}, not only tensors and plain "

@@ -123,6 +123,11 @@ def _read_header(csv_path: Path, raw: bytes) -> list[str]:
 def _find_columns(csv_path: Path, header: list[str], class_column: str) -> dict:
     by_upper = {name.upper(): name for name in header}
     if "IMAGE" not in by_upper:
+        if sum(_is_number(h) for h in header) > len(header) // 2:
+            raise UserError(
+                f"{shown(csv_path)} line 1: looks like a data row, not a header; the first line must name the "
+                "columns IMAGE,MFCC_1,...,CLASS1,CLASS2"
+            )
         hint = " (is the first line a header?)" if not any(_MFCC.fullmatch(h) for h in header) else ""
         raise UserError(f"{shown(csv_path)} line 1: no IMAGE column{hint}")
     if class_column.upper() not in by_upper:
@@ -136,6 +141,14 @@ def _find_columns(csv_path: Path, header: list[str], class_column: str) -> dict:
         "split": by_upper.get("SPLIT"),
         "mfcc": mfcc,
     }
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _read_mfcc(csv_path: Path, frame: pd.DataFrame, mfcc_columns: list[str]) -> np.ndarray:

@@ -76,3 +76,12 @@ def test_zero_byte_image_names_the_line(scene_dir, tmp_path):
     (scene_dir / "images" / "beach" / "beach2.png").write_bytes(b"")
     with pytest.raises(UserError, match=r"line 4: image file is empty \(0 bytes\)"):
         load_images(read_table(scene_dir), 16, tmp_path / "cache")
+
+
+def test_huge_image_is_refused_before_decoding(scene_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(images_module, "MAX_IMAGE_PIXELS", 11 * 11)  # the fixture's images are 12x12
+    pixel_decodes = []
+    monkeypatch.setattr(images_module.cv2, "imread", lambda *a: pixel_decodes.append(a))
+    with pytest.raises(UserError, match=r"dataset.csv line 2: image is too large \(12x12 pixels\)"):
+        load_images(read_table(scene_dir), 16, tmp_path / "cache")
+    assert pixel_decodes == [], "only the header may be read"

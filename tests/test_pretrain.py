@@ -13,7 +13,7 @@ from dataloader.options import DataSpec
 from models.fusion import FUSIONS, make_fusion, modality_dropout_mask
 from models.multimodal import EncoderConfig, MultimodalNet
 from pretrain.artifacts import MARKERS, load_encoder
-from pretrain.features import fused_features
+from pretrain.features import feature_cache_path, fused_features
 from pretrain.trainer import PretrainConfig, pretrain
 
 TINY = PretrainConfig(epochs=2, batch_size=8, image_size=16)
@@ -126,6 +126,30 @@ def test_feature_cache_hit_and_miss(scene_dir, tmp_path, monkeypatch):
     _pretrain(data, tmp_path / "pw", PretrainConfig(epochs=1, batch_size=8, image_size=16, seed=5), overwrite=True)
     fused_features(tmp_path / "pw", data, torch.device("cpu"))
     assert len(calls) == 2, "new weights must miss the cache"
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip"])
+def test_a_corrupt_feature_cache_is_rebuilt_with_one_line(scene_dir, tmp_path, monkeypatch, capsys, damage):
+    data = _data(scene_dir, tmp_path)
+    _pretrain(data, tmp_path / "pw")
+    good = fused_features(tmp_path / "pw", data, torch.device("cpu"))
+    path = feature_cache_path(tmp_path / "pw", data)
+    raw = bytearray(path.read_bytes())
+    if damage == "truncate":  # as if the machine died while an old, non-atomic writer was writing
+        raw = raw[: len(raw) // 2]
+    else:
+        raw[len(raw) // 2] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    capsys.readouterr()
+    calls = []
+    real = features_module.extract
+    monkeypatch.setattr(features_module, "extract", lambda *a, **k: calls.append(1) or real(*a, **k))
+    rebuilt = fused_features(tmp_path / "pw", data, torch.device("cpu"))
+    assert len(calls) == 1, "a corrupt cache must not be trusted"
+    torch.testing.assert_close(rebuilt, good)
+    said = [line for line in capsys.readouterr().out.splitlines() if "corrupt" in line]
+    assert len(said) == 1 and path.name in said[0] and "rebuilding" in said[0]
+    assert fused_features(tmp_path / "pw", data, torch.device("cpu")) is not None and len(calls) == 1
 
 
 def test_a_second_run_does_not_overwrite_the_first(scene_dir, tmp_path):

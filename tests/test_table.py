@@ -118,3 +118,9 @@ def test_bare_image_names_are_found_under_images_class(scene_dir):
     rewrite_csv(scene_dir, lambda rows: [rows[0]] + [[r[0].split("/")[-1], *r[1:]] for r in rows[1:]])
     table = read_table(scene_dir)
     assert table.image_paths[0].parent.name == "beach"
+
+
+def test_csv_without_a_header_line(scene_dir):
+    rewrite_csv(scene_dir, lambda rows: rows[1:])
+    with pytest.raises(UserError, match="dataset.csv line 1: looks like a data row, not a header"):
+        read_table(scene_dir)

@@ -1,0 +1,207 @@
+"""When things go wrong: runs killed with SIGKILL, corrupt caches, unsafe pickles, determinism.
+
+The kill tests run the real scripts as subprocesses and kill them the way a cluster's scheduler or
+the OOM killer does: no exception handler, no ``finally`` block runs. ``-resume`` must then end
+with exactly what an uninterrupted run gives.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from common.checkpoint import load_checkpoint
+from common.errors import UserError
+from common.paths import REPO_ROOT
+from continual.methods import HLOP
+from tests.fixtures import make_scene_dataset
+from tests.test_continual import SMALL_HLOP, run
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")
+
+SIX_CLASSES = ("ALPHA", "BRAVO", "CHARLIE", "DELTA", "ECHO", "FOXTROT")  # three tasks of two classes
+ENCODER = ["--image-size", "16", "--feature-dim", "16"]
+SNN = ["-hidden", "32", "-timesteps", "4", "-hlop_out_num", "4,8,8", "-hlop_out_num_inc", "2,4,4", "-b", "8"]
+
+
+@pytest.fixture(scope="module")
+def six_class_dir(tmp_path_factory):
+    return make_scene_dataset(tmp_path_factory.mktemp("six") / "data", classes=SIX_CLASSES, per_class=12)
+
+
+def script(*args) -> list[str]:
+    return [sys.executable, *args]
+
+
+def run_to_end(args, timeout=300) -> subprocess.CompletedProcess:
+    result = subprocess.run(script(*args), cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result
+
+
+def kill_when(args, ready, log: Path, timeout=300) -> None:
+    """Start ``args``, call ``ready(line)`` on each stdout line (or None while polling), SIGKILL when True."""
+    with open(log, "w") as stderr:
+        process = subprocess.Popen(script(*args), cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=stderr, text=True)
+        os.set_blocking(process.stdout.fileno(), False)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = process.stdout.readline()
+            if ready(line or None):
+                process.send_signal(signal.SIGKILL)
+                process.wait()
+                return
+            if process.poll() is not None:
+                raise AssertionError(f"the run ended (exit {process.returncode}) before it could be killed")
+            if not line:
+                time.sleep(0.005)
+        process.kill()
+        raise AssertionError("timed out waiting for the moment to kill the run")
+
+
+def test_pretraining_killed_mid_run_resumes_to_the_same_weights(six_class_dir, tmp_path):
+    def pretrain(out, *extra):
+        return ["spiking_pretrain_multimodal.py", "--data-dir", str(six_class_dir), "--out", str(out),
+                "--cache-dir", str(tmp_path / "cache"), "-epochs", "6", *ENCODER, *extra]  # fmt: skip
+
+    run_to_end(pretrain(tmp_path / "full"))
+    kill_when(pretrain(tmp_path / "cut"), lambda line: line is not None and line.startswith("epoch   3/6"),
+              tmp_path / "cut.log")  # fmt: skip
+    assert not (tmp_path / "cut" / "meta.json").exists()
+    resumed = run_to_end(pretrain(tmp_path / "cut", "-resume"))
+    assert "resuming" in resumed.stdout and "after epoch" in resumed.stdout
+
+    full, cut = (load_checkpoint(tmp_path / name / "best.pt") for name in ("full", "cut"))
+    assert full["epoch"] == cut["epoch"]
+    for name, tensor in full["model"].items():
+        assert torch.equal(tensor, cut["model"][name]), name
+    full_meta, cut_meta = (json.loads((tmp_path / name / "meta.json").read_text()) for name in ("full", "cut"))
+    assert full_meta["test_acc"] == cut_meta["test_acc"] and full_meta["history"] == cut_meta["history"]
+
+
+@pytest.mark.parametrize("method", [[], ["-baseline"]], ids=["hlop", "baseline"])
+def test_continual_run_killed_inside_a_task_resumes_to_the_same_matrix(six_class_dir, tmp_path, method):
+    cache = ["--cache-dir", str(tmp_path / "cache")]
+    pretrained = tmp_path / "pw"
+    run_to_end(["spiking_pretrain_multimodal.py", "--data-dir", str(six_class_dir), "--out", str(pretrained),
+                *cache, "-epochs", "1", *ENCODER])  # fmt: skip
+
+    def continual(out, *extra):
+        return ["spiking_train_multimodal_end.py", "-data_dir", str(six_class_dir), "-pretrained", str(pretrained),
+                "-out_dir", str(out), *cache, *SNN, "-epochs", "40", *method, *extra]  # fmt: skip
+
+    run_to_end(continual(tmp_path / "full"))
+    last = tmp_path / "cut" / "checkpoints" / "last.pt"
+
+    def inside_task_1(line):
+        if line is not None or not last.is_file():
+            return False
+        training = torch.load(last, weights_only=True).get("training") or {}
+        return training.get("task") == 1  # written atomically: never seen half-written
+
+    kill_when(continual(tmp_path / "cut"), inside_task_1, tmp_path / "cut.log")
+    at_kill = torch.load(last, weights_only=True)["training"]
+    assert at_kill["task"] == 1 and 0 < at_kill["epochs_done"] < 40
+    assert not (tmp_path / "cut" / "results.json").exists()
+
+    resumed = run_to_end(continual(tmp_path / "cut", "-resume"))
+    assert "resuming" in resumed.stdout
+    for name in ("acc_matrix.csv",):
+        assert (tmp_path / "cut" / name).read_bytes() == (tmp_path / "full" / name).read_bytes()
+    full, cut = (json.loads((tmp_path / name / "results.json").read_text()) for name in ("full", "cut"))
+    assert cut["acc_matrix"] == full["acc_matrix"]
+
+
+def test_the_same_seed_gives_a_byte_identical_matrix_on_the_cpu(tmp_path):
+    first = run(tmp_path / "a", HLOP(SMALL_HLOP))
+    second = run(tmp_path / "b", HLOP(SMALL_HLOP))
+    assert (tmp_path / "a" / "acc_matrix.csv").read_bytes() == (tmp_path / "b" / "acc_matrix.csv").read_bytes()
+    assert json.dumps(first["acc_matrix"]) == json.dumps(second["acc_matrix"])
+
+
+class _RunsCode:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):  # unpickling would call os.system("touch <marker>")
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_pickle_that_would_run_code_is_refused(tmp_path):
+    path, marker = tmp_path / "evil.pt", tmp_path / "code-ran"
+    torch.save({"model": _RunsCode(marker)}, path)
+    with pytest.raises(UserError, match=r"refused to load: it holds Python objects \(posix.system\).*could run code"):
+        load_checkpoint(path)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "not a PyTorch checkpoint"),
+        (b"these are not weights\n", "not a PyTorch checkpoint"),
+    ],
+)
+def test_a_file_that_is_not_a_checkpoint_is_one_clear_error(tmp_path, content, message):
+    path = tmp_path / "best.pt"
+    path.write_bytes(content)
+    with pytest.raises(UserError, match=message):
+        load_checkpoint(path)
+
+
+def test_a_truncated_checkpoint_is_reported_as_corrupt(tmp_path):
+    path = tmp_path / "last.pt"
+    torch.save({"weight": torch.randn(64, 64)}, path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2] + data[-200:])  # still looks like a zip at the end
+    with pytest.raises(UserError, match="corrupt or truncated|not a PyTorch checkpoint"):
+        load_checkpoint(path)
+
+
+def test_a_checkpoint_holding_a_list_is_not_an_mmhlop_checkpoint(tmp_path):
+    path = tmp_path / "other.pt"
+    torch.save([torch.zeros(2)], path)
+    with pytest.raises(UserError, match="expected a dict, found list"):
+        load_checkpoint(path)
+
+
+def test_an_out_dir_that_cannot_be_written_is_one_line_exit_2(six_class_dir, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    result = subprocess.run(
+        script("spiking_pretrain_multimodal.py", "--data-dir", str(six_class_dir), "--out", str(blocker / "pw")),
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert "--out" in result.stderr and "a-file/pw: not writable" in result.stderr
+    assert blocker.read_text() == "not a folder"
+
+
+def test_a_gpu_that_does_not_exist_is_named_and_the_cpu_offered(monkeypatch):
+    from common.device import select_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(UserError, match=r"-gpu-id 3: there is no GPU 3 \(2 visible: 0..1\).*--device cpu"):
+        select_device("3")
+    with pytest.raises(UserError, match=r"--device cuda:5: there is no GPU 5"):
+        select_device(device="cuda:5")
+    with pytest.raises(UserError, match=r"-gpu-id x: expected a GPU index"):
+        select_device("x")
+
+
+def test_asking_for_a_gpu_on_a_machine_without_one_runs_on_the_cpu_and_says_so(monkeypatch, capsys):
+    from common.device import select_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert select_device("0") == torch.device("cpu")
+    assert "no CUDA GPU visible" in capsys.readouterr().out
