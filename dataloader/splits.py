@@ -57,10 +57,11 @@ def make_splits(table: SceneTable, config: SplitConfig) -> dict[str, np.ndarray]
         parts: dict[str, list[np.ndarray]] = {name: [] for name in SPLIT_NAMES}
         for label, class_name in enumerate(table.class_names):
             rows = np.flatnonzero(table.labels == label)
+            which = f"{shown(table.csv_path)}: class {class_name!r}"  # names file and class in errors
             if mode == "stratified":
-                assigned = _split_rows(rows, config.fractions, rng, class_name)
+                assigned = _split_rows(rows, config.fractions, rng, which)
             else:
-                assigned = _split_blocks(rows, config.fractions, config.block_size, rng, class_name)
+                assigned = _split_blocks(rows, config.fractions, config.block_size, rng, which)
             for name, chosen in zip(SPLIT_NAMES, assigned, strict=True):
                 parts[name].append(chosen)
         splits = {name: np.sort(np.concatenate(chunks)) for name, chunks in parts.items()}
@@ -74,11 +75,10 @@ def _check_fractions(fractions) -> None:
         raise UserError(f"--split-fractions {shown}: expected three positive numbers (train,val,test) summing to 1")
 
 
-def _counts(n: int, fractions, class_name: str, unit: str = "rows") -> tuple[int, int, int]:
+def _counts(n: int, fractions, which: str, unit: str = "rows") -> tuple[int, int, int]:
     if n < 3:
-        raise UserError(
-            f"class {class_name!r} has {n} {unit}; at least 3 are needed to put one in each of train, val and test"
-        )
+        unit = unit[:-1] if n == 1 else unit
+        raise UserError(f"{which} has {n} {unit}; at least 3 are needed to put one in each of train, val and test")
     n_val = max(1, round(n * fractions[1]))
     n_test = max(1, round(n * fractions[2]))
     while n - n_val - n_test < 1:  # keep at least one for training
@@ -89,22 +89,21 @@ def _counts(n: int, fractions, class_name: str, unit: str = "rows") -> tuple[int
     return n - n_val - n_test, n_val, n_test
 
 
-def _split_rows(rows: np.ndarray, fractions, rng: np.random.Generator, class_name: str) -> list[np.ndarray]:
-    n_train, n_val, _ = _counts(len(rows), fractions, class_name)
+def _split_rows(rows: np.ndarray, fractions, rng: np.random.Generator, which: str) -> list[np.ndarray]:
+    n_train, n_val, _ = _counts(len(rows), fractions, which)
     shuffled = rng.permutation(rows)
     return [shuffled[:n_train], shuffled[n_train : n_train + n_val], shuffled[n_train + n_val :]]
 
 
-def _split_blocks(rows, fractions, block_size: int, rng, class_name: str) -> list[np.ndarray]:
+def _split_blocks(rows, fractions, block_size: int, rng, which: str) -> list[np.ndarray]:
     if block_size < 1:
         raise UserError(f"--block-size {block_size}: expected a positive number of rows")
     blocks = [rows[i : i + block_size] for i in range(0, len(rows), block_size)]
     if len(blocks) < 3:
         raise UserError(
-            f"class {class_name!r} has {len(rows)} rows, only {len(blocks)} block(s) of {block_size}; "
-            "use a smaller --block-size"
+            f"{which} has {len(rows)} rows, only {len(blocks)} block(s) of {block_size}; use a smaller --block-size"
         )
-    n_train, n_val, _ = _counts(len(blocks), fractions, class_name, unit="blocks")
+    n_train, n_val, _ = _counts(len(blocks), fractions, which, unit="blocks")
     order = rng.permutation(len(blocks))
     groups = [order[:n_train], order[n_train : n_train + n_val], order[n_train + n_val :]]
     return [np.concatenate([blocks[b] for b in sorted(group)]) for group in groups]

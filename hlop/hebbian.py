@@ -85,7 +85,7 @@ class HebbianSubspace(nn.Module):
         The frozen rows' share of the reconstruction ``W^T y`` does not change between iterations,
         so it is removed from ``x`` once (``residual``, which the forward pass may already have
         computed for the projection); each iteration then only involves the learning rows: the
-        same update as the full rule with the frozen rows' updates zeroed, in six kernels.
+        same update as the full rule with the frozen rows' updates zeroed.
 
         For data-parallel training, ``total`` is the global number of rows and ``all_reduce`` sums
         each step's update over processes, so every process makes the full batch's update.

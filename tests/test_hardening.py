@@ -21,6 +21,7 @@ import torch
 from common.checkpoint import load_checkpoint
 from common.errors import UserError
 from common.paths import REPO_ROOT
+from common.seeding import use_deterministic_algorithms
 from continual.methods import HLOP
 from tests.fixtures import make_scene_dataset
 from tests.test_continual import SMALL_HLOP, run
@@ -125,6 +126,19 @@ def test_the_same_seed_gives_a_byte_identical_matrix_on_the_cpu(tmp_path):
     second = run(tmp_path / "b", HLOP(SMALL_HLOP))
     assert (tmp_path / "a" / "acc_matrix.csv").read_bytes() == (tmp_path / "b" / "acc_matrix.csv").read_bytes()
     assert json.dumps(first["acc_matrix"]) == json.dumps(second["acc_matrix"])
+
+
+def test_deterministic_kernels_are_switched_on_and_do_not_change_cpu_results(tmp_path, monkeypatch):
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    plain = run(tmp_path / "plain", HLOP(SMALL_HLOP))
+    try:
+        use_deterministic_algorithms()  # what -deterministic calls: an op without one raises instead of varying
+        assert torch.are_deterministic_algorithms_enabled()
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+        strict = run(tmp_path / "strict", HLOP(SMALL_HLOP))
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert strict["acc_matrix"] == plain["acc_matrix"]
 
 
 class _RunsCode:

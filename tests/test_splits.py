@@ -60,7 +60,7 @@ def test_class_without_rows_in_a_split_is_an_error(tmp_path):
 def test_class_with_too_few_rows_cannot_be_split(tmp_path):
     root = make_scene_dataset(tmp_path / "d", per_class=4)
     rewrite_csv(root, lambda rows: [r for r in rows if not (r[-1] == "FOREST" and not r[0].endswith("0.png"))])
-    with pytest.raises(UserError, match="class 'FOREST' has 1 rows; at least 3 are needed"):
+    with pytest.raises(UserError, match="dataset.csv: class 'FOREST' has 1 row; at least 3 are needed"):
         make_splits(read_table(root), SplitConfig("stratified"))
 
 
