@@ -64,14 +64,7 @@ def build_parser() -> FlagParser:
         help="all: every class (as the reference); first-task: only task 0's classes, so later tasks are never seen by the frozen encoders",
     )
     parser.flag("-seed", type=int, default=defaults.seed, help="seed of Python, NumPy and torch")
-    parser.flag("-gpu-id", default=None, help="CUDA device index (CUDA is used when present)")
-    parser.flag("--device", default=None, help="cpu, cuda or cuda:N (overrides -gpu-id)")
-    parser.flag("-compile", action="store_true", help="compile the encoders with torch.compile (faster on GPUs)")
-    parser.flag(
-        "-deterministic",
-        action="store_true",
-        help="deterministic CUDA kernels (slower; CPU runs are deterministic anyway)",
-    )
+    parser.device_flags(compile_help="compile the encoders with torch.compile (faster on GPUs)")
     parser.flag("-resume", action="store_true", help="continue the run in the output folder from its last epoch")
     parser.flag(
         "--overwrite",

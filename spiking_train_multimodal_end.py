@@ -164,14 +164,7 @@ def build_parser() -> FlagParser:
         default=2,
         help="latent replay: keep every n-th timestep of the stored spike trains",
     )
-    parser.flag("-gpu-id", default=None, help="CUDA device index (CUDA is used when present)")
-    parser.flag("--device", default=None, help="cpu, cuda or cuda:N (overrides -gpu-id)")
-    parser.flag("-compile", action="store_true", help="simulate the LIF neurons with torch.compile (faster on GPUs)")
-    parser.flag(
-        "-deterministic",
-        action="store_true",
-        help="deterministic CUDA kernels (slower; CPU runs are deterministic anyway)",
-    )
+    parser.device_flags(compile_help="simulate the LIF neurons with torch.compile (faster on GPUs)")
     parser.flag("-resume", action="store_true", help="continue the run in -out_dir from its last finished epoch")
     parser.flag(
         "-overwrite", action="store_true", help="replace the results in -out_dir (kept until the new run finishes)"

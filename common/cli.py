@@ -66,6 +66,19 @@ class FlagParser(argparse.ArgumentParser):
         action.shown_names = list(dict.fromkeys(shown))
         return action
 
+    def device_flags(self, compile_help: str | None = None) -> None:
+        """-gpu-id and --device, and for training scripts -compile (what it compiles) and -deterministic."""
+        self.flag("-gpu-id", default=None, help="CUDA device index (CUDA is used when present)")
+        self.flag("--device", default=None, help="cpu, cuda or cuda:N (overrides -gpu-id)")
+        if compile_help is None:
+            return
+        self.flag("-compile", action="store_true", help=compile_help)
+        self.flag(
+            "-deterministic",
+            action="store_true",
+            help="deterministic CUDA kernels (slower; CPU runs are deterministic anyway)",
+        )
+
     def error(self, message: str):  # one line, exit code 2, as for every other user error
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 

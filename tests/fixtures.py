@@ -7,10 +7,14 @@ them; every other image is written as grayscale to exercise the 3-channel conver
 from __future__ import annotations
 
 import csv
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from common.paths import REPO_ROOT
 
 DEFAULT_CLASSES = ("BEACH", "CITY", "FOREST")
 
@@ -124,3 +128,20 @@ def make_continual_data(
         class_names=names,
         rows=rows,
     )
+
+
+def run_script(*args, timeout=300):
+    """Run a repository script as a user does (its own process, from the repository root)."""
+    return subprocess.run([sys.executable, *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def pretrain_tiny(data_dir, tmp_path, *extra):
+    """Pretrain small encoders for one epoch into ``tmp_path/pw`` (cache in ``tmp_path/cache``)."""
+    out = tmp_path / "pw"
+    done = run_script(
+        "spiking_pretrain_multimodal.py",
+        *["--data-dir", str(data_dir), "--out", str(out), "--cache-dir", str(tmp_path / "cache")],
+        *["-epochs", "1", "--image-size", "16", "--feature-dim", "16", *extra],
+    )
+    assert done.returncode == 0, done.stderr
+    return out

@@ -23,7 +23,7 @@ from common.errors import UserError
 from common.paths import REPO_ROOT
 from common.seeding import use_deterministic_algorithms
 from continual.methods import HLOP
-from tests.fixtures import make_scene_dataset
+from tests.fixtures import make_scene_dataset, pretrain_tiny, run_script
 from tests.test_continual import SMALL_HLOP, run
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")
@@ -38,12 +38,8 @@ def six_class_dir(tmp_path_factory):
     return make_scene_dataset(tmp_path_factory.mktemp("six") / "data", classes=SIX_CLASSES, per_class=12)
 
 
-def script(*args) -> list[str]:
-    return [sys.executable, *args]
-
-
-def run_to_end(args, timeout=300) -> subprocess.CompletedProcess:
-    result = subprocess.run(script(*args), cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout)
+def run_to_end(args) -> subprocess.CompletedProcess:
+    result = run_script(*args)
     assert result.returncode == 0, result.stderr[-2000:]
     return result
 
@@ -51,7 +47,9 @@ def run_to_end(args, timeout=300) -> subprocess.CompletedProcess:
 def kill_when(args, ready, log: Path, timeout=300) -> None:
     """Start ``args``, call ``ready(line)`` on each stdout line (or None while polling), SIGKILL when True."""
     with open(log, "w") as stderr:
-        process = subprocess.Popen(script(*args), cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=stderr, text=True)
+        process = subprocess.Popen(
+            [sys.executable, *args], cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=stderr, text=True
+        )
         os.set_blocking(process.stdout.fileno(), False)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -91,9 +89,7 @@ def test_pretraining_killed_mid_run_resumes_to_the_same_weights(six_class_dir, t
 @pytest.mark.parametrize("method", [[], ["-baseline"]], ids=["hlop", "baseline"])
 def test_continual_run_killed_inside_a_task_resumes_to_the_same_matrix(six_class_dir, tmp_path, method):
     cache = ["--cache-dir", str(tmp_path / "cache")]
-    pretrained = tmp_path / "pw"
-    run_to_end(["spiking_pretrain_multimodal.py", "--data-dir", str(six_class_dir), "--out", str(pretrained),
-                *cache, "-epochs", "1", *ENCODER])  # fmt: skip
+    pretrained = pretrain_tiny(six_class_dir, tmp_path)
 
     def continual(out, *extra):
         return ["spiking_train_multimodal_end.py", "-data_dir", str(six_class_dir), "-pretrained", str(pretrained),
@@ -190,10 +186,9 @@ def test_a_checkpoint_holding_a_list_is_not_an_mmhlop_checkpoint(tmp_path):
 def test_an_out_dir_that_cannot_be_written_is_one_line_exit_2(six_class_dir, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    result = subprocess.run(
-        script("spiking_pretrain_multimodal.py", "--data-dir", str(six_class_dir), "--out", str(blocker / "pw")),
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    result = run_script(
+        "spiking_pretrain_multimodal.py", "--data-dir", str(six_class_dir), "--out", str(blocker / "pw")
+    )
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
     assert "--out" in result.stderr and "a-file/pw: not writable" in result.stderr

@@ -1,14 +1,8 @@
 """The two top-level scripts end to end on a tiny fixture, as a user runs them."""
 
 import json
-import subprocess
-import sys
 
-from common.paths import REPO_ROOT
-
-
-def run_script(*args, timeout=300):
-    return subprocess.run([sys.executable, *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout)
+from tests.fixtures import pretrain_tiny, run_script
 
 
 def test_pretrain_script_prints_three_accuracies_and_refuses_to_clobber(scene_dir, tmp_path):
@@ -57,22 +51,7 @@ TINY_SNN = ["-epochs", "2", "-hidden", "32", "-timesteps", "4", "-hlop_out_num",
 
 def test_pretrain_then_baseline_and_hlop_end_to_end(scene_dir, tmp_path):
     cache = ["--cache-dir", str(tmp_path / "cache")]
-    pretrained = tmp_path / "pw"
-    done = run_script(
-        "spiking_pretrain_multimodal.py",
-        "--data-dir",
-        str(scene_dir),
-        "--out",
-        str(pretrained),
-        *cache,
-        "-epochs",
-        "1",
-        "--image-size",
-        "16",
-        "--feature-dim",
-        "16",
-    )
-    assert done.returncode == 0, done.stderr
+    pretrained = pretrain_tiny(scene_dir, tmp_path)
     for flags, name in ((["-baseline"], "baseline"), (["-hlop_spiking", "-hlop_spiking_timesteps", "40"], "hlop")):
         out = tmp_path / name
         result = run_script(
@@ -96,24 +75,7 @@ def test_pretrain_then_baseline_and_hlop_end_to_end(scene_dir, tmp_path):
 
 def test_first_task_encoders_with_another_task_zero_are_refused(scene_dir, tmp_path):
     cache = ["--cache-dir", str(tmp_path / "cache")]
-    pretrained = tmp_path / "pw"
-    done = run_script(
-        "spiking_pretrain_multimodal.py",
-        "--data-dir",
-        str(scene_dir),
-        "--out",
-        str(pretrained),
-        *cache,
-        "-epochs",
-        "1",
-        "--image-size",
-        "16",
-        "--feature-dim",
-        "16",
-        "--pretrain-classes",
-        "first-task",
-    )
-    assert done.returncode == 0, done.stderr
+    pretrained = pretrain_tiny(scene_dir, tmp_path, "--pretrain-classes", "first-task")
     result = run_script(
         "spiking_train_multimodal_end.py",
         "-data_dir",
