@@ -49,23 +49,20 @@ def test_continual_help_explains_every_reference_flag():
 TINY_SNN = ["-epochs", "2", "-hidden", "32", "-timesteps", "4", "-hlop_out_num", "4,8,8", "-hlop_out_num_inc", "2,4,4"]
 
 
+def continual_tiny(data_dir, pretrained, out, *extra):
+    """The continual script on ``data_dir`` with a tiny spiking MLP."""
+    return run_script(
+        "spiking_train_multimodal_end.py",
+        *["-data_dir", str(data_dir), "-pretrained", str(pretrained), "-out_dir", str(out), *TINY_SNN, *extra],
+    )
+
+
 def test_pretrain_then_baseline_and_hlop_end_to_end(scene_dir, tmp_path):
     cache = ["--cache-dir", str(tmp_path / "cache")]
     pretrained = pretrain_tiny(scene_dir, tmp_path)
     for flags, name in ((["-baseline"], "baseline"), (["-hlop_spiking", "-hlop_spiking_timesteps", "40"], "hlop")):
         out = tmp_path / name
-        result = run_script(
-            "spiking_train_multimodal_end.py",
-            "-data_dir",
-            str(scene_dir),
-            "-pretrained",
-            str(pretrained),
-            "-out_dir",
-            str(out),
-            *cache,
-            *TINY_SNN,
-            *flags,
-        )
+        result = continual_tiny(scene_dir, pretrained, out, *cache, *flags)
         assert result.returncode == 0, result.stderr
         assert "ACC " in result.stdout and "BWT " in result.stdout
         results = json.loads((out / "results.json").read_text())
@@ -76,18 +73,8 @@ def test_pretrain_then_baseline_and_hlop_end_to_end(scene_dir, tmp_path):
 def test_first_task_encoders_with_another_task_zero_are_refused(scene_dir, tmp_path):
     cache = ["--cache-dir", str(tmp_path / "cache")]
     pretrained = pretrain_tiny(scene_dir, tmp_path, "--pretrain-classes", "first-task")
-    result = run_script(
-        "spiking_train_multimodal_end.py",
-        "-data_dir",
-        str(scene_dir),
-        "-pretrained",
-        str(pretrained),
-        "-out_dir",
-        str(tmp_path / "run"),
-        *cache,
-        *TINY_SNN,
-        "--tasks",
-        '[["FOREST"], ["BEACH", "CITY"]]',
+    result = continual_tiny(
+        scene_dir, pretrained, tmp_path / "run", *cache, "--tasks", '[["FOREST"], ["BEACH", "CITY"]]'
     )
     assert result.returncode == 2
     assert "later tasks' classes would leak into the frozen encoders" in result.stderr
