@@ -26,7 +26,9 @@ def build_parser() -> FlagParser:
     parser = FlagParser(prog="python spiking_pretrain_multimodal.py", description=__doc__.splitlines()[0])
     add_data_flags(parser)
     parser.flag(
-        "--out", default=None, help="output folder; default pre_weight/<dataset>[-<modality>][-<fusion>][-first-task]"
+        "--out",
+        default=None,
+        help="output folder; default pre_weight/<dataset>[-<modality>][-<fusion>][-first-task][-<split>]",
     )
     parser.flag("-epochs", type=int, default=defaults.epochs, help="training epochs")
     parser.flag("-b", "--batch-size", type=int, default=defaults.batch_size, help="batch size")
@@ -81,7 +83,7 @@ def main(argv) -> None:
         use_deterministic_algorithms()
     spec = data_spec_from_args(args)
     data = prepare_data(spec, args.tasks)
-    out = args.out or default_out_dir(data.table.name, args.modality, args.fusion, args.pretrain_classes)
+    out = args.out or default_out_dir(data.table.name, args.modality, args.fusion, args.pretrain_classes, args.split)
     run = RunDir(out, MARKERS, resume=args.resume, overwrite=args.overwrite, out_flag="--out")
     device = select_device(args.gpu_id, args.device, dist.local_rank if dist.enabled else None)
     config = PretrainConfig(
@@ -104,6 +106,8 @@ def main(argv) -> None:
         "imagenet_weights": args.imagenet_weights,
     }
     print(f"pretraining on {shown(spec.data_dir)} -> {shown(run.path)}", flush=True)
+    for name, groups in data.groups().items():
+        print(f"  {name} {data.table.group_column}: {', '.join(groups)}", flush=True)
     pretrain(data, encoder, config, run, device, flags=vars(args), compile_model=args.compile)
 
 

@@ -8,7 +8,7 @@ import numpy as np
 
 from dataloader.images import load_images
 from dataloader.options import DataSpec
-from dataloader.splits import make_splits
+from dataloader.splits import make_splits, split_groups
 from dataloader.table import SceneTable, read_table
 
 
@@ -27,6 +27,10 @@ class PreparedData:
     @property
     def labels(self) -> np.ndarray:
         return self.table.labels
+
+    def groups(self) -> dict[str, list[str]]:
+        """The groups (speakers, videos) of each split, for a group split; {} otherwise."""
+        return split_groups(self.table, self.splits)
 
     def task_labels(self) -> list[list[int]]:
         """The class indices of each task, in task order."""
@@ -51,7 +55,8 @@ def prepare_data(spec: DataSpec, tasks_override: str | None = None) -> PreparedD
     """Read and validate the dataset, split it and resolve the task split (no image decoding)."""
     from dataloader.scene import task_split  # the editable task split lives in dataloader/scene.py
 
-    table = read_table(spec.data_dir, spec.class_column)
+    group_column = spec.split.group_column if spec.split.reads_groups() else None
+    table = read_table(spec.data_dir, spec.class_column, group_column)
     splits = make_splits(table, spec.split)
     tasks = task_split(table.class_names, tasks_override)
     return PreparedData(spec=spec, table=table, splits=splits, tasks=tasks)

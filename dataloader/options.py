@@ -44,7 +44,8 @@ def add_data_flags(parser: FlagParser, splits: bool = True) -> None:
             "--split",
             default="auto",
             choices=SPLIT_MODES,
-            help="auto: the SPLIT column if the CSV has one, else stratified",
+            help="auto: the SPLIT column if the CSV has one, else stratified; group: whole speakers/videos "
+            "per split (no test speaker or video is seen in training)",
         )
         parser.flag(
             "--split-fractions",
@@ -53,13 +54,28 @@ def add_data_flags(parser: FlagParser, splits: bool = True) -> None:
         )
         parser.flag("--split-seed", type=int, default=0, help="seed of the split (independent of the training seed)")
         parser.flag("--block-size", type=int, default=20, help="rows per block for --split blocked")
+        parser.flag(
+            "--group-column",
+            default="auto",
+            help="column naming each row's group for --split group (auto: SPEAKER, else VIDEO)",
+        )
+        parser.flag("--test-groups", default="", help="comma-separated groups that form the test split (--split group)")
+        parser.flag("--val-groups", default="", help="comma-separated groups that form the val split (--split group)")
 
 
 def data_spec_from_args(args: argparse.Namespace) -> DataSpec:
     data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
     split = SplitConfig()
     if hasattr(args, "split"):
-        split = SplitConfig(args.split, _fractions(args.split_fractions), args.split_seed, args.block_size)
+        split = SplitConfig(
+            args.split,
+            _fractions(args.split_fractions),
+            args.split_seed,
+            args.block_size,
+            args.group_column,
+            _names(args.test_groups),
+            _names(args.val_groups),
+        )
     return DataSpec(data_dir=data_dir, class_column=args.class_column, split=split, cache_dir=Path(args.cache_dir))
 
 
@@ -71,3 +87,7 @@ def _fractions(text: str) -> tuple[float, float, float]:
     if len(values) != 3:
         raise UserError(f"--split-fractions {text}: expected three numbers (train,val,test)")
     return values
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())

@@ -78,6 +78,8 @@ def main(argv) -> None:
         f"{shown(table.csv_path)}: {len(table)} rows, {len(table.class_names)} classes, "
         f"{table.mfcc.shape[1]} MFCC values, split: {how}"
     )
+    for name, groups in data.groups().items():
+        print(f"{name} {table.group_column}: {', '.join(groups)}")
     print(f"{len(data.tasks)} tasks:")
     print(format_task_table(data))
 

@@ -1,12 +1,16 @@
 """Train / val / test splits of a dataset's rows.
 
-Three ways, chosen by ``SplitConfig.mode``:
+Four ways, chosen by ``SplitConfig.mode``:
 
 - ``column``: the CSV's ``SPLIT`` column, which the user can fill by video (``auto`` picks it
   when present);
 - ``stratified``: per class, a seeded random split with the given fractions;
 - ``blocked``: per class, consecutive rows are cut into blocks and whole blocks go to one split,
-  because neighbouring frames of one video are near-duplicates and a row split would leak.
+  because neighbouring frames of one video are near-duplicates and a row split would leak;
+- ``group``: whole groups (the values of a SPEAKER or VIDEO column) go to one split, so no test
+  speaker is ever heard and no test video ever seen in training: the only split that measures
+  generalisation to a new recording source. Groups are drawn with the split seed in the given
+  fractions of groups, or named with ``test_groups`` / ``val_groups``.
 
 The split has its own seed, independent of the training seed, so that runs with different
 training seeds see the same test set. The test split is never used for training or selection.
@@ -22,7 +26,7 @@ from common.errors import UserError
 from common.paths import shown
 from dataloader.table import SPLIT_NAMES, SceneTable
 
-SPLIT_MODES = ("auto", "stratified", "blocked", "column")
+SPLIT_MODES = ("auto", "stratified", "blocked", "column", "group")
 
 
 @dataclass(frozen=True)
@@ -31,13 +35,24 @@ class SplitConfig:
     fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)
     seed: int = 0
     block_size: int = 20
+    group_column: str = "auto"  # for mode group: SPEAKER or VIDEO, whichever the CSV has, or a named column
+    test_groups: tuple[str, ...] = ()  # for mode group: these groups are the test split (else drawn)
+    val_groups: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
-        return asdict(self) | {"fractions": list(self.fractions)}
+        return asdict(self) | {
+            "fractions": list(self.fractions),
+            "test_groups": list(self.test_groups),
+            "val_groups": list(self.val_groups),
+        }
 
     @classmethod
     def from_dict(cls, values: dict) -> SplitConfig:
-        return cls(**(values | {"fractions": tuple(values["fractions"])}))
+        tuples = {key: tuple(values[key]) for key in ("fractions", "test_groups", "val_groups") if key in values}
+        return cls(**(values | tuples))
+
+    def reads_groups(self) -> bool:
+        return self.mode == "group"
 
 
 def make_splits(table: SceneTable, config: SplitConfig) -> dict[str, np.ndarray]:
@@ -51,6 +66,8 @@ def make_splits(table: SceneTable, config: SplitConfig) -> dict[str, np.ndarray]
         if table.split_column is None:
             raise UserError(f"--split column: {shown(table.csv_path)} has no SPLIT column")
         splits = {name: np.flatnonzero(table.split_column == name) for name in SPLIT_NAMES}
+    elif mode == "group":
+        splits = _split_groups(table, config)
     else:
         _check_fractions(config.fractions)
         rng = np.random.default_rng(config.seed)
@@ -107,6 +124,42 @@ def _split_blocks(rows, fractions, block_size: int, rng, which: str) -> list[np.
     order = rng.permutation(len(blocks))
     groups = [order[:n_train], order[n_train : n_train + n_val], order[n_train + n_val :]]
     return [np.concatenate([blocks[b] for b in sorted(group)]) for group in groups]
+
+
+def _split_groups(table: SceneTable, config: SplitConfig) -> dict[str, np.ndarray]:
+    """Whole groups to train/val/test: named ones, else a seeded draw in the fractions of groups."""
+    if table.groups is None:
+        raise UserError(f"--split group: {shown(table.csv_path)} was read without a group column")
+    names = sorted(set(table.groups.tolist()))
+    column = table.group_column
+    for flag, chosen in (("--test-groups", config.test_groups), ("--val-groups", config.val_groups)):
+        unknown = [g for g in chosen if g not in names]
+        if unknown:
+            raise UserError(f"{flag}: no {column} {unknown[0]!r} in {shown(table.csv_path)} ({', '.join(names)})")
+    overlap = set(config.test_groups) & set(config.val_groups)
+    if overlap:
+        raise UserError(f"--test-groups and --val-groups both name {sorted(overlap)[0]!r}")
+    which = f"{shown(table.csv_path)}: the {column} column"
+    if not config.test_groups and not config.val_groups:
+        _check_fractions(config.fractions)
+    order = [names[i] for i in np.random.default_rng(config.seed).permutation(len(names))]
+    _, n_val, n_test = _counts(len(names), config.fractions, which, unit="groups")
+    test = list(config.test_groups) or [g for g in order if g not in config.val_groups][:n_test]
+    val = list(config.val_groups) or [g for g in order if g not in test][:n_val]
+    train = [g for g in names if g not in test and g not in val]
+    if not train:
+        raise UserError(f"{which}: no group is left for training ({len(names)} groups)")
+    return {
+        name: np.flatnonzero(np.isin(table.groups, chosen))
+        for name, chosen in zip(SPLIT_NAMES, (train, val, test), strict=True)
+    }
+
+
+def split_groups(table: SceneTable, splits: dict[str, np.ndarray]) -> dict[str, list[str]]:
+    """The groups (speakers, videos) in each split, when the table has a group column."""
+    if table.groups is None:
+        return {}
+    return {name: sorted(set(table.groups[rows].tolist())) for name, rows in splits.items()}
 
 
 def _check_every_class_present(table: SceneTable, splits: dict[str, np.ndarray], mode: str) -> None:

@@ -3,7 +3,9 @@
 The layout (Kaggle ``birdy654/scene-classification-images-and-audio``): ``dataset.csv`` with
 an ``IMAGE`` column (paths relative to the CSV), ``MFCC_1..MFCC_n`` audio features, ``CLASS1``
 and ``CLASS2`` labels and an optional ``SPLIT`` column (train/val/test). Column names match
-case-insensitively. Every problem is a ``UserError`` naming the file and the CSV line.
+case-insensitively. A group column (``SPEAKER``, ``VIDEO``, or any named one) says which rows
+come from one recording source, for splits that keep a group out of training. Every problem is a
+``UserError`` naming the file and the CSV line.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ class SceneTable:
     class_names: list[str]  # sorted, as written in the data
     split_column: np.ndarray | None  # "train" / "val" / "test" per row, when the CSV has SPLIT
     csv_sha256: str
+    groups: np.ndarray | None = None  # the group column's value per row (speaker, video), when read
+    group_column: str | None = None  # that column's name as written in the CSV
 
     @property
     def name(self) -> str:
@@ -49,8 +53,15 @@ class SceneTable:
         return f"{shown(self.csv_path)} line {row + 2}"
 
 
-def read_table(data_dir: str | Path, class_column: str = "CLASS2") -> SceneTable:
-    """Read ``data_dir/dataset.csv``, check every row, and resolve every image path."""
+GROUP_COLUMNS = ("SPEAKER", "VIDEO")  # looked for, in this order, when no group column is named
+
+
+def read_table(data_dir: str | Path, class_column: str = "CLASS2", group_column: str | None = None) -> SceneTable:
+    """Read ``data_dir/dataset.csv``, check every row, and resolve every image path.
+
+    ``group_column``: a column that must exist and whose values are read as ``groups``; ``"auto"``
+    reads SPEAKER or VIDEO when present; None reads no group.
+    """
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise UserError(f"{shown(data_dir)}: dataset directory not found (expected dataset.csv and images/ in it)")
@@ -59,7 +70,7 @@ def read_table(data_dir: str | Path, class_column: str = "CLASS2") -> SceneTable
         raise UserError(f"{shown(csv_path)}: not found (a dataset directory holds dataset.csv and images/)")
     raw = csv_path.read_bytes()
     header = _read_header(csv_path, raw)
-    columns = _find_columns(csv_path, header, class_column)
+    columns = _find_columns(csv_path, header, class_column, group_column)
     try:
         frame = pd.read_csv(csv_path, dtype=str, keep_default_na=False, na_filter=False)
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
@@ -86,6 +97,13 @@ def read_table(data_dir: str | Path, class_column: str = "CLASS2") -> SceneTable
                 f"{shown(csv_path)} line {bad[0] + 2}: {columns['split']} is {value!r}; expected train, val or test"
             )
 
+    groups = None
+    if columns["group"] is not None:
+        groups = frame[columns["group"]].str.strip().to_numpy(dtype=object)
+        empty = np.flatnonzero(groups == "")
+        if len(empty):
+            raise UserError(f"{shown(csv_path)} line {empty[0] + 2}: empty {columns['group']} (the group column)")
+
     image_paths = _resolve_images(csv_path, frame[columns["image"]], class_cells)
     return SceneTable(
         csv_path=csv_path,
@@ -95,6 +113,8 @@ def read_table(data_dir: str | Path, class_column: str = "CLASS2") -> SceneTable
         class_names=class_names,
         split_column=split_column,
         csv_sha256=hashlib.sha256(raw).hexdigest(),
+        groups=groups,
+        group_column=columns["group"],
     )
 
 
@@ -120,7 +140,7 @@ def _read_header(csv_path: Path, raw: bytes) -> list[str]:
     return header
 
 
-def _find_columns(csv_path: Path, header: list[str], class_column: str) -> dict:
+def _find_columns(csv_path: Path, header: list[str], class_column: str, group_column: str | None) -> dict:
     by_upper = {name.upper(): name for name in header}
     if "IMAGE" not in by_upper:
         if sum(_is_number(h) for h in header) > len(header) // 2:
@@ -135,7 +155,20 @@ def _find_columns(csv_path: Path, header: list[str], class_column: str) -> dict:
     mfcc = sorted((h for h in header if _MFCC.fullmatch(h)), key=lambda h: int(_MFCC.fullmatch(h).group(1)))
     if not mfcc:
         raise UserError(f"{shown(csv_path)} line 1: no MFCC_<n> columns (the audio features)")
+    group = None
+    if group_column == "auto":
+        group = next((by_upper[name] for name in GROUP_COLUMNS if name in by_upper), None)
+        if group is None:
+            raise UserError(
+                f"{shown(csv_path)} line 1: no {' or '.join(GROUP_COLUMNS)} column for a group split; "
+                "name one with --group-column"
+            )
+    elif group_column is not None:
+        if group_column.upper() not in by_upper:
+            raise UserError(f"{shown(csv_path)} line 1: no {group_column} column (--group-column)")
+        group = by_upper[group_column.upper()]
     return {
+        "group": group,
         "image": by_upper["IMAGE"],
         "class": by_upper[class_column.upper()],
         "split": by_upper.get("SPLIT"),

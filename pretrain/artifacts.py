@@ -1,6 +1,6 @@
 """Where pretrained weights live, their meta.json, and loading them back as a frozen encoder.
 
-A pretraining run writes ``pre_weight/<dataset>[-<modality>][-<fusion>][-first-task]/`` with
+A pretraining run writes ``pre_weight/<dataset>[-<modality>][-<fusion>][-first-task][-<split>]/`` with
 ``best.pt`` (best on validation), ``last.pt`` (last epoch, with optimizer state for -resume),
 ``meta.json`` and TensorBoard events under ``tb/``.
 """
@@ -21,8 +21,9 @@ MARKERS = ("meta.json", "best.pt", "last.pt")
 
 
 def default_out_dir(
-    dataset: str, modality: str = "both", fusion: str = "attention", pretrain_classes: str = "all"
+    dataset: str, modality: str = "both", fusion: str = "attention", pretrain_classes: str = "all", split: str = "auto"
 ) -> Path:
+    """``pre_weight/<dataset>[-<modality>|-<fusion>][-first-task][-<split>]``: one folder per protocol."""
     parts = [dataset]
     if modality != "both":
         parts.append(modality)
@@ -30,6 +31,8 @@ def default_out_dir(
         parts.append(fusion)
     if pretrain_classes != "all":
         parts.append(pretrain_classes)
+    if split != "auto":
+        parts.append(split)
     return PRE_WEIGHT_DIR / "-".join(parts)
 
 

@@ -74,3 +74,33 @@ def test_mfcc_statistics_use_only_the_given_rows():
     mean, std = mfcc_statistics(mfcc, np.array([0, 1]))
     np.testing.assert_allclose(mean, [1.0, 5.0])
     np.testing.assert_allclose(std, [1.0, 1.0])  # the constant column gets std 1, not 0
+
+
+def with_speakers(root, speakers=("ann", "bob", "cy", "dee", "eve")):
+    """Add a SPEAKER column that cycles through ``speakers`` (every class has every speaker)."""
+
+    def edit(rows):
+        return [rows[0] + ["SPEAKER"]] + [[*row, speakers[i % len(speakers)]] for i, row in enumerate(rows[1:])]
+
+    rewrite_csv(root, edit)
+    return root
+
+
+def test_group_split_keeps_every_speaker_in_one_split(tmp_path):
+    table = read_table(with_speakers(make_scene_dataset(tmp_path / "d", per_class=20)), group_column="auto")
+    splits = make_splits(table, SplitConfig("group", seed=2))
+    groups = {name: set(table.groups[rows]) for name, rows in splits.items()}
+    assert not groups["train"] & groups["test"] and not groups["train"] & groups["val"]
+    assert not groups["val"] & groups["test"] and len(groups["test"]) == 1 and len(groups["val"]) == 1
+    assert sum(len(rows) for rows in splits.values()) == len(table)
+    named = make_splits(table, SplitConfig("group", test_groups=("cy",), val_groups=("ann",)))
+    assert set(table.groups[named["test"]]) == {"cy"} and set(table.groups[named["val"]]) == {"ann"}
+
+
+def test_group_split_errors_name_the_column_and_group(tmp_path):
+    root = make_scene_dataset(tmp_path / "d", per_class=20)
+    with pytest.raises(UserError, match="no SPEAKER or VIDEO column"):
+        read_table(root, group_column="auto")
+    table = read_table(with_speakers(root), group_column="speaker")
+    with pytest.raises(UserError, match="--test-groups: no SPEAKER 'zed'"):
+        make_splits(table, SplitConfig("group", test_groups=("zed",)))
