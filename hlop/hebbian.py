@@ -46,12 +46,22 @@ class HebbianSubspace(nn.Module):
         """The rows of finished tasks: the protected subspace."""
         return self.weight[: self.frozen_rows]
 
-    def add_subspace(self, n: int, generator: torch.Generator | None = None) -> None:
-        """Append ``n`` learning rows, initialised orthonormal among themselves."""
+    def add_subspace(self, n: int, generator: torch.Generator | None = None, orthogonal_to_old: bool = False) -> None:
+        """Append ``n`` learning rows, initialised orthonormal among themselves.
+
+        ``orthogonal_to_old``: also orthogonal to the rows already there, so that they start inside
+        the residual subspace they are meant to learn. The reference starts them at random angles
+        to the old rows; the overlap then decays only slowly and leaves the merged rows far from
+        orthonormal, which makes the projection inexact (README, deviations).
+        """
         if n <= 0:
             return
         new = torch.empty(n, self.in_features)
         nn.init.orthogonal_(new, generator=generator)
+        old = self.weight.shape[0]
+        if orthogonal_to_old and old:
+            stacked = torch.cat([self.weight.detach().cpu().float().t(), new.t()], dim=1)  # (N, old + n)
+            new = torch.linalg.qr(stacked).Q[:, old:].t().contiguous()
         self.weight = torch.cat([self.weight, new.to(self.weight)])
         self.velocity = torch.cat([self.velocity, torch.zeros_like(new).to(self.velocity)])
 

@@ -11,6 +11,11 @@ about ``a / tau`` until it saturates at ``Vth / delta_t``, so ``dr/da = 1/tau`` 
 ``0 < a < Vth * tau / delta_t`` and 0 elsewhere; the saturated part trains the threshold (scaled by
 ``delta_t`` as in the reference). Because the backward pass only needs rates, the spike simulation
 runs without autograd and the network's gradient graph is made of (batch, features) tensors.
+
+``grad_scale`` multiplies both gradients. The reference decodes the gradient arriving at each
+timestep with the weighted rate times T; where that gradient is itself weighted by ``p_t = w_t /
+sum w`` (the layer below the weighted-rate readout) this carries the factor ``T * sum_t p_t^2``
+(``reference_grad_scale``), which ``models.spiking_mlp`` applies to reproduce the reference.
 """
 
 from __future__ import annotations
@@ -41,6 +46,12 @@ def rate_weights(timesteps: int, tau: float, delta_t: float, device=None) -> tor
     t = torch.arange(1, timesteps + 1, dtype=torch.float32, device=device)
     weights = torch.exp(-(timesteps - t) * delta_t / tau)
     return weights / weights.sum()
+
+
+def reference_grad_scale(timesteps: int, tau: float, delta_t: float) -> float:
+    """``T * sum_t p_t^2``: the reference's extra factor on the gradient of the layer below its readout."""
+    p = rate_weights(timesteps, tau, delta_t)
+    return float(timesteps * (p * p).sum())
 
 
 def weighted_rate(spikes: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -83,36 +94,34 @@ class _DSR(torch.autograd.Function):
     """Identity on the exact output rate forward; the DSR rate gradient backward."""
 
     @staticmethod
-    def forward(ctx, rate_in, rate_out, vth, tau: float, delta_t: float):
+    def forward(ctx, rate_in, rate_out, vth, tau: float, delta_t: float, grad_scale: float):
         ctx.save_for_backward(rate_in, vth)
-        ctx.tau, ctx.delta_t = tau, delta_t
+        ctx.tau, ctx.delta_t, ctx.grad_scale = tau, delta_t, grad_scale
         return rate_out
 
     @staticmethod
     def backward(ctx, grad_out):
         rate_in, vth = ctx.saved_tensors
+        grad_out = grad_out * ctx.grad_scale
         saturation = vth * ctx.tau / ctx.delta_t
         active = (rate_in > 0) & (rate_in < saturation)
         grad_in = grad_out * active / ctx.tau
         grad_vth = None
         if ctx.needs_input_grad[2]:
             grad_vth = (grad_out * (rate_in > saturation)).sum().reshape(vth.shape) * ctx.delta_t
-        return grad_in, None, grad_vth, None, None
+        return grad_in, None, grad_vth, None, None, None
 
 
 class LIFNeuron(nn.Module):
-    """A multi-step LIF layer with an explicit membrane state ``v`` (reset before each batch)."""
+    """A multi-step LIF layer; each call simulates T steps from a zero membrane potential."""
 
-    def __init__(self, config: NeuronConfig):
+    def __init__(self, config: NeuronConfig, grad_scale: float = 1.0):
         super().__init__()
         self.config = config
+        self.grad_scale = grad_scale
         vth = torch.tensor(float(config.vth))
         self.vth = nn.Parameter(vth) if config.train_vth else nn.Parameter(vth, requires_grad=False)
         self.register_buffer("weights", rate_weights(config.timesteps, config.tau, config.delta_t), persistent=False)
-        self.v: torch.Tensor | None = None
-
-    def reset(self) -> None:
-        self.v = None
 
     def forward(self, current: torch.Tensor, rate_in: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Spikes (T, B, N) of the input ``current`` ((T, B, N) or constant (B, N)), and their weighted rate.
@@ -122,8 +131,9 @@ class LIFNeuron(nn.Module):
         """
         with torch.no_grad():
             self.vth.clamp_(min=self.config.vth_bound)
-        spikes, self.v = _simulate(current, self.config, self.vth.detach())
+        spikes, _ = _simulate(current, self.config, self.vth.detach())
         rate_out = weighted_rate(spikes, self.weights)
         if torch.is_grad_enabled():
-            rate_out = _DSR.apply(rate_in, rate_out, self.vth, self.config.tau, self.config.delta_t)
+            c = self.config
+            rate_out = _DSR.apply(rate_in, rate_out, self.vth, c.tau, c.delta_t, self.grad_scale)
         return spikes, rate_out

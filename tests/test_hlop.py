@@ -160,3 +160,16 @@ def test_hebbian_step_reusing_the_forward_projection_equals_recomputing_it():
         for ours, recomputed, initial in zip(method.subspaces, twin.subspaces, before, strict=True):
             assert not torch.equal(ours.weight, initial), "the step must learn"
             torch.testing.assert_close(ours.weight, recomputed.weight, rtol=1e-5, atol=1e-6)
+
+
+def test_new_rows_can_start_orthogonal_to_the_old_subspace():
+    torch.manual_seed(0)
+    subspace = HebbianSubspace(20, lr=0.05)
+    subspace.add_subspace(6)
+    subspace.merge()
+    subspace.add_subspace(5, orthogonal_to_old=True)
+    old, new = subspace.weight[:6], subspace.weight[6:]
+    torch.testing.assert_close(new @ old.t(), torch.zeros(5, 6), atol=1e-5, rtol=0)
+    torch.testing.assert_close(new @ new.t(), torch.eye(5), atol=1e-5, rtol=0)
+    subspace.add_subspace(4)  # the reference's initialisation: orthonormal among themselves only
+    assert (subspace.weight[11:] @ old.t()).abs().max() > 0.05

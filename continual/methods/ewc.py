@@ -5,8 +5,8 @@ the task's training rows and added to a running sum; later tasks pay
 ``lambda / 2 * sum F (W - W*)^2`` for moving a weight away from its value W* after the last task.
 
 Per-sample squared gradients come from one batched backward pass: with DSR a linear layer's
-per-sample gradient is the outer product ``g_i a_i^T`` of its output gradient and its input rate,
-so its square is ``g_i^2 (a_i^2)^T``.
+per-sample gradient is the outer product ``g_i a_i^T`` of its output gradient and what its weight
+gradient reads (``SpikingOutput.weight_inputs``), so its square is ``g_i^2 (a_i^2)^T``.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ class EWC(Method):
             logits = masked_logits(output.logits.float(), scenario_mask(data, batch, context.config))
             loss = F.cross_entropy(logits, data.labels[batch], reduction="sum")
             grads = torch.autograd.grad(loss, output.layer_outputs)
-            for fisher, g, a in zip(fishers, grads, output.layer_inputs, strict=True):
+            for fisher, g, a in zip(fishers, grads, output.weight_inputs, strict=True):
                 fisher += g.float().pow(2).t() @ a.float().pow(2)
         for (weight, fisher, anchor), new in zip(self._pairs(model), fishers, strict=True):
             fisher += dist.all_reduce(new) / len(rows)

@@ -8,6 +8,12 @@ Subspace sizes: ``first_sizes`` for task 0, then ``inc_sizes`` per task, shrinki
 task by 2/7 of the increment (the reference's 70 -> 50 -> 30 -> 10), never beyond a layer's
 input size.
 
+With spiking lateral neurons (``spiking``) the projection of fc2's and the classifier's inputs
+quantises the lateral answer to each timestep's spikes, as the reference does
+(``spiking_projection="timestep"``); ``"rate"`` quantises the answer to the weighted firing rate
+instead. The Hebbian update always learns from the weighted rate (``with_wfr``, the reference's
+default) or from every timestep's spikes.
+
 The defaults differ from the reference's (80, 200, 100) for fc1: the frozen fused features are
 nearly low-rank (on avdigits 6 directions hold 90% of their energy, 32 hold 99%), so 80 rows
 already span almost every direction a new task could use. fc1 then learns only through nearly
@@ -41,6 +47,8 @@ class HLOPConfig:
     spiking: bool = False
     spiking_scale: float = 20.0
     spiking_timesteps: float = 1000.0
+    spiking_projection: str = "timestep"  # or "rate"
+    new_rows: str = "random"  # new lateral rows at random angles to the old ones (the reference), or "orthogonal"
     with_wfr: bool = True
     start_epochs: int = 0
 
@@ -75,7 +83,7 @@ class HLOP(Method, SubspaceProjector):
     def before_task(self, task: int, model: SpikingMLP) -> None:
         for subspace, n in zip(self.subspaces, self.sizes(task), strict=True):
             room = subspace.in_features - subspace.weight.shape[0]
-            subspace.add_subspace(min(n, room))
+            subspace.add_subspace(min(n, room), orthogonal_to_old=self.config.new_rows == "orthogonal")
 
     def projector(self, task: int):
         return self if task > 0 else None
@@ -85,6 +93,9 @@ class HLOP(Method, SubspaceProjector):
 
     def quantizer(self, layer: int):
         return self.subspaces[layer].quantize if self.config.spiking else None
+
+    def quantizes_timesteps(self, layer: int) -> bool:
+        return self.config.spiking and self.config.spiking_projection == "timestep"
 
     def after_step(self, output: SpikingOutput, task: int, epoch: int, batch_size: int) -> None:
         if epoch <= self.config.start_epochs:
