@@ -5,6 +5,7 @@ fused features, trains the tasks one after another, and writes results.json, acc
 acc_matrix.png, TensorBoard events and a checkpoint per task to -out_dir.
 """
 
+import json
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -23,9 +24,10 @@ from continual.seeds import run_seeds
 from continual.trainer import run_continual
 from dataloader.dataset import prepare_data
 from dataloader.options import DataSpec, add_data_flags
-from dataloader.splits import SplitConfig
+from dataloader.splits import SPLIT_MODES, SplitConfig
 from models.multimodal import MODALITIES
 from models.neurons import NeuronConfig, compile_neurons
+from models.spiking_mlp import DSR_BACKWARDS
 from pretrain.artifacts import check_same_data, default_out_dir, read_meta
 from pretrain.features import fused_features
 
@@ -58,6 +60,13 @@ def build_parser() -> FlagParser:
         default="attention",
         choices=("attention", "concat", "late"),
         help="which pretrained encoders' default folder to use",
+    )
+    parser.flag(
+        "--split",
+        default="auto",
+        choices=SPLIT_MODES,
+        help="which pretrained encoders' default folder to use (group: the held-out-speaker/video protocol); "
+        "the split itself is always the one the encoders were trained on",
     )
     parser.flag(
         "-scenario",
@@ -97,6 +106,39 @@ def build_parser() -> FlagParser:
     parser.flag("-train_Vth", type=int, default=1, choices=(0, 1), help="1: train the thresholds (task 0 only)")
     parser.flag("-Vth_bound", type=float, default=n.vth_bound, help="lower bound of a trained threshold")
     parser.flag(
+        "-dsr_backward",
+        default=c.dsr_backward,
+        choices=DSR_BACKWARDS,
+        help="reference: the gradients of the reference's per-timestep DSR code; exact: the chain rule through "
+        "the weighted rates (README, deviations)",
+    )
+    parser.flag(
+        "-sign_symmetric",
+        action="store_true",
+        help="input gradients of the linear layers through sign(W)/sqrt(fan_in) instead of W (no weight transport)",
+    )
+    parser.flag(
+        "-feedback_alignment",
+        action="store_true",
+        help="input gradients of the linear layers through fixed random matrices instead of W",
+    )
+    parser.flag(
+        "-rate_stat",
+        type=int,
+        nargs="?",
+        const=1,
+        default=0,
+        choices=(0, 1),
+        help="1: print and log each LIF layer's firing rate on the test rows after every task",
+    )
+    parser.flag(
+        "-j",
+        type=int,
+        default=4,
+        help="data loading workers in the reference; accepted and unused: the features are cached on the device",
+    )
+    parser.flag("-cnf", default=None, help="a configuration name, as the reference's; recorded in results.json")
+    parser.flag(
         "-hlop_lr",
         default=",".join(f"{v:g}" for v in h.lr),
         help="Hebbian learning rate: one value, or one per layer (fc1,fc2,classifier)",
@@ -108,7 +150,8 @@ def build_parser() -> FlagParser:
     parser.flag(
         "-hlop_out_num_inc",
         default=",".join(map(str, h.inc_sizes)),
-        help="lateral neurons per layer added for each later task (shrinking by 20 every third task)",
+        help="lateral neurons per layer added for each later task (shrinking by 2/7 of it every third task: "
+        "the reference's 70 -> 50 -> 30 -> 10)",
     )
     parser.flag(
         "-hlop_spiking", action="store_true", help="lateral neurons spike: their output is quantised to spike counts"
@@ -121,6 +164,19 @@ def build_parser() -> FlagParser:
         type=float,
         default=h.spiking_timesteps,
         help="timesteps of the spiking lateral neurons",
+    )
+    parser.flag(
+        "-hlop_spiking_projection",
+        default=h.spiking_projection,
+        choices=("timestep", "rate"),
+        help="with -hlop_spiking, quantise the lateral answer to each timestep's input spikes (the reference) "
+        "or to their weighted firing rate",
+    )
+    parser.flag(
+        "-hlop_new_rows",
+        default=h.new_rows,
+        choices=("orthogonal", "random"),
+        help="each task's new lateral neurons start orthogonal to the old ones, or at random angles (the reference)",
     )
     parser.flag(
         "-hlop_start_epochs",
@@ -238,6 +294,8 @@ def hlop_config(args) -> HLOPConfig:
         spiking=args.hlop_spiking,
         spiking_scale=args.hlop_spiking_scale,
         spiking_timesteps=args.hlop_spiking_timesteps,
+        spiking_projection=args.hlop_spiking_projection,
+        new_rows=args.hlop_new_rows,
         with_wfr=not args.not_hlop_with_wfr,
         start_epochs=args.hlop_start_epochs,
     )
@@ -250,6 +308,12 @@ def method_settings(method) -> dict:
     if inner is not None and hasattr(inner, "config"):
         settings["inner"] = inner.config.to_dict()
     return settings
+
+
+def feedback_from_args(args) -> str:
+    if args.sign_symmetric and args.feedback_alignment:
+        raise UserError("-sign_symmetric and -feedback_alignment: pick one of the two backward passes")
+    return "sign_symmetric" if args.sign_symmetric else "feedback_alignment" if args.feedback_alignment else "exact"
 
 
 def config_from_args(args) -> ContinualConfig:
@@ -274,6 +338,9 @@ def config_from_args(args) -> ContinualConfig:
         warmup=args.warmup,
         scenario=args.scenario,
         hidden=args.hidden,
+        dsr_backward=args.dsr_backward,
+        feedback=feedback_from_args(args),
+        rate_stat=bool(args.rate_stat),
         seed=args.seed,
         neuron=neuron,
     )
@@ -292,7 +359,7 @@ def main(argv) -> None:
     pretrained = (
         Path(args.pretrained)
         if args.pretrained
-        else default_out_dir(data_dir.name, args.modality, pretrain_classes=args.pretrain_classes)
+        else default_out_dir(data_dir.name, args.modality, args.fusion, args.pretrain_classes, args.split)
     )
     meta = read_meta(pretrained)
     spec = DataSpec(
@@ -301,7 +368,7 @@ def main(argv) -> None:
         split=SplitConfig.from_dict(meta["dataset"]["split"]),  # the very split the encoders were trained on
         cache_dir=Path(args.cache_dir),
     )
-    data = prepare_data(spec, args.tasks)
+    data = prepare_data(spec, args.tasks if args.tasks is not None else json.dumps(meta["tasks"]))
     check_same_data(meta, data.table, pretrained)
     if meta["pretrain_classes"] == "first-task" and sorted(data.tasks[0]) != sorted(meta["trained_classes"]):
         raise UserError(
@@ -314,11 +381,14 @@ def main(argv) -> None:
     run = RunDir(out_dir, markers, resume=args.resume, overwrite=args.overwrite, out_flag="-out_dir")
     device = select_device(args.gpu_id, args.device, dist.local_rank if dist.enabled else None)
     features = dist.main_first(lambda: fused_features(pretrained, data, device))
+    tasks_from = "--tasks" if args.tasks is not None else f"{shown(pretrained / 'meta.json')}"
     print(
-        f"{method.name} on {shown(data_dir)}: {len(data.tasks)} tasks, features {tuple(features.shape)} "
-        f"from {shown(pretrained)} -> {shown(run.path)}",
+        f"{method.name} on {shown(data_dir)}: {len(data.tasks)} tasks (from {tasks_from}), features "
+        f"{tuple(features.shape)} from {shown(pretrained)} -> {shown(run.path)}",
         flush=True,
     )
+    for name, groups in data.groups().items():
+        print(f"  {name} {data.table.group_column}: {', '.join(groups)}", flush=True)
     info = {
         "method": method.name,
         "method_config": method_settings(method),
@@ -327,6 +397,8 @@ def main(argv) -> None:
         "modality": meta["modality"],
         "dataset": data.table.name,
         "tasks": data.tasks,
+        "split_groups": data.groups(),
+        "cnf": args.cnf,
     }
     cdata = continual_data(features, data, device, args.input_scale)
     info["input_scale"] = args.input_scale

@@ -24,6 +24,9 @@ class ContinualConfig:
     warmup: int = 0
     scenario: str = "class"
     hidden: int = 800
+    dsr_backward: str = "reference"  # models.spiking_mlp.DSR_BACKWARDS
+    feedback: str = "exact"  # models.spiking_mlp.FEEDBACKS
+    rate_stat: bool = False  # record each LIF layer's firing rate on the test rows after every task
     seed: int = 0
     neuron: NeuronConfig = field(default_factory=NeuronConfig)
 

@@ -28,7 +28,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from common import atomic
-from common.batching import autocast, batch_rows
+from common.batching import batch_rows
 from common.checkpoint import load_checkpoint, load_weights
 from common.distributed import current as distributed
 from common.errors import UserError
@@ -48,7 +48,9 @@ LAST = "last.pt"
 
 
 def build_model(data: ContinualData, config: ContinualConfig, device: torch.device) -> SpikingMLP:
-    return SpikingMLP(data.features.shape[1], data.n_classes, config.hidden, config.neuron).to(device)
+    return SpikingMLP(
+        data.features.shape[1], data.n_classes, config.hidden, config.neuron, config.dsr_backward, config.feedback
+    ).to(device)
 
 
 @torch.no_grad()
@@ -59,11 +61,27 @@ def accuracy(
     device = data.features.device
     correct = torch.zeros((), dtype=torch.long, device=device)
     for batch in batch_rows(rows, batch_size):
-        with autocast(device):
-            logits = model(data.features[batch]).logits
+        logits = model(data.features[batch]).logits
         predicted = masked_logits(logits.float(), scenario_mask(data, batch, config)).argmax(1)
         correct += (predicted == data.labels[batch]).sum()
     return correct.item() / max(len(rows), 1)
+
+
+@torch.no_grad()
+def firing_rates(model: SpikingMLP, data: ContinualData, rows: torch.Tensor, batch_size: int = 1024) -> list[float]:
+    """Each LIF layer's share of (timestep, neuron) pairs that spike on ``rows`` (the reference's -rate_stat)."""
+    model.eval()
+    spiked = torch.zeros(len(model.neurons), dtype=torch.float64)
+    for batch in batch_rows(rows, batch_size):
+        trains = model(data.features[batch], keep_spikes=True).layer_spikes
+        spiked += torch.stack([(spikes > 0).sum().double().cpu() for spikes in trains])
+    counts = [len(rows) * config.timesteps * layer.out_features for config, layer in _neuron_layers(model)]
+    return [round(float(s) / max(c, 1), 6) for s, c in zip(spiked, counts, strict=True)]
+
+
+def _neuron_layers(model: SpikingMLP):
+    """Each LIF layer's config with the linear layer that drives it."""
+    return [(model.sn1.config, model.fc1), (model.sn2.config, model.fc2)]
 
 
 @dataclass
@@ -119,8 +137,7 @@ def train_epoch(network, method: Method, data: ContinualData, task: int, epoch: 
     for batch in batch_rows(rows, config.batch_size, shuffle):
         local = dist.shard(batch)
         labels = data.labels[local]
-        with autocast(device):
-            output = network(data.features[local], projector, keep_spikes=method.needs_spikes)
+        output = network(data.features[local], projector, keep_spikes=method.needs_spikes)
         logits = masked_logits(output.logits.float(), scenario_mask(data, local, config))
         loss_sum = F.cross_entropy(logits, labels, reduction="sum")
         loss = loss_sum / len(batch) * dist.world
@@ -145,6 +162,7 @@ class RunState:
     task: int = 0
     matrix: list = field(default_factory=list)
     task_seconds: list = field(default_factory=list)
+    firing_rates: list = field(default_factory=list)  # per finished task: each LIF layer's rate (-rate_stat)
     training: TaskTraining | None = None  # the task in progress, if the run stopped inside one
 
 
@@ -211,8 +229,14 @@ def run_continual(
             f"test {state.matrix[task][task]:.4f}  ({state.task_seconds[-1]:.1f}s)",
             flush=True,
         )
+        if config.rate_stat:
+            state.firing_rates.append(firing_rates(model, data, torch.cat(data.rows["test"][: task + 1])))
+            shown_rates = "  ".join(f"sn{i + 1} {rate:.4f}" for i, rate in enumerate(state.firing_rates[-1]))
+            print(f"firing rates after task {task} (test rows of tasks 0..{task}): {shown_rates}", flush=True)
         if writer is not None:
             writer.add_scalar("acc_matrix/ACC", sum(state.matrix[task][: task + 1]) / (task + 1), task)
+            for i, rate in enumerate(state.firing_rates[-1] if config.rate_stat else []):
+                writer.add_scalar(f"firing_rate/sn{i + 1}", rate, task)
         state.task = task + 1
         for name in (LAST, f"task{task}.pt"):  # the latest state, and a record of each task's end
             _save(run.work / "checkpoints" / name, model, method, shuffle, state, None, config, info)
@@ -233,6 +257,7 @@ def run_continual(
         task_seconds=state.task_seconds,
         memory_bytes=method.memory_bytes(),
         processes=dist.world,
+        **({"firing_rates": state.firing_rates} if config.rate_stat else {}),
     )
     if dist.enabled:
         results["replica_max_difference"] = difference
@@ -263,6 +288,7 @@ def _save(path: Path, model, method, shuffle, state: RunState, training: TaskTra
         "method_name": method.name,
         "acc_matrix": state.matrix,
         "task_seconds": state.task_seconds,
+        "firing_rates": state.firing_rates,
         "shuffle": shuffle.get_state(),
         "rng": rng_state(),
         "config": {**config.to_dict(), **info},
@@ -292,7 +318,9 @@ def _restore(folder: Path, model, method, shuffle, data, config: ContinualConfig
         raise UserError(f"-resume {shown(folder)}: the run used {what}={was!r}; pass the same flags to resume it")
     load_weights(model, checkpoint["model"], path)
     method.load_state_dict(checkpoint["method"])
-    state = RunState(checkpoint["task"], checkpoint["acc_matrix"], checkpoint["task_seconds"])
+    state = RunState(
+        checkpoint["task"], checkpoint["acc_matrix"], checkpoint["task_seconds"], checkpoint.get("firing_rates", [])
+    )
     if "training" in checkpoint:  # stopped inside a task: rebuild its optimizer without preparing the task again
         saved = checkpoint["training"]
         training = start_task(model, method, saved["task"], data, config, prepare=False)

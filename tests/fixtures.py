@@ -145,3 +145,14 @@ def pretrain_tiny(data_dir, tmp_path, *extra):
     )
     assert done.returncode == 0, done.stderr
     return out
+
+
+TINY_SNN = ["-epochs", "2", "-hidden", "32", "-timesteps", "4", "-hlop_out_num", "4,8,8", "-hlop_out_num_inc", "2,4,4"]
+
+
+def continual_tiny(data_dir, pretrained, out, *extra):
+    """The continual script on ``data_dir`` with a tiny spiking MLP."""
+    return run_script(
+        "spiking_train_multimodal_end.py",
+        *["-data_dir", str(data_dir), "-pretrained", str(pretrained), "-out_dir", str(out), *TINY_SNN, *extra],
+    )

@@ -2,7 +2,7 @@
 
 import json
 
-from tests.fixtures import pretrain_tiny, run_script
+from tests.fixtures import continual_tiny, pretrain_tiny, run_script
 
 
 def test_pretrain_script_prints_three_accuracies_and_refuses_to_clobber(scene_dir, tmp_path):
@@ -44,17 +44,6 @@ def test_continual_help_explains_every_reference_flag():
     lines = result.stdout.splitlines()
     for flag in REFERENCE_FLAGS:
         assert any(line.strip().startswith(f"{flag} ") or line.strip().startswith(f"{flag},") for line in lines), flag
-
-
-TINY_SNN = ["-epochs", "2", "-hidden", "32", "-timesteps", "4", "-hlop_out_num", "4,8,8", "-hlop_out_num_inc", "2,4,4"]
-
-
-def continual_tiny(data_dir, pretrained, out, *extra):
-    """The continual script on ``data_dir`` with a tiny spiking MLP."""
-    return run_script(
-        "spiking_train_multimodal_end.py",
-        *["-data_dir", str(data_dir), "-pretrained", str(pretrained), "-out_dir", str(out), *TINY_SNN, *extra],
-    )
 
 
 def test_pretrain_then_baseline_and_hlop_end_to_end(scene_dir, tmp_path):
