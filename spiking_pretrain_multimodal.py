@@ -14,6 +14,7 @@ from common.rundir import RunDir
 from common.seeding import use_deterministic_algorithms
 from dataloader.dataset import prepare_data
 from dataloader.options import add_data_flags, data_spec_from_args
+from dataloader.scene import TASKS
 from models.encoders import AUDIO_ENCODERS, IMAGE_BACKBONES
 from models.fusion import FUSIONS
 from models.multimodal import MODALITIES
@@ -82,7 +83,7 @@ def main(argv) -> None:
     if args.deterministic:
         use_deterministic_algorithms()
     spec = data_spec_from_args(args)
-    data = prepare_data(spec, args.tasks)
+    data = prepare_data(spec, args.tasks, TASKS)
     out = args.out or default_out_dir(data.table.name, args.modality, args.fusion, args.pretrain_classes, args.split)
     run = RunDir(out, MARKERS, resume=args.resume, overwrite=args.overwrite, out_flag="--out")
     device = select_device(args.gpu_id, args.device, dist.local_rank if dist.enabled else None)

@@ -29,18 +29,17 @@ from common import atomic
 from common.batching import autocast, batch_rows
 from common.cli import FlagParser, run_cli
 from common.device import select_device
-from common.paths import REPO_ROOT, default_data_dir
+from common.paths import CACHE_DIR, REPO_ROOT, default_data_dir
 from common.rundir import RunDir
 from common.seeding import seed_everything
 from continual.config import ContinualConfig
 from continual.data import continual_data
-from continual.methods import METHODS
-from continual.trainer import build_model, run_continual, start_task, task_context, train_epoch
+from continual.methods import METHODS, TaskContext
+from continual.stream import experiences
+from continual.trainer import build_model, run_continual, start_task, train_epoch
 from dataloader.dataset import prepare_data, standardize
-from dataloader.options import DataSpec
-from dataloader.splits import SplitConfig
-from pretrain.artifacts import default_out_dir, load_encoder, read_meta
-from pretrain.features import fused_features
+from pretrain.artifacts import default_out_dir
+from pretrain.folder import PretrainedFolder
 
 
 def synchronize(device: torch.device) -> None:
@@ -63,17 +62,15 @@ def epoch_seconds(name: str, data, config: ContinualConfig, repeats: int, device
     method = METHODS[name]()
     method.prepare(model)
     shuffle = torch.Generator().manual_seed(config.seed)
-    training = start_task(model, method, 0, data, config)
+    stream = experiences(data, method.stream)
+    training = start_task(model, method, stream[0], config)
     for epoch in (1, 2):
-        train_epoch(model, method, data, 0, epoch, training.optimizer, config, shuffle, training.rows)
-    method.after_task(task_context(model, data, 0, config))
-    training = start_task(model, method, 1, data, config)
+        train_epoch(training, method, data, epoch, config, shuffle)
+    method.after_task(TaskContext(model, 0, data, data.rows["train"][0], config))
+    training = start_task(model, method, stream[1], config)
     seconds = []
     for epoch in range(1, repeats + 2):  # the first epoch warms up and is not counted
-        spent = timed(
-            device,
-            lambda e=epoch: train_epoch(model, method, data, 1, e, training.optimizer, config, shuffle, training.rows),
-        )
+        spent = timed(device, lambda e=epoch: train_epoch(training, method, data, e, config, shuffle))
         if epoch > 1:
             seconds.append(spent)
     return seconds
@@ -93,9 +90,9 @@ def whole_run(name: str, data, config: ContinualConfig, device) -> dict:
     return {"seconds": seconds, "peak_memory_bytes": peak}
 
 
-def pipeline_comparison(pretrained: Path, prepared, data, config: ContinualConfig, device) -> dict:
+def pipeline_comparison(folder: PretrainedFolder, prepared, data, config: ContinualConfig, device) -> dict:
     """(d): one epoch of task 0 with the encoders run every batch and timestep, and with cached features."""
-    encoder, meta = load_encoder(pretrained, device)
+    encoder, meta = folder.encoder(device), folder.meta
     mean, std = (np.asarray(meta[k], np.float32) for k in ("mfcc_mean", "mfcc_std"))
     mfcc = torch.from_numpy(standardize(prepared.table.mfcc, mean, std)).to(device)
     images = torch.from_numpy(prepared.images(meta["image_size"])).to(device) if meta["modality"] != "audio" else None
@@ -129,11 +126,9 @@ def pipeline_comparison(pretrained: Path, prepared, data, config: ContinualConfi
 
 def load(pretrained: Path | None, device):
     data_dir = default_data_dir()
-    pretrained = pretrained or default_out_dir(data_dir.name)
-    meta = read_meta(pretrained)
-    spec = DataSpec(data_dir, meta["dataset"]["class_column"], SplitConfig.from_dict(meta["dataset"]["split"]))
-    prepared = prepare_data(spec)
-    return pretrained, prepared, continual_data(fused_features(pretrained, prepared, device), prepared, device)
+    folder = PretrainedFolder(pretrained or default_out_dir(data_dir.name))
+    prepared = prepare_data(folder.data_spec(data_dir, CACHE_DIR), configured_tasks=folder.tasks)
+    return folder, prepared, continual_data(folder.features(prepared, device), prepared, device)
 
 
 def main(argv) -> None:
@@ -145,7 +140,7 @@ def main(argv) -> None:
     parser.flag("--json", default=str(REPO_ROOT / "logs" / "benchmarks.json"), help="where the figures are written")
     args = parser.parse_args(argv)
     device = select_device(args.gpu_id, args.device)
-    pretrained, prepared, data = load(Path(args.pretrained) if args.pretrained else None, device)
+    folder, prepared, data = load(Path(args.pretrained) if args.pretrained else None, device)
     config = ContinualConfig(batch_size=args.b)
     samples = len(data.rows["train"][1])
     figures = {
@@ -166,7 +161,7 @@ def main(argv) -> None:
     base, hlop = figures["methods"]["baseline"], figures["methods"]["hlop"]
     figures["hlop_over_baseline_epoch"] = hlop["epoch_seconds"] / base["epoch_seconds"]
     figures["hlop_over_baseline_run"] = hlop["seconds"] / base["seconds"]
-    figures["pipeline"] = pipeline_comparison(pretrained, prepared, data, config, device)
+    figures["pipeline"] = pipeline_comparison(folder, prepared, data, config, device)
 
     memory = "GPU memory allocated" if device.type == "cuda" else "process resident memory"
     print(

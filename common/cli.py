@@ -100,3 +100,16 @@ def run_cli(main: Callable[[Sequence[str]], object], argv: Sequence[str] | None 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     return 0
+
+
+def comma_numbers(text: str, flag: str, kind=float, count: int = 3) -> tuple:
+    """One value per layer from ``"a,b,c"`` (or one value for all), else a one-line error naming ``flag``."""
+    try:
+        values = tuple(kind(part) for part in str(text).split(","))
+    except ValueError:
+        raise UserError(f"{flag} {text}: expected {count} comma-separated numbers (or one for all)") from None
+    if len(values) == 1:
+        values = values * count
+    if len(values) != count:
+        raise UserError(f"{flag} {text}: expected {count} comma-separated numbers (or one for all)")
+    return values

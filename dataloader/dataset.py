@@ -10,6 +10,7 @@ from dataloader.images import load_images
 from dataloader.options import DataSpec
 from dataloader.splits import make_splits, split_groups
 from dataloader.table import SceneTable, read_table
+from dataloader.tasks import resolve_tasks
 
 
 @dataclass
@@ -51,14 +52,22 @@ class PreparedData:
         return self._images[size]
 
 
-def prepare_data(spec: DataSpec, tasks_override: str | None = None) -> PreparedData:
-    """Read and validate the dataset, split it and resolve the task split (no image decoding)."""
-    from dataloader.scene import task_split  # the editable task split lives in dataloader/scene.py
+def prepare_data(
+    spec: DataSpec,
+    tasks_override: str | None = None,
+    configured_tasks=None,
+    configured_source: str = "dataloader/scene.py TASKS",
+) -> PreparedData:
+    """Read and validate the dataset, split it and resolve the task split (no image decoding).
 
+    The task split is ``tasks_override`` (a --tasks value) if given, else ``configured_tasks``
+    (``TASKS`` of the editable ``dataloader/scene.py``, or the split pretrained encoders were trained
+    with; ``configured_source`` names it in errors), else the default.
+    """
     group_column = spec.split.group_column if spec.split.reads_groups() else None
     table = read_table(spec.data_dir, spec.class_column, group_column)
     splits = make_splits(table, spec.split)
-    tasks = task_split(table.class_names, tasks_override)
+    tasks = resolve_tasks(table.class_names, tasks_override, configured_tasks, configured_source)
     return PreparedData(spec=spec, table=table, splits=splits, tasks=tasks)
 
 

@@ -27,22 +27,19 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 
 from common.cli import FlagParser, run_cli
 from common.paths import shown
-from dataloader.tasks import default_tasks, parse_tasks, validate_tasks
+from dataloader.dataset import prepare_data
+from dataloader.options import add_data_flags, data_spec_from_args
+from dataloader.table import SPLIT_NAMES
+from dataloader.tasks import resolve_tasks
 
 
 def task_split(class_names: list[str], override: str | None = None) -> list[list[str]]:
     """The validated task split: ``override`` (a --tasks value) if given, else TASKS, else the default."""
-    if override is not None:
-        return validate_tasks(parse_tasks(override), class_names, "--tasks")
-    if TASKS is not None:
-        return validate_tasks(TASKS, class_names, f"{Path(__file__).name} TASKS")
-    return default_tasks(class_names)
+    return resolve_tasks(class_names, override, TASKS, f"{Path(__file__).name} TASKS")
 
 
 def format_task_table(data) -> str:
     """The tasks of a ``PreparedData`` with their class names and per-split row counts."""
-    from dataloader.table import SPLIT_NAMES
-
     lines = [f"{'task':<5} {'train':>6} {'val':>5} {'test':>5}  classes"]
     totals = dict.fromkeys(SPLIT_NAMES, 0)
     for t, classes in enumerate(data.task_labels()):
@@ -58,13 +55,10 @@ def format_task_table(data) -> str:
 
 
 def main(argv) -> None:
-    from dataloader.dataset import prepare_data
-    from dataloader.options import add_data_flags, data_spec_from_args
-
     parser = FlagParser(prog="python dataloader/scene.py", description=__doc__.splitlines()[0])
     add_data_flags(parser)
     args = parser.parse_args(argv)
-    data = prepare_data(data_spec_from_args(args), args.tasks)
+    data = prepare_data(data_spec_from_args(args), args.tasks, TASKS)
     table, split = data.table, data.spec.split
     how = (
         "SPLIT column"

@@ -49,3 +49,12 @@ def validate_tasks(tasks, class_names: list[str], source: str) -> list[list[str]
                 raise UserError(f"{source}: class {name!r} is in task {seen[name]} and again in task {t}")
             seen[name] = t
     return [list(task) for task in tasks]
+
+
+def resolve_tasks(class_names: list[str], override: str | None, configured, configured_source: str) -> list[list[str]]:
+    """The validated task split: ``override`` (a --tasks value) if given, else ``configured``, else the default."""
+    if override is not None:
+        return validate_tasks(parse_tasks(override), class_names, "--tasks")
+    if configured is not None:
+        return validate_tasks(configured, class_names, configured_source)
+    return default_tasks(class_names)

@@ -7,8 +7,8 @@ scores (no division by a sum that can be zero or negative). ``ConcatFusion`` (ea
 
 Every fusion takes an optional ``keep`` mask (B, modalities) used for modality dropout in
 training: a dropped modality gets weight zero. Without it, attention fusion collapses onto
-whichever modality learns fastest (on avdigits: audio, weights 0.00/1.00 after one epoch) and the
-fused head ignores the other; with it, and with scores that start equal, both are used.
+whichever modality learns fastest (README, "Pretraining the encoders") and the fused head ignores
+the other; with it, and with scores that start equal, both are used.
 """
 
 from __future__ import annotations

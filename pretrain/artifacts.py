@@ -53,14 +53,13 @@ def encoder_config(meta: dict) -> EncoderConfig:
     return EncoderConfig(**(meta["encoder"] | {"imagenet_weights": False}))
 
 
-def load_encoder(pretrained_dir: str | Path, device: torch.device) -> tuple[MultimodalNet, dict]:
-    """The best pretrained network of ``pretrained_dir``, frozen and in eval mode, and its meta."""
-    meta = read_meta(pretrained_dir)
+def load_encoder(pretrained_dir: str | Path, meta: dict, device: torch.device) -> MultimodalNet:
+    """The best pretrained network of ``pretrained_dir`` (whose meta.json is ``meta``), frozen, in eval mode."""
     path = Path(pretrained_dir) / "best.pt"
     model = MultimodalNet(encoder_config(meta))
     load_weights(model, load_checkpoint(path, "pretrained weights").get("model", {}), path)
     model.requires_grad_(False)
-    return model.to(device).eval(), meta
+    return model.to(device).eval()
 
 
 def check_same_data(meta: dict, table, pretrained_dir: str | Path) -> None:

@@ -18,12 +18,11 @@ from common.batching import autocast
 from common.cache import read_checked, write_checked
 from dataloader.dataset import PreparedData, standardize
 from dataloader.images import image_fingerprint
-from pretrain.artifacts import check_same_data, load_encoder, read_meta
+from pretrain.artifacts import check_same_data, load_encoder
 
 
-def feature_cache_path(pretrained_dir: str | Path, data: PreparedData) -> Path:
+def feature_cache_path(pretrained_dir: str | Path, meta: dict, data: PreparedData) -> Path:
     pretrained_dir = Path(pretrained_dir)
-    meta = read_meta(pretrained_dir)
     digest = hashlib.sha256()
     for name in ("best.pt", "meta.json"):
         path = pretrained_dir / name
@@ -35,28 +34,27 @@ def feature_cache_path(pretrained_dir: str | Path, data: PreparedData) -> Path:
 
 
 def fused_features(
-    pretrained_dir: str | Path, data: PreparedData, device: torch.device, batch_size: int = 512
+    pretrained_dir: str | Path, meta: dict, data: PreparedData, device: torch.device, batch_size: int = 512
 ) -> torch.Tensor:
     """(rows, feature_dim) float32 features of every row of ``data``, on the CPU."""
-    meta = read_meta(pretrained_dir)
     check_same_data(meta, data.table, pretrained_dir)
-    path = feature_cache_path(pretrained_dir, data)
+    path = feature_cache_path(pretrained_dir, meta, data)
     cached = read_checked(path)
     if cached is not None:
         features = torch.load(io.BytesIO(cached), map_location="cpu", weights_only=True)["features"]
         if tuple(features.shape) == (len(data.table), meta["feature_dim"]):
             return features
-    features = extract(pretrained_dir, data, device, batch_size)
+    features = extract(pretrained_dir, meta, data, device, batch_size)
     write_checked(path, lambda handle: torch.save({"features": features}, handle))
     return features
 
 
 @torch.no_grad()
 def extract(
-    pretrained_dir: str | Path, data: PreparedData, device: torch.device, batch_size: int = 512
+    pretrained_dir: str | Path, meta: dict, data: PreparedData, device: torch.device, batch_size: int = 512
 ) -> torch.Tensor:
     """Run the frozen encoders once over every row."""
-    model, meta = load_encoder(pretrained_dir, device)
+    model = load_encoder(pretrained_dir, meta, device)
     mfcc = standardize(
         data.table.mfcc, np.asarray(meta["mfcc_mean"], np.float32), np.asarray(meta["mfcc_std"], np.float32)
     )

@@ -21,8 +21,8 @@ from common.checkpoint import load_checkpoint, load_weights
 from common.distributed import current as distributed
 from common.errors import UserError
 from common.paths import shown
-from common.rng import rng_state, set_rng_state
 from common.rundir import RunDir
+from common.runlog import RunLog
 from common.seeding import seed_everything
 from dataloader.dataset import PreparedData, mfcc_statistics, standardize
 from dataloader.table import SPLIT_NAMES
@@ -131,14 +131,15 @@ def pretrain(
     compile_model: bool = False,
 ) -> dict:
     """Train, select on validation, test once, and write best.pt, last.pt and meta.json; returns meta."""
-    if run.resuming and (run.work / "meta.json").is_file():
-        meta = read_meta(run.work)
+    dist = distributed()
+    encoder = EncoderConfig(n_classes=0, n_mfcc=data.table.mfcc.shape[1], **encoder_options)
+    log = RunLog(run, {**asdict(config), **encoder.to_dict()}, free=("epochs", "n_classes"))
+    if log.finished("meta.json"):
+        meta = read_meta(log.folder)
         print(f"{shown(run.path)}: pretraining already finished; nothing to resume")
         print(format_test_accuracy(meta))
         return meta
-    dist = distributed()
     seed_everything(config.seed)
-    encoder = EncoderConfig(n_classes=0, n_mfcc=data.table.mfcc.shape[1], **encoder_options)
     tensors = dist.main_first(lambda: to_device(data, config, encoder, device))  # rank 0 fills the image cache
     encoder = EncoderConfig(**(encoder.to_dict() | {"n_classes": len(tensors.classes)}))
     model = MultimodalNet(encoder).to(device)
@@ -146,18 +147,18 @@ def pretrain(
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(config.epochs, 1))
     shuffle = torch.Generator().manual_seed(config.seed)
     state = {"epoch": 0, "best_val": -1.0, "best_epoch": 0, "history": [], "seconds": 0.0}
-    if run.resuming:
-        state = _restore(run.work / "last.pt", model, optimizer, scheduler, shuffle, config, encoder)
+    checkpoint = log.restore("last.pt", "pretraining checkpoint")
+    if checkpoint is not None:
+        load_weights(model, checkpoint["model"], log.folder / "last.pt")
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        shuffle.set_state(checkpoint["shuffle"])
+        state = checkpoint["state"]
         print(f"resuming {shown(run.path)} after epoch {state['epoch']}")
     network = DistributedDataParallel(model) if dist.enabled else model
     if compile_model:
         network = torch.compile(network)
 
-    writer = None
-    if dist.main:
-        from torch.utils.tensorboard import SummaryWriter
-
-        writer = SummaryWriter(str(run.work / "tb"))
     started = time.time() - state["seconds"]
     for epoch in range(state["epoch"] + 1, config.epochs + 1):
         train_loss, train_acc = _train_epoch(
@@ -168,33 +169,28 @@ def pretrain(
         record = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "val": val}
         state["history"].append(record)
         print(_epoch_line(record, config.epochs), flush=True)
-        if writer is not None:
-            writer.add_scalar("train/loss", train_loss, epoch)
-            writer.add_scalar("train/acc", train_acc, epoch)
-            for name, value in val.items():
-                if name != "weights":
-                    writer.add_scalar(f"val/acc_{name}", value, epoch)
+        log.scalars("train", {"loss": train_loss, "acc": train_acc}, epoch)
+        log.scalars("val", {f"acc_{name}": value for name, value in val.items() if name != "weights"}, epoch)
         improved = val["fused"] > state["best_val"]
         if improved:
             state["best_val"], state["best_epoch"] = val["fused"], epoch
         state["epoch"], state["seconds"] = epoch, time.time() - started
-        if dist.main:
-            if improved:
-                best = {"model": model.state_dict(), "encoder": encoder.to_dict(), "epoch": epoch}
-                atomic.save_torch(run.work / "best.pt", best)
-            _save_last(run.work / "last.pt", model, optimizer, scheduler, shuffle, state, config, encoder)
-    if writer is not None:
-        writer.close()
+        if improved and dist.main:
+            best = {"model": model.state_dict(), "encoder": encoder.to_dict(), "epoch": epoch}
+            atomic.save_torch(log.folder / "best.pt", best)
+        log.save(
+            "last.pt", {**_state_dicts(model, optimizer, scheduler), "shuffle": shuffle.get_state(), "state": state}
+        )
 
     dist.barrier()  # best.pt is complete before every process reads it
-    best = load_checkpoint(run.work / "best.pt", "pretrained weights")
-    load_weights(model, best["model"], run.work / "best.pt")
+    best = load_checkpoint(log.folder / "best.pt", "pretrained weights")
+    load_weights(model, best["model"], log.folder / "best.pt")
     test = evaluate(model, tensors, tensors.rows["test"])
     meta = _meta(data, tensors, config, encoder, state, test, flags, time.time() - started, device)
     meta["processes"] = dist.world
     if dist.main:
-        atomic.write_json(run.work / "meta.json", meta)
-        run.finish()
+        atomic.write_json(log.folder / "meta.json", meta)
+    log.finish()
     dist.barrier()
     print(format_test_accuracy(meta))
     return meta
@@ -251,38 +247,8 @@ def format_test_accuracy(meta: dict) -> str:
     return f"test accuracy ({meta['dataset']['name']}, {meta['dataset']['rows']['test']} test rows): {shown_acc}"
 
 
-def _save_last(path, model, optimizer, scheduler, shuffle, state, config, encoder) -> None:
-    atomic.save_torch(
-        path,
-        {
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "shuffle": shuffle.get_state(),
-            "rng": rng_state(),
-            "state": state,
-            "train": asdict(config),
-            "encoder": encoder.to_dict(),
-        },
-    )
-
-
-def _restore(path, model, optimizer, scheduler, shuffle, config: PretrainConfig, encoder: EncoderConfig) -> dict:
-    checkpoint = load_checkpoint(path, "pretraining checkpoint")
-    saved_train = dict(checkpoint["train"])
-    current = asdict(config)
-    differing = [k for k in current if k != "epochs" and saved_train.get(k) != current[k]]
-    differing += [k for k, v in encoder.to_dict().items() if checkpoint["encoder"].get(k) != v]
-    if differing:
-        k = differing[0]
-        was = saved_train.get(k, checkpoint["encoder"].get(k))
-        raise UserError(f"-resume {shown(path.parent)}: the run used {k}={was!r}; pass the same flags to resume it")
-    load_weights(model, checkpoint["model"], path)
-    optimizer.load_state_dict(checkpoint["optimizer"])
-    scheduler.load_state_dict(checkpoint["scheduler"])
-    shuffle.set_state(checkpoint["shuffle"])
-    set_rng_state(checkpoint["rng"])
-    return checkpoint["state"]
+def _state_dicts(model, optimizer, scheduler) -> dict:
+    return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
 
 
 def _meta(data, tensors, config, encoder, state, test, flags, seconds, device) -> dict:

@@ -156,3 +156,29 @@ def continual_tiny(data_dir, pretrained, out, *extra):
         "spiking_train_multimodal_end.py",
         *["-data_dir", str(data_dir), "-pretrained", str(pretrained), "-out_dir", str(out), *TINY_SNN, *extra],
     )
+
+
+def _small_continual():
+    from continual.config import ContinualConfig
+    from continual.methods import HLOPConfig
+    from models.neurons import NeuronConfig
+
+    return (
+        ContinualConfig(epochs=8, batch_size=16, hidden=128, neuron=NeuronConfig(timesteps=8)),
+        HLOPConfig(out_num=(6, 32, 32), out_num_inc=(6, 32, 32)),
+    )
+
+
+CONFIG, SMALL_HLOP = _small_continual()  # a continual run small enough for a test, and HLOP sized for it
+
+
+def run_small(out, method, config=CONFIG, data=None, resume=False, overwrite=False):
+    """``run_continual`` on the synthetic 3-task data into ``out`` (CPU)."""
+    import torch
+
+    from common.rundir import RunDir
+    from continual.trainer import run_continual
+
+    data = data or make_continual_data(n_tasks=3)
+    folder = RunDir(out, ("results.json", "checkpoints"), resume=resume, overwrite=overwrite, out_flag="-out_dir")
+    return run_continual(data, method, config, folder, torch.device("cpu"), info={"method": method.name})

@@ -38,7 +38,7 @@ def test_seeds_run_in_their_own_folders_and_are_summarised(tmp_path):
 
     def one(seed, folder):
         seen.append(seed)
-        method = HLOP(HLOPConfig(first_sizes=(4, 8, 8), inc_sizes=(4, 8, 8)))
+        method = HLOP(HLOPConfig(out_num=(4, 8, 8), out_num_inc=(4, 8, 8)))
         config = ContinualConfig(**{**CONFIG.__dict__, "seed": seed})
         return run_continual(data, method, config, folder, torch.device("cpu"), {})
 

@@ -7,23 +7,11 @@ import pytest
 import torch
 
 from common.errors import UserError
-from common.rundir import RunDir
 from continual.config import ContinualConfig
 from continual.methods import HLOP, Baseline, HLOPConfig
 from continual.metrics import average_accuracy, backward_transfer
-from continual.trainer import run_continual
-from models.neurons import NeuronConfig
-from tests.fixtures import make_continual_data
-
-CONFIG = ContinualConfig(epochs=8, batch_size=16, hidden=128, neuron=NeuronConfig(timesteps=8))
-SMALL_HLOP = HLOPConfig(first_sizes=(6, 32, 32), inc_sizes=(6, 32, 32))
-MARKERS = ("results.json", "checkpoints")
-
-
-def run(out, method, config=CONFIG, data=None, resume=False, overwrite=False):
-    data = data or make_continual_data(n_tasks=3)
-    folder = RunDir(out, MARKERS, resume=resume, overwrite=overwrite, out_flag="-out_dir")
-    return run_continual(data, method, config, folder, torch.device("cpu"), info={"method": method.name})
+from tests.fixtures import CONFIG, SMALL_HLOP
+from tests.fixtures import run_small as run
 
 
 def test_acc_and_bwt_follow_their_definitions():
@@ -63,8 +51,8 @@ def test_hlop_forgets_far_less_than_the_baseline(tmp_path):
 
 def test_spiking_lateral_neurons_and_spike_based_updates_also_protect(tmp_path):
     config = HLOPConfig(
-        first_sizes=(6, 32, 32),
-        inc_sizes=(6, 32, 32),
+        out_num=(6, 32, 32),
+        out_num_inc=(6, 32, 32),
         spiking=True,
         spiking_scale=20.0,
         spiking_timesteps=40,
@@ -119,10 +107,10 @@ def test_resume_inside_a_task_continues_from_the_last_epoch(tmp_path, monkeypatc
     full = run(tmp_path / "full", HLOP(SMALL_HLOP))
     real_epoch = trainer.train_epoch
 
-    def dies_in_task_1_epoch_5(network, method, data, task, epoch, *args):
-        if (task, epoch) == (1, 5):
+    def dies_in_task_1_epoch_5(training, method, data, epoch, *args):
+        if (training.task, epoch) == (1, 5):
             raise KeyboardInterrupt  # the checkpoint of epoch 4 is on disk
-        return real_epoch(network, method, data, task, epoch, *args)
+        return real_epoch(training, method, data, epoch, *args)
 
     monkeypatch.setattr(trainer, "train_epoch", dies_in_task_1_epoch_5)
     with pytest.raises(KeyboardInterrupt):

@@ -23,8 +23,8 @@ from common.errors import UserError
 from common.paths import REPO_ROOT
 from common.seeding import use_deterministic_algorithms
 from continual.methods import HLOP
-from tests.fixtures import make_scene_dataset, pretrain_tiny, run_script
-from tests.test_continual import SMALL_HLOP, run
+from tests.fixtures import SMALL_HLOP, make_scene_dataset, pretrain_tiny, run_script
+from tests.fixtures import run_small as run
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")
 

@@ -110,12 +110,12 @@ def test_orthogonal_to_orthonormal_rows_is_exact():
 
 
 def test_hlop_sizes_follow_the_schedule_and_never_exceed_the_input():
-    method = HLOP(HLOPConfig(first_sizes=(20, 200, 100), inc_sizes=(10, 70, 70)))
+    method = HLOP(HLOPConfig(out_num=(20, 200, 100), out_num_inc=(10, 70, 70)))
     assert method.sizes(0) == [20, 200, 100]
     assert method.sizes(1) == method.sizes(2) == [10, 70, 70]
     assert method.sizes(3) == [7, 50, 50] and method.sizes(6) == [4, 30, 30] and method.sizes(9) == [1, 10, 10]
     model = SpikingMLP(12, 3, hidden=16, neuron=NeuronConfig(timesteps=4))
-    method = HLOP(HLOPConfig(first_sizes=(10, 10, 10), inc_sizes=(10, 10, 10)))
+    method = HLOP(HLOPConfig(out_num=(10, 10, 10), out_num_inc=(10, 10, 10)))
     method.prepare(model)
     for task in range(3):
         method.before_task(task, model)
@@ -125,7 +125,7 @@ def test_hlop_sizes_follow_the_schedule_and_never_exceed_the_input():
 
 def test_hlop_state_round_trip_with_grown_subspaces():
     model = SpikingMLP(12, 3, hidden=16, neuron=NeuronConfig(timesteps=4))
-    method = HLOP(HLOPConfig(first_sizes=(3, 4, 5), inc_sizes=(2, 2, 2)))
+    method = HLOP(HLOPConfig(out_num=(3, 4, 5), out_num_inc=(2, 2, 2)))
     method.prepare(model)
     method.before_task(0, model)
     method.after_task(None)
@@ -145,7 +145,7 @@ def test_hebbian_step_reusing_the_forward_projection_equals_recomputing_it():
     for spiking, with_wfr in ((False, True), (True, True), (True, False)):
         torch.manual_seed(0)
         model = SpikingMLP(12, 4, hidden=16, neuron=NeuronConfig(timesteps=4))
-        config = HLOPConfig(first_sizes=(3, 4, 4), inc_sizes=(2, 3, 3), spiking=spiking, with_wfr=with_wfr)
+        config = HLOPConfig(out_num=(3, 4, 4), out_num_inc=(2, 3, 3), spiking=spiking, with_wfr=with_wfr)
         method = HLOP(config)
         method.prepare(model)
         method.before_task(0, model)

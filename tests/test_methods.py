@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from common.rundir import RunDir
 from continual.config import ContinualConfig
-from continual.methods import EWC, GPM, HLOP, Baseline, EWCConfig, HLOPConfig, Joint, Replay, ReplayConfig
+from continual.methods import EWC, GPM, HLOP, Baseline, EWCConfig, HLOPConfig, Joint, Replay, ReplayConfig, compose
 from continual.methods.base import TaskContext
 from continual.methods.gpm import extend_basis
 from continual.methods.replay import pack_bits, unpack_bits
@@ -83,11 +83,67 @@ def test_bits_pack_and_unpack():
     assert torch.equal(unpack_bits(packed, 21), bits)
 
 
-def test_replay_wraps_another_method_and_keeps_its_projection():
-    hlop = HLOP(HLOPConfig())
-    wrapped = Replay(hlop, ReplayConfig())
-    assert wrapped.name == "hlop+replay"
-    assert wrapped.projector(1) is hlop and wrapped.projector(0) is None
+def test_methods_compose_with_hooks_fanned_out():
+    hlop, replay = HLOP(HLOPConfig()), Replay(ReplayConfig())
+    both = compose([hlop, replay])
+    assert both.name == "hlop+replay" and compose([Baseline(), replay]).name == "replay"
+    assert both.projector(1) is hlop and both.projector(0) is None
+    assert compose([hlop]) is hlop
+    with pytest.raises(ValueError, match="more than one method projects"):
+        compose([hlop, GPM()]).projector(1)
+
+    class Pull(Baseline):
+        def __init__(self, value):
+            super().__init__()
+            self.value = value
+
+        def penalty(self, model):
+            return torch.tensor(self.value)
+
+    assert compose([Pull(1.5), Pull(2.0)]).penalty(None).item() == pytest.approx(3.5)
+    assert {"methods.1.memory.payload", "methods.1.memory.labels"} <= set(both.state_dict())  # saved in checkpoints
+
+
+def test_a_method_defined_in_a_test_runs_through_the_loop_and_script_flags(tmp_path):
+    """Adding a method touches one file: it declares its flags and hooks, the loop and the parser need nothing else."""
+    import spiking_train_multimodal_end as script
+    from continual.methods import METHODS
+
+    class CountSteps(Baseline):
+        name = "count_steps"
+
+        def __init__(self, every=1):
+            super().__init__()
+            self.every, self.steps, self.tasks = every, 0, []
+
+        @classmethod
+        def add_flags(cls, parser):
+            parser.flag("-count_every", type=int, default=1, help="toy: count every n-th step")
+
+        @classmethod
+        def from_args(cls, args):
+            return cls(args.count_every)
+
+        def after_step(self, output, task, epoch, batch_size):
+            self.steps += 1
+
+        def after_task(self, context):
+            self.tasks.append(context.task)
+
+    METHODS["count_steps"] = CountSteps
+    try:
+        args = script.build_parser().parse_args(["-method", "count_steps", "-count_every", "3", "-replay"])
+        methods = script.methods_from_args(args)
+    finally:
+        del METHODS["count_steps"]
+    assert isinstance(methods[0], CountSteps) and methods[0].every == 3 and isinstance(methods[1], Replay)
+    toy = CountSteps()
+    results = run(
+        tmp_path, toy, config=ContinualConfig(epochs=2, batch_size=16, hidden=16, neuron=NeuronConfig(timesteps=4))
+    )
+    assert (
+        results["method"] == "count_steps" and toy.tasks == [0, 1, 2] and toy.steps == 5 * 2 * 3
+    )  # 80 rows per task / batch 16, 2 epochs, 3 tasks
 
 
 def active_data():
@@ -101,7 +157,7 @@ def test_ewc_fisher_is_the_mean_of_per_sample_squared_gradients():
     torch.manual_seed(0)
     data = active_data()
     model = build_model(data, CONFIG, torch.device("cpu"))
-    method = EWC(EWCConfig(lam=10.0, samples=12))
+    method = EWC(EWCConfig(lambda_=10.0, samples=12))
     method.prepare(model)
     rows = data.rows["train"][0][:12]
     method.after_task(TaskContext(model, 0, data, rows, CONFIG))
@@ -120,7 +176,7 @@ def test_ewc_penalty_pulls_weights_back_to_their_anchor():
     torch.manual_seed(0)
     data = active_data()
     model = build_model(data, CONFIG, torch.device("cpu"))
-    method = EWC(EWCConfig(lam=10.0, samples=12))
+    method = EWC(EWCConfig(lambda_=10.0, samples=12))
     method.prepare(model)
     assert method.penalty(model) is None, "no penalty before a task has finished"
     method.after_task(TaskContext(model, 0, data, data.rows["train"][0], CONFIG))

@@ -12,8 +12,9 @@ from dataloader.dataset import prepare_data
 from dataloader.options import DataSpec
 from models.fusion import FUSIONS, make_fusion, modality_dropout_mask
 from models.multimodal import EncoderConfig, MultimodalNet
-from pretrain.artifacts import MARKERS, load_encoder
-from pretrain.features import feature_cache_path, fused_features
+from pretrain.artifacts import MARKERS, read_meta
+from pretrain.features import feature_cache_path
+from pretrain.folder import PretrainedFolder
 from pretrain.trainer import PretrainConfig, pretrain
 
 TINY = PretrainConfig(epochs=2, batch_size=8, image_size=16)
@@ -101,11 +102,12 @@ def test_first_task_pretraining_sees_only_task_zero(scene_dir, tmp_path):
 def test_saved_weights_load_back_to_the_same_features(scene_dir, tmp_path):
     data = _data(scene_dir, tmp_path)
     _pretrain(data, tmp_path / "pw")
-    model, meta = load_encoder(tmp_path / "pw", torch.device("cpu"))
+    folder = PretrainedFolder(tmp_path / "pw")
+    model, meta = folder.encoder(torch.device("cpu")), folder.meta
     best = torch.load(tmp_path / "pw" / "best.pt", weights_only=True)
     fresh = MultimodalNet(EncoderConfig(**meta["encoder"])).eval()
     fresh.load_state_dict(best["model"])
-    features = fused_features(tmp_path / "pw", data, torch.device("cpu"))
+    features = PretrainedFolder(tmp_path / "pw").features(data, torch.device("cpu"))
     images = torch.from_numpy(data.images(16))
     mfcc = (torch.from_numpy(data.table.mfcc) - torch.tensor(meta["mfcc_mean"])) / torch.tensor(meta["mfcc_std"])
     with torch.no_grad():
@@ -119,12 +121,12 @@ def test_feature_cache_hit_and_miss(scene_dir, tmp_path, monkeypatch):
     calls = []
     real = features_module.extract
     monkeypatch.setattr(features_module, "extract", lambda *a, **k: calls.append(1) or real(*a, **k))
-    first = fused_features(tmp_path / "pw", data, torch.device("cpu"))
-    second = fused_features(tmp_path / "pw", data, torch.device("cpu"))
+    first = PretrainedFolder(tmp_path / "pw").features(data, torch.device("cpu"))
+    second = PretrainedFolder(tmp_path / "pw").features(data, torch.device("cpu"))
     assert len(calls) == 1, "the second call must come from the cache"
     torch.testing.assert_close(first, second)
     _pretrain(data, tmp_path / "pw", PretrainConfig(epochs=1, batch_size=8, image_size=16, seed=5), overwrite=True)
-    fused_features(tmp_path / "pw", data, torch.device("cpu"))
+    PretrainedFolder(tmp_path / "pw").features(data, torch.device("cpu"))
     assert len(calls) == 2, "new weights must miss the cache"
 
 
@@ -132,8 +134,8 @@ def test_feature_cache_hit_and_miss(scene_dir, tmp_path, monkeypatch):
 def test_a_corrupt_feature_cache_is_rebuilt_with_one_line(scene_dir, tmp_path, monkeypatch, capsys, damage):
     data = _data(scene_dir, tmp_path)
     _pretrain(data, tmp_path / "pw")
-    good = fused_features(tmp_path / "pw", data, torch.device("cpu"))
-    path = feature_cache_path(tmp_path / "pw", data)
+    good = PretrainedFolder(tmp_path / "pw").features(data, torch.device("cpu"))
+    path = feature_cache_path(tmp_path / "pw", read_meta(tmp_path / "pw"), data)
     raw = bytearray(path.read_bytes())
     if damage == "truncate":  # as if the machine died while an old, non-atomic writer was writing
         raw = raw[: len(raw) // 2]
@@ -144,12 +146,12 @@ def test_a_corrupt_feature_cache_is_rebuilt_with_one_line(scene_dir, tmp_path, m
     calls = []
     real = features_module.extract
     monkeypatch.setattr(features_module, "extract", lambda *a, **k: calls.append(1) or real(*a, **k))
-    rebuilt = fused_features(tmp_path / "pw", data, torch.device("cpu"))
+    rebuilt = PretrainedFolder(tmp_path / "pw").features(data, torch.device("cpu"))
     assert len(calls) == 1, "a corrupt cache must not be trusted"
     torch.testing.assert_close(rebuilt, good)
     said = [line for line in capsys.readouterr().out.splitlines() if "corrupt" in line]
     assert len(said) == 1 and path.name in said[0] and "rebuilding" in said[0]
-    assert fused_features(tmp_path / "pw", data, torch.device("cpu")) is not None and len(calls) == 1
+    assert PretrainedFolder(tmp_path / "pw").features(data, torch.device("cpu")) is not None and len(calls) == 1
 
 
 def test_a_second_run_does_not_overwrite_the_first(scene_dir, tmp_path):
@@ -167,10 +169,10 @@ def test_mismatched_weights_file_is_a_clear_error(scene_dir, tmp_path):
     other = MultimodalNet(EncoderConfig(n_classes=7, n_mfcc=104, feature_dim=24))
     torch.save({"model": other.state_dict()}, tmp_path / "pw" / "best.pt")
     with pytest.raises(UserError, match=r"best.pt: weights do not match the model: head.weight has shape \(7, 24\)"):
-        load_encoder(tmp_path / "pw", torch.device("cpu"))
+        PretrainedFolder(tmp_path / "pw").encoder(torch.device("cpu"))
     (tmp_path / "pw" / "best.pt").write_bytes(b"not a checkpoint at all")
     with pytest.raises(UserError, match="best.pt: not a PyTorch checkpoint"):
-        load_encoder(tmp_path / "pw", torch.device("cpu"))
+        PretrainedFolder(tmp_path / "pw").encoder(torch.device("cpu"))
 
 
 def test_weights_from_another_dataset_are_refused(scene_dir, tmp_path):
@@ -179,7 +181,7 @@ def test_weights_from_another_dataset_are_refused(scene_dir, tmp_path):
     _pretrain(_data(scene_dir, tmp_path), tmp_path / "pw")
     other = _data(make_scene_dataset(tmp_path / "other", classes=("A", "B", "C", "D")), tmp_path)
     with pytest.raises(UserError, match="trained on dataset 'tiny' \\(3 classes\\)"):
-        fused_features(tmp_path / "pw", other, torch.device("cpu"))
+        PretrainedFolder(tmp_path / "pw").features(other, torch.device("cpu"))
 
 
 @pytest.mark.parametrize(
@@ -196,7 +198,7 @@ def test_modality_and_fusion_ablations_pretrain(scene_dir, tmp_path, modality, f
     missing = {"audio": "image", "image": "audio"}.get(modality)
     assert (meta["test_acc"][missing] is None) if missing else all(v is not None for v in meta["test_acc"].values())
     assert meta["fusion"] == (fusion if modality == "both" else None)
-    features = fused_features(tmp_path / "pw", _data(scene_dir, tmp_path), torch.device("cpu"))
+    features = PretrainedFolder(tmp_path / "pw").features(_data(scene_dir, tmp_path), torch.device("cpu"))
     assert features.shape == (30, 24)
 
 

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 import spiking_train_multimodal_end as script
 from common.errors import UserError
 from continual.config import ContinualConfig
-from continual.methods import Baseline
+from continual.methods import HLOP, Baseline
 from continual.trainer import firing_rates, run_continual
 from hlop.projection import decoupled_linear
 from models.neurons import NeuronConfig
@@ -34,9 +34,9 @@ def test_reference_flags_parse_into_the_config():
     assert script.config_from_args(parse("-rate_stat")).rate_stat  # bare, as a switch
     with pytest.raises(UserError, match="pick one"):
         script.config_from_args(parse("-sign_symmetric", "-feedback_alignment"))
-    hlop = script.hlop_config(parse("-hlop_spiking", "-hlop_spiking_projection", "rate"))
+    hlop = HLOP.config_from_args(parse("-hlop_spiking", "-hlop_spiking_projection", "rate"))
     assert hlop.spiking and hlop.spiking_projection == "rate"
-    assert script.hlop_config(parse()).spiking_projection == "timestep"
+    assert HLOP.config_from_args(parse()).spiking_projection == "timestep"
 
 
 def test_decoupled_linear_sends_the_input_gradient_through_the_feedback_matrix():

@@ -1,11 +1,16 @@
-"""Continual-learning methods, one per module; ``METHODS`` maps ``-method`` names to them."""
+"""Continual-learning methods, one per module; ``METHODS`` maps ``-method`` names to them.
+
+Each method declares its own flags (``add_flags``) and builds itself from them (``from_args``), so
+adding a method is adding its module and one entry here.
+"""
 
 from continual.methods.base import Baseline, Method, TaskContext
+from continual.methods.compose import Composite, compose
 from continual.methods.ewc import EWC, EWCConfig
 from continual.methods.gpm import GPM, GPMConfig
 from continual.methods.hlop import HLOP, HLOPConfig
 from continual.methods.joint import Joint
-from continual.methods.replay import Replay, ReplayConfig
+from continual.methods.replay import LatentReplay, Replay, ReplayConfig
 
 METHODS = {
     "baseline": Baseline,
@@ -14,7 +19,7 @@ METHODS = {
     "ewc": EWC,
     "gpm": GPM,
     "replay": Replay,
-    "latent_replay": Replay,
+    "latent_replay": LatentReplay,
 }
 
 __all__ = [
@@ -23,12 +28,15 @@ __all__ = [
     "HLOP",
     "METHODS",
     "Baseline",
+    "Composite",
     "EWCConfig",
     "GPMConfig",
     "HLOPConfig",
     "Joint",
+    "LatentReplay",
     "Method",
     "Replay",
     "ReplayConfig",
     "TaskContext",
+    "compose",
 ]

@@ -36,7 +36,16 @@ class TaskContext:
 class Method(nn.Module):
     name = "baseline"
     needs_spikes = False  # whether after_step needs the hidden layers' spike trains
-    joint = False  # True: learn every task's data at once instead of in sequence
+    stream = "sequential"  # the data the loop shows: each task in turn, or "joint": every task's data at once
+
+    @classmethod
+    def add_flags(cls, parser) -> None:
+        """Declare the method's own flags on the continual script's parser (none by default)."""
+
+    @classmethod
+    def from_args(cls, args) -> Method:
+        """The method configured by the parsed flags."""
+        return cls()
 
     def prepare(self, model: SpikingMLP) -> None:
         """Called once, after the model is built and before any task."""
@@ -60,6 +69,11 @@ class Method(nn.Module):
 
     def after_task(self, context: TaskContext) -> None:
         """Called when ``context.task`` has been trained, before it is evaluated."""
+
+    def settings(self) -> dict:
+        """The method's own settings, for results.json."""
+        config = getattr(self, "config", None)
+        return config.to_dict() if config is not None else {}
 
     def memory_bytes(self) -> int:
         """Bytes the method keeps beyond the network to protect old tasks (its saved state)."""

@@ -25,7 +25,7 @@ from models.spiking_mlp import SpikingMLP
 
 @dataclass(frozen=True)
 class EWCConfig:
-    lam: float = 1e5
+    lambda_: float = 1e5
     samples: int = 1024  # training rows per task used to estimate the Fisher information
 
     def to_dict(self) -> dict:
@@ -38,6 +38,23 @@ class EWC(Method):
     def __init__(self, config: EWCConfig = EWCConfig()):
         super().__init__()
         self.config = config
+
+    @classmethod
+    def add_flags(cls, parser) -> None:
+        e = EWCConfig()
+        parser.flag(
+            "-ewc_lambda",
+            type=float,
+            default=e.lambda_,
+            help="EWC: strength of the pull towards earlier tasks' weights",
+        )
+        parser.flag(
+            "-ewc_samples", type=int, default=e.samples, help="EWC: training rows per task for the Fisher information"
+        )
+
+    @classmethod
+    def from_args(cls, args) -> EWC:
+        return cls(EWCConfig(lambda_=args.ewc_lambda, samples=args.ewc_samples))
 
     def prepare(self, model: SpikingMLP) -> None:
         for i, layer in enumerate(model.projected_layers):
@@ -53,7 +70,7 @@ class EWC(Method):
         if int(self.tasks_seen) == 0:
             return None
         total = sum((fisher * (weight - anchor) ** 2).sum() for weight, fisher, anchor in self._pairs(model))
-        return self.config.lam / 2 * total
+        return self.config.lambda_ / 2 * total
 
     def after_task(self, context: TaskContext) -> None:
         model, data, dist = context.model, context.data, distributed()

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from common.cli import comma_numbers
 from common.distributed import current as distributed
 from continual.methods.base import Method, TaskContext
 from hlop.projection import SubspaceProjector
@@ -54,6 +55,25 @@ class GPM(Method, SubspaceProjector):
     def __init__(self, config: GPMConfig = GPMConfig()):
         super().__init__()
         self.config = config
+
+    @classmethod
+    def add_flags(cls, parser) -> None:
+        g = GPMConfig()
+        parser.flag(
+            "-gpm_threshold",
+            default=",".join(f"{v:g}" for v in g.threshold),
+            help="GPM: share of each layer's input energy its bases keep (one value or one per layer)",
+        )
+        parser.flag(
+            "-gpm_samples",
+            type=int,
+            default=g.samples,
+            help="GPM: training rows per task for the representation matrices",
+        )
+
+    @classmethod
+    def from_args(cls, args) -> GPM:
+        return cls(GPMConfig(threshold=comma_numbers(args.gpm_threshold, "-gpm_threshold"), samples=args.gpm_samples))
 
     def prepare(self, model: SpikingMLP) -> None:
         device = model.fc1.weight.device

@@ -4,7 +4,7 @@ Each projected layer (fc1, fc2, classifier) gets a ``HebbianSubspace``. While ta
 trained, its new lateral rows learn the principal subspace of the layer's inputs by Oja's rule
 (after ``start_epochs`` epochs); for ``k > 0`` the layer's weight gradient uses inputs with the
 frozen old-task subspace removed. After the task the rows are merged into the frozen subspace.
-Subspace sizes: ``first_sizes`` for task 0, then ``inc_sizes`` per task, shrinking every third
+Subspace sizes: ``out_num`` for task 0, then ``out_num_inc`` per task, shrinking every third
 task by 2/7 of the increment (the reference's 70 -> 50 -> 30 -> 10), never beyond a layer's
 input size.
 
@@ -14,11 +14,9 @@ quantises the lateral answer to each timestep's spikes, as the reference does
 instead. The Hebbian update always learns from the weighted rate (``with_wfr``, the reference's
 default) or from every timestep's spikes.
 
-The defaults differ from the reference's (80, 200, 100) for fc1: the frozen fused features are
-nearly low-rank (on avdigits 6 directions hold 90% of their energy, 32 hold 99%), so 80 rows
-already span almost every direction a new task could use. fc1 then learns only through nearly
-empty directions, its weights grow without bound, and old tasks are lost (ACC 29%). 20 rows,
-then 10 per task, protect the principal directions and leave room to learn (ACC 98%).
+The default sizes differ from the reference's (80, 200, 100) for fc1: frozen fused features are
+nearly low-rank, and a subspace as large as the features' usable rank leaves fc1 nothing to learn
+through (README, "settings that differ from the reference", has the measurements).
 """
 
 from __future__ import annotations
@@ -28,6 +26,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from common.cli import comma_numbers
 from common.distributed import current as distributed
 from continual.methods.base import Method, TaskContext
 from hlop.hebbian import HebbianSubspace
@@ -40,8 +39,8 @@ class HLOPConfig:
     lr: tuple[float, float, float] = (0.05, 0.05, 0.05)
     iterations: int = 5
     momentum: float = 0.9
-    first_sizes: tuple[int, int, int] = (20, 200, 100)
-    inc_sizes: tuple[int, int, int] = (10, 70, 70)
+    out_num: tuple[int, int, int] = (20, 200, 100)
+    out_num_inc: tuple[int, int, int] = (10, 70, 70)
     shrink_every: int = 3
     shrink_fraction: float = 2 / 7
     spiking: bool = False
@@ -65,6 +64,88 @@ class HLOP(Method, SubspaceProjector):
         self.needs_spikes = not config.with_wfr
         self.subspaces = nn.ModuleList()
 
+    @classmethod
+    def add_flags(cls, parser) -> None:
+        c = HLOPConfig()
+        parser.flag(
+            "-hlop_lr",
+            default=",".join(f"{v:g}" for v in c.lr),
+            help="Hebbian learning rate: one value, or one per layer (fc1,fc2,classifier)",
+        )
+        parser.flag("-hlop_iterations", type=int, default=c.iterations, help="Hebbian iterations per batch")
+        parser.flag(
+            "-hlop_out_num",
+            default=",".join(map(str, c.out_num)),
+            help="lateral neurons per layer added for task 0",
+        )
+        parser.flag(
+            "-hlop_out_num_inc",
+            default=",".join(map(str, c.out_num_inc)),
+            help="lateral neurons per layer added for each later task (shrinking by 2/7 of it every third task: "
+            "the reference's 70 -> 50 -> 30 -> 10)",
+        )
+        parser.flag(
+            "-hlop_spiking",
+            action="store_true",
+            help="lateral neurons spike: their output is quantised to spike counts",
+        )
+        parser.flag(
+            "-hlop_spiking_scale",
+            type=float,
+            default=c.spiking_scale,
+            help="range [-s, s] of the spiking lateral output",
+        )
+        parser.flag(
+            "-hlop_spiking_timesteps",
+            type=float,
+            default=c.spiking_timesteps,
+            help="timesteps of the spiking lateral neurons",
+        )
+        parser.flag(
+            "-hlop_spiking_projection",
+            default=c.spiking_projection,
+            choices=("timestep", "rate"),
+            help="with -hlop_spiking, quantise the lateral answer to each timestep's input spikes (the reference) "
+            "or to their weighted firing rate",
+        )
+        parser.flag(
+            "-hlop_new_rows",
+            default=c.new_rows,
+            choices=("orthogonal", "random"),
+            help="each task's new lateral neurons start orthogonal to the old ones, or at random angles (the reference)",
+        )
+        parser.flag(
+            "-hlop_start_epochs",
+            type=int,
+            default=c.start_epochs,
+            help="Hebbian learning starts after this many epochs of each task",
+        )
+        parser.flag(
+            "-not_hlop_with_wfr",
+            action="store_true",
+            help="Hebbian updates from each timestep's spikes instead of the weighted firing rate",
+        )
+
+    @classmethod
+    def from_args(cls, args) -> HLOP:
+        return cls(cls.config_from_args(args))
+
+    @staticmethod
+    def config_from_args(args) -> HLOPConfig:
+        return HLOPConfig(
+            lr=comma_numbers(args.hlop_lr, "-hlop_lr"),
+            iterations=args.hlop_iterations,
+            out_num=comma_numbers(args.hlop_out_num, "-hlop_out_num", int),
+            out_num_inc=comma_numbers(args.hlop_out_num_inc, "-hlop_out_num_inc", int),
+            spiking=args.hlop_spiking,
+            spiking_scale=args.hlop_spiking_scale,
+            spiking_timesteps=args.hlop_spiking_timesteps,
+            spiking_projection=args.hlop_spiking_projection,
+            new_rows=args.hlop_new_rows,
+            with_wfr=not args.not_hlop_with_wfr,
+            start_epochs=args.hlop_start_epochs,
+        )
+
     def prepare(self, model: SpikingMLP) -> None:
         c = self.config
         device = model.fc1.weight.device
@@ -76,9 +157,9 @@ class HLOP(Method, SubspaceProjector):
     def sizes(self, task: int) -> list[int]:
         """New lateral rows per layer for ``task``."""
         if task == 0:
-            return list(self.config.first_sizes)
+            return list(self.config.out_num)
         factor = max(0.0, 1 - self.config.shrink_fraction * (task // self.config.shrink_every))
-        return [round(n * factor) for n in self.config.inc_sizes]
+        return [round(n * factor) for n in self.config.out_num_inc]
 
     def before_task(self, task: int, model: SpikingMLP) -> None:
         for subspace, n in zip(self.subspaces, self.sizes(task), strict=True):

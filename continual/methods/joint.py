@@ -1,7 +1,7 @@
 """Joint training: every task's training data at once, the upper bound every table needs.
 
-The loop trains one stage on the union of all tasks' training rows and evaluates every task
-after it; the accuracy matrix has its last row only, BWT is undefined.
+Its data stream is one experience, the union of all tasks' training rows, evaluated on every
+task after it; the accuracy matrix has its last row only, BWT is undefined.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from continual.methods.base import Method
 
 class Joint(Method):
     name = "joint"
-    joint = True
+    stream = "joint"
 
     def __init__(self):
         super().__init__()

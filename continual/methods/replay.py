@@ -10,7 +10,8 @@ stores the first hidden layer's spike trains instead of inputs, keeping every ``
 timestep as packed bits; replayed, each kept step is repeated ``compress`` times and drives fc2
 and the classifier. fc1 stays fixed after task 0 so that stored spike trains stay valid.
 
-Replay wraps another method (``-replay`` with HLOP keeps HLOP's projection while learning tasks).
+Replay composes with another method (``-method hlop -replay``: HLOP projects while tasks are
+learned, replay follows each task; see ``continual.methods.compose``).
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from common.errors import UserError
 from continual.data import masked_logits
-from continual.methods.base import Baseline, Method, TaskContext
+from continual.methods.base import Method, TaskContext
 from continual.optim import make_optimizer, make_scheduler
 from models.neurons import lif_spikes, weighted_rate
 from models.spiking_mlp import SpikingMLP
@@ -90,47 +92,66 @@ class ReplayMemory(nn.Module):
 
 
 class Replay(Method):
-    def __init__(self, inner: Method | None = None, config: ReplayConfig = ReplayConfig()):
+    def __init__(self, config: ReplayConfig = ReplayConfig()):
         super().__init__()
-        self.inner = inner or Baseline()
         self.config = config
         self.memory = ReplayMemory()
-        kind = (
-            f"latent-replay{'-c' + str(config.compress) if config.compress > 1 else ''}" if config.latent else "replay"
+        compressed = f"-c{config.compress}" if config.compress > 1 else ""
+        self.name = f"latent-replay{compressed}" if config.latent else "replay"
+
+    @classmethod
+    def add_flags(cls, parser) -> None:
+        r = ReplayConfig()
+        parser.flag(
+            "-replay",
+            action="store_true",
+            help="add memory replay after each task to the chosen method (with -baseline: replay only)",
         )
-        self.name = kind if type(self.inner) is Baseline else f"{self.inner.name}+{kind}"
-        self.needs_spikes = self.inner.needs_spikes
-        self.joint = self.inner.joint
+        parser.flag("-memory_size", type=int, default=r.memory_size, help="replay: stored samples per class")
+        parser.flag(
+            "-replay_epochs", type=int, default=r.epochs, help="replay: epochs of the replay phase after each task"
+        )
+        parser.flag(
+            "-replay_b", type=int, default=r.batch_per_task, help="replay: batch size per task in the replay phase"
+        )
+        parser.flag("-replay_lr", type=float, default=r.lr, help="replay: learning rate of the replay phase")
+        parser.flag("-replay_T_max", type=int, default=r.t_max, help="replay: CosALR period of the replay phase")
+        parser.flag(
+            "-replay_compress",
+            type=int,
+            default=2,
+            help="latent replay: keep every n-th timestep of the stored spike trains",
+        )
 
-    # the wrapped method's hooks, unchanged
-    def prepare(self, model):
-        self.inner.prepare(model)
+    @classmethod
+    def from_args(cls, args) -> Replay:
+        return cls(config=cls.config_from_args(args, latent=False))
 
-    def projector(self, task):
-        return self.inner.projector(task)
-
-    def penalty(self, model):
-        return self.inner.penalty(model)
-
-    def after_step(self, output, task, epoch, batch_size):
-        self.inner.after_step(output, task, epoch, batch_size)
-
-    def before_task(self, task: int, model: SpikingMLP) -> None:
-        self.inner.before_task(task, model)
+    @staticmethod
+    def config_from_args(args, latent: bool) -> ReplayConfig:
+        if args.replay_compress < 1:
+            raise UserError(f"-replay_compress {args.replay_compress}: expected a positive number of timesteps")
+        return ReplayConfig(
+            memory_size=args.memory_size,
+            epochs=args.replay_epochs,
+            batch_per_task=args.replay_b,
+            lr=args.replay_lr,
+            t_max=args.replay_T_max,
+            latent=latent,
+            compress=args.replay_compress if latent else 1,
+        )
 
     def freeze(self, model: SpikingMLP, task: int) -> None:
-        self.inner.freeze(model, task)
         if self.config.latent and task > 0:
             model.fc1.weight.requires_grad_(False)  # stored spike trains of fc1's output stay valid
 
     def after_task(self, context: TaskContext) -> None:
-        self.inner.after_task(context)
         self._store(context)
         if context.task >= 1:
             self._replay(context)
 
     def memory_bytes(self) -> int:
-        return self.inner.memory_bytes() + self.memory.total_bytes()
+        return self.memory.total_bytes()
 
     @torch.no_grad()
     def _store(self, context: TaskContext) -> None:
@@ -192,3 +213,15 @@ class Replay(Method):
                 loss.backward()
                 optimizer.step()
             scheduler.step()
+
+
+class LatentReplay(Replay):
+    """Compressed latent replay: ``-method latent_replay``, with replay's flags and ``-replay_compress``."""
+
+    @classmethod
+    def add_flags(cls, parser) -> None:
+        """Declared by ``Replay.add_flags``."""
+
+    @classmethod
+    def from_args(cls, args) -> LatentReplay:
+        return cls(config=cls.config_from_args(args, latent=True))

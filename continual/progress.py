@@ -1,0 +1,88 @@
+"""How far a continual run has come, as its checkpoints record it.
+
+``checkpoints/last.pt`` is written after every epoch and every task, ``checkpoints/task<k>.pt``
+after each task; each holds the network, the method's state (Hebbian weights and their
+momentum, memories), the accuracy matrix so far, the shuffling generator and, inside a task, its
+optimizer and schedule. ``-resume`` continues from ``last.pt`` and ends with the matrix of an
+uninterrupted run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from common.checkpoint import load_weights
+from common.runlog import RunLog
+
+LAST = "checkpoints/last.pt"
+
+
+@dataclass
+class TaskTraining:
+    """A task being learned: its optimizer, schedule, the (possibly DDP-wrapped) network and rows."""
+
+    task: int
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    network: torch.nn.Module  # the model, or DDP around it
+    rows: torch.Tensor
+    val_rows: torch.Tensor
+    epochs_done: int = 0
+    summary: tuple = (0.0, 0.0, 0.0)  # train loss, train accuracy, validation accuracy of the last epoch
+
+
+@dataclass
+class Progress:
+    task: int = 0  # the next accuracy matrix row to fill
+    matrix: list = field(default_factory=list)
+    task_seconds: list = field(default_factory=list)
+    firing_rates: list = field(default_factory=list)  # per finished task: each LIF layer's rate (-rate_stat)
+    training: TaskTraining | None = None  # the task in progress, if the run stopped inside one
+
+    def save(self, log: RunLog, name: str, model, method, shuffle: torch.Generator) -> None:
+        state = {
+            "task": self.task,
+            "model": model.state_dict(),
+            "method": method.state_dict(),
+            "acc_matrix": self.matrix,
+            "task_seconds": self.task_seconds,
+            "firing_rates": self.firing_rates,
+            "shuffle": shuffle.get_state(),
+        }
+        if self.training is not None:
+            t = self.training
+            state["training"] = {
+                "task": t.task,
+                "epochs_done": t.epochs_done,
+                "summary": list(t.summary),
+                "optimizer": t.optimizer.state_dict(),
+                "scheduler": t.scheduler.state_dict(),
+            }
+        log.save(name, state)
+
+    @classmethod
+    def restore(cls, log: RunLog, model, method, shuffle: torch.Generator, start_task) -> Progress | None:
+        """The progress of the last checkpoint (model, method and generator loaded), or None.
+
+        ``start_task(task)`` rebuilds a task's optimizer without preparing the task again.
+        """
+        checkpoint = log.restore(LAST, "continual checkpoint")
+        if checkpoint is None:
+            return None
+        load_weights(model, checkpoint["model"], log.folder / LAST)
+        method.load_state_dict(checkpoint["method"])
+        progress = cls(checkpoint["task"], checkpoint["acc_matrix"], checkpoint["task_seconds"])
+        progress.firing_rates = checkpoint.get("firing_rates", [])
+        if "training" in checkpoint:  # stopped inside a task
+            saved = checkpoint["training"]
+            progress.training = start_task(saved["task"])
+            progress.training.optimizer.load_state_dict(saved["optimizer"])
+            progress.training.scheduler.load_state_dict(saved["scheduler"])
+            progress.training.epochs_done, progress.training.summary = saved["epochs_done"], tuple(saved["summary"])
+        shuffle.set_state(checkpoint["shuffle"])
+        return progress
+
+    def where(self) -> str:
+        return f"epoch {self.training.epochs_done} of task {self.task}" if self.training else f"task {self.task - 1}"

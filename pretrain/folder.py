@@ -1,0 +1,55 @@
+"""A pretraining run's output folder as the continual run sees it, opened once.
+
+meta.json is read once; the folder answers for the split and the task split the encoders were
+trained with, whether a dataset is the one they were trained on, and the frozen features
+(cached; see ``pretrain.features``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from common.errors import UserError
+from common.paths import shown
+from dataloader.dataset import PreparedData
+from dataloader.options import DataSpec
+from dataloader.splits import SplitConfig
+from models.multimodal import MultimodalNet
+from pretrain.artifacts import check_same_data, load_encoder, read_meta
+from pretrain.features import fused_features
+
+
+class PretrainedFolder:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.meta = read_meta(self.path)
+
+    @property
+    def tasks(self) -> list[list[str]]:
+        return self.meta["tasks"]
+
+    def data_spec(self, data_dir: Path, cache_dir: Path) -> DataSpec:
+        """The rows, labels and the very split the encoders were trained on."""
+        dataset = self.meta["dataset"]
+        split = SplitConfig.from_dict(dataset["split"])
+        return DataSpec(data_dir=data_dir, class_column=dataset["class_column"], split=split, cache_dir=cache_dir)
+
+    def check(self, data: PreparedData) -> None:
+        """The encoders come from this dataset, and (first-task encoders) saw no later task's classes."""
+        check_same_data(self.meta, data.table, self.path)
+        if self.meta["pretrain_classes"] == "first-task" and sorted(data.tasks[0]) != sorted(
+            self.meta["trained_classes"]
+        ):
+            raise UserError(
+                f"-pretrained {shown(self.path)}: the encoders were trained on task 0 = {self.meta['trained_classes']}, "
+                f"but this run's task 0 is {data.tasks[0]}; later tasks' classes would leak into the frozen encoders"
+            )
+
+    def encoder(self, device: torch.device) -> MultimodalNet:
+        return load_encoder(self.path, self.meta, device)
+
+    def features(self, data: PreparedData, device: torch.device) -> torch.Tensor:
+        """(rows, feature_dim) frozen fused features of every row, cached on disk."""
+        return fused_features(self.path, self.meta, data, device)
