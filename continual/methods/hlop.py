@@ -16,7 +16,7 @@ default) or from every timestep's spikes.
 
 The default sizes differ from the reference's (80, 200, 100) for fc1: frozen fused features are
 nearly low-rank, and a subspace as large as the features' usable rank leaves fc1 nothing to learn
-through (README, "settings that differ from the reference", has the measurements).
+through (README, "Faithfulness to the reference, and the settings that differ", has the measurements).
 """
 
 from __future__ import annotations
