@@ -1,36 +1,27 @@
-"""Continual learning of the scene tasks with a spiking MLP on frozen fused features: baseline or HLOP.
+"""Continual learning of the scene tasks with a spiking MLP on frozen fused features (HLOP, baseline, joint, EWC, replay, GPM).
 
-Loads the pretrained encoders' meta (pre_weight/<dataset>/ or -pretrained DIR), takes their cached
-fused features, trains the tasks one after another, and writes results.json, acc_matrix.csv,
-acc_matrix.png, TensorBoard events and a checkpoint per task to -out_dir.
+Parses the flags (the methods declare their own) and calls ``continual.experiment.run_experiment``:
+the pretrained encoders' folder (pre_weight/<dataset>/ or -pretrained DIR) gives the split, the
+task split and the cached features; the tasks are learned one after another; results.json,
+acc_matrix.csv, acc_matrix.png, TensorBoard events and checkpoints go to -out_dir.
 """
 
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 from common.cli import FlagParser, run_cli
-from common.device import select_device, wants_cuda
+from common.device import wants_cuda
 from common.distributed import init_distributed
 from common.errors import UserError
-from common.paths import REPO_ROOT, default_data_dir, shown
-from common.rundir import RunDir
 from common.seeding import use_deterministic_algorithms
 from continual.config import OPTIMIZERS, SCENARIOS, SCHEDULERS, ContinualConfig
-from continual.data import continual_data
-from continual.methods import METHODS, Replay, compose
-from continual.seeds import run_seeds
-from continual.trainer import run_continual
-from dataloader.dataset import prepare_data
+from continual.experiment import Experiment, run_experiment
+from continual.methods import METHODS, Replay
 from dataloader.options import add_data_flags
 from dataloader.splits import SPLIT_MODES
 from models.multimodal import MODALITIES
 from models.neurons import NeuronConfig, compile_neurons
 from models.spiking_mlp import DSR_BACKWARDS
-from pretrain.artifacts import default_out_dir
-from pretrain.folder import PretrainedFolder
-
-RESULT_MARKERS = ("results.json", "checkpoints")
 
 
 def build_parser() -> FlagParser:
@@ -203,66 +194,35 @@ def config_from_args(args) -> ContinualConfig:
     )
 
 
+def experiment_from_args(args) -> Experiment:
+    return Experiment(
+        data_dir=args.data_dir and Path(args.data_dir),
+        pretrained=args.pretrained and Path(args.pretrained),
+        modality=args.modality,
+        fusion=args.fusion,
+        pretrain_classes=args.pretrain_classes,
+        split=args.split,
+        tasks=args.tasks,
+        cache_dir=Path(args.cache_dir),
+        out_dir=args.out_dir and Path(args.out_dir),
+        input_scale=args.input_scale,
+        seeds=tuple(_seeds(args.seeds)),
+        resume=args.resume,
+        overwrite=args.overwrite,
+        device=args.device,
+        gpu_id=args.gpu_id,
+        label=args.cnf,
+    )
+
+
 def main(argv) -> None:
     args = build_parser().parse_args(argv)
-    dist = init_distributed(use_cuda=wants_cuda(args.device))
+    init_distributed(use_cuda=wants_cuda(args.device))
     if args.deterministic:
         use_deterministic_algorithms()
     if args.compile:
         compile_neurons()
-    method = compose(methods_from_args(args))
-    config = config_from_args(args)
-    data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
-    pretrained = (
-        Path(args.pretrained)
-        if args.pretrained
-        else default_out_dir(data_dir.name, args.modality, args.fusion, args.pretrain_classes, args.split)
-    )
-    folder = PretrainedFolder(pretrained)
-    spec = folder.data_spec(data_dir, Path(args.cache_dir))
-    data = prepare_data(spec, args.tasks, folder.tasks, f"{shown(pretrained / 'meta.json')} tasks")
-    folder.check(data)
-    out_dir = Path(args.out_dir) if args.out_dir else REPO_ROOT / "logs" / f"{data.table.name}-{method.name}"
-    seeds = _seeds(args.seeds)
-    markers = ("results.json", "seed*") if seeds else RESULT_MARKERS
-    run = RunDir(out_dir, markers, resume=args.resume, overwrite=args.overwrite, out_flag="-out_dir")
-    device = select_device(args.gpu_id, args.device, dist.local_rank if dist.enabled else None)
-    features = dist.main_first(lambda: folder.features(data, device))
-    tasks_from = "--tasks" if args.tasks is not None else f"{shown(pretrained / 'meta.json')}"
-    print(
-        f"{method.name} on {shown(data_dir)}: {len(data.tasks)} tasks (from {tasks_from}), features "
-        f"{tuple(features.shape)} from {shown(pretrained)} -> {shown(run.path)}",
-        flush=True,
-    )
-    for name, groups in data.groups().items():
-        print(f"  {name} {data.table.group_column}: {', '.join(groups)}", flush=True)
-    info = {
-        "method": method.name,
-        "method_config": method.settings(),
-        "pretrained": str(pretrained),
-        "pretrain_classes": folder.meta["pretrain_classes"],
-        "modality": folder.meta["modality"],
-        "dataset": data.table.name,
-        "tasks": data.tasks,
-        "split_groups": data.groups(),
-        "cnf": args.cnf,
-    }
-    cdata = continual_data(features, data, device, args.input_scale)
-    info["input_scale"] = args.input_scale
-    info["input_scale_value"] = cdata.input_scale
-    if not seeds:
-        run_continual(cdata, method, config, run, device, info)
-        return
-
-    def one_seed(seed: int, folder: RunDir) -> dict:
-        print(f"--- seed {seed} ---", flush=True)
-        return run_continual(cdata, compose(methods_from_args(args)), replace(config, seed=seed), folder, device, info)
-
-    summary = run_seeds(seeds, one_seed, run, RESULT_MARKERS)
-    bwt = "n/a" if summary["bwt"] is None else f"{summary['bwt'] * 100:.2f} ± {summary['bwt_std'] * 100:.2f}%"
-    print(
-        f"{summary['method']} over seeds {args.seeds}: ACC {summary['acc'] * 100:.2f} ± {summary['acc_std'] * 100:.2f}%  BWT {bwt}"
-    )
+    run_experiment(experiment_from_args(args), lambda: methods_from_args(args), config_from_args(args))
 
 
 if __name__ == "__main__":

@@ -68,3 +68,27 @@ def test_first_task_encoders_with_another_task_zero_are_refused(scene_dir, tmp_p
     assert result.returncode == 2
     assert "later tasks' classes would leak into the frozen encoders" in result.stderr
     assert result.stderr.count("\n") == 1
+
+
+def test_python_entry_point_runs_without_argparse(scene_dir, tmp_path):
+    """The notebook example of continual/experiment.py: an Experiment, the methods, a config; no flags."""
+    from continual.config import ContinualConfig
+    from continual.experiment import Experiment, run_experiment
+    from continual.methods import HLOP, HLOPConfig
+    from models.neurons import NeuronConfig
+
+    pretrained = pretrain_tiny(scene_dir, tmp_path)
+    experiment = Experiment(
+        data_dir=scene_dir, pretrained=pretrained, cache_dir=tmp_path / "cache", out_dir=tmp_path / "nb", seeds=(0, 1)
+    )
+    config = ContinualConfig(epochs=2, hidden=32, neuron=NeuronConfig(timesteps=4))
+    made = []
+
+    def methods():
+        made.append(HLOP(HLOPConfig(out_num=(4, 8, 8), out_num_inc=(2, 4, 4))))
+        return made[-1:]
+
+    summary = run_experiment(experiment, methods, config)
+    assert summary["seeds"] == [0, 1] and len(made) == 3  # one for the name, a fresh one per seed
+    assert json.loads((tmp_path / "nb" / "results.json").read_text())["acc"] == summary["acc"]
+    assert (tmp_path / "nb" / "seed1" / "results.json").is_file()

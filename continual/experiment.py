@@ -1,0 +1,113 @@
+"""A continual experiment from the pretrained folder to results.json: the continual script's one call.
+
+``run_experiment`` opens the pretrained folder, prepares the data with the split and task split
+the encoders were trained with, takes their cached features, and runs the methods task after
+task (once, or once per seed with a mean ± std summary). Usable without argparse, e.g. in a
+notebook::
+
+    from continual.experiment import Experiment, run_experiment
+    from continual.config import ContinualConfig
+    from continual.methods import HLOP
+
+    results = run_experiment(Experiment(out_dir="logs/nb-hlop", overwrite=True), lambda: [HLOP()], ContinualConfig())
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from common.device import select_device
+from common.distributed import current as distributed
+from common.paths import CACHE_DIR, REPO_ROOT, default_data_dir, shown
+from common.rundir import RunDir
+from continual.config import ContinualConfig
+from continual.data import continual_data
+from continual.methods import Method, compose
+from continual.seeds import run_seeds
+from continual.trainer import run_continual
+from dataloader.dataset import prepare_data
+from pretrain.artifacts import default_out_dir
+from pretrain.folder import PretrainedFolder
+
+RESULT_MARKERS = ("results.json", "checkpoints")
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """Where a continual run reads and writes; None picks the default."""
+
+    data_dir: Path | None = None  # datasets/scene, else the embedded avdigits
+    pretrained: Path | None = None  # else the pretraining default for these four:
+    modality: str = "both"
+    fusion: str = "attention"
+    pretrain_classes: str = "all"
+    split: str = "auto"
+    tasks: str | None = None  # a --tasks value; else the task split of the pretrained folder
+    cache_dir: Path = CACHE_DIR
+    out_dir: Path | None = None  # else logs/<dataset>-<method>
+    input_scale: str = "auto"
+    seeds: tuple[int, ...] = ()  # several: one run per seed and a summary
+    resume: bool = False
+    overwrite: bool = False
+    device: str | None = None
+    gpu_id: str | None = None
+    label: str | None = None  # the reference's -cnf, recorded in results.json
+
+
+def run_experiment(experiment: Experiment, make_methods: Callable[[], list[Method]], config: ContinualConfig) -> dict:
+    """Run it; returns results.json's record (the seeds' summary with several seeds).
+
+    ``make_methods`` builds fresh methods, once per seed.
+    """
+    e, dist = experiment, distributed()
+    method = compose(make_methods())
+    data_dir = Path(e.data_dir) if e.data_dir else default_data_dir()
+    pretrained = Path(e.pretrained or default_out_dir(data_dir.name, e.modality, e.fusion, e.pretrain_classes, e.split))
+    folder = PretrainedFolder(pretrained)
+    data = prepare_data(
+        folder.data_spec(data_dir, Path(e.cache_dir)), e.tasks, folder.tasks, f"{shown(pretrained / 'meta.json')} tasks"
+    )
+    folder.check(data)
+    out_dir = Path(e.out_dir) if e.out_dir else REPO_ROOT / "logs" / f"{data.table.name}-{method.name}"
+    markers = ("results.json", "seed*") if e.seeds else RESULT_MARKERS
+    run = RunDir(out_dir, markers, resume=e.resume, overwrite=e.overwrite, out_flag="-out_dir")
+    device = select_device(e.gpu_id, e.device, dist.local_rank if dist.enabled else None)
+    features = dist.main_first(lambda: folder.features(data, device))
+    tasks_from = "--tasks" if e.tasks is not None else shown(pretrained / "meta.json")
+    print(
+        f"{method.name} on {shown(data_dir)}: {len(data.tasks)} tasks (from {tasks_from}), features "
+        f"{tuple(features.shape)} from {shown(pretrained)} -> {shown(run.path)}",
+        flush=True,
+    )
+    for name, groups in data.groups().items():
+        print(f"  {name} {data.table.group_column}: {', '.join(groups)}", flush=True)
+    cdata = continual_data(features, data, device, e.input_scale)
+    info = {
+        "method": method.name,
+        "method_config": method.settings(),
+        "pretrained": str(pretrained),
+        "pretrain_classes": folder.meta["pretrain_classes"],
+        "modality": folder.meta["modality"],
+        "dataset": data.table.name,
+        "tasks": data.tasks,
+        "split_groups": data.groups(),
+        "cnf": e.label,
+        "input_scale": e.input_scale,
+        "input_scale_value": cdata.input_scale,
+    }
+    if not e.seeds:
+        return run_continual(cdata, method, config, run, device, info)
+
+    def one_seed(seed: int, seed_run: RunDir) -> dict:
+        print(f"--- seed {seed} ---", flush=True)
+        return run_continual(cdata, make_methods(), replace(config, seed=seed), seed_run, device, info)
+
+    summary = run_seeds(list(e.seeds), one_seed, run, RESULT_MARKERS)
+    bwt = "n/a" if summary["bwt"] is None else f"{summary['bwt'] * 100:.2f} ± {summary['bwt_std'] * 100:.2f}%"
+    seeds = ",".join(map(str, e.seeds))
+    print(
+        f"{summary['method']} over seeds {seeds}: ACC {summary['acc'] * 100:.2f} ± {summary['acc_std'] * 100:.2f}%  BWT {bwt}"
+    )
+    return summary
