@@ -6,7 +6,7 @@ and meta.json to pre_weight/<dataset>/ (or --out). The continual script reads th
 
 import sys
 
-from common.cli import FlagParser, run_cli
+from common.cli import FlagParser, fraction, non_negative_float, positive_float, positive_int, run_cli
 from common.device import select_device, wants_cuda
 from common.distributed import init_distributed
 from common.paths import shown
@@ -31,23 +31,30 @@ def build_parser() -> FlagParser:
         default=None,
         help="output folder; default pre_weight/<dataset>[-<modality>][-<fusion>][-first-task][-<split>]",
     )
-    parser.flag("-epochs", type=int, default=defaults.epochs, help="training epochs")
-    parser.flag("-b", "--batch-size", type=int, default=defaults.batch_size, help="batch size")
-    parser.flag("-lr", type=float, default=defaults.lr, help="AdamW learning rate (cosine schedule)")
-    parser.flag("--weight-decay", type=float, default=defaults.weight_decay, help="AdamW weight decay")
+    parser.flag("-epochs", type=positive_int, default=defaults.epochs, help="training epochs")
+    parser.flag("-b", "--batch-size", type=positive_int, default=defaults.batch_size, help="batch size")
+    parser.flag("-lr", type=positive_float, default=defaults.lr, help="AdamW learning rate (cosine schedule)")
+    parser.flag("--weight-decay", type=non_negative_float, default=defaults.weight_decay, help="AdamW weight decay")
     parser.flag(
-        "--aux-weight", type=float, default=defaults.aux_weight, help="weight of each modality's own head in the loss"
+        "--aux-weight",
+        type=non_negative_float,
+        default=defaults.aux_weight,
+        help="weight of each modality's own head in the loss",
     )
     parser.flag(
         "--modality-dropout",
-        type=float,
+        type=fraction,
         default=defaults.modality_dropout,
         help="fraction of training samples that see one random modality only (keeps fusion from collapsing onto one)",
     )
-    parser.flag("--image-size", type=int, default=defaults.image_size, help="images are resized to this square size")
+    parser.flag(
+        "--image-size", type=positive_int, default=defaults.image_size, help="images are resized to this square size"
+    )
     parser.flag("--modality", default="both", choices=MODALITIES, help="which encoders to train")
     parser.flag("--fusion", default="attention", choices=FUSIONS, help="how the two embeddings are fused")
-    parser.flag("--feature-dim", type=int, default=784, help="size of the fused feature the spiking network reads")
+    parser.flag(
+        "--feature-dim", type=positive_int, default=784, help="size of the fused feature the spiking network reads"
+    )
     parser.flag("--image-backbone", default="cnn", choices=IMAGE_BACKBONES, help="image encoder")
     parser.flag(
         "--imagenet-weights",

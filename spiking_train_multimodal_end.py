@@ -9,7 +9,7 @@ acc_matrix.csv, acc_matrix.png, TensorBoard events and checkpoints go to -out_di
 import sys
 from pathlib import Path
 
-from common.cli import FlagParser, run_cli
+from common.cli import FlagParser, non_negative_float, non_negative_int, positive_float, positive_int, run_cli
 from common.device import wants_cuda
 from common.distributed import init_distributed
 from common.errors import UserError
@@ -35,7 +35,10 @@ def build_parser() -> FlagParser:
         help="pretrained encoders' folder (default: the pretraining default for the dataset and -modality)",
     )
     parser.flag(
-        "--modality", default="both", choices=MODALITIES, help="which pretrained encoders' default folder to use"
+        "--modality",
+        default=None,
+        choices=MODALITIES,
+        help="which pretrained encoders' default folder to use (default both); with -pretrained, checked against it",
     )
     parser.flag(
         "--pretrain-classes",
@@ -47,9 +50,10 @@ def build_parser() -> FlagParser:
     parser.flag("-baseline", action="store_true", help="plain sequential training (same as -method baseline)")
     parser.flag(
         "--fusion",
-        default="attention",
+        default=None,
         choices=("attention", "concat", "late"),
-        help="which pretrained encoders' default folder to use",
+        help="which pretrained encoders' default folder to use (default attention); with -pretrained, checked "
+        "against it",
     )
     parser.flag(
         "--split",
@@ -68,33 +72,35 @@ def build_parser() -> FlagParser:
     parser.flag(
         "-seeds", default=None, help="run once per seed (e.g. 0,1,2) into -out_dir/seed<N>/ and summarise mean ± std"
     )
-    parser.flag("-b", type=int, default=c.batch_size, help="batch size")
-    parser.flag("-epochs", type=int, default=c.epochs, help="epochs per task")
+    parser.flag("-b", type=positive_int, default=c.batch_size, help="batch size")
+    parser.flag("-epochs", type=positive_int, default=c.epochs, help="epochs per task")
     parser.flag("-opt", default=c.opt, choices=OPTIMIZERS, help="optimizer (a fresh one per task)")
-    parser.flag("-lr", type=float, default=c.lr, help="learning rate")
+    parser.flag("-lr", type=positive_float, default=c.lr, help="learning rate")
     parser.flag(
         "-lr_scheduler",
         default=c.lr_scheduler,
         choices=SCHEDULERS,
         help="StepLR or CosALR (cosine with warm-up), stepped per epoch",
     )
-    parser.flag("-step_size", type=float, default=c.step_size, help="StepLR step size in epochs")
-    parser.flag("-gamma", type=float, default=c.gamma, help="StepLR decay factor")
-    parser.flag("-T_max", type=int, default=c.T_max, help="CosALR period in epochs")
-    parser.flag("-warmup", type=int, default=c.warmup, help="CosALR warm-up epochs")
+    parser.flag("-step_size", type=positive_float, default=c.step_size, help="StepLR step size in epochs")
+    parser.flag("-gamma", type=positive_float, default=c.gamma, help="StepLR decay factor")
+    parser.flag("-T_max", type=positive_int, default=c.T_max, help="CosALR period in epochs")
+    parser.flag("-warmup", type=non_negative_int, default=c.warmup, help="CosALR warm-up epochs")
     parser.flag(
         "-input_scale",
         default="auto",
         help="factor on the features: auto maps task 0's training features into [0, 1]; none; or a number",
     )
-    parser.flag("-hidden", type=int, default=c.hidden, help="hidden neurons per layer")
-    parser.flag("-timesteps", type=int, default=n.timesteps, help="simulation timesteps T")
-    parser.flag("-Vth", type=float, default=n.vth, help="firing threshold")
-    parser.flag("-tau", type=float, default=n.tau, help="membrane time constant")
-    parser.flag("-delta_t", type=float, default=n.delta_t, help="simulation step")
-    parser.flag("-alpha", type=float, default=n.alpha, help="a neuron fires when its potential reaches alpha * Vth")
+    parser.flag("-hidden", type=positive_int, default=c.hidden, help="hidden neurons per layer")
+    parser.flag("-timesteps", type=positive_int, default=n.timesteps, help="simulation timesteps T")
+    parser.flag("-Vth", type=positive_float, default=n.vth, help="firing threshold")
+    parser.flag("-tau", type=positive_float, default=n.tau, help="membrane time constant")
+    parser.flag("-delta_t", type=positive_float, default=n.delta_t, help="simulation step")
+    parser.flag(
+        "-alpha", type=positive_float, default=n.alpha, help="a neuron fires when its potential reaches alpha * Vth"
+    )
     parser.flag("-train_Vth", type=int, default=1, choices=(0, 1), help="1: train the thresholds (task 0 only)")
-    parser.flag("-Vth_bound", type=float, default=n.vth_bound, help="lower bound of a trained threshold")
+    parser.flag("-Vth_bound", type=non_negative_float, default=n.vth_bound, help="lower bound of a trained threshold")
     parser.flag(
         "-dsr_backward",
         default=c.dsr_backward,
@@ -204,6 +210,7 @@ def experiment_from_args(args) -> Experiment:
         split=args.split,
         tasks=args.tasks,
         cache_dir=Path(args.cache_dir),
+        allow_outside_paths=args.allow_outside_paths,
         out_dir=args.out_dir and Path(args.out_dir),
         input_scale=args.input_scale,
         seeds=tuple(_seeds(args.seeds)),

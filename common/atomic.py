@@ -1,7 +1,10 @@
 """Atomic file writes: a crash never leaves a half-written file that a later run trusts.
 
 Each write goes to a temporary file in the target's directory, is flushed and fsynced, and
-then renamed over the target (``os.replace`` is atomic on POSIX and Windows).
+then renamed over the target (``os.replace`` is atomic on POSIX and Windows). The file gets the
+mode a plainly created file would (0666 less the umask), so results on a shared cluster are
+readable by the group. A write that fails (a full disk) says which file, and that the file's
+previous content is intact.
 """
 
 from __future__ import annotations
@@ -14,6 +17,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+
+from common.errors import UserError
+from common.paths import shown
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -29,6 +35,12 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], None]) -> Path:
     """Call ``write(file)`` on a temporary file, then move it to ``path`` atomically."""
     path = Path(path)
@@ -39,7 +51,12 @@ def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], N
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp_name, 0o666 & ~_umask())
         os.replace(tmp_name, path)
+    except OSError as exc:
+        Path(tmp_name).unlink(missing_ok=True)
+        previous = "its previous content is intact" if path.exists() else "nothing was written"
+        raise UserError(f"{shown(path)}: could not be written ({exc.strerror or exc}); {previous}") from None
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise

@@ -8,6 +8,7 @@ Every flag is accepted in the reference code's single-dash spelling (``-data_dir
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -80,6 +81,14 @@ class FlagParser(argparse.ArgumentParser):
         )
 
     def error(self, message: str):  # one line, exit code 2, as for every other user error
+        for action in self._actions:  # name a flag by its documented spellings, not every alias
+            every = "/".join(action.option_strings)
+            if every and message.startswith(f"argument {every}:"):
+                message = (
+                    f"argument {', '.join(getattr(action, 'shown_names', action.option_strings))}:"
+                    + message[len(f"argument {every}:") :]
+                )
+                break
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
@@ -102,14 +111,41 @@ def run_cli(main: Callable[[Sequence[str]], object], argv: Sequence[str] | None 
     return 0
 
 
-def comma_numbers(text: str, flag: str, kind=float, count: int = 3) -> tuple:
-    """One value per layer from ``"a,b,c"`` (or one value for all), else a one-line error naming ``flag``."""
+def comma_numbers(text: str, flag: str, number=None, count: int = 3) -> tuple:
+    """One value per layer from ``"a,b,c"`` (or one value for all), else a one-line error naming ``flag``.
+
+    ``number`` parses and checks each value (one of the argparse types below; default ``positive_float``).
+    """
+    number = number or positive_float
     try:
-        values = tuple(kind(part) for part in str(text).split(","))
-    except ValueError:
-        raise UserError(f"{flag} {text}: expected {count} comma-separated numbers (or one for all)") from None
+        values = tuple(number(part) for part in str(text).split(","))
+    except argparse.ArgumentTypeError as exc:
+        raise UserError(f"{flag} {text}: {exc} ({count} comma-separated values, or one for all)") from None
     if len(values) == 1:
         values = values * count
     if len(values) != count:
         raise UserError(f"{flag} {text}: expected {count} comma-separated numbers (or one for all)")
     return values
+
+
+def _number(kind, test, expected: str):
+    """An argparse ``type`` that accepts a ``kind`` for which ``test`` holds, else says what it expected."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if not (math.isfinite(value) and test(value)):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+
+    parse.__name__ = expected
+    return parse
+
+
+positive_int = _number(int, lambda v: v >= 1, "an integer >= 1")
+non_negative_int = _number(int, lambda v: v >= 0, "an integer >= 0")
+positive_float = _number(float, lambda v: v > 0, "a finite number > 0")
+non_negative_float = _number(float, lambda v: v >= 0, "a finite number >= 0")
+fraction = _number(float, lambda v: 0 <= v <= 1, "a number between 0 and 1")

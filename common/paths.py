@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -17,7 +18,7 @@ def shown(path: str | Path) -> str:
     path = Path(path)
     try:
         return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
+    except (ValueError, OSError, RuntimeError):  # outside the working directory, or a symlink loop
         return str(path)
 
 
@@ -32,3 +33,10 @@ def default_data_dir(announce: bool = True) -> Path:
             flush=True,
         )
     return EMBEDDED_DIR
+
+
+def inside(root: Path, relative: Path) -> bool:
+    """Whether ``root / relative`` stays inside ``root`` by its text alone (no file is looked at)."""
+    if relative.is_absolute():
+        return False
+    return not os.path.normpath(relative).startswith("..")

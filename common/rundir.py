@@ -4,10 +4,15 @@ A folder that already holds results (its ``markers``, glob patterns) is refused 
 ``resume`` (continue in place from its checkpoint) or to ``overwrite``. An overwriting run
 works in a hidden sibling folder and replaces the old folder only when it finishes, so a run
 that fails leaves the old results untouched.
+
+While a run lives it holds a lock, a sibling file ``.<name>.lock`` with its PID: a second run
+into the same folder is refused, naming the holder; the lock of a process that no longer exists
+(killed) is taken over.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import tempfile
@@ -37,21 +42,73 @@ class RunDir:
         self.work = self.path.with_name(f".{self.path.name}.overwrite") if self.staged else self.path
         if not self.writer:
             return
+        self._lock(out_flag)
         if self.staged and self.work.exists():
             shutil.rmtree(self.work)  # a previous overwrite that did not finish
         _check_writable(self.work, out_flag, self.path)
 
+    def _lock(self, out_flag: str) -> None:
+        lock = self.path.with_name(f".{self.path.name}.lock")
+        try:
+            lock.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"{out_flag} {shown(self.path)}: not writable ({exc.strerror or exc})") from None
+        while True:
+            try:
+                handle = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = _holder(lock)
+                if holder is not None and holder != os.getpid() and _alive(holder):
+                    raise UserError(
+                        f"{out_flag} {shown(self.path)}: another run (PID {holder}) is writing to it; wait for it to "
+                        f"end or choose another {out_flag}"
+                    ) from None
+                lock.unlink(missing_ok=True)  # ours already, or left by a process that is gone
+                continue
+            except OSError as exc:
+                raise UserError(f"{out_flag} {shown(self.path)}: not writable ({exc.strerror or exc})") from None
+            os.write(handle, str(os.getpid()).encode())
+            os.close(handle)
+            break
+        self.lock = lock
+        atexit.register(self.unlock)
+
+    def unlock(self) -> None:
+        lock = getattr(self, "lock", None)
+        if lock is not None and _holder(lock) == os.getpid():
+            lock.unlink(missing_ok=True)
+        self.lock = None
+
     def finish(self) -> None:
-        """Make a staged (overwriting) run's folder the real one; the old one is removed."""
-        if not self.staged or not self.writer:
+        """Make a staged (overwriting) run's folder the real one (the old one is removed); release the lock."""
+        if not self.writer:
             return
-        old = self.path.with_name(f".{self.path.name}.old")
-        if old.exists():
-            shutil.rmtree(old)
-        os.replace(self.path, old)
-        os.replace(self.work, self.path)
-        shutil.rmtree(old, ignore_errors=True)
-        self.work, self.staged = self.path, False
+        if self.staged:
+            old = self.path.with_name(f".{self.path.name}.old")
+            if old.exists():
+                shutil.rmtree(old)
+            os.replace(self.path, old)
+            os.replace(self.work, self.path)
+            shutil.rmtree(old, ignore_errors=True)
+            self.work, self.staged = self.path, False
+        self.unlock()
+
+
+def _holder(lock: Path) -> int | None:
+    try:
+        return int(lock.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _check_writable(folder: Path, out_flag: str, shown_path: Path) -> None:

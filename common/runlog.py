@@ -8,6 +8,7 @@ curves and, for an overwriting run, swapping its folder in). Under torchrun only
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from common import atomic
@@ -29,9 +30,18 @@ class RunLog:
     def folder(self) -> Path:
         return self.run.work
 
-    def finished(self, marker: str) -> bool:
-        """Whether this is a -resume of a run that already wrote ``marker`` (its final output)."""
-        return self.run.resuming and (self.folder / marker).is_file()
+    def finished(self, marker: str, saved_settings) -> dict | None:
+        """The final output ``marker`` (JSON) of a -resume of a finished run, else None.
+
+        ``saved_settings(output)`` gives the settings the finished run recorded; a -resume with
+        other flags is refused as for an unfinished run, instead of printing results of other flags.
+        """
+        path = self.folder / marker
+        if not (self.run.resuming and path.is_file()):
+            return None
+        output = json.loads(path.read_text())
+        self._check_same(saved_settings(output), "finished with")
+        return output
 
     def scalars(self, prefix: str, values: dict, step: int) -> None:
         if not distributed().main:
@@ -48,21 +58,45 @@ class RunLog:
         if distributed().main:
             atomic.save_torch(self.folder / name, {**state, "settings": self.settings, "rng": rng_state()})
 
-    def restore(self, name: str, what: str) -> dict | None:
-        """The checkpoint ``name`` of a resumed run, with the RNG state restored; None when there is none."""
-        path = self.folder / name
-        if not self.run.resuming or not path.is_file():
+    def restore(self, name: str, what: str, fallbacks: tuple[str, ...] = ()) -> dict | None:
+        """The checkpoint ``name`` of a resumed run, with the RNG state restored; None when there is none.
+
+        When ``name`` cannot be read (truncated by a full disk, say), the first readable of
+        ``fallbacks`` (older checkpoints, newest first) is used, and the run says so.
+        """
+        if not self.run.resuming:
             return None
-        checkpoint = load_checkpoint(path, what)
-        saved = checkpoint.get("settings", {})
-        differing = [k for k in self.settings if k not in self.free and saved.get(k) != self.settings[k]]
+        checkpoint = None
+        for candidate in (name, *fallbacks):
+            path = self.folder / candidate
+            if not path.is_file():
+                continue
+            try:
+                checkpoint = load_checkpoint(path, what)
+            except UserError as exc:
+                if not fallbacks or candidate == fallbacks[-1]:
+                    raise
+                print(f"{exc}; trying an older checkpoint", flush=True)
+                continue
+            if candidate != name:
+                print(f"resuming from {shown(path)}, the newest readable checkpoint", flush=True)
+            break
+        if checkpoint is None:
+            return None
+        self._check_same(checkpoint.get("settings", {}), "used")
+        set_rng_state(checkpoint["rng"])
+        return checkpoint
+
+    def _check_same(self, saved: dict, verb: str) -> None:
+        current = json.loads(json.dumps(self.settings))  # as saved: tuples are lists
+        saved = json.loads(json.dumps(saved))
+        differing = [k for k in current if k not in self.free and saved.get(k) != current[k]]
         if differing:
             key = differing[0]
             raise UserError(
-                f"-resume {shown(self.folder)}: the run used {key}={saved.get(key)!r}; pass the same flags to resume it"
+                f"-resume {shown(self.folder)}: the run {verb} {key}={saved.get(key)!r}, not {current[key]!r}; pass "
+                "the same flags to resume it, or -overwrite / another output folder for a new run"
             )
-        set_rng_state(checkpoint["rng"])
-        return checkpoint
 
     def finish(self) -> None:
         """Close the curves; an overwriting run's folder replaces the old one."""

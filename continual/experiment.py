@@ -40,12 +40,13 @@ class Experiment:
 
     data_dir: Path | None = None  # datasets/scene, else the embedded avdigits
     pretrained: Path | None = None  # else the pretraining default for these four:
-    modality: str = "both"
-    fusion: str = "attention"
+    modality: str | None = None  # both (default), audio or image; with pretrained: must match it
+    fusion: str | None = None  # attention (default), concat or late; with pretrained: must match it
     pretrain_classes: str = "all"
     split: str = "auto"
     tasks: str | None = None  # a --tasks value; else the task split of the pretrained folder
     cache_dir: Path = CACHE_DIR
+    allow_outside_paths: bool = False
     out_dir: Path | None = None  # else logs/<dataset>-<method>
     input_scale: str = "auto"
     seeds: tuple[int, ...] = ()  # several: one run per seed and a summary
@@ -64,10 +65,15 @@ def run_experiment(experiment: Experiment, make_methods: Callable[[], list[Metho
     e, dist = experiment, distributed()
     method = compose(make_methods())
     data_dir = Path(e.data_dir) if e.data_dir else default_data_dir()
-    pretrained = Path(e.pretrained or default_out_dir(data_dir.name, e.modality, e.fusion, e.pretrain_classes, e.split))
+    default = default_out_dir(data_dir.name, e.modality or "both", e.fusion or "attention", e.pretrain_classes, e.split)
+    pretrained = Path(e.pretrained or default)
     folder = PretrainedFolder(pretrained)
+    folder.check_encoders(e.modality, e.fusion)
     data = prepare_data(
-        folder.data_spec(data_dir, Path(e.cache_dir)), e.tasks, folder.tasks, f"{shown(pretrained / 'meta.json')} tasks"
+        folder.data_spec(data_dir, Path(e.cache_dir), e.allow_outside_paths),
+        e.tasks,
+        folder.tasks,
+        f"{shown(pretrained / 'meta.json')} tasks",
     )
     folder.check(data)
     out_dir = Path(e.out_dir) if e.out_dir else REPO_ROOT / "logs" / f"{data.table.name}-{method.name}"

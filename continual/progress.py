@@ -68,7 +68,10 @@ class Progress:
 
         ``start_task(task)`` rebuilds a task's optimizer without preparing the task again.
         """
-        checkpoint = log.restore(LAST, "continual checkpoint")
+        ends = [p for p in log.folder.glob("checkpoints/task*.pt") if p.stem[4:].isdigit()]
+        ends.sort(key=lambda p: int(p.stem[4:]), reverse=True)  # the newest task's end first
+        fallbacks = tuple(str(p.relative_to(log.folder)) for p in ends)
+        checkpoint = log.restore(LAST, "continual checkpoint", fallbacks)
         if checkpoint is None:
             return None
         load_weights(model, checkpoint["model"], log.folder / LAST)

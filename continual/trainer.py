@@ -14,7 +14,6 @@ rank 0 writes files.
 
 from __future__ import annotations
 
-import json
 import time
 
 import torch
@@ -23,6 +22,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from common.batching import batch_rows
 from common.distributed import current as distributed
+from common.divergence import check_diverged
 from common.errors import UserError
 from common.paths import shown
 from common.rundir import RunDir
@@ -55,8 +55,9 @@ def run_continual(
         raise UserError(f"-scenario {config.scenario}: expected one of {', '.join(SCENARIOS)}")
     method = compose(methods)
     log = RunLog(run, {**config.to_dict(), **info, "method": method.name})
-    if log.finished("results.json"):
-        return _report_finished(log)
+    finished = log.finished("results.json", lambda results: results["config"])
+    if finished is not None:
+        return _report_finished(log, finished)
     seed_everything(config.seed)
     model = build_model(data, config, device)
     method.prepare(model)
@@ -68,6 +69,8 @@ def run_continual(
         training = progress.training = progress.training or start_task(model, method, experience, config)
         for epoch in range(training.epochs_done + 1, config.epochs + 1):
             loss, train_acc = train_epoch(training, method, data, epoch, config, shuffle)
+            where = f"task {experience.task} epoch {epoch}"
+            check_diverged(where, loss, data.n_classes, model, method, keep=_kept(log, progress))
             training.scheduler.step()
             val_acc = accuracy(model, data, training.val_rows, config)
             training.epochs_done, training.summary = epoch, (loss, train_acc, val_acc)
@@ -176,6 +179,16 @@ def _neuron_layers(model: SpikingMLP):
     return [(model.sn1.config, model.fc1), (model.sn2.config, model.fc2)]
 
 
+def _kept(log: RunLog, progress: Progress) -> str:
+    """What the last checkpoint holds, for the divergence message."""
+    t = progress.training
+    if t.epochs_done:
+        return f"{shown(log.folder / LAST)} holds the last good state (epoch {t.epochs_done} of task {t.task})"
+    if progress.task > 0:
+        return f"{shown(log.folder / LAST)} holds the last good state (the end of task {progress.task - 1})"
+    return "nothing had been checkpointed yet"
+
+
 def _resume(log: RunLog, model, method: Method, shuffle, stream: list[Experience], config) -> Progress | None:
     by_task = {e.task: e for e in stream}
     progress = Progress.restore(
@@ -241,8 +254,7 @@ def _finish(log: RunLog, progress: Progress, model, method: Method, data: Contin
     return results
 
 
-def _report_finished(log: RunLog) -> dict:
-    results = json.loads((log.folder / "results.json").read_text())
+def _report_finished(log: RunLog, results: dict) -> dict:
     print(f"{shown(log.run.path)}: this run already finished; nothing to resume")
     print(format_matrix(results["acc_matrix"]) + "\n" + format_summary(results["acc_matrix"]))
     return results

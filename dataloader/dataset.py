@@ -65,7 +65,7 @@ def prepare_data(
     with; ``configured_source`` names it in errors), else the default.
     """
     group_column = spec.split.group_column if spec.split.reads_groups() else None
-    table = read_table(spec.data_dir, spec.class_column, group_column)
+    table = read_table(spec.data_dir, spec.class_column, group_column, spec.allow_outside_paths)
     splits = make_splits(table, spec.split)
     tasks = resolve_tasks(table.class_names, tasks_override, configured_tasks, configured_source)
     return PreparedData(spec=spec, table=table, splits=splits, tasks=tasks)

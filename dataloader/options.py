@@ -6,7 +6,7 @@ import argparse
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common.cli import FlagParser
+from common.cli import FlagParser, positive_int
 from common.errors import UserError
 from common.paths import CACHE_DIR, default_data_dir
 from dataloader.splits import SPLIT_MODES, SplitConfig
@@ -20,6 +20,7 @@ class DataSpec:
     class_column: str = "CLASS2"
     split: SplitConfig = field(default_factory=SplitConfig)
     cache_dir: Path = CACHE_DIR
+    allow_outside_paths: bool = False  # IMAGE paths may leave the dataset folder (a trusted CSV only)
 
 
 def add_data_flags(parser: FlagParser, splits: bool = True) -> None:
@@ -39,6 +40,12 @@ def add_data_flags(parser: FlagParser, splits: bool = True) -> None:
         help='task split as JSON ([["A","B"],["C"]]) or a JSON file; default: TASKS in dataloader/scene.py',
     )
     parser.flag("--cache-dir", default=str(CACHE_DIR), help="where decoded images and features are cached")
+    parser.flag(
+        "--allow-outside-paths",
+        action="store_true",
+        help="accept IMAGE paths that are absolute or leave the dataset folder (refused by default: a CSV from "
+        "elsewhere could read any image on this machine)",
+    )
     if splits:
         parser.flag(
             "--split",
@@ -53,7 +60,7 @@ def add_data_flags(parser: FlagParser, splits: bool = True) -> None:
             help="train,val,test fractions for stratified and blocked splits",
         )
         parser.flag("--split-seed", type=int, default=0, help="seed of the split (independent of the training seed)")
-        parser.flag("--block-size", type=int, default=20, help="rows per block for --split blocked")
+        parser.flag("--block-size", type=positive_int, default=20, help="rows per block for --split blocked")
         parser.flag(
             "--group-column",
             default="auto",
@@ -76,7 +83,13 @@ def data_spec_from_args(args: argparse.Namespace) -> DataSpec:
             _names(args.test_groups),
             _names(args.val_groups),
         )
-    return DataSpec(data_dir=data_dir, class_column=args.class_column, split=split, cache_dir=Path(args.cache_dir))
+    return DataSpec(
+        data_dir=data_dir,
+        class_column=args.class_column,
+        split=split,
+        cache_dir=Path(args.cache_dir),
+        allow_outside_paths=args.allow_outside_paths,
+    )
 
 
 def _fractions(text: str) -> tuple[float, float, float]:

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from common.errors import UserError
-from common.paths import shown
+from common.paths import inside, shown
 
 SPLIT_NAMES = ("train", "val", "test")
 _MFCC = re.compile(r"mfcc_(\d+)", re.IGNORECASE)
@@ -56,11 +56,15 @@ class SceneTable:
 GROUP_COLUMNS = ("SPEAKER", "VIDEO")  # looked for, in this order, when no group column is named
 
 
-def read_table(data_dir: str | Path, class_column: str = "CLASS2", group_column: str | None = None) -> SceneTable:
+def read_table(
+    data_dir: str | Path, class_column: str = "CLASS2", group_column: str | None = None, allow_outside: bool = False
+) -> SceneTable:
     """Read ``data_dir/dataset.csv``, check every row, and resolve every image path.
 
     ``group_column``: a column that must exist and whose values are read as ``groups``; ``"auto"``
-    reads SPEAKER or VIDEO when present; None reads no group.
+    reads SPEAKER or VIDEO when present; None reads no group. An IMAGE path that is absolute or
+    leaves the dataset folder (``../``) is refused unless ``allow_outside`` (an untrusted CSV could
+    otherwise read any image on the machine).
     """
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
@@ -72,11 +76,12 @@ def read_table(data_dir: str | Path, class_column: str = "CLASS2", group_column:
     header = _read_header(csv_path, raw)
     columns = _find_columns(csv_path, header, class_column, group_column)
     try:
-        frame = pd.read_csv(csv_path, dtype=str, keep_default_na=False, na_filter=False)
+        frame = pd.read_csv(csv_path, dtype=str, keep_default_na=False, na_filter=False, skipinitialspace=True)
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise UserError(f"{shown(csv_path)}: cannot be parsed as CSV: {str(exc).strip()}") from None
     if len(frame) == 0:
         raise UserError(f"{shown(csv_path)}: has a header but no data rows")
+    frame.columns = [str(name).strip() for name in frame.columns]  # "IMAGE, MFCC_1, ..." reads as "IMAGE,MFCC_1,..."
 
     mfcc = _read_mfcc(csv_path, frame, columns["mfcc"])
     class_cells = frame[columns["class"]].str.strip()
@@ -84,6 +89,7 @@ def read_table(data_dir: str | Path, class_column: str = "CLASS2", group_column:
     if len(empty):
         raise UserError(f"{shown(csv_path)} line {empty[0] + 2}: empty {columns['class']} (the class label)")
     class_names = sorted(class_cells.unique())
+    _check_class_spellings(csv_path, columns["class"], class_names)
     index = {name: i for i, name in enumerate(class_names)}
     labels = class_cells.map(index).to_numpy(dtype=np.int64, copy=True)
 
@@ -104,7 +110,7 @@ def read_table(data_dir: str | Path, class_column: str = "CLASS2", group_column:
         if len(empty):
             raise UserError(f"{shown(csv_path)} line {empty[0] + 2}: empty {columns['group']} (the group column)")
 
-    image_paths = _resolve_images(csv_path, frame[columns["image"]], class_cells)
+    image_paths = _resolve_images(csv_path, frame[columns["image"]], class_cells, allow_outside)
     return SceneTable(
         csv_path=csv_path,
         image_paths=image_paths,
@@ -155,6 +161,14 @@ def _find_columns(csv_path: Path, header: list[str], class_column: str, group_co
     mfcc = sorted((h for h in header if _MFCC.fullmatch(h)), key=lambda h: int(_MFCC.fullmatch(h).group(1)))
     if not mfcc:
         raise UserError(f"{shown(csv_path)} line 1: no MFCC_<n> columns (the audio features)")
+    numbers = [int(_MFCC.fullmatch(h).group(1)) for h in mfcc]
+    for expected, (number, name) in enumerate(zip(numbers, mfcc, strict=True), start=1):
+        if number != expected:
+            twin = next((h for h in mfcc if h != name and int(_MFCC.fullmatch(h).group(1)) == number), None)
+            problem = f"{name!r} and {twin!r} both number {number}" if twin else f"MFCC_{expected} is missing"
+            raise UserError(
+                f"{shown(csv_path)} line 1: the MFCC columns must be numbered 1..{len(mfcc)} once each; {problem}"
+            )
     group = None
     if group_column == "auto":
         group = next((by_upper[name] for name in GROUP_COLUMNS if name in by_upper), None)
@@ -174,6 +188,20 @@ def _find_columns(csv_path: Path, header: list[str], class_column: str, group_co
         "split": by_upper.get("SPLIT"),
         "mfcc": mfcc,
     }
+
+
+def _check_class_spellings(csv_path: Path, column: str, class_names: list[str]) -> None:
+    """Class names that differ only in case are one class written two ways: say so instead of splitting it."""
+    by_folded: dict[str, list[str]] = {}
+    for name in class_names:
+        by_folded.setdefault(name.casefold(), []).append(name)
+    for variants in by_folded.values():
+        if len(variants) > 1:
+            shown_variants = ", ".join(repr(v) for v in variants)
+            raise UserError(
+                f"{shown(csv_path)}: {column} writes one class in {len(variants)} ways ({shown_variants}); "
+                "write it one way"
+            )
 
 
 def _is_number(text: str) -> bool:
@@ -198,7 +226,7 @@ def _read_mfcc(csv_path: Path, frame: pd.DataFrame, mfcc_columns: list[str]) -> 
     return values.astype(np.float32)
 
 
-def _resolve_images(csv_path: Path, image_cells: pd.Series, class_cells: pd.Series) -> list[Path]:
+def _resolve_images(csv_path: Path, image_cells: pd.Series, class_cells: pd.Series, allow_outside: bool) -> list[Path]:
     """Paths relative to the CSV; a bare file name is also looked for under images/ and images/<class>/."""
     root = csv_path.parent
     paths = []
@@ -206,6 +234,11 @@ def _resolve_images(csv_path: Path, image_cells: pd.Series, class_cells: pd.Seri
         if not cell:
             raise UserError(f"{shown(csv_path)} line {row + 2}: empty IMAGE")
         relative = Path(cell.replace("\\", "/"))
+        if not allow_outside and not inside(root, relative):  # decided from the text: nothing outside is looked at
+            raise UserError(
+                f"{shown(csv_path)} line {row + 2}: IMAGE {cell!r} points outside the dataset folder; "
+                "pass --allow-outside-paths if you trust this CSV"
+            )
         candidates = [root / relative]
         if len(relative.parts) == 1:
             candidates += [root / "images" / relative, root / "images" / label.lower() / relative]

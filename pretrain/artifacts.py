@@ -43,9 +43,43 @@ def read_meta(pretrained_dir: str | Path) -> dict:
             f"{shown(path)}: not found; run python spiking_pretrain_multimodal.py first, or pass -pretrained DIR"
         )
     try:
-        return json.loads(path.read_text())
+        meta = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise UserError(f"{shown(path)}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    _check_meta(path, meta)
+    return meta
+
+
+META_FIELDS = {  # what the continual script reads, and its JSON type
+    "dataset": dict,
+    "classes": list,
+    "tasks": list,
+    "pretrain_classes": str,
+    "trained_classes": list,
+    "feature_dim": int,
+    "modality": str,
+    "image_size": int,
+    "mfcc_mean": list,
+    "mfcc_std": list,
+    "encoder": dict,
+}
+DATASET_FIELDS = {"name": str, "csv_sha256": str, "classes": list, "class_column": str, "split": dict}
+
+
+def _check_meta(path: Path, meta) -> None:
+    if not isinstance(meta, dict):
+        raise UserError(
+            f"{shown(path)}: expected a JSON object written by the pretraining script, got {type(meta).__name__}"
+        )
+    for fields, where, values in ((META_FIELDS, "", meta), (DATASET_FIELDS, "dataset.", meta.get("dataset", {}))):
+        for name, kind in fields.items():
+            if name not in values:
+                problem = "is missing"
+            elif not isinstance(values[name], kind) or isinstance(values[name], bool):
+                problem = f"is {type(values[name]).__name__}, not {kind.__name__}"
+            else:
+                continue
+            raise UserError(f"{shown(path)}: {where}{name} {problem}; pretrain again (this file was not written by it)")
 
 
 def encoder_config(meta: dict) -> EncoderConfig:

@@ -30,11 +30,11 @@ class PretrainedFolder:
     def tasks(self) -> list[list[str]]:
         return self.meta["tasks"]
 
-    def data_spec(self, data_dir: Path, cache_dir: Path) -> DataSpec:
+    def data_spec(self, data_dir: Path, cache_dir: Path, allow_outside_paths: bool = False) -> DataSpec:
         """The rows, labels and the very split the encoders were trained on."""
         dataset = self.meta["dataset"]
         split = SplitConfig.from_dict(dataset["split"])
-        return DataSpec(data_dir=data_dir, class_column=dataset["class_column"], split=split, cache_dir=cache_dir)
+        return DataSpec(data_dir, dataset["class_column"], split, cache_dir, allow_outside_paths)
 
     def check(self, data: PreparedData) -> None:
         """The encoders come from this dataset, and (first-task encoders) saw no later task's classes."""
@@ -46,6 +46,16 @@ class PretrainedFolder:
                 f"-pretrained {shown(self.path)}: the encoders were trained on task 0 = {self.meta['trained_classes']}, "
                 f"but this run's task 0 is {data.tasks[0]}; later tasks' classes would leak into the frozen encoders"
             )
+
+    def check_encoders(self, modality: str | None, fusion: str | None) -> None:
+        """Flags that name the encoders (None: not given) must describe this folder's, not be ignored."""
+        trained = {"--modality": self.meta["modality"], "--fusion": self.meta.get("fusion")}
+        for flag, wanted in (("--modality", modality), ("--fusion", fusion)):
+            if wanted is not None and trained[flag] is not None and wanted != trained[flag]:
+                raise UserError(
+                    f"{flag} {wanted}: -pretrained {shown(self.path)} holds encoders trained with {flag} "
+                    f"{trained[flag]}; drop {flag} or pretrain with it"
+                )
 
     def encoder(self, device: torch.device) -> MultimodalNet:
         return load_encoder(self.path, self.meta, device)

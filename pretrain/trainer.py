@@ -19,6 +19,7 @@ from common import atomic
 from common.batching import autocast, batch_rows
 from common.checkpoint import load_checkpoint, load_weights
 from common.distributed import current as distributed
+from common.divergence import check_diverged
 from common.errors import UserError
 from common.paths import shown
 from common.rundir import RunDir
@@ -28,7 +29,6 @@ from dataloader.dataset import PreparedData, mfcc_statistics, standardize
 from dataloader.table import SPLIT_NAMES
 from models.fusion import modality_dropout_mask
 from models.multimodal import EncoderConfig, MultimodalNet
-from pretrain.artifacts import read_meta
 
 PRETRAIN_CLASSES = ("all", "first-task")
 
@@ -134,8 +134,8 @@ def pretrain(
     dist = distributed()
     encoder = EncoderConfig(n_classes=0, n_mfcc=data.table.mfcc.shape[1], **encoder_options)
     log = RunLog(run, {**asdict(config), **encoder.to_dict()}, free=("epochs", "n_classes"))
-    if log.finished("meta.json"):
-        meta = read_meta(log.folder)
+    meta = log.finished("meta.json", lambda meta: {**meta["train"], **meta["encoder"]})
+    if meta is not None:
         print(f"{shown(run.path)}: pretraining already finished; nothing to resume")
         print(format_test_accuracy(meta))
         return meta
@@ -164,6 +164,9 @@ def pretrain(
         train_loss, train_acc = _train_epoch(
             network, model, tensors, optimizer, config, shuffle, f"epoch {epoch}/{config.epochs}"
         )
+        done = f"epoch {state['epoch']}" if state["epoch"] else "nothing had been checkpointed yet"
+        keep = f"{shown(log.folder / 'last.pt')} holds the last good state ({done})" if state["epoch"] else done
+        check_diverged(f"pretraining epoch {epoch}", train_loss, len(tensors.classes), model, keep=keep)
         scheduler.step()
         val = evaluate(model, tensors, tensors.rows["val"])
         record = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "val": val}

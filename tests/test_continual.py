@@ -76,7 +76,7 @@ def test_resume_after_an_interrupted_task_gives_the_same_matrix(tmp_path):
 def test_resume_with_other_flags_is_refused(tmp_path):
     run(tmp_path / "cut", HLOP(SMALL_HLOP))
     (tmp_path / "cut" / "results.json").unlink()
-    with pytest.raises(UserError, match="the run used lr=0.1; pass the same flags"):
+    with pytest.raises(UserError, match="the run used lr=0.1, not 0.2; pass the same flags"):
         run(tmp_path / "cut", HLOP(SMALL_HLOP), config=ContinualConfig(**{**CONFIG.__dict__, "lr": 0.2}), resume=True)
 
 

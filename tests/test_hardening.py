@@ -214,3 +214,205 @@ def test_asking_for_a_gpu_on_a_machine_without_one_runs_on_the_cpu_and_says_so(m
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert select_device("0") == torch.device("cpu")
     assert "no CUDA GPU visible" in capsys.readouterr().out
+
+
+def test_a_second_run_into_a_locked_folder_is_refused_and_a_stale_lock_taken_over(tmp_path):
+    from common.rundir import RunDir
+
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (tmp_path / ".run.lock").write_text(str(holder.pid))
+        with pytest.raises(UserError, match=f"another run \\(PID {holder.pid}\\) is writing to it"):
+            RunDir(tmp_path / "run", ("results.json",), resume=False, overwrite=False, out_flag="-out_dir")
+    finally:
+        holder.kill()
+        holder.wait()
+    run = RunDir(tmp_path / "run", ("results.json",), resume=False, overwrite=False, out_flag="-out_dir")
+    assert (tmp_path / ".run.lock").read_text() == str(os.getpid())  # the dead holder's lock is taken over
+    run.finish()
+    assert not (tmp_path / ".run.lock").exists()
+
+
+def test_a_diverging_run_stops_naming_task_epoch_and_cause_and_the_last_good_checkpoint_resumes(tmp_path, monkeypatch):
+    import continual.trainer as trainer
+
+    full = run(tmp_path / "full", HLOP(SMALL_HLOP))
+    real_epoch = trainer.train_epoch
+
+    def nan_in_task_1_epoch_3(training, method, data, epoch, *args):
+        loss, acc = real_epoch(training, method, data, epoch, *args)
+        return (float("nan"), acc) if (training.task, epoch) == (1, 3) else (loss, acc)
+
+    monkeypatch.setattr(trainer, "train_epoch", nan_in_task_1_epoch_3)
+    with pytest.raises(
+        UserError,
+        match=r"task 1 epoch 3: the run diverged \(the training loss is nan\); .*last.pt holds "
+        r"the last good state \(epoch 2 of task 1\)",
+    ):
+        run(tmp_path / "cut", HLOP(SMALL_HLOP))
+    assert not (tmp_path / "cut" / "results.json").exists()
+    last = load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt", "continual checkpoint")
+    assert last["training"]["task"] == 1 and last["training"]["epochs_done"] == 2
+    monkeypatch.setattr(trainer, "train_epoch", real_epoch)
+    resumed = run(tmp_path / "cut", HLOP(SMALL_HLOP), resume=True)
+    assert resumed["acc_matrix"] == full["acc_matrix"]
+
+
+def test_diverged_hebbian_learning_is_detected(tmp_path):
+    from dataclasses import replace
+
+    with pytest.raises(
+        UserError, match=r"task 0 epoch 1: the run diverged \(the lateral weights of fc1 have a row of norm"
+    ):
+        run(tmp_path / "run", HLOP(replace(SMALL_HLOP, lr=(1e4, 1e4, 1e4))))
+
+
+@pytest.mark.parametrize(
+    "script, flags, says",
+    [
+        ("spiking_train_multimodal_end.py", ["-epochs", "0"], "argument -epochs, --epochs: expected an integer >= 1"),
+        ("spiking_train_multimodal_end.py", ["-b", "0"], "argument -b: expected an integer >= 1"),
+        ("spiking_train_multimodal_end.py", ["-timesteps", "0"], "expected an integer >= 1, got '0'"),
+        ("spiking_train_multimodal_end.py", ["-lr", "nan"], "argument -lr, --lr: expected a finite number > 0"),
+        ("spiking_train_multimodal_end.py", ["-hlop_lr", "0.05,inf,1"], "-hlop_lr 0.05,inf,1: expected a finite"),
+        ("spiking_pretrain_multimodal.py", ["-lr", "nan"], "expected a finite number > 0, got 'nan'"),
+        ("spiking_pretrain_multimodal.py", ["-b", "0"], "expected an integer >= 1, got '0'"),
+        ("spiking_pretrain_multimodal.py", ["--modality-dropout", "1.5"], "expected a number between 0 and 1"),
+    ],
+)
+def test_numeric_flags_are_checked_before_anything_runs(script, flags, says):
+    result = run_script(script, *flags)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert says in result.stderr
+
+
+def test_subspace_larger_than_the_layer_input_is_refused():
+    from dataclasses import replace
+
+    from models.spiking_mlp import SpikingMLP
+
+    model = SpikingMLP(16, 4, hidden=32)
+    with pytest.raises(UserError, match="-hlop_out_num 20,8,8: 20 lateral neurons for fc1, whose input has only 16"):
+        HLOP(replace(SMALL_HLOP, out_num=(20, 8, 8))).prepare(model)
+
+
+def test_resume_of_a_finished_run_with_other_flags_is_refused(tmp_path):
+    from dataclasses import replace
+
+    from tests.fixtures import CONFIG
+
+    run(tmp_path / "done", HLOP(SMALL_HLOP), config=replace(CONFIG, epochs=1))
+    again = run(tmp_path / "done", HLOP(SMALL_HLOP), config=replace(CONFIG, epochs=1), resume=True)
+    assert again["acc_matrix"]  # the same flags: the finished results
+    with pytest.raises(UserError, match="the run finished with lr=0.1, not 0.05"):
+        run(tmp_path / "done", HLOP(SMALL_HLOP), config=replace(CONFIG, epochs=1, lr=0.05), resume=True)
+
+
+def test_outputs_follow_the_umask_and_a_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
+    from common import atomic
+
+    old_mask = os.umask(0o027)
+    try:
+        atomic.write_text(tmp_path / "results.json", "old")
+    finally:
+        os.umask(old_mask)
+    assert (tmp_path / "results.json").stat().st_mode & 0o777 == 0o640  # group-readable, not 0600
+
+    def full_disk(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(atomic.os, "replace", full_disk)
+    with pytest.raises(
+        UserError, match=r"results.json: could not be written \(No space left on device\); its previous"
+    ):
+        atomic.write_text(tmp_path / "results.json", "new")
+    assert (tmp_path / "results.json").read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["results.json"]  # no temporary file left behind
+
+
+@pytest.mark.parametrize(
+    "meta, says",
+    [
+        ({}, "meta.json: dataset is missing; pretrain again"),
+        ([1, 2], "meta.json: expected a JSON object written by the pretraining script, got list"),
+        ("wrong-type", "meta.json: feature_dim is str, not int"),
+    ],
+)
+def test_a_malformed_meta_json_is_one_line(tmp_path, meta, says):
+    import json as json_module
+
+    from pretrain.folder import PretrainedFolder
+
+    if meta == "wrong-type":
+        meta = {
+            "dataset": {"name": "x", "csv_sha256": "0", "classes": [], "class_column": "CLASS2", "split": {}},
+            "classes": [],
+            "tasks": [],
+            "pretrain_classes": "all",
+            "trained_classes": [],
+            "feature_dim": "784",
+        }
+    (tmp_path / "meta.json").write_text(json_module.dumps(meta))
+    with pytest.raises(UserError, match=says):
+        PretrainedFolder(tmp_path)
+
+
+def test_encoder_flags_that_contradict_the_pretrained_folder_are_refused(tmp_path):
+    from pretrain.folder import PretrainedFolder
+
+    folder = PretrainedFolder.__new__(PretrainedFolder)
+    folder.path, folder.meta = tmp_path, {"modality": "both", "fusion": "attention"}
+    folder.check_encoders(None, None)
+    folder.check_encoders("both", "attention")
+    with pytest.raises(UserError, match="--modality audio: -pretrained .* trained with --modality both"):
+        folder.check_encoders("audio", None)
+    with pytest.raises(UserError, match="--fusion concat: -pretrained .* trained with --fusion attention"):
+        folder.check_encoders(None, "concat")
+
+
+@pytest.mark.parametrize("escape", ["../../secret.png", "/etc/passwd", "images/../../x.png"])
+def test_image_paths_outside_the_dataset_are_refused_without_looking_at_them(tmp_path, escape):
+    from dataloader.table import read_table
+    from tests.fixtures import rewrite_csv
+
+    root = make_scene_dataset(tmp_path / "d")
+    rewrite_csv(root, lambda rows: [rows[0], [escape, *rows[1][1:]], *rows[2:]])
+    with pytest.raises(
+        UserError, match="line 2: IMAGE .* points outside the dataset folder; pass --allow-outside-paths"
+    ):
+        read_table(root)
+    outside = tmp_path / "outside.png"
+    outside.write_bytes((root / "images" / "beach" / "beach0.png").read_bytes())
+    rewrite_csv(root, lambda rows: [rows[0], ["../outside.png", *rows[1][1:]], *rows[2:]])
+    with pytest.raises(UserError, match="points outside the dataset folder"):  # the same words whether it exists or not
+        read_table(root)
+    assert read_table(root, allow_outside=True).image_paths[0].name == "outside.png"
+
+
+def test_an_image_symlink_loop_is_one_line(tmp_path):
+    from dataloader.table import read_table
+
+    root = make_scene_dataset(tmp_path / "d")
+    first = root / "images" / "beach" / "beach0.png"
+    first.unlink()
+    loop = root / "images" / "beach" / "loop.png"
+    loop.symlink_to(first)
+    first.symlink_to(loop)
+    with pytest.raises(UserError, match="line 2: image file not found"):
+        read_table(root)
+
+
+def test_a_truncated_last_checkpoint_falls_back_to_the_newest_task_checkpoint(tmp_path, capsys):
+    full = run(tmp_path / "full", HLOP(SMALL_HLOP))
+    cut = tmp_path / "cut"
+    run(cut, HLOP(SMALL_HLOP))
+    (cut / "results.json").unlink()  # as if killed after task 2's checkpoints
+    (cut / "checkpoints" / "task2.pt").unlink()
+    last = cut / "checkpoints" / "last.pt"
+    last.write_bytes(last.read_bytes()[:1000])  # truncated by a full disk
+    capsys.readouterr()
+    resumed = run(cut, HLOP(SMALL_HLOP), resume=True)
+    out = capsys.readouterr().out
+    assert "last.pt: continual checkpoint is corrupt or truncated" in out or "not a PyTorch checkpoint" in out
+    assert "resuming from checkpoints/task1.pt" in out.replace(str(cut) + "/", "")
+    assert resumed["acc_matrix"] == full["acc_matrix"]

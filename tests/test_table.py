@@ -124,3 +124,39 @@ def test_csv_without_a_header_line(scene_dir):
     rewrite_csv(scene_dir, lambda rows: rows[1:])
     with pytest.raises(UserError, match="dataset.csv line 1: looks like a data row, not a header"):
         read_table(scene_dir)
+
+
+def test_header_with_spaces_after_commas_reads_as_without(tmp_path):
+    root = make_scene_dataset(tmp_path / "d")
+    expected = read_table(root)
+    rewrite_csv(root, lambda rows: [[rows[0][0], *[" " + name for name in rows[0][1:]]], *rows[1:]])
+    table = read_table(root)
+    np.testing.assert_array_equal(table.mfcc, expected.mfcc)
+    assert table.class_names == expected.class_names
+
+
+def test_class_names_that_differ_only_in_case_or_spaces_are_named(tmp_path):
+    root = make_scene_dataset(tmp_path / "d")
+
+    def respell(rows):
+        column = rows[0].index("CLASS2")
+        rows[1][column], rows[2][column] = "beach", " Beach "
+        return rows
+
+    rewrite_csv(root, respell)
+    with pytest.raises(UserError, match=r"CLASS2 writes one class in 3 ways \('BEACH', 'Beach', 'beach'\)"):
+        read_table(root)
+
+
+@pytest.mark.parametrize(
+    "rename, says",
+    [
+        ({"MFCC_2": "MFCC_01"}, "'MFCC_01' and 'MFCC_1' both number 1"),
+        ({"MFCC_3": "MFCC_7"}, "MFCC_3 is missing"),
+    ],
+)
+def test_mfcc_columns_must_be_numbered_once_each(tmp_path, rename, says):
+    root = make_scene_dataset(tmp_path / "d", n_mfcc=6)
+    rewrite_csv(root, lambda rows: [[rename.get(name, name) for name in rows[0]], *rows[1:]])
+    with pytest.raises(UserError, match=says):
+        read_table(root)

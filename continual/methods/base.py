@@ -70,6 +70,10 @@ class Method(nn.Module):
     def after_task(self, context: TaskContext) -> None:
         """Called when ``context.task`` has been trained, before it is evaluated."""
 
+    def divergence(self) -> str | None:
+        """What in the method's state has diverged, if anything (NaN and infinities are checked for every method)."""
+        return None
+
     def settings(self) -> dict:
         """The method's own settings, for results.json."""
         config = getattr(self, "config", None)

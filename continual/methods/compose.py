@@ -64,5 +64,8 @@ class Composite(Method):
         for m in self.methods:
             m.after_task(context)
 
+    def divergence(self) -> str | None:
+        return next((found for found in (m.divergence() for m in self.methods) if found), None)
+
     def memory_bytes(self) -> int:
         return sum(m.memory_bytes() for m in self.methods)

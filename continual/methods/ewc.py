@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from common.batching import batch_rows
+from common.cli import non_negative_float, positive_int
 from common.distributed import current as distributed
 from continual.data import masked_logits, scenario_mask
 from continual.methods.base import Method, TaskContext
@@ -44,12 +45,15 @@ class EWC(Method):
         e = EWCConfig()
         parser.flag(
             "-ewc_lambda",
-            type=float,
+            type=non_negative_float,
             default=e.lambda_,
             help="EWC: strength of the pull towards earlier tasks' weights",
         )
         parser.flag(
-            "-ewc_samples", type=int, default=e.samples, help="EWC: training rows per task for the Fisher information"
+            "-ewc_samples",
+            type=positive_int,
+            default=e.samples,
+            help="EWC: training rows per task for the Fisher information",
         )
 
     @classmethod

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from common.cli import comma_numbers
+from common.cli import comma_numbers, fraction, positive_int
 from common.distributed import current as distributed
 from continual.methods.base import Method, TaskContext
 from hlop.projection import SubspaceProjector
@@ -66,14 +66,16 @@ class GPM(Method, SubspaceProjector):
         )
         parser.flag(
             "-gpm_samples",
-            type=int,
+            type=positive_int,
             default=g.samples,
             help="GPM: training rows per task for the representation matrices",
         )
 
     @classmethod
     def from_args(cls, args) -> GPM:
-        return cls(GPMConfig(threshold=comma_numbers(args.gpm_threshold, "-gpm_threshold"), samples=args.gpm_samples))
+        return cls(
+            GPMConfig(threshold=comma_numbers(args.gpm_threshold, "-gpm_threshold", fraction), samples=args.gpm_samples)
+        )
 
     def prepare(self, model: SpikingMLP) -> None:
         device = model.fc1.weight.device

@@ -26,8 +26,9 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from common.cli import comma_numbers
+from common.cli import comma_numbers, non_negative_int, positive_float, positive_int
 from common.distributed import current as distributed
+from common.errors import UserError
 from continual.methods.base import Method, TaskContext
 from hlop.hebbian import HebbianSubspace
 from hlop.projection import SubspaceProjector
@@ -72,7 +73,7 @@ class HLOP(Method, SubspaceProjector):
             default=",".join(f"{v:g}" for v in c.lr),
             help="Hebbian learning rate: one value, or one per layer (fc1,fc2,classifier)",
         )
-        parser.flag("-hlop_iterations", type=int, default=c.iterations, help="Hebbian iterations per batch")
+        parser.flag("-hlop_iterations", type=positive_int, default=c.iterations, help="Hebbian iterations per batch")
         parser.flag(
             "-hlop_out_num",
             default=",".join(map(str, c.out_num)),
@@ -91,13 +92,13 @@ class HLOP(Method, SubspaceProjector):
         )
         parser.flag(
             "-hlop_spiking_scale",
-            type=float,
+            type=positive_float,
             default=c.spiking_scale,
             help="range [-s, s] of the spiking lateral output",
         )
         parser.flag(
             "-hlop_spiking_timesteps",
-            type=float,
+            type=positive_float,
             default=c.spiking_timesteps,
             help="timesteps of the spiking lateral neurons",
         )
@@ -116,7 +117,7 @@ class HLOP(Method, SubspaceProjector):
         )
         parser.flag(
             "-hlop_start_epochs",
-            type=int,
+            type=non_negative_int,
             default=c.start_epochs,
             help="Hebbian learning starts after this many epochs of each task",
         )
@@ -135,8 +136,8 @@ class HLOP(Method, SubspaceProjector):
         return HLOPConfig(
             lr=comma_numbers(args.hlop_lr, "-hlop_lr"),
             iterations=args.hlop_iterations,
-            out_num=comma_numbers(args.hlop_out_num, "-hlop_out_num", int),
-            out_num_inc=comma_numbers(args.hlop_out_num_inc, "-hlop_out_num_inc", int),
+            out_num=comma_numbers(args.hlop_out_num, "-hlop_out_num", non_negative_int),
+            out_num_inc=comma_numbers(args.hlop_out_num_inc, "-hlop_out_num_inc", non_negative_int),
             spiking=args.hlop_spiking,
             spiking_scale=args.hlop_spiking_scale,
             spiking_timesteps=args.hlop_spiking_timesteps,
@@ -148,6 +149,13 @@ class HLOP(Method, SubspaceProjector):
 
     def prepare(self, model: SpikingMLP) -> None:
         c = self.config
+        for flag, sizes in (("-hlop_out_num", c.out_num), ("-hlop_out_num_inc", c.out_num_inc)):
+            for name, layer, n in zip(("fc1", "fc2", "classifier"), model.projected_layers, sizes, strict=True):
+                if n > layer.in_features:
+                    raise UserError(
+                        f"{flag} {','.join(map(str, sizes))}: {n} lateral neurons for {name}, whose input has only "
+                        f"{layer.in_features} values; use at most that many"
+                    )
         device = model.fc1.weight.device
         self.subspaces = nn.ModuleList(
             HebbianSubspace(layer.in_features, lr, c.momentum, c.spiking, c.spiking_scale, c.spiking_timesteps)
@@ -191,6 +199,15 @@ class HLOP(Method, SubspaceProjector):
             rows_per_sample = [1] + [spikes.shape[0] for spikes in output.layer_spikes]
         for subspace, x, residual, rows in zip(self.subspaces, inputs, residuals, rows_per_sample, strict=True):
             subspace.hebbian_update(x, self.config.iterations, all_reduce, batch_size * rows, residual)
+
+    def divergence(self) -> str | None:
+        """Oja's rule keeps lateral rows near unit norm; far above it, the Hebbian learning has diverged."""
+        for layer, subspace in zip(("fc1", "fc2", "classifier"), self.subspaces, strict=True):
+            if len(subspace.weight):
+                largest = subspace.weight.norm(dim=1).max().item()
+                if not largest <= 10:
+                    return f"the lateral weights of {layer} have a row of norm {largest:.3g}, where Oja's rule keeps them near 1"
+        return None
 
     def after_task(self, context: TaskContext) -> None:
         for subspace in self.subspaces:

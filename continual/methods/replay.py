@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from common.cli import positive_float, positive_int
 from common.errors import UserError
 from continual.data import masked_logits
 from continual.methods.base import Method, TaskContext
@@ -107,18 +108,26 @@ class Replay(Method):
             action="store_true",
             help="add memory replay after each task to the chosen method (with -baseline: replay only)",
         )
-        parser.flag("-memory_size", type=int, default=r.memory_size, help="replay: stored samples per class")
+        parser.flag("-memory_size", type=positive_int, default=r.memory_size, help="replay: stored samples per class")
         parser.flag(
-            "-replay_epochs", type=int, default=r.epochs, help="replay: epochs of the replay phase after each task"
+            "-replay_epochs",
+            type=positive_int,
+            default=r.epochs,
+            help="replay: epochs of the replay phase after each task",
         )
         parser.flag(
-            "-replay_b", type=int, default=r.batch_per_task, help="replay: batch size per task in the replay phase"
+            "-replay_b",
+            type=positive_int,
+            default=r.batch_per_task,
+            help="replay: batch size per task in the replay phase",
         )
-        parser.flag("-replay_lr", type=float, default=r.lr, help="replay: learning rate of the replay phase")
-        parser.flag("-replay_T_max", type=int, default=r.t_max, help="replay: CosALR period of the replay phase")
+        parser.flag("-replay_lr", type=positive_float, default=r.lr, help="replay: learning rate of the replay phase")
+        parser.flag(
+            "-replay_T_max", type=positive_int, default=r.t_max, help="replay: CosALR period of the replay phase"
+        )
         parser.flag(
             "-replay_compress",
-            type=int,
+            type=positive_int,
             default=2,
             help="latent replay: keep every n-th timestep of the stored spike trains",
         )
