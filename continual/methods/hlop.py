@@ -149,13 +149,12 @@ class HLOP(Method, SubspaceProjector):
 
     def prepare(self, model: SpikingMLP) -> None:
         c = self.config
-        for flag, sizes in (("-hlop_out_num", c.out_num), ("-hlop_out_num_inc", c.out_num_inc)):
-            for name, layer, n in zip(("fc1", "fc2", "classifier"), model.projected_layers, sizes, strict=True):
-                if n > layer.in_features:
-                    raise UserError(
-                        f"{flag} {','.join(map(str, sizes))}: {n} lateral neurons for {name}, whose input has only "
-                        f"{layer.in_features} values; use at most that many"
-                    )
+        for name, layer, n in zip(("fc1", "fc2", "classifier"), model.projected_layers, c.out_num, strict=True):
+            if n > layer.in_features:  # later increments are cut to the room left (see ``before_task``)
+                raise UserError(
+                    f"-hlop_out_num {','.join(map(str, c.out_num))}: {n} lateral neurons for {name}, whose input has "
+                    f"only {layer.in_features} values; use at most that many"
+                )
         device = model.fc1.weight.device
         self.subspaces = nn.ModuleList(
             HebbianSubspace(layer.in_features, lr, c.momentum, c.spiking, c.spiking_scale, c.spiking_timesteps)
