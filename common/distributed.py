@@ -7,6 +7,7 @@ Only rank 0 writes files and prints; the others stay silent unless they fail.
 
 from __future__ import annotations
 
+import atexit
 import os
 import sys
 from collections.abc import Callable, Iterable
@@ -72,11 +73,17 @@ def init_distributed(use_cuda: bool) -> Distributed:
         torch.cuda.set_device(local_rank)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if use_cuda else "gloo")
+        atexit.register(_shut_down)  # a group left to interpreter teardown can abort a process (std::terminate)
     _current = Distributed(rank, world, local_rank)
     if rank != 0:
         sys.stdout = open(os.devnull, "w")
         os.environ["TQDM_DISABLE"] = "1"
     return _current
+
+
+def _shut_down() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def _collective_device() -> torch.device:

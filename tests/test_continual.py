@@ -2,13 +2,14 @@
 
 import csv
 import json
+from dataclasses import replace
 
 import pytest
 import torch
 
 from common.errors import UserError
 from continual.config import ContinualConfig
-from continual.methods import HLOP, Baseline, HLOPConfig
+from continual.methods import HLOP, Baseline
 from continual.metrics import average_accuracy, backward_transfer
 from tests.fixtures import CONFIG, SMALL_HLOP
 from tests.fixtures import run_small as run
@@ -50,14 +51,7 @@ def test_hlop_forgets_far_less_than_the_baseline(tmp_path):
 
 
 def test_spiking_lateral_neurons_and_spike_based_updates_also_protect(tmp_path):
-    config = HLOPConfig(
-        out_num=(6, 32, 32),
-        out_num_inc=(6, 32, 32),
-        spiking=True,
-        spiking_scale=20.0,
-        spiking_timesteps=40,
-        with_wfr=False,
-    )
+    config = replace(SMALL_HLOP, spiking=True, spiking_scale=20.0, spiking_timesteps=40, with_wfr=False)
     results = run(tmp_path / "hlop", HLOP(config))
     assert results["bwt"] > -0.1
 

@@ -37,7 +37,7 @@ from models.spiking_mlp import SpikingMLP, SpikingOutput
 
 @dataclass(frozen=True)
 class HLOPConfig:
-    lr: tuple[float, float, float] = (0.05, 0.05, 0.05)
+    lr: tuple[float, float, float] = (0.001, 0.01, 0.01)  # the official code's: input layer, hidden layers
     iterations: int = 5
     momentum: float = 0.9
     out_num: tuple[int, int, int] = (20, 200, 100)
