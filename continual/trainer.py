@@ -167,16 +167,12 @@ def firing_rates(model: SpikingMLP, data: ContinualData, rows: torch.Tensor, bat
     """Each LIF layer's share of (timestep, neuron) pairs that spike on ``rows`` (the reference's -rate_stat)."""
     model.eval()
     spiked = torch.zeros(len(model.neurons), dtype=torch.float64)
+    pairs = torch.zeros(len(model.neurons), dtype=torch.float64)
     for batch in batch_rows(rows, batch_size):
         trains = model(data.features[batch], keep_spikes=True).layer_spikes
-        spiked += torch.stack([(spikes > 0).sum().double().cpu() for spikes in trains])
-    counts = [len(rows) * config.timesteps * layer.out_features for config, layer in _neuron_layers(model)]
-    return [round(float(s) / max(c, 1), 6) for s, c in zip(spiked, counts, strict=True)]
-
-
-def _neuron_layers(model: SpikingMLP):
-    """Each LIF layer's config with the linear layer that drives it."""
-    return [(model.sn1.config, model.fc1), (model.sn2.config, model.fc2)]
+        spiked += torch.tensor([float((spikes > 0).sum()) for spikes in trains], dtype=torch.float64)
+        pairs += torch.tensor([float(spikes.numel()) for spikes in trains], dtype=torch.float64)
+    return [round(float(s / max(p, 1.0)), 6) for s, p in zip(spiked, pairs, strict=True)]
 
 
 def _kept(log: RunLog, progress: Progress) -> str:
