@@ -1,11 +1,14 @@
 """Compare continual runs: a markdown table of ACC/BWT (mean ± std over seeds) and a plot.
 
-    python compare.py RUN_DIR... [--plot comparison.png] [--markdown FILE]
+    python compare.py RUN_DIR... [--plot FILE] [--markdown FILE]
 
-Each RUN_DIR is a finished run's -out_dir (a single run or a -seeds summary).
+Each RUN_DIR is a finished run's -out_dir (a single run or a -seeds summary). The plot goes beside
+the runs (their common parent folder, comparison.png) unless --plot names a file.
 """
 
+import os
 import sys
+from pathlib import Path
 
 from common import atomic
 from common.cli import FlagParser, run_cli
@@ -13,14 +16,22 @@ from common.paths import shown
 from continual.report import load_results, markdown_table, plot_final_accuracy
 
 
+def default_plot_path(run_dirs) -> Path:
+    """comparison.png in the deepest folder that holds every run (never the working directory by accident)."""
+    parents = [str(Path(run_dir).resolve().parent) for run_dir in run_dirs]
+    return Path(os.path.commonpath(parents)) / "comparison.png"
+
+
 def main(argv) -> None:
     parser = FlagParser(prog="python compare.py", description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="finished runs' output folders")
-    parser.flag("--plot", default="comparison.png", help="where to save the plot of final accuracy per task")
+    parser.flag(
+        "--plot",
+        default=None,
+        help="where to save the plot of final accuracy per task (default: comparison.png in the runs' common parent)",
+    )
     parser.flag("--markdown", default=None, help="also write the table to this file")
     args = parser.parse_args(argv)
-    from pathlib import Path
-
     runs = {}
     for run_dir in args.runs:
         name = Path(run_dir).resolve().name
@@ -29,8 +40,9 @@ def main(argv) -> None:
         runs[name] = load_results(run_dir)
     table = markdown_table(runs)
     print(table)
-    plot_final_accuracy(runs, args.plot)
-    print(f"plot: {shown(args.plot)}")
+    plot = args.plot or default_plot_path(args.runs)
+    plot_final_accuracy(runs, plot)
+    print(f"plot: {shown(plot)}")
     if args.markdown:
         atomic.write_text(args.markdown, table + "\n")
 

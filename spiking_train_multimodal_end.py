@@ -1,4 +1,4 @@
-"""Continual learning of the scene tasks with a spiking MLP on frozen fused features (HLOP, baseline, joint, EWC, replay, GPM).
+"""Continual learning of the scene tasks with a spiking MLP on frozen fused features, by one or more methods (see -method).
 
 Parses the flags (the methods declare their own) and calls ``continual.experiment.run_experiment``:
 the pretrained encoders' folder (pre_weight/<dataset>/ or -pretrained DIR) gives the split, the
@@ -72,7 +72,7 @@ def build_parser() -> FlagParser:
     parser.flag(
         "-seeds", default=None, help="run once per seed (e.g. 0,1,2) into -out_dir/seed<N>/ and summarise mean ± std"
     )
-    parser.flag("-b", type=positive_int, default=c.batch_size, help="batch size")
+    parser.flag("-b", "--batch-size", type=positive_int, default=c.batch_size, help="batch size")
     parser.flag("-epochs", type=positive_int, default=c.epochs, help="epochs per task")
     parser.flag("-opt", default=c.opt, choices=OPTIMIZERS, help="optimizer (a fresh one per task)")
     parser.flag("-lr", type=positive_float, default=c.lr, help="learning rate")
@@ -182,7 +182,7 @@ def config_from_args(args) -> ContinualConfig:
     )
     return ContinualConfig(
         epochs=args.epochs,
-        batch_size=args.b,
+        batch_size=args.batch_size,
         opt=args.opt,
         lr=args.lr,
         lr_scheduler=args.lr_scheduler,

@@ -149,3 +149,12 @@ non_negative_int = _number(int, lambda v: v >= 0, "an integer >= 0")
 positive_float = _number(float, lambda v: v > 0, "a finite number > 0")
 non_negative_float = _number(float, lambda v: v >= 0, "a finite number >= 0")
 fraction = _number(float, lambda v: 0 <= v <= 1, "a number between 0 and 1")
+_whole_float = _number(float, lambda v: v >= 1 and v == int(v), "a whole number >= 1")
+
+
+def whole_number(text: str) -> int:
+    """An integer >= 1, also written as the reference writes it (``40.``)."""
+    return int(_whole_float(text))
+
+
+whole_number.__name__ = _whole_float.__name__

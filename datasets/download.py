@@ -40,7 +40,7 @@ def download(dest: Path, copy: bool = False, handle: str = KAGGLE_HANDLE) -> Pat
     try:
         downloaded = Path(kagglehub.dataset_download(handle))
     except Exception as exc:  # noqa: BLE001 - kagglehub raises many types for network and credential failures
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        reason = first_line(str(exc)) or type(exc).__name__
         raise UserError(
             f"could not download {handle} ({reason}); check the network and your Kaggle credentials "
             f"(~/.kaggle/kaggle.json or KAGGLE_USERNAME and KAGGLE_KEY), or {manual}"
@@ -58,6 +58,15 @@ def download(dest: Path, copy: bool = False, handle: str = KAGGLE_HANDLE) -> Pat
             shutil.copytree(source, dest)
     print(f"{shown(dest)}: {'copied' if copy else 'linked'} from {source}")
     return dest
+
+
+def first_line(text: str, limit: int = 300) -> str:
+    """The first non-empty line of ``text``, cut at a word boundary (marked ``...``) if over ``limit`` characters."""
+    line = next((part.strip() for part in text.splitlines() if part.strip()), "")
+    if len(line) <= limit:
+        return line
+    cut = line[:limit].rsplit(" ", 1)[0] or line[:limit]
+    return cut + " ..."
 
 
 def find_dataset_root(downloaded: Path) -> Path:

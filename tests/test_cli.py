@@ -45,3 +45,16 @@ def test_user_error_is_one_line_exit_2_and_debug_shows_the_traceback(capsys):
     assert capsys.readouterr().err == "error: dataset.csv line 3: MFCC_1 is 'x'\n"
     with pytest.raises(UserError):
         run_cli(main, ["--debug"])
+
+
+def test_continual_script_spells_batch_size_long_and_timesteps_as_the_reference():
+    from spiking_train_multimodal_end import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["--batch-size", "7"]).batch_size == 7
+    assert parser.parse_args(["-b", "7"]).batch_size == 7
+    assert parser.parse_args(["-hlop_spiking_timesteps", "40."]).hlop_spiking_timesteps == 40
+    assert parser.parse_args([]).hlop_spiking_timesteps == 1000
+    assert "(default: 1000)" in " ".join(parser.format_help().split())
+    with pytest.raises(SystemExit):
+        parser.parse_args(["-hlop_spiking_timesteps", "40.5"])

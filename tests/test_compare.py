@@ -106,6 +106,21 @@ def test_compare_prints_a_markdown_table_and_saves_a_plot(tmp_path):
     assert (tmp_path / "t.md").read_text().startswith("| run |")
 
 
+def test_compare_puts_its_plot_beside_the_runs(tmp_path):
+    _write(tmp_path / "cmp" / "hlop", "hlop", 0.9, -0.01)
+    _write(tmp_path / "cmp" / "base", "baseline", 0.2, -0.9)
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "compare.py"), "cmp/hlop", "cmp/base"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "cmp" / "comparison.png").read_bytes()[:4] == b"\x89PNG"
+    assert not (tmp_path / "comparison.png").exists()
+
+
 def test_compare_refuses_a_folder_without_results(tmp_path):
     result = subprocess.run(
         [sys.executable, "compare.py", str(tmp_path)], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120

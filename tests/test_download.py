@@ -59,3 +59,18 @@ def test_download_cli_exits_2_on_failure(tmp_path, monkeypatch, capsys):
     assert download.run_cli(download.main, ["--dest", str(tmp_path / "scene")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "401 Unauthorized" in err[0]
+
+
+def test_download_error_keeps_a_long_reason_whole_words(tmp_path, monkeypatch):
+    reason = "HTTPSConnectionPool(host='www.kaggle.com', port=443): Max retries exceeded with url: " + "x" * 40
+    reason += " (Caused by NameResolutionError: Failed to resolve 'www.kaggle.com' [Errno -3] Temporary failure)"
+
+    def offline(handle):
+        raise ConnectionError(reason)
+
+    _fake_kagglehub(monkeypatch, offline)
+    with pytest.raises(UserError) as error:
+        download.download(tmp_path / "scene")
+    assert reason in str(error.value)  # 250 characters: nothing cut
+    long_line = "word " * 100
+    assert download.first_line("\n" + long_line).endswith("word ...")

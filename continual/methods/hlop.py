@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from common.cli import comma_numbers, non_negative_int, positive_float, positive_int
+from common.cli import comma_numbers, non_negative_int, positive_float, positive_int, whole_number
 from common.distributed import current as distributed
 from common.errors import UserError
 from continual.methods.base import Method, TaskContext
@@ -46,7 +46,7 @@ class HLOPConfig:
     shrink_fraction: float = 2 / 7
     spiking: bool = False
     spiking_scale: float = 20.0
-    spiking_timesteps: float = 1000.0
+    spiking_timesteps: int = 1000
     spiking_projection: str = "timestep"  # or "rate"
     new_rows: str = "random"  # new lateral rows at random angles to the old ones (the reference), or "orthogonal"
     with_wfr: bool = True
@@ -98,7 +98,7 @@ class HLOP(Method, SubspaceProjector):
         )
         parser.flag(
             "-hlop_spiking_timesteps",
-            type=positive_float,
+            type=whole_number,
             default=c.spiking_timesteps,
             help="timesteps of the spiking lateral neurons",
         )
