@@ -6,6 +6,7 @@ and meta.json to pre_weight/<dataset>/ (or --out). The continual script reads th
 
 import sys
 
+from common import meter
 from common.cli import FlagParser, fraction, non_negative_float, positive_float, positive_int, run_cli
 from common.device import select_device, wants_cuda
 from common.distributed import init_distributed
@@ -75,6 +76,7 @@ def build_parser() -> FlagParser:
     )
     parser.flag("-seed", type=int, default=defaults.seed, help="seed of Python, NumPy and torch")
     parser.device_flags(compile_help="compile the encoders with torch.compile (faster on GPUs)")
+    parser.batch_job_flags(checkpoint_every=defaults.checkpoint_every)
     parser.flag("-resume", action="store_true", help="continue the run in the output folder from its last epoch")
     parser.flag(
         "--overwrite",
@@ -87,6 +89,7 @@ def build_parser() -> FlagParser:
 def main(argv) -> None:
     args = build_parser().parse_args(argv)
     dist = init_distributed(use_cuda=wants_cuda(args.device))
+    meter.configure(every=args.progress_every)
     if args.deterministic:
         use_deterministic_algorithms()
     spec = data_spec_from_args(args)
@@ -104,6 +107,7 @@ def main(argv) -> None:
         image_size=args.image_size,
         pretrain_classes=args.pretrain_classes,
         seed=args.seed,
+        checkpoint_every=args.checkpoint_every,
     )
     encoder = {
         "feature_dim": args.feature_dim,

@@ -9,6 +9,7 @@ acc_matrix.csv, acc_matrix.png, TensorBoard events and checkpoints go to -out_di
 import sys
 from pathlib import Path
 
+from common import meter
 from common.cli import FlagParser, non_negative_float, non_negative_int, positive_float, positive_int, run_cli
 from common.device import wants_cuda
 from common.distributed import init_distributed
@@ -137,6 +138,7 @@ def build_parser() -> FlagParser:
     for method in dict.fromkeys(METHODS.values()):  # each method declares its own flags
         method.add_flags(parser)
     parser.device_flags(compile_help="simulate the LIF neurons with torch.compile (faster on GPUs)")
+    parser.batch_job_flags(checkpoint_every=c.checkpoint_every)
     parser.flag("-resume", action="store_true", help="continue the run in -out_dir from its last finished epoch")
     parser.flag(
         "-overwrite", action="store_true", help="replace the results in -out_dir (kept until the new run finishes)"
@@ -196,6 +198,7 @@ def config_from_args(args) -> ContinualConfig:
         feedback=feedback_from_args(args),
         rate_stat=bool(args.rate_stat),
         seed=args.seed,
+        checkpoint_every=args.checkpoint_every,
         neuron=neuron,
     )
 
@@ -225,6 +228,7 @@ def experiment_from_args(args) -> Experiment:
 def main(argv) -> None:
     args = build_parser().parse_args(argv)
     init_distributed(use_cuda=wants_cuda(args.device))
+    meter.configure(every=args.progress_every)
     if args.deterministic:
         use_deterministic_algorithms()
     if args.compile:

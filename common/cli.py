@@ -80,6 +80,21 @@ class FlagParser(argparse.ArgumentParser):
             help="deterministic CUDA kernels (slower; CPU runs are deterministic anyway)",
         )
 
+    def batch_job_flags(self, checkpoint_every: float) -> None:
+        """--progress-every (log lines when stdout is a file) and --checkpoint-every (mid-epoch checkpoints)."""
+        self.flag(
+            "--progress-every",
+            type=positive_float,
+            default=30.0,
+            help="seconds between progress lines when stdout is not a terminal (a log file); a terminal shows bars",
+        )
+        self.flag(
+            "--checkpoint-every",
+            type=non_negative_float,
+            default=checkpoint_every,
+            help="seconds between checkpoints inside an epoch, so -resume loses at most that much (0: epoch ends only)",
+        )
+
     def error(self, message: str):  # one line, exit code 2, as for every other user error
         for action in self._actions:  # name a flag by its documented spellings, not every alias
             every = "/".join(action.option_strings)

@@ -28,6 +28,7 @@ class ContinualConfig:
     feedback: str = "exact"  # models.spiking_mlp.FEEDBACKS
     rate_stat: bool = False  # record each LIF layer's firing rate on the test rows after every task
     seed: int = 0
+    checkpoint_every: float = 600.0  # seconds between mid-epoch checkpoints (0: epoch ends only); may change on -resume
     neuron: NeuronConfig = field(default_factory=NeuronConfig)
 
     def to_dict(self) -> dict:

@@ -1,6 +1,7 @@
 """How far a continual run has come, as its checkpoints record it.
 
-``checkpoints/last.pt`` is written after every epoch and every task, ``checkpoints/task<k>.pt``
+``checkpoints/last.pt`` is written after every epoch and every task (and inside an epoch every
+``-checkpoint_every`` seconds, ``common.epoch``), ``checkpoints/task<k>.pt``
 after each task; each holds the network, the method's state (Hebbian weights and their
 momentum, memories), the accuracy matrix so far, the shuffling generator and, inside a task, its
 optimizer and schedule. ``-resume`` continues from ``last.pt`` and ends with the matrix of an
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 import torch
 
 from common.checkpoint import load_weights
+from common.epoch import EpochPosition
 from common.runlog import RunLog
 
 LAST = "checkpoints/last.pt"
@@ -31,6 +33,7 @@ class TaskTraining:
     val_rows: torch.Tensor
     epochs_done: int = 0
     summary: tuple = (0.0, 0.0, 0.0)  # train loss, train accuracy, validation accuracy of the last epoch
+    position: EpochPosition | None = None  # where the unfinished epoch epochs_done + 1 stopped, if it did
 
 
 @dataclass
@@ -59,6 +62,7 @@ class Progress:
                 "summary": list(t.summary),
                 "optimizer": t.optimizer.state_dict(),
                 "scheduler": t.scheduler.state_dict(),
+                "position": t.position.to_dict() if t.position is not None else None,
             }
         log.save(name, state)
 
@@ -84,8 +88,14 @@ class Progress:
             progress.training.optimizer.load_state_dict(saved["optimizer"])
             progress.training.scheduler.load_state_dict(saved["scheduler"])
             progress.training.epochs_done, progress.training.summary = saved["epochs_done"], tuple(saved["summary"])
+            progress.training.position = EpochPosition.from_dict(saved.get("position"))
         shuffle.set_state(checkpoint["shuffle"])
         return progress
 
     def where(self) -> str:
-        return f"epoch {self.training.epochs_done} of task {self.task}" if self.training else f"task {self.task - 1}"
+        t = self.training
+        if t is None:
+            return f"task {self.task - 1}"
+        if t.position is not None:
+            return f"batch {t.position.batches_done} of epoch {t.epochs_done + 1} of task {self.task}"
+        return f"epoch {t.epochs_done} of task {self.task}"

@@ -23,7 +23,9 @@ from torch.nn.parallel import DistributedDataParallel
 from common.batching import batch_rows
 from common.distributed import current as distributed
 from common.divergence import check_diverged
+from common.epoch import CheckpointClock, EpochPosition, epoch_batches
 from common.errors import UserError
+from common.meter import ProgressMeter
 from common.paths import shown
 from common.rundir import RunDir
 from common.runlog import RunLog
@@ -54,7 +56,7 @@ def run_continual(
     if config.scenario not in SCENARIOS:
         raise UserError(f"-scenario {config.scenario}: expected one of {', '.join(SCENARIOS)}")
     method = compose(methods)
-    log = RunLog(run, {**config.to_dict(), **info, "method": method.name})
+    log = RunLog(run, {**config.to_dict(), **info, "method": method.name}, free=("checkpoint_every",))
     finished = log.finished("results.json", lambda results: results["config"])
     if finished is not None:
         return _report_finished(log, finished)
@@ -64,18 +66,23 @@ def run_continual(
     shuffle = torch.Generator().manual_seed(config.seed)
     stream = experiences(data, method.stream)
     progress = _resume(log, model, method, shuffle, stream, config) or Progress(matrix=empty_matrix(data.n_tasks))
+    clock = CheckpointClock(config.checkpoint_every)
+
+    def save_last() -> None:
+        progress.save(log, LAST, model, method, shuffle)
+
     for experience in (e for e in stream if e.task >= progress.task):
         started = time.time()
         training = progress.training = progress.training or start_task(model, method, experience, config)
         for epoch in range(training.epochs_done + 1, config.epochs + 1):
-            loss, train_acc = train_epoch(training, method, data, epoch, config, shuffle)
+            loss, train_acc = train_epoch(training, method, data, epoch, config, shuffle, clock, save_last)
             where = f"task {experience.task} epoch {epoch}"
             check_diverged(where, loss, data.n_classes, model, method, keep=_kept(log, progress))
             training.scheduler.step()
             val_acc = accuracy(model, data, training.val_rows, config)
             training.epochs_done, training.summary = epoch, (loss, train_acc, val_acc)
             log.scalars(f"task{experience.task}", dict(zip(SUMMARY, training.summary, strict=True)), epoch)
-            progress.save(log, LAST, model, method, shuffle)
+            save_last()
         method.after_task(TaskContext(model, experience.task, data, data.rows["train"][experience.task], config))
         _end_task(progress, model, data, experience, config, log, started)
         for name in (LAST, f"checkpoints/task{experience.task}.pt"):  # the latest state, and each task's end
@@ -118,11 +125,22 @@ def freeze(model: SpikingMLP, method: Method, task: int) -> None:
     method.freeze(model, task)
 
 
-def train_epoch(training: TaskTraining, method: Method, data: ContinualData, epoch: int, config, shuffle):
+def train_epoch(
+    training: TaskTraining,
+    method: Method,
+    data: ContinualData,
+    epoch: int,
+    config,
+    shuffle,
+    clock: CheckpointClock | None = None,
+    save_inside=None,
+):
     """One pass over the task's training rows; returns (mean loss, train accuracy) over all processes.
 
     Every process draws the same global batches and trains on its share; the loss is its share
     of the global batch's mean (times the number of processes, which DDP's averaging divides out).
+    An epoch that stopped inside (``training.position``) continues where it stopped; when
+    ``clock`` says so, ``save_inside()`` checkpoints with ``training.position`` set.
     """
     dist = distributed()
     device = data.features.device
@@ -130,8 +148,12 @@ def train_epoch(training: TaskTraining, method: Method, data: ContinualData, epo
     projector = method.projector(task)
     model = getattr(network, "module", network)
     network.train()
-    stats = torch.zeros(2, device=device)  # summed loss, correct predictions
-    for batch in batch_rows(rows, config.batch_size, shuffle):
+    before, batches, done = epoch_batches(rows, config.batch_size, shuffle, training.position)
+    sums = training.position.sums if training.position is not None else [0.0, 0.0]
+    stats = torch.tensor(sums, dtype=torch.float32, device=device)  # summed loss, correct predictions
+    rows_done = sum(len(b) for b in batches[:done])
+    meter = ProgressMeter(len(rows), f"task {task} epoch {epoch}/{config.epochs}", done=rows_done)
+    for index, batch in enumerate(batches[done:], done):
         local = dist.shard(batch)
         labels = data.labels[local]
         output = network(data.features[local], projector, keep_spikes=method.needs_spikes)
@@ -144,6 +166,13 @@ def train_epoch(training: TaskTraining, method: Method, data: ContinualData, epo
         optimizer.step()
         method.after_step(output, task, epoch, len(batch))
         stats += torch.stack([loss_sum.detach(), (logits.argmax(1) == labels).sum().float()])
+        rows_done += len(batch)
+        meter.update(len(batch), loss=lambda s=stats, seen=rows_done: s[0].item() / seen)
+        if clock is not None and save_inside is not None and index + 1 < len(batches) and clock.due():
+            training.position = EpochPosition(before, index + 1, stats.tolist())
+            save_inside()
+    meter.close()
+    training.position = None
     dist.all_reduce(stats)
     return (stats[0] / len(rows)).item(), (stats[1] / len(rows)).item()
 

@@ -13,14 +13,15 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
-from tqdm import tqdm
 
 from common import atomic
 from common.batching import autocast, batch_rows
 from common.checkpoint import load_checkpoint, load_weights
 from common.distributed import current as distributed
 from common.divergence import check_diverged
+from common.epoch import CheckpointClock, EpochPosition, epoch_batches
 from common.errors import UserError
+from common.meter import ProgressMeter
 from common.paths import shown
 from common.rundir import RunDir
 from common.runlog import RunLog
@@ -44,6 +45,7 @@ class PretrainConfig:
     image_size: int = 32
     pretrain_classes: str = "all"
     seed: int = 0
+    checkpoint_every: float = 600.0  # seconds between mid-epoch checkpoints (0: epoch ends only); may change on -resume
 
 
 @dataclass
@@ -133,7 +135,7 @@ def pretrain(
     """Train, select on validation, test once, and write best.pt, last.pt and meta.json; returns meta."""
     dist = distributed()
     encoder = EncoderConfig(n_classes=0, n_mfcc=data.table.mfcc.shape[1], **encoder_options)
-    log = RunLog(run, {**asdict(config), **encoder.to_dict()}, free=("epochs", "n_classes"))
+    log = RunLog(run, {**asdict(config), **encoder.to_dict()}, free=("epochs", "n_classes", "checkpoint_every"))
     meta = log.finished("meta.json", lambda meta: {**meta["train"], **meta["encoder"]})
     if meta is not None:
         print(f"{shown(run.path)}: pretraining already finished; nothing to resume")
@@ -146,23 +148,41 @@ def pretrain(
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(config.epochs, 1))
     shuffle = torch.Generator().manual_seed(config.seed)
-    state = {"epoch": 0, "best_val": -1.0, "best_epoch": 0, "history": [], "seconds": 0.0}
+    state = {"epoch": 0, "best_val": -1.0, "best_epoch": 0, "history": [], "seconds": 0.0, "position": None}
     checkpoint = log.restore("last.pt", "pretraining checkpoint")
     if checkpoint is not None:
         load_weights(model, checkpoint["model"], log.folder / "last.pt")
         optimizer.load_state_dict(checkpoint["optimizer"])
         scheduler.load_state_dict(checkpoint["scheduler"])
         shuffle.set_state(checkpoint["shuffle"])
-        state = checkpoint["state"]
-        print(f"resuming {shown(run.path)} after epoch {state['epoch']}")
+        state = {"position": None, **checkpoint["state"]}
+        inside = state["position"] and f", batch {state['position']['batches_done']} of epoch {state['epoch'] + 1}"
+        print(f"resuming {shown(run.path)} after epoch {state['epoch']}{inside or ''}")
     network = DistributedDataParallel(model) if dist.enabled else model
     if compile_model:
         network = torch.compile(network)
 
     started = time.time() - state["seconds"]
+    clock = CheckpointClock(config.checkpoint_every)
+
+    def save_last() -> None:
+        state["seconds"] = time.time() - started
+        log.save(
+            "last.pt", {**_state_dicts(model, optimizer, scheduler), "shuffle": shuffle.get_state(), "state": state}
+        )
+
     for epoch in range(state["epoch"] + 1, config.epochs + 1):
         train_loss, train_acc = _train_epoch(
-            network, model, tensors, optimizer, config, shuffle, f"epoch {epoch}/{config.epochs}"
+            network,
+            model,
+            tensors,
+            optimizer,
+            config,
+            shuffle,
+            f"epoch {epoch}/{config.epochs}",
+            state,
+            clock,
+            save_last,
         )
         done = f"epoch {state['epoch']}" if state["epoch"] else "nothing had been checkpointed yet"
         keep = f"{shown(log.folder / 'last.pt')} holds the last good state ({done})" if state["epoch"] else done
@@ -177,13 +197,11 @@ def pretrain(
         improved = val["fused"] > state["best_val"]
         if improved:
             state["best_val"], state["best_epoch"] = val["fused"], epoch
-        state["epoch"], state["seconds"] = epoch, time.time() - started
+        state["epoch"] = epoch
         if improved and dist.main:
             best = {"model": model.state_dict(), "encoder": encoder.to_dict(), "epoch": epoch}
             atomic.save_torch(log.folder / "best.pt", best)
-        log.save(
-            "last.pt", {**_state_dicts(model, optimizer, scheduler), "shuffle": shuffle.get_state(), "state": state}
-        )
+        save_last()
 
     dist.barrier()  # best.pt is complete before every process reads it
     best = load_checkpoint(log.folder / "best.pt", "pretrained weights")
@@ -199,34 +217,50 @@ def pretrain(
     return meta
 
 
-def _train_epoch(network, model, tensors: DeviceData, optimizer, config: PretrainConfig, shuffle, desc: str):
-    """One epoch; every process draws the same global batches and trains on its share of each."""
+def _train_epoch(
+    network, model, tensors: DeviceData, optimizer, config: PretrainConfig, shuffle, desc: str, state, clock, save
+):
+    """One epoch; every process draws the same global batches and trains on its share of each.
+
+    An epoch that stopped inside (``state["position"]``) continues where it stopped; when
+    ``clock`` says so, ``save()`` checkpoints with the position in ``state``.
+    """
     dist = distributed()
     network.train()
     device = tensors.mfcc.device
-    stats = torch.zeros(3, device=device)  # summed loss, correct predictions, samples
-    for rows in tqdm(
-        batch_rows(tensors.rows["train"], config.batch_size, shuffle), desc=desc, leave=False, disable=None
-    ):
-        if len(rows) < 2 * dist.world:  # batch norm needs two samples in every process
-            continue
-        images, mfcc, labels = tensors.batch(dist.shard(rows))
-        keep = modality_dropout_mask(len(labels), len(model.encoders), config.modality_dropout, device)
-        with autocast(device):
-            out = network(images, mfcc, keep)
-        loss = pretraining_loss(out, labels, config.aux_weight, batch=len(rows))
-        optimizer.zero_grad(set_to_none=True)
-        (loss * dist.world).backward()  # DDP averages the processes' gradients: this makes it their sum
-        optimizer.step()
-        stats += torch.stack(
-            [
-                loss.detach() * len(rows),
-                (out["fused"].argmax(1) == labels).sum().float(),
-                torch.tensor(float(len(labels)), device=device),
-            ]
-        )
+    position = EpochPosition.from_dict(state["position"])
+    before, batches, done = epoch_batches(tensors.rows["train"], config.batch_size, shuffle, position)
+    sums = position.sums if position is not None else [0.0, 0.0, 0.0]
+    stats = torch.tensor(sums, dtype=torch.float32, device=device)  # summed loss, correct predictions, samples
+    total = len(tensors.rows["train"])
+    meter = ProgressMeter(total, desc, done=sum(len(b) for b in batches[:done]))
+    for index, rows in enumerate(batches[done:], done):
+        if len(rows) >= 2 * dist.world:  # batch norm needs two samples in every process
+            stats += _train_step(network, model, tensors, optimizer, config, rows)
+        meter.update(len(rows), loss=lambda s=stats: (s[0] / s[2].clamp(min=1)).item())
+        if index + 1 < len(batches) and clock.due():
+            state["position"] = EpochPosition(before, index + 1, stats.tolist()).to_dict()
+            save()
+    meter.close()
+    state["position"] = None
     dist.all_reduce(stats)
     return round((stats[0] / stats[2]).item(), 6), round((stats[1] / stats[2]).item(), 6)
+
+
+def _train_step(network, model, tensors: DeviceData, optimizer, config: PretrainConfig, rows) -> torch.Tensor:
+    """One optimizer step on this process's share of ``rows``; returns (loss sum, correct, samples)."""
+    dist = distributed()
+    device = tensors.mfcc.device
+    images, mfcc, labels = tensors.batch(dist.shard(rows))
+    keep = modality_dropout_mask(len(labels), len(model.encoders), config.modality_dropout, device)
+    with autocast(device):
+        out = network(images, mfcc, keep)
+    loss = pretraining_loss(out, labels, config.aux_weight, batch=len(rows))
+    optimizer.zero_grad(set_to_none=True)
+    (loss * dist.world).backward()  # DDP averages the processes' gradients: this makes it their sum
+    optimizer.step()
+    correct = (out["fused"].argmax(1) == labels).sum().float()
+    return torch.stack([loss.detach() * len(rows), correct, torch.tensor(float(len(labels)), device=device)])
 
 
 def _epoch_line(record: dict, epochs: int) -> str:
