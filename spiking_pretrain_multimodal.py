@@ -14,6 +14,7 @@ from common.paths import shown
 from common.rundir import RunDir
 from common.seeding import use_deterministic_algorithms
 from dataloader.dataset import prepare_data
+from dataloader.images import IMAGE_FITS
 from dataloader.options import add_data_flags, data_spec_from_args
 from dataloader.scene import TASKS
 from models.encoders import AUDIO_ENCODERS, IMAGE_BACKBONES
@@ -50,6 +51,12 @@ def build_parser() -> FlagParser:
     )
     parser.flag(
         "--image-size", type=positive_int, default=defaults.image_size, help="images are resized to this square size"
+    )
+    parser.flag(
+        "--image-fit",
+        default=defaults.image_fit,
+        choices=IMAGE_FITS,
+        help="how a non-square frame becomes a square: squash (stretch), crop (centre square) or pad (letterbox)",
     )
     parser.flag("--modality", default="both", choices=MODALITIES, help="which encoders to train")
     parser.flag("--fusion", default="attention", choices=FUSIONS, help="how the two embeddings are fused")
@@ -105,6 +112,7 @@ def main(argv) -> None:
         aux_weight=args.aux_weight,
         modality_dropout=args.modality_dropout,
         image_size=args.image_size,
+        image_fit=args.image_fit,
         pretrain_classes=args.pretrain_classes,
         seed=args.seed,
         checkpoint_every=args.checkpoint_every,

@@ -95,7 +95,11 @@ def pipeline_comparison(folder: PretrainedFolder, prepared, data, config: Contin
     encoder, meta = folder.encoder(device), folder.meta
     mean, std = (np.asarray(meta[k], np.float32) for k in ("mfcc_mean", "mfcc_std"))
     mfcc = torch.from_numpy(standardize(prepared.table.mfcc, mean, std)).to(device)
-    images = torch.from_numpy(prepared.images(meta["image_size"])).to(device) if meta["modality"] != "audio" else None
+    images = (
+        torch.from_numpy(prepared.images(meta["image_size"], meta.get("image_fit", "squash"))).to(device)
+        if meta["modality"] != "audio"
+        else None
+    )
     rows, timesteps = data.rows["train"][0], config.neuron.timesteps
 
     def epoch(per_batch_encoder: bool) -> None:

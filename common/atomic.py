@@ -64,6 +64,19 @@ def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], N
     return path
 
 
+def move_into_place(tmp: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """Give the finished file ``tmp`` a plain file's mode and rename it to ``path`` (same folder) atomically."""
+    path = Path(path)
+    try:
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except OSError as exc:
+        previous = "its previous content is intact" if path.exists() else "nothing was written"
+        raise UserError(f"{shown(path)}: could not be written ({exc.strerror or exc}); {previous}") from None
+    _fsync_dir(path.parent)
+    return path
+
+
 def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     return atomic_write(path, lambda handle: handle.write(data))
 

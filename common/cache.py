@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -47,3 +48,47 @@ def read_checked(path: str | Path) -> bytes | None:
         print(f"cache: {shown(path)} is corrupt or incomplete; rebuilding it", flush=True)
         return None
     return data
+
+
+def _file_digest(path: Path, chunk: int = 16 * 2**20) -> str:
+    """The checksum of a file read in chunks (a multi-GB cache is never held in memory)."""
+    digest = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_checked(path: str | Path) -> bool:
+    """Whether ``path`` exists and matches its checksum (saying why if corrupt), reading it in chunks."""
+    path = Path(path)
+    if not path.exists():
+        return False
+    try:
+        ok = _sum_path(path).read_text().strip() == _file_digest(path)
+    except OSError:
+        ok = False
+    if not ok:
+        print(f"cache: {shown(path)} is corrupt or incomplete; rebuilding it", flush=True)
+    return ok
+
+
+def write_checked_file(path: str | Path, fill: Callable[[Path], None]) -> None:
+    """``fill(tmp)`` writes a file at the temporary path ``tmp``; it becomes ``path`` atomically, with its checksum.
+
+    For outputs too large to build in memory first (the decoded-image cache).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        fill(tmp)
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        digest = _file_digest(tmp)
+        _sum_path(path).unlink(missing_ok=True)  # an old checksum never vouches for the new file
+        atomic.move_into_place(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    atomic.write_text(_sum_path(path), digest + "\n")

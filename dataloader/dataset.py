@@ -19,7 +19,7 @@ class PreparedData:
     table: SceneTable
     splits: dict[str, np.ndarray]
     tasks: list[list[str]]
-    _images: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
+    _images: dict[tuple[int, str], np.ndarray] = field(default_factory=dict, repr=False)
 
     @property
     def class_names(self) -> list[str]:
@@ -45,11 +45,11 @@ class PreparedData:
             return rows
         return rows[np.isin(self.labels[rows], classes)]
 
-    def images(self, size: int) -> np.ndarray:
-        """uint8 RGB images of every row, decoded once and cached on disk."""
-        if size not in self._images:
-            self._images[size] = load_images(self.table, size, self.spec.cache_dir)
-        return self._images[size]
+    def images(self, size: int, fit: str = "squash") -> np.ndarray:
+        """uint8 RGB images of every row, decoded once and cached on disk (memory-mapped, copy-on-write)."""
+        if (size, fit) not in self._images:
+            self._images[size, fit] = load_images(self.table, size, self.spec.cache_dir, fit)
+        return self._images[size, fit]
 
 
 def prepare_data(

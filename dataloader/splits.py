@@ -10,7 +10,9 @@ Four ways, chosen by ``SplitConfig.mode``:
 - ``group``: whole groups (the values of a SPEAKER or VIDEO column) go to one split, so no test
   speaker is ever heard and no test video ever seen in training: the only split that measures
   generalisation to a new recording source. Groups are drawn with the split seed in the given
-  fractions of groups, or named with ``test_groups`` / ``val_groups``.
+  fractions of groups, or named with ``test_groups`` / ``val_groups``. When each group holds one
+  class (a video of one scene), the draw is made class by class, so every class has a video in
+  every split (at least three videos per class are needed).
 
 The split has its own seed, independent of the training seed, so that runs with different
 training seeds see the same test set. The test split is never used for training or selection.
@@ -142,10 +144,13 @@ def _split_groups(table: SceneTable, config: SplitConfig) -> dict[str, np.ndarra
     which = f"{shown(table.csv_path)}: the {column} column"
     if not config.test_groups and not config.val_groups:
         _check_fractions(config.fractions)
-    order = [names[i] for i in np.random.default_rng(config.seed).permutation(len(names))]
-    _, n_val, n_test = _counts(len(names), config.fractions, which, unit="groups")
-    test = list(config.test_groups) or [g for g in order if g not in config.val_groups][:n_test]
-    val = list(config.val_groups) or [g for g in order if g not in test][:n_val]
+    if not config.test_groups and not config.val_groups and _one_class_per_group(table):
+        test, val = _draw_groups_per_class(table, config, which)
+    else:
+        order = [names[i] for i in np.random.default_rng(config.seed).permutation(len(names))]
+        _, n_val, n_test = _counts(len(names), config.fractions, which, unit="groups")
+        test = list(config.test_groups) or [g for g in order if g not in config.val_groups][:n_test]
+        val = list(config.val_groups) or [g for g in order if g not in test][:n_val]
     train = [g for g in names if g not in test and g not in val]
     if not train:
         raise UserError(f"{which}: no group is left for training ({len(names)} groups)")
@@ -153,6 +158,25 @@ def _split_groups(table: SceneTable, config: SplitConfig) -> dict[str, np.ndarra
         name: np.flatnonzero(np.isin(table.groups, chosen))
         for name, chosen in zip(SPLIT_NAMES, (train, val, test), strict=True)
     }
+
+
+def _one_class_per_group(table: SceneTable) -> bool:
+    """Whether every group holds a single class (videos of the scene data), unlike speakers, who say every digit."""
+    pairs = np.unique(np.stack([np.unique(table.groups, return_inverse=True)[1], table.labels]), axis=1)
+    return len(np.unique(pairs[0])) == pairs.shape[1]
+
+
+def _draw_groups_per_class(table: SceneTable, config: SplitConfig, which: str) -> tuple[list[str], list[str]]:
+    """Test and val groups drawn class by class, so that every class has a group in every split."""
+    rng = np.random.default_rng(config.seed)
+    test, val = [], []
+    for label, class_name in enumerate(table.class_names):
+        groups = sorted(set(table.groups[table.labels == label].tolist()))
+        _, n_val, n_test = _counts(len(groups), config.fractions, f"{which}, class {class_name!r},", unit="groups")
+        order = [groups[i] for i in rng.permutation(len(groups))]
+        test += order[:n_test]
+        val += order[n_test : n_test + n_val]
+    return test, val
 
 
 def split_groups(table: SceneTable, splits: dict[str, np.ndarray]) -> dict[str, list[str]]:

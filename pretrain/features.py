@@ -29,7 +29,7 @@ def feature_cache_path(pretrained_dir: str | Path, meta: dict, data: PreparedDat
         digest.update(path.read_bytes() if path.is_file() else b"missing")
     digest.update(data.table.csv_sha256.encode())
     if meta["modality"] != "audio":
-        digest.update(image_fingerprint(data.table, meta["image_size"]).encode())
+        digest.update(image_fingerprint(data.table, meta["image_size"], meta.get("image_fit", "squash")).encode())
     return Path(data.spec.cache_dir) / "features" / f"{data.table.name}-{digest.hexdigest()[:24]}.pt"
 
 
@@ -59,7 +59,9 @@ def extract(
         data.table.mfcc, np.asarray(meta["mfcc_mean"], np.float32), np.asarray(meta["mfcc_std"], np.float32)
     )
     mfcc = torch.from_numpy(mfcc)
-    images = torch.from_numpy(data.images(meta["image_size"])) if meta["modality"] != "audio" else None
+    images = None
+    if meta["modality"] != "audio":
+        images = torch.from_numpy(data.images(meta["image_size"], meta.get("image_fit", "squash")))
     chunks = []
     for start in range(0, len(mfcc), batch_size):
         window = slice(start, start + batch_size)

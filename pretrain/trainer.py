@@ -43,6 +43,7 @@ class PretrainConfig:
     aux_weight: float = 1.0
     modality_dropout: float = 0.5
     image_size: int = 32
+    image_fit: str = "squash"  # dataloader.images.IMAGE_FITS
     pretrain_classes: str = "all"
     seed: int = 0
     checkpoint_every: float = 600.0  # seconds between mid-epoch checkpoints (0: epoch ends only); may change on -resume
@@ -50,7 +51,8 @@ class PretrainConfig:
 
 @dataclass
 class DeviceData:
-    """Everything the loop reads, on the device: uint8 images, standardised MFCC, labels, split rows."""
+    """Everything the loop reads: standardised MFCC, labels and split rows on the device; uint8 images on
+    the device when they fit (``images_on``), else memory-mapped on the host and moved a batch at a time."""
 
     images: torch.Tensor | None
     mfcc: torch.Tensor
@@ -61,8 +63,23 @@ class DeviceData:
     mfcc_std: list[float]
 
     def batch(self, rows: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
-        images = self.images[rows] if self.images is not None else None
+        images = None
+        if self.images is not None:
+            here = self.images.device == rows.device
+            images = self.images[rows] if here else self.images[rows.cpu()].to(rows.device, non_blocking=True)
         return images, self.mfcc[rows], self.labels[rows]
+
+
+def images_on(device: torch.device, images: torch.Tensor, share: float = 0.25) -> torch.Tensor:
+    """The uint8 image array on ``device`` if it takes at most ``share`` of the device's free memory, else as is.
+
+    On the CPU the array stays the memory-mapped cache (no copy); a GPU gets the whole array when it
+    fits, which makes batches free, and otherwise each batch is copied over as uint8.
+    """
+    if device.type != "cuda":
+        return images
+    free, _ = torch.cuda.mem_get_info(device)
+    return images.to(device) if images.numel() <= share * free else images
 
 
 def to_device(data: PreparedData, config: PretrainConfig, encoder: EncoderConfig, device: torch.device) -> DeviceData:
@@ -75,7 +92,7 @@ def to_device(data: PreparedData, config: PretrainConfig, encoder: EncoderConfig
     mean, std = mfcc_statistics(data.table.mfcc, data.rows("train", class_ids))
     images = None
     if "image" in encoder.modalities:
-        images = torch.from_numpy(data.images(config.image_size)).to(device)
+        images = images_on(device, torch.from_numpy(data.images(config.image_size, config.image_fit)))
     return DeviceData(
         images=images,
         mfcc=torch.from_numpy(standardize(data.table.mfcc, mean, std)).to(device),
@@ -236,7 +253,7 @@ def _train_epoch(
     meter = ProgressMeter(total, desc, done=sum(len(b) for b in batches[:done]))
     for index, rows in enumerate(batches[done:], done):
         if len(rows) >= 2 * dist.world:  # batch norm needs two samples in every process
-            stats += _train_step(network, model, tensors, optimizer, config, rows)
+            stats += train_step(network, model, tensors, optimizer, config, rows)
         meter.update(len(rows), loss=lambda s=stats: (s[0] / s[2].clamp(min=1)).item())
         if index + 1 < len(batches) and clock.due():
             state["position"] = EpochPosition(before, index + 1, stats.tolist()).to_dict()
@@ -247,7 +264,7 @@ def _train_epoch(
     return round((stats[0] / stats[2]).item(), 6), round((stats[1] / stats[2]).item(), 6)
 
 
-def _train_step(network, model, tensors: DeviceData, optimizer, config: PretrainConfig, rows) -> torch.Tensor:
+def train_step(network, model, tensors: DeviceData, optimizer, config: PretrainConfig, rows) -> torch.Tensor:
     """One optimizer step on this process's share of ``rows``; returns (loss sum, correct, samples)."""
     dist = distributed()
     device = tensors.mfcc.device
@@ -309,6 +326,7 @@ def _meta(data, tensors, config, encoder, state, test, flags, seconds, device) -
         "modality": encoder.modality,
         "fusion": encoder.fusion if encoder.modality == "both" else None,
         "image_size": config.image_size,
+        "image_fit": config.image_fit,
         "mfcc_mean": tensors.mfcc_mean,
         "mfcc_std": tensors.mfcc_std,
         "encoder": encoder.to_dict(),

@@ -271,7 +271,11 @@ def test_diverged_hebbian_learning_is_detected(tmp_path):
     "script, flags, says",
     [
         ("spiking_train_multimodal_end.py", ["-epochs", "0"], "argument -epochs, --epochs: expected an integer >= 1"),
-        ("spiking_train_multimodal_end.py", ["-b", "0"], "argument -b, -batch_size, --batch-size: expected an integer >= 1"),
+        (
+            "spiking_train_multimodal_end.py",
+            ["-b", "0"],
+            "argument -b, -batch_size, --batch-size: expected an integer >= 1",
+        ),
         ("spiking_train_multimodal_end.py", ["-timesteps", "0"], "expected an integer >= 1, got '0'"),
         ("spiking_train_multimodal_end.py", ["-lr", "nan"], "argument -lr, --lr: expected a finite number > 0"),
         ("spiking_train_multimodal_end.py", ["-hlop_lr", "0.05,inf,1"], "-hlop_lr 0.05,inf,1: expected a finite"),

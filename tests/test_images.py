@@ -55,7 +55,7 @@ def test_cache_is_rebuilt_when_the_size_or_the_csv_changes(scene_dir, tmp_path, 
 
 def test_corrupt_cache_is_detected_and_rebuilt(scene_dir, tmp_path, monkeypatch, capsys):
     table = read_table(scene_dir)
-    good = load_images(table, 16, tmp_path / "cache")
+    good = np.array(load_images(table, 16, tmp_path / "cache"))  # a copy: the loaded array maps the file we corrupt
     (cached,) = (tmp_path / "cache" / "images").glob("*.npy")
     data = bytearray(cached.read_bytes())
     data[-5] ^= 0xFF  # flip one pixel's bits

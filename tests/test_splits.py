@@ -104,3 +104,33 @@ def test_group_split_errors_name_the_column_and_group(tmp_path):
     table = read_table(with_speakers(root), group_column="speaker")
     with pytest.raises(UserError, match="--test-groups: no SPEAKER 'zed'"):
         make_splits(table, SplitConfig("group", test_groups=("zed",)))
+
+
+def test_group_split_of_one_class_videos_draws_per_class(tmp_path):
+    """37 videos of 9 classes (the scene data's shape): every class gets a test and a val video."""
+    import csv
+
+    from dataloader.splits import SplitConfig, make_splits, split_groups
+    from dataloader.table import read_table
+    from tests.fixtures import make_scene_dataset
+
+    classes = tuple(f"C{i}" for i in range(9))
+    root = make_scene_dataset(tmp_path / "d", classes=classes, per_class=12)
+    with open(root / "dataset.csv", newline="") as handle:
+        rows = list(csv.reader(handle))
+    rows[0].append("VIDEO")
+    class_col = rows[0].index("CLASS2")
+    seen: dict[str, int] = {}
+    for row in rows[1:]:
+        k = seen[row[class_col]] = seen.get(row[class_col], -1) + 1
+        videos = 5 if row[class_col] == "C0" else 4  # 9 * 4 + 1 = 37 videos, 3 rows each
+        row.append(f"{row[class_col]}-v{k % videos}")
+    with open(root / "dataset.csv", "w", newline="") as handle:
+        csv.writer(handle).writerows(rows)
+    table = read_table(root, group_column="VIDEO")
+    for seed in range(5):
+        splits = make_splits(table, SplitConfig(mode="group", seed=seed))
+        for name, split_rows in splits.items():
+            assert set(table.labels[split_rows].tolist()) == set(range(9)), (seed, name)
+        groups = split_groups(table, splits)
+        assert not set(groups["test"]) & set(groups["train"])
