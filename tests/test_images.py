@@ -85,3 +85,30 @@ def test_huge_image_is_refused_before_decoding(scene_dir, tmp_path, monkeypatch)
     with pytest.raises(UserError, match=r"dataset.csv line 2: image is too large \(12x12 pixels\)"):
         load_images(read_table(scene_dir), 16, tmp_path / "cache")
     assert pixel_decodes == [], "only the header may be read"
+
+
+def test_image_fits_keep_or_stretch_the_aspect():
+    from dataloader.images import fit_square
+
+    wide = np.zeros((20, 40, 3), np.uint8)  # a 2:1 frame: left half red, right half blue, a green centre
+    wide[:, :20, 2] = 255
+    wide[:, 20:, 0] = 255
+    wide[:, 15:25, 1] = 255
+    squash, crop, pad = (fit_square(wide, 10, fit) for fit in ("squash", "crop", "pad"))
+    assert squash.shape == crop.shape == pad.shape == (10, 10, 3)
+    assert squash[:, 0, 2].min() == 255 and squash[:, -1, 0].min() == 255  # both halves, stretched
+    assert crop[:, 0, 2].min() == 255 and crop[:, -1, 0].min() == 255 and crop[:, 5, 1].min() == 255
+    assert (crop[:, :, 1] == 255).mean() == 0.4 and crop[:, 0, 1].max() == 0  # the centre, magnified, not squeezed
+    assert (squash[:, :, 1] == 255).mean() <= 0.2
+    assert pad[:2].max() == 0 and pad[-3:].max() == 0 and pad[3:7, 0, 2].min() == 255  # letterbox bars
+    square = np.arange(16 * 16 * 3, dtype=np.uint8).reshape(16, 16, 3)
+    for fit in ("crop", "pad"):
+        np.testing.assert_array_equal(fit_square(square, 8, fit), fit_square(square, 8, "squash"))
+
+
+def test_each_fit_has_its_own_cache(scene_dir, tmp_path):
+    table = read_table(scene_dir)
+    squash = np.array(load_images(table, 16, tmp_path / "cache"))
+    pad = load_images(table, 16, tmp_path / "cache", fit="pad")
+    assert len(list((tmp_path / "cache" / "images").glob("*.npy"))) == 2
+    assert pad.shape == squash.shape
