@@ -61,6 +61,12 @@ def build_parser() -> FlagParser:
     parser.flag("--modality", default="both", choices=MODALITIES, help="which encoders to train")
     parser.flag("--fusion", default="attention", choices=FUSIONS, help="how the two embeddings are fused")
     parser.flag(
+        "--fusion-floor",
+        type=fraction,
+        default=0.0,
+        help="attention fusion: the least weight every modality keeps on every sample (0: none; at most 0.5)",
+    )
+    parser.flag(
         "--feature-dim", type=positive_int, default=784, help="size of the fused feature the spiking network reads"
     )
     parser.flag("--image-backbone", default="cnn", choices=IMAGE_BACKBONES, help="image encoder")
@@ -123,6 +129,7 @@ def main(argv) -> None:
         "image_backbone": args.image_backbone,
         "audio_encoder": args.audio_encoder,
         "fusion": args.fusion,
+        "fusion_floor": args.fusion_floor,
         "imagenet_weights": args.imagenet_weights,
     }
     print(f"pretraining on {shown(spec.data_dir)} -> {shown(run.path)}", flush=True)

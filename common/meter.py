@@ -6,8 +6,8 @@ a tqdm bar when stdout is a terminal and otherwise prints a line such as
 
     epoch 3/20: 4800/11200 rows (43%)  812 rows/s  ETA 7s  loss 0.4213
 
-at least every ``--progress-every`` seconds (default 30) and at every tenth of the loop, whichever
-comes first. Statistics passed as callables are only evaluated when a line is printed, so a
+at least every ``--progress-every`` seconds (default 30), and at a tenth of the loop when 5 s
+have passed since the last line (so a loop of a few seconds stays quiet). Statistics passed as callables are only evaluated when a line is printed, so a
 GPU loop is not synchronised on every batch.
 """
 
@@ -84,7 +84,8 @@ class ProgressMeter:
                 self.last_printed = now
             return
         tenths = self._tenths()
-        if now - self.last_printed >= _settings["every"] or (tenths > self.tenths_printed and self.done < self.total):
+        tenth_due = tenths > self.tenths_printed and now - self.last_printed >= min(_settings["every"], 5.0)
+        if now - self.last_printed >= _settings["every"] or (tenth_due and self.done < self.total):
             self.tenths_printed = tenths
             self.last_printed = now
             print(self.line(now), file=self.stream, flush=True)

@@ -8,7 +8,9 @@ scores (no division by a sum that can be zero or negative). ``ConcatFusion`` (ea
 Every fusion takes an optional ``keep`` mask (B, modalities) used for modality dropout in
 training: a dropped modality gets weight zero. Without it, attention fusion collapses onto
 whichever modality learns fastest (README, "Pretraining the encoders") and the fused head ignores
-the other; with it, and with scores that start equal, both are used.
+the other; with it, and with scores that start equal, both are used on avdigits. Where each
+modality alone is nearly perfect, attention still puts almost all weight on one of them within an
+epoch; ``floor`` (``--fusion-floor``) guarantees every modality a share of every sample.
 """
 
 from __future__ import annotations
@@ -16,12 +18,19 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from common.errors import UserError
+
 FUSIONS = ("attention", "concat", "late")
 
 
 class AttentionFusion(nn.Module):
-    def __init__(self, dim: int, n_modalities: int = 2, hidden: int = 128):
+    """``floor``: every kept modality gets at least this weight (0: none; at most 1 / n_modalities)."""
+
+    def __init__(self, dim: int, n_modalities: int = 2, hidden: int = 128, floor: float = 0.0):
         super().__init__()
+        if not 0 <= floor <= 1 / n_modalities:
+            raise UserError(f"--fusion-floor {floor}: expected a weight between 0 and {1 / n_modalities:g}")
+        self.floor = floor
         self.scorers = nn.ModuleList(
             nn.Sequential(nn.Linear(dim, hidden), nn.Tanh(), nn.Linear(hidden, 1)) for _ in range(n_modalities)
         )
@@ -34,7 +43,11 @@ class AttentionFusion(nn.Module):
         scores = torch.cat([score(h) for score, h in zip(self.scorers, embeddings, strict=True)], dim=1).float()
         if keep is not None:
             scores = scores.masked_fill(~keep, float("-inf"))
-        weights = torch.softmax(scores, dim=1).to(embeddings[0].dtype)
+        weights = torch.softmax(scores, dim=1)
+        if self.floor > 0:
+            kept = keep.float() if keep is not None else torch.ones_like(weights)
+            weights = kept * self.floor + (1 - kept.sum(1, keepdim=True) * self.floor) * weights
+        weights = weights.to(embeddings[0].dtype)
         return _mix(embeddings, weights), weights
 
 
@@ -69,8 +82,10 @@ def _equal_weights(embeddings: list[torch.Tensor], keep: torch.Tensor | None) ->
     return kept / kept.sum(dim=1, keepdim=True)  # keep always holds at least one modality per row
 
 
-def make_fusion(kind: str, dim: int, n_modalities: int = 2) -> nn.Module:
-    return {"attention": AttentionFusion, "concat": ConcatFusion, "late": LateFusion}[kind](dim, n_modalities)
+def make_fusion(kind: str, dim: int, n_modalities: int = 2, floor: float = 0.0) -> nn.Module:
+    if kind == "attention":
+        return AttentionFusion(dim, n_modalities, floor=floor)
+    return {"concat": ConcatFusion, "late": LateFusion}[kind](dim, n_modalities)
 
 
 def modality_dropout_mask(batch: int, n_modalities: int, p: float, device: torch.device) -> torch.Tensor:

@@ -29,6 +29,7 @@ class EncoderConfig:
     audio_encoder: str = "mlp"
     fusion: str = "attention"
     imagenet_weights: bool = False
+    fusion_floor: float = 0.0  # attention fusion: the least weight of each kept modality
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -54,7 +55,7 @@ class MultimodalNet(nn.Module):
             self.encoders["image"] = ImageEncoder(dim, config.image_backbone, config.imagenet_weights)
         if "audio" in config.modalities:
             self.encoders["audio"] = AudioEncoder(config.n_mfcc, dim, config.audio_encoder)
-        self.fusion = make_fusion(config.fusion, dim) if len(self.encoders) > 1 else None
+        self.fusion = make_fusion(config.fusion, dim, floor=config.fusion_floor) if len(self.encoders) > 1 else None
         self.head = nn.Linear(dim, config.n_classes)
         self.aux_heads = nn.ModuleDict(
             {name: nn.Linear(dim, config.n_classes) for name in self.encoders} if self.fusion is not None else {}

@@ -41,11 +41,22 @@ def test_meter_prints_a_line_every_interval_and_every_tenth(lines_every_10s):
         clock.now += 5
         progress.update(5, loss=lambda: 0.25)
         clock.now += 0.5
-        progress.update(70)  # 100 rows: the first tenth
+        progress.update(20)  # 50 rows, 0.5 s later: nothing
+        clock.now += 5
+        progress.update(50)  # 100 rows: the first tenth, 5 s after the last line
     lines = out.getvalue().splitlines()
     assert lines[0] == "epoch 1/2: 30/1000 rows (3%)  3 rows/s  ETA 5m23s  loss 0.2500"
     assert lines[1].startswith("epoch 1/2: 100/1000 rows (10%)")
     assert len(lines) == 2
+
+
+def test_meter_keeps_a_short_loop_quiet(lines_every_10s):
+    clock, out = FakeClock(), io.StringIO()
+    with meter.ProgressMeter(100, "e", stream=out, clock=clock) as progress:
+        for _ in range(10):  # ten tenths in one second
+            clock.now += 0.1
+            progress.update(10)
+    assert out.getvalue() == ""
 
 
 def test_meter_on_a_resumed_epoch_counts_the_rate_from_the_resume(lines_every_10s):

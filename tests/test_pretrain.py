@@ -209,3 +209,22 @@ def test_default_pretrained_folders_name_the_ablation():
     assert default_out_dir("scene", "audio").name == "scene-audio"
     assert default_out_dir("scene", "both", "concat").name == "scene-concat"
     assert default_out_dir("scene", "image", "concat", "first-task").name == "scene-image-first-task"
+
+
+def test_fusion_floor_keeps_every_kept_modality_above_it():
+    from models.fusion import AttentionFusion
+
+    torch.manual_seed(0)
+    fusion = AttentionFusion(8, floor=0.2)
+    for scorer in fusion.scorers:  # scores far apart: without a floor one modality would take ~all weight
+        torch.nn.init.normal_(scorer[-1].weight, std=50.0)
+    embeddings = [torch.rand(64, 8), torch.rand(64, 8)]
+    _, weights = fusion(embeddings)
+    assert torch.allclose(weights.sum(1), torch.ones(64)) and weights.min() >= 0.2 - 1e-6
+    assert weights.max() > 0.79  # the attention still decides within [0.2, 0.8]
+    keep = torch.ones(64, 2, dtype=torch.bool)
+    keep[:32, 1] = False
+    _, weights = fusion(embeddings, keep)
+    assert torch.equal(weights[:32], torch.tensor([[1.0, 0.0]]).expand(32, 2))
+    _, unfloored = AttentionFusion(8)(embeddings)
+    assert torch.allclose(unfloored, torch.full_like(unfloored, 0.5))  # equal start without a floor too
