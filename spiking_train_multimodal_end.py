@@ -10,13 +10,13 @@ import sys
 from pathlib import Path
 
 from common import meter
-from common.cli import FlagParser, non_negative_float, non_negative_int, positive_float, positive_int, run_cli
+from common.cli import FlagParser, fraction, non_negative_float, non_negative_int, positive_float, positive_int, run_cli
 from common.device import wants_cuda
 from common.distributed import init_distributed
 from common.errors import UserError
 from common.seeding import use_deterministic_algorithms
 from continual.config import OPTIMIZERS, SCENARIOS, SCHEDULERS, ContinualConfig
-from continual.experiment import Experiment, run_experiment
+from continual.experiment import ENCODER_MODES, Experiment, run_experiment
 from continual.methods import METHODS, Replay
 from dataloader.options import add_data_flags
 from dataloader.splits import SPLIT_MODES
@@ -33,7 +33,15 @@ def build_parser() -> FlagParser:
     parser.flag(
         "-pretrained",
         default=None,
-        help="pretrained encoders' folder (default: the pretraining default for the dataset and -modality)",
+        help="pretrained encoders' folder (default: the pretraining default for the dataset and -modality); "
+        "with -encoders continual also none (random initialisation)",
+    )
+    parser.flag(
+        "-encoders",
+        default="frozen",
+        choices=ENCODER_MODES,
+        help="frozen: the spiking MLP learns on the encoders' cached features; continual: the encoders and the "
+        "fusion learn task after task too, protected by the method on every layer (the leak-free protocol)",
     )
     parser.flag(
         "--modality",
@@ -77,6 +85,24 @@ def build_parser() -> FlagParser:
     parser.flag("-epochs", type=positive_int, default=c.epochs, help="epochs per task")
     parser.flag("-opt", default=c.opt, choices=OPTIMIZERS, help="optimizer (a fresh one per task)")
     parser.flag("-lr", type=positive_float, default=c.lr, help="learning rate")
+    parser.flag(
+        "-modality_dropout",
+        type=fraction,
+        default=c.modality_dropout,
+        help="-encoders continual: share of training rows that see one random modality only (as in pretraining)",
+    )
+    parser.flag(
+        "-encoder_momentum",
+        type=fraction,
+        default=c.encoder_momentum,
+        help="-encoders continual, with -opt SGD: momentum of the encoders and the fusion",
+    )
+    parser.flag(
+        "-encoder_lr",
+        type=positive_float,
+        default=c.encoder_lr,
+        help="-encoders continual: learning rate of the encoders and the fusion",
+    )
     parser.flag(
         "-lr_scheduler",
         default=c.lr_scheduler,
@@ -187,6 +213,9 @@ def config_from_args(args) -> ContinualConfig:
         batch_size=args.batch_size,
         opt=args.opt,
         lr=args.lr,
+        encoder_lr=args.encoder_lr,
+        encoder_momentum=args.encoder_momentum,
+        modality_dropout=args.modality_dropout,
         lr_scheduler=args.lr_scheduler,
         step_size=args.step_size,
         gamma=args.gamma,
@@ -222,6 +251,7 @@ def experiment_from_args(args) -> Experiment:
         device=args.device,
         gpu_id=args.gpu_id,
         label=args.cnf,
+        encoders=args.encoders,
     )
 
 

@@ -17,6 +17,9 @@ class ContinualConfig:
     batch_size: int = 64
     opt: str = "SGD"
     lr: float = 0.1
+    encoder_lr: float = 0.001  # -encoders continual: the encoders' and the fusion's learning rate
+    encoder_momentum: float = 0.9  # -encoders continual, with SGD: the encoders' momentum
+    modality_dropout: float = 0.5  # -encoders continual: share of training rows that see one random modality
     lr_scheduler: str = "StepLR"
     step_size: float = 100
     gamma: float = 0.1

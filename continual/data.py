@@ -1,27 +1,39 @@
-"""The continual run's data: frozen features and labels on the device, rows per task and split."""
+"""The continual run's data on the device: the network's inputs, labels, rows per task and split.
+
+With frozen encoders (the default) the inputs are the cached fused features; with
+``-encoders continual`` they are the raw images (uint8) and standardised MFCC vectors, and
+``encoder`` holds the encoders the run starts from.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from common.errors import UserError
-from dataloader.dataset import PreparedData
+from dataloader.dataset import PreparedData, standardize
 from dataloader.table import SPLIT_NAMES
 
 
 @dataclass
 class ContinualData:
-    features: torch.Tensor  # (rows, feature_dim) float32 on the device
+    features: torch.Tensor | None  # (rows, feature_dim) float32 on the device; None with continual encoders
     labels: torch.Tensor  # (rows,) class indices on the device
     task_classes: list[list[int]]
     task_names: list[list[str]]
     class_names: list[str]
     rows: dict[str, list[torch.Tensor]]  # split -> one row tensor per task
     input_scale: float = 1.0  # the factor the features were multiplied by
+    images: torch.Tensor | None = None  # continual encoders: (rows, H, W, 3) uint8 on the device
+    mfcc: torch.Tensor | None = None  # continual encoders: (rows, n_mfcc) standardised, on the device
+    encoder: torch.nn.Module | None = None  # continual encoders: the MultimodalNet the run starts from
+    feature_dim: int = 0
 
     def __post_init__(self):
+        if self.features is not None:
+            self.feature_dim = self.features.shape[1]
         n_rows = len(self.labels)
         self.row_task = torch.full((n_rows,), -1, dtype=torch.long, device=self.labels.device)
         for task, classes in enumerate(self.task_classes):
@@ -31,6 +43,29 @@ class ContinualData:
         )
         for task, classes in enumerate(self.task_classes):
             self.task_masks[task, classes] = True
+
+    @property
+    def continual_encoders(self) -> bool:
+        return self.encoder is not None
+
+    @property
+    def device(self) -> torch.device:
+        return self.labels.device
+
+    def inputs(self, rows: torch.Tensor):
+        """What the network reads for ``rows``: features, or (images, mfcc) with continual encoders."""
+        if self.encoder is None:
+            return self.features[rows]
+        return (
+            self.images[rows] if self.images is not None else None,
+            self.mfcc[rows] if self.mfcc is not None else None,
+        )
+
+    def bytes_per_sample(self) -> int:
+        """What storing one row's input costs (replay memories)."""
+        if self.encoder is None:
+            return self.features[0].numel() * self.features.element_size()
+        return sum(t[0].numel() * t.element_size() for t in (self.images, self.mfcc) if t is not None)
 
     @property
     def n_tasks(self) -> int:
@@ -97,3 +132,48 @@ def scenario_mask(data: ContinualData, rows: torch.Tensor, config) -> torch.Tens
 def masked_logits(logits: torch.Tensor, class_mask: torch.Tensor | None) -> torch.Tensor:
     """In the task scenario, only each row's task's classes can be predicted."""
     return logits if class_mask is None else logits.masked_fill(~class_mask, float("-inf"))
+
+
+def continual_encoder_data(
+    data: PreparedData,
+    encoder: torch.nn.Module,
+    image_size: int,
+    image_fit: str,
+    mfcc_mean: np.ndarray,
+    mfcc_std: np.ndarray,
+    device: torch.device,
+    input_scale: str = "auto",
+) -> ContinualData:
+    """The raw inputs for ``-encoders continual``, and the input scale of ``encoder``'s features on task 0.
+
+    The scale is fixed from the starting encoders' features of task 0's training rows (as the
+    frozen mode's ``auto``), so nothing of later tasks decides it.
+    """
+    task_classes = data.task_labels()
+    modalities = encoder.config.modalities
+    images = None
+    if "image" in modalities:
+        images = torch.from_numpy(np.asarray(data.images(image_size, image_fit))).to(device)
+    mfcc = torch.from_numpy(standardize(data.table.mfcc, mfcc_mean, mfcc_std)).to(device)
+    rows = {
+        split: [torch.from_numpy(data.rows(split, classes)).to(device) for classes in task_classes]
+        for split in SPLIT_NAMES
+    }
+    first = rows["train"][0]
+    encoder = encoder.to(device).eval()
+    with torch.no_grad():
+        features = encoder.features(images[first] if images is not None else None, mfcc[first]).float()
+    scale = input_scale_value(features, torch.arange(len(first), device=device), input_scale)
+    return ContinualData(
+        features=None,
+        labels=torch.from_numpy(data.labels).to(device),
+        task_classes=task_classes,
+        task_names=data.tasks,
+        class_names=data.class_names,
+        rows=rows,
+        input_scale=scale,
+        images=images,
+        mfcc=mfcc,
+        encoder=encoder,
+        feature_dim=features.shape[1],
+    )

@@ -18,20 +18,30 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
+
 from common.device import select_device
 from common.distributed import current as distributed
+from common.errors import UserError
 from common.paths import CACHE_DIR, REPO_ROOT, default_data_dir, shown
 from common.rundir import RunDir
+from common.seeding import seed_everything
 from continual.config import ContinualConfig
-from continual.data import continual_data
+from continual.data import ContinualData, continual_data, continual_encoder_data
 from continual.methods import Method, compose
 from continual.seeds import run_seeds
 from continual.trainer import run_continual
-from dataloader.dataset import prepare_data
+from dataloader.dataset import mfcc_statistics, prepare_data
+from dataloader.options import DataSpec
+from dataloader.scene import TASKS
+from dataloader.splits import SplitConfig
+from models.multimodal import EncoderConfig, MultimodalNet
 from pretrain.artifacts import default_out_dir
 from pretrain.folder import PretrainedFolder
+from pretrain.trainer import PretrainConfig
 
 RESULT_MARKERS = ("results.json", "checkpoints")
+ENCODER_MODES = ("frozen", "continual")
 
 
 @dataclass(frozen=True)
@@ -55,6 +65,31 @@ class Experiment:
     device: str | None = None
     gpu_id: str | None = None
     label: str | None = None  # the reference's -cnf, recorded in results.json
+    encoders: str = "frozen"  # or "continual": the encoders learn task after task too (ENCODER_MODES)
+
+
+def continual_encoder_inputs(folder: PretrainedFolder | None, data, e: Experiment, device) -> ContinualData:
+    """Raw inputs and starting encoders for ``-encoders continual``: a pretrained folder's, or new ones.
+
+    New encoders standardise the MFCC with task 0's training rows only, and use 32-px squashed images.
+    """
+    if folder is not None:
+        meta = folder.meta
+        encoder = folder.encoder(device)
+        mean, std = (np.asarray(meta[key], np.float32) for key in ("mfcc_mean", "mfcc_std"))
+        size, fit = meta["image_size"], meta.get("image_fit", "squash")
+    else:
+        seed_everything(0)  # the starting encoders are the same for every training seed
+        config = EncoderConfig(
+            n_classes=len(data.tasks[0]),
+            n_mfcc=data.table.mfcc.shape[1],
+            modality=e.modality or "both",
+            fusion=e.fusion or "attention",
+        )
+        encoder = MultimodalNet(config)
+        mean, std = mfcc_statistics(data.table.mfcc, data.rows("train", data.task_labels()[0]))
+        size, fit = PretrainConfig().image_size, PretrainConfig().image_fit
+    return continual_encoder_data(data, encoder, size, fit, mean, std, device, e.input_scale)
 
 
 def run_experiment(experiment: Experiment, make_methods: Callable[[], list[Method]], config: ContinualConfig) -> dict:
@@ -63,39 +98,56 @@ def run_experiment(experiment: Experiment, make_methods: Callable[[], list[Metho
     ``make_methods`` builds fresh methods, once per seed.
     """
     e, dist = experiment, distributed()
+    if e.encoders not in ENCODER_MODES:
+        raise UserError(f"-encoders {e.encoders}: expected one of {', '.join(ENCODER_MODES)}")
     method = compose(make_methods())
     data_dir = Path(e.data_dir) if e.data_dir else default_data_dir()
     default = default_out_dir(data_dir.name, e.modality or "both", e.fusion or "attention", e.pretrain_classes, e.split)
-    pretrained = Path(e.pretrained or default)
-    folder = PretrainedFolder(pretrained)
-    folder.check_encoders(e.modality, e.fusion)
-    data = prepare_data(
-        folder.data_spec(data_dir, Path(e.cache_dir), e.allow_outside_paths),
-        e.tasks,
-        folder.tasks,
-        f"{shown(pretrained / 'meta.json')} tasks",
-    )
-    folder.check(data)
+    from_scratch = e.encoders == "continual" and str(e.pretrained) == "none"
+    if from_scratch:
+        pretrained, folder = None, None
+        spec = DataSpec(data_dir, "CLASS2", SplitConfig(mode=e.split), Path(e.cache_dir), e.allow_outside_paths)
+        data = prepare_data(spec, e.tasks, TASKS)
+    else:
+        if str(e.pretrained) == "none":
+            raise UserError("-pretrained none: only with -encoders continual (frozen encoders must be trained first)")
+        pretrained = Path(e.pretrained or default)
+        folder = PretrainedFolder(pretrained)
+        folder.check_encoders(e.modality, e.fusion)
+        data = prepare_data(
+            folder.data_spec(data_dir, Path(e.cache_dir), e.allow_outside_paths),
+            e.tasks,
+            folder.tasks,
+            f"{shown(pretrained / 'meta.json')} tasks",
+        )
+        folder.check(data)
     out_dir = Path(e.out_dir) if e.out_dir else REPO_ROOT / "logs" / f"{data.table.name}-{method.name}"
     markers = ("results.json", "seed*") if e.seeds else RESULT_MARKERS
     run = RunDir(out_dir, markers, resume=e.resume, overwrite=e.overwrite, out_flag="-out_dir")
     device = select_device(e.gpu_id, e.device, dist.local_rank if dist.enabled else None)
-    features = dist.main_first(lambda: folder.features(data, device))
-    tasks_from = "--tasks" if e.tasks is not None else shown(pretrained / "meta.json")
+    tasks_from = "--tasks" if e.tasks is not None or from_scratch else shown(pretrained / "meta.json")
+    if e.encoders == "continual":
+        cdata = continual_encoder_inputs(folder, data, e, device)
+        source = shown(pretrained) if folder else "random initialisation"
+        seen = folder.meta["trained_classes"] if folder else []
+        what = f"encoders learning task after task from {source} (they saw {', '.join(seen) or 'nothing'})"
+    else:
+        features = dist.main_first(lambda: folder.features(data, device))
+        cdata = continual_data(features, data, device, e.input_scale)
+        what = f"features {tuple(features.shape)} from {shown(pretrained)}"
     print(
-        f"{method.name} on {shown(data_dir)}: {len(data.tasks)} tasks (from {tasks_from}), features "
-        f"{tuple(features.shape)} from {shown(pretrained)} -> {shown(run.path)}",
+        f"{method.name} on {shown(data_dir)}: {len(data.tasks)} tasks (from {tasks_from}), {what} -> {shown(run.path)}",
         flush=True,
     )
     for name, groups in data.groups().items():
         print(f"  {name} {data.table.group_column}: {', '.join(groups)}", flush=True)
-    cdata = continual_data(features, data, device, e.input_scale)
     info = {
         "method": method.name,
         "method_config": method.settings(),
-        "pretrained": str(pretrained),
-        "pretrain_classes": folder.meta["pretrain_classes"],
-        "modality": folder.meta["modality"],
+        "encoders": e.encoders,
+        "pretrained": str(pretrained) if folder else "none",
+        "pretrain_classes": folder.meta["pretrain_classes"] if folder else "none",
+        "modality": folder.meta["modality"] if folder else (e.modality or "both"),
         "dataset": data.table.name,
         "tasks": data.tasks,
         "split_groups": data.groups(),

@@ -14,6 +14,7 @@ rank 0 writes files.
 
 from __future__ import annotations
 
+import copy
 import time
 
 import torch
@@ -39,6 +40,7 @@ from continual.optim import make_optimizer, make_scheduler
 from continual.outputs import results_record, write_results
 from continual.progress import LAST, Progress, TaskTraining
 from continual.stream import Experience, experiences
+from models.end_to_end import EndToEndNet
 from models.spiking_mlp import SpikingMLP
 
 SUMMARY = ("train_loss", "train_acc", "val_acc")
@@ -90,10 +92,14 @@ def run_continual(
     return _finish(log, progress, model, method, data, config)
 
 
-def build_model(data: ContinualData, config: ContinualConfig, device: torch.device) -> SpikingMLP:
-    return SpikingMLP(
-        data.features.shape[1], data.n_classes, config.hidden, config.neuron, config.dsr_backward, config.feedback
-    ).to(device)
+def build_model(data: ContinualData, config: ContinualConfig, device: torch.device) -> SpikingMLP | EndToEndNet:
+    """The spiking MLP; with continual encoders, the whole network around it (the encoders copied)."""
+    snn = SpikingMLP(
+        data.feature_dim, data.n_classes, config.hidden, config.neuron, config.dsr_backward, config.feedback
+    )
+    if not data.continual_encoders:
+        return snn.to(device)
+    return EndToEndNet(copy.deepcopy(data.encoder), snn, data.input_scale, config.modality_dropout).to(device)
 
 
 def start_task(model, method: Method, experience: Experience, config: ContinualConfig, prepare: bool = True):
@@ -104,7 +110,15 @@ def start_task(model, method: Method, experience: Experience, config: ContinualC
     if prepare:
         method.before_task(experience.task, model)
     freeze(model, method, experience.task)
-    params = [p for p in model.parameters() if p.requires_grad and (experience.task == 0 or p.dim() > 1)]
+    learns = [p for p in model.parameters() if p.requires_grad and (experience.task == 0 or p.dim() > 1)]
+    if isinstance(model, EndToEndNet):  # the encoders learn at their own rate
+        in_encoder = {id(p) for p in model.encoder.parameters()}
+        params = [
+            {"params": [p for p in learns if id(p) not in in_encoder]},
+            {"params": [p for p in learns if id(p) in in_encoder], "lr": config.encoder_lr, **encoder_extra(config)},
+        ]
+    else:
+        params = learns
     optimizer = make_optimizer(params, config)
     network = DistributedDataParallel(model) if distributed().enabled else model
     return TaskTraining(
@@ -117,11 +131,18 @@ def start_task(model, method: Method, experience: Experience, config: ContinualC
     )
 
 
+def encoder_extra(config: ContinualConfig) -> dict:
+    """The encoders' own optimizer settings: SGD's momentum (a sum of projected gradients stays projected)."""
+    return {"momentum": config.encoder_momentum} if config.opt == "SGD" else {}
+
+
 def freeze(model: SpikingMLP, method: Method, task: int) -> None:
     """What stays fixed while ``task`` is learned: after task 0 the thresholds (as the reference), and what the method says."""
     if task > 0:
         for neuron in model.neurons:
             neuron.vth.requires_grad_(False)
+        if isinstance(model, EndToEndNet):
+            model.fix_norm()
     method.freeze(model, task)
 
 
@@ -143,11 +164,13 @@ def train_epoch(
     ``clock`` says so, ``save_inside()`` checkpoints with ``training.position`` set.
     """
     dist = distributed()
-    device = data.features.device
+    device = data.device
     network, optimizer, rows, task = training.network, training.optimizer, training.rows, training.task
     projector = method.projector(task)
     model = getattr(network, "module", network)
     network.train()
+    if isinstance(model, EndToEndNet):
+        model.record_encoder_inputs(method.needs_encoder_inputs)
     before, batches, done = epoch_batches(rows, config.batch_size, shuffle, training.position)
     sums = training.position.sums if training.position is not None else [0.0, 0.0]
     stats = torch.tensor(sums, dtype=torch.float32, device=device)  # summed loss, correct predictions
@@ -156,14 +179,16 @@ def train_epoch(
     for index, batch in enumerate(batches[done:], done):
         local = dist.shard(batch)
         labels = data.labels[local]
-        output = network(data.features[local], projector, keep_spikes=method.needs_spikes)
+        output = network(data.inputs(local), projector, keep_spikes=method.needs_spikes)
         logits = masked_logits(output.logits.float(), scenario_mask(data, local, config))
         loss_sum = F.cross_entropy(logits, labels, reduction="sum")
         loss = loss_sum / len(batch) * dist.world
         penalty = method.penalty(model)
         optimizer.zero_grad(set_to_none=True)
         (loss if penalty is None else loss + penalty).backward()
+        method.before_step(model, task)
         optimizer.step()
+        method.after_update(model, task)
         method.after_step(output, task, epoch, len(batch))
         stats += torch.stack([loss_sum.detach(), (logits.argmax(1) == labels).sum().float()])
         rows_done += len(batch)
@@ -172,6 +197,8 @@ def train_epoch(
             training.position = EpochPosition(before, index + 1, stats.tolist())
             save_inside()
     meter.close()
+    if isinstance(model, EndToEndNet):
+        model.record_encoder_inputs(False)
     training.position = None
     dist.all_reduce(stats)
     return (stats[0] / len(rows)).item(), (stats[1] / len(rows)).item()
@@ -182,10 +209,10 @@ def accuracy(
     model: SpikingMLP, data: ContinualData, rows: torch.Tensor, config: ContinualConfig, batch_size: int = 1024
 ) -> float:
     model.eval()
-    device = data.features.device
+    device = data.device
     correct = torch.zeros((), dtype=torch.long, device=device)
     for batch in batch_rows(rows, batch_size):
-        logits = model(data.features[batch]).logits
+        logits = model(data.inputs(batch)).logits
         predicted = masked_logits(logits.float(), scenario_mask(data, batch, config)).argmax(1)
         correct += (predicted == data.labels[batch]).sum()
     return correct.item() / max(len(rows), 1)
@@ -198,7 +225,7 @@ def firing_rates(model: SpikingMLP, data: ContinualData, rows: torch.Tensor, bat
     spiked = torch.zeros(len(model.neurons), dtype=torch.float64)
     pairs = torch.zeros(len(model.neurons), dtype=torch.float64)
     for batch in batch_rows(rows, batch_size):
-        trains = model(data.features[batch], keep_spikes=True).layer_spikes
+        trains = model(data.inputs(batch), keep_spikes=True).layer_spikes
         spiked += torch.tensor([float((spikes > 0).sum()) for spikes in trains], dtype=torch.float64)
         pairs += torch.tensor([float(spikes.numel()) for spikes in trains], dtype=torch.float64)
     return [round(float(s / max(p, 1.0)), 6) for s, p in zip(spiked, pairs, strict=True)]
@@ -265,6 +292,7 @@ def _finish(log: RunLog, progress: Progress, model, method: Method, data: Contin
         task_seconds=progress.task_seconds,
         memory_bytes=method.memory_bytes(),
         processes=dist.world,
+        train_rows=sum(len(rows) for rows in data.rows["train"]),
         **({"firing_rates": progress.firing_rates} if config.rate_stat else {}),
     )
     if dist.enabled:

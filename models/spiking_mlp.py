@@ -50,6 +50,8 @@ class SpikingOutput:
     layer_spikes: list[torch.Tensor] | None = None  # spike trains (T, B, N) into fc2 and the classifier
     # each layer_inputs[i] minus its old-task part, where the projection computed exactly that (else None)
     layer_orthogonal: list[torch.Tensor | None] | None = None
+    # with -encoders continual: each encoder layer's input rows (models.end_to_end), when recorded
+    encoder_inputs: list[torch.Tensor] | None = None
 
 
 class SpikingMLP(nn.Module):

@@ -36,6 +36,7 @@ class TaskContext:
 class Method(nn.Module):
     name = "baseline"
     needs_spikes = False  # whether after_step needs the hidden layers' spike trains
+    needs_encoder_inputs = False  # whether after_step needs the encoder layers' inputs (continual encoders)
     stream = "sequential"  # the data the loop shows: each task in turn, or "joint": every task's data at once
 
     @classmethod
@@ -63,6 +64,12 @@ class Method(nn.Module):
     def penalty(self, model: SpikingMLP) -> torch.Tensor | None:
         """An extra loss term added to the cross-entropy, if any."""
         return None
+
+    def before_step(self, model: SpikingMLP, task: int) -> None:
+        """Called after the backward pass, before the optimizer step (projection of encoder gradients)."""
+
+    def after_update(self, model: SpikingMLP, task: int) -> None:
+        """Called right after the optimizer step (projection of whole updates, whatever the optimizer)."""
 
     def after_step(self, output: SpikingOutput, task: int, epoch: int, batch_size: int) -> None:
         """Called after each optimizer step with that batch's forward output (``batch_size``: the global batch)."""

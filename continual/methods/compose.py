@@ -29,6 +29,7 @@ class Composite(Method):
         self.methods = nn.ModuleList(m for m in methods if type(m) is not Baseline) or nn.ModuleList([Baseline()])
         self.name = "+".join(m.name for m in self.methods)
         self.needs_spikes = any(m.needs_spikes for m in self.methods)
+        self.needs_encoder_inputs = any(m.needs_encoder_inputs for m in self.methods)
         self.stream = "joint" if any(m.stream == "joint" for m in self.methods) else "sequential"
 
     def settings(self) -> dict:
@@ -55,6 +56,14 @@ class Composite(Method):
     def penalty(self, model: SpikingMLP) -> torch.Tensor | None:
         penalties = [p for p in (m.penalty(model) for m in self.methods) if p is not None]
         return sum(penalties) if penalties else None
+
+    def before_step(self, model: SpikingMLP, task: int) -> None:
+        for m in self.methods:
+            m.before_step(model, task)
+
+    def after_update(self, model: SpikingMLP, task: int) -> None:
+        for m in self.methods:
+            m.after_update(model, task)
 
     def after_step(self, output: SpikingOutput, task: int, epoch: int, batch_size: int) -> None:
         for m in self.methods:

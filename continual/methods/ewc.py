@@ -28,6 +28,7 @@ from models.spiking_mlp import SpikingMLP
 class EWCConfig:
     lambda_: float = 1e5
     samples: int = 1024  # training rows per task used to estimate the Fisher information
+    encoder_samples: int = 256  # -encoders continual: rows per task for the encoder layers' (one pass each)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -61,13 +62,18 @@ class EWC(Method):
         return cls(EWCConfig(lambda_=args.ewc_lambda, samples=args.ewc_samples))
 
     def prepare(self, model: SpikingMLP) -> None:
-        for i, layer in enumerate(model.projected_layers):
+        for i, layer in enumerate(self._layers(model)):
             self.register_buffer(f"fisher{i}", torch.zeros_like(layer.weight))
             self.register_buffer(f"anchor{i}", layer.weight.detach().clone())
         self.register_buffer("tasks_seen", torch.zeros((), dtype=torch.long))
 
+    @staticmethod
+    def _layers(model: SpikingMLP) -> list:
+        """The spiking MLP's layers, then (``-encoders continual``) the encoders' weight layers."""
+        return [*model.projected_layers, *getattr(model, "encoder_layers", [])]
+
     def _pairs(self, model: SpikingMLP):
-        for i, layer in enumerate(model.projected_layers):
+        for i, layer in enumerate(self._layers(model)):
             yield layer.weight, getattr(self, f"fisher{i}"), getattr(self, f"anchor{i}")
 
     def penalty(self, model: SpikingMLP) -> torch.Tensor | None:
@@ -81,13 +87,30 @@ class EWC(Method):
         rows = context.train_rows[: self.config.samples]
         fishers = [torch.zeros_like(layer.weight) for layer in model.projected_layers]
         for batch in batch_rows(dist.shard(rows), 256):  # each process a share; summed below
-            output = model(data.features[batch])
+            output = model(data.inputs(batch))
             logits = masked_logits(output.logits.float(), scenario_mask(data, batch, context.config))
             loss = F.cross_entropy(logits, data.labels[batch], reduction="sum")
             grads = torch.autograd.grad(loss, output.layer_outputs)
             for fisher, g, a in zip(fishers, grads, output.weight_inputs, strict=True):
                 fisher += g.float().pow(2).t() @ a.float().pow(2)
+        fishers += self._encoder_fisher(model, data, rows[: self.config.encoder_samples], context.config, len(rows))
         for (weight, fisher, anchor), new in zip(self._pairs(model), fishers, strict=True):
             fisher += dist.all_reduce(new) / len(rows)
             anchor.copy_(weight.detach())
         self.tasks_seen += 1
+
+    def _encoder_fisher(self, model, data, rows, config, total: int) -> list[torch.Tensor]:
+        """Per-sample squared gradients of the encoder layers' weights (one backward pass per row, in eval mode),
+        summed and scaled to ``total`` rows, the spiking layers' count, so that both become means over rows."""
+        layers = getattr(model, "encoder_layers", [])
+        if not layers:
+            return []
+        fishers = [torch.zeros_like(layer.weight) for layer in layers]
+        weights = [layer.weight for layer in layers]
+        model.eval()
+        for row in distributed().shard(rows).split(1):
+            logits = masked_logits(model(data.inputs(row)).logits.float(), scenario_mask(data, row, config))
+            grads = torch.autograd.grad(F.cross_entropy(logits, data.labels[row]), weights)
+            for fisher, g in zip(fishers, grads, strict=True):
+                fisher += g.pow(2)
+        return [fisher * (total / max(len(rows), 1)) for fisher in fishers]

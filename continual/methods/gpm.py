@@ -17,6 +17,7 @@ import torch
 from common.cli import comma_numbers, fraction, positive_int
 from common.distributed import current as distributed
 from continual.methods.base import Method, TaskContext
+from hlop.layers import UpdateProjection, input_dim, project_gradient
 from hlop.projection import SubspaceProjector
 from models.spiking_mlp import SpikingMLP
 
@@ -25,6 +26,7 @@ from models.spiking_mlp import SpikingMLP
 class GPMConfig:
     threshold: tuple[float, float, float] = (0.97, 0.97, 0.97)
     samples: int = 300
+    encoder_threshold: float = 0.97  # -encoders continual: every encoder layer's
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -55,6 +57,7 @@ class GPM(Method, SubspaceProjector):
     def __init__(self, config: GPMConfig = GPMConfig()):
         super().__init__()
         self.config = config
+        self.update_projection = UpdateProjection()
 
     @classmethod
     def add_flags(cls, parser) -> None:
@@ -71,16 +74,47 @@ class GPM(Method, SubspaceProjector):
             help="GPM: training rows per task for the representation matrices",
         )
 
+        parser.flag(
+            "-gpm_encoder_threshold",
+            type=fraction,
+            default=g.encoder_threshold,
+            help="GPM, -encoders continual: share of each encoder layer's input energy its basis keeps",
+        )
+
     @classmethod
     def from_args(cls, args) -> GPM:
         return cls(
-            GPMConfig(threshold=comma_numbers(args.gpm_threshold, "-gpm_threshold", fraction), samples=args.gpm_samples)
+            GPMConfig(
+                threshold=comma_numbers(args.gpm_threshold, "-gpm_threshold", fraction),
+                samples=args.gpm_samples,
+                encoder_threshold=args.gpm_encoder_threshold,
+            )
         )
 
     def prepare(self, model: SpikingMLP) -> None:
         device = model.fc1.weight.device
         for i, layer in enumerate(model.projected_layers):
             self.register_buffer(f"basis{i}", torch.zeros(0, layer.in_features, device=device))
+        for i, layer in enumerate(getattr(model, "encoder_layers", [])):
+            self.register_buffer(f"encoder_basis{i}", torch.zeros(0, input_dim(layer), device=device))
+
+    def _encoder_bases(self, model) -> list[torch.Tensor]:
+        return [getattr(self, f"encoder_basis{i}") for i in range(len(model.encoder_layers))]
+
+    def before_step(self, model, task: int) -> None:
+        """Encoder layers: their weight gradients lose the old tasks' bases (``hlop.layers``)."""
+        if task == 0 or not hasattr(model, "encoder_layers"):
+            return
+        for layer, basis in zip(model.encoder_layers, self._encoder_bases(model), strict=True):
+            project_gradient(layer, basis)
+        self.update_projection.snapshot([*model.projected_layers, *model.encoder_layers])
+
+    def after_update(self, model, task: int) -> None:
+        """With continual encoders, every protected layer's whole update is projected (Adam, see ``hlop.layers``)."""
+        if task == 0 or not hasattr(model, "encoder_layers"):
+            return
+        bases = [self.basis(i) for i in range(3)] + self._encoder_bases(model)
+        self.update_projection.apply([*model.projected_layers, *model.encoder_layers], bases)
 
     def basis(self, layer: int) -> torch.Tensor:
         return getattr(self, f"basis{layer}")
@@ -92,10 +126,21 @@ class GPM(Method, SubspaceProjector):
     def after_task(self, context: TaskContext) -> None:
         dist = distributed()
         rows = dist.shard(context.train_rows[: self.config.samples])
-        inputs = context.model(context.data.features[rows]).layer_inputs
-        for i, (x, threshold) in enumerate(zip(inputs, self.config.threshold, strict=True)):
+        model = context.model
+        recording = hasattr(model, "record_encoder_inputs")
+        if recording:
+            model.eval()
+            model.record_encoder_inputs(True)
+        output = model(context.data.inputs(rows))
+        if recording:
+            model.record_encoder_inputs(False)
+        for i, (x, threshold) in enumerate(zip(output.layer_inputs, self.config.threshold, strict=True)):
             gram = dist.all_reduce(x.double().t() @ x.double())
             setattr(self, f"basis{i}", extend_basis(self.basis(i), gram, threshold))
+        for i, x in enumerate(output.encoder_inputs or []):
+            gram = dist.all_reduce(x.double().t() @ x.double())
+            name = f"encoder_basis{i}"
+            setattr(self, name, extend_basis(getattr(self, name), gram, self.config.encoder_threshold))
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         for name in list(self._buffers):  # bases grow task by task: take the saved shapes

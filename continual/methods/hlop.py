@@ -26,11 +26,12 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from common.cli import comma_numbers, non_negative_int, positive_float, positive_int, whole_number
+from common.cli import comma_numbers, fraction, non_negative_int, positive_float, positive_int, whole_number
 from common.distributed import current as distributed
 from common.errors import UserError
 from continual.methods.base import Method, TaskContext
 from hlop.hebbian import HebbianSubspace
+from hlop.layers import UpdateProjection, input_dim, project_gradient
 from hlop.projection import SubspaceProjector
 from models.spiking_mlp import SpikingMLP, SpikingOutput
 
@@ -51,6 +52,10 @@ class HLOPConfig:
     new_rows: str = "random"  # new lateral rows at random angles to the old ones (the reference), or "orthogonal"
     with_wfr: bool = True
     start_epochs: int = 0
+    # -encoders continual: each encoder layer's subspace, as fractions of its input size (a conv's C*k*k)
+    encoder_sizes: tuple[float, float] = (0.2, 0.05)  # task 0, each later task
+    encoder_lr: float = 0.5  # on inputs rescaled to unit mean squared norm per batch
+    encoder_iterations: int = 5
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -64,6 +69,8 @@ class HLOP(Method, SubspaceProjector):
         self.config = config
         self.needs_spikes = not config.with_wfr
         self.subspaces = nn.ModuleList()
+        self.encoder_subspaces = nn.ModuleList()
+        self.update_projection = UpdateProjection()
 
     @classmethod
     def add_flags(cls, parser) -> None:
@@ -122,6 +129,24 @@ class HLOP(Method, SubspaceProjector):
             help="Hebbian learning starts after this many epochs of each task",
         )
         parser.flag(
+            "-hlop_encoder_sizes",
+            default=",".join(f"{v:g}" for v in c.encoder_sizes),
+            help="-encoders continual: lateral neurons of each encoder layer as fractions of its input size "
+            "(a convolution's C*k*k), for task 0 and for each later task",
+        )
+        parser.flag(
+            "-hlop_encoder_lr",
+            type=positive_float,
+            default=c.encoder_lr,
+            help="-encoders continual: Hebbian rate of the encoder layers (inputs rescaled to unit mean squared norm)",
+        )
+        parser.flag(
+            "-hlop_encoder_iterations",
+            type=positive_int,
+            default=c.encoder_iterations,
+            help="-encoders continual: Hebbian iterations per batch of the encoder layers",
+        )
+        parser.flag(
             "-not_hlop_with_wfr",
             action="store_true",
             help="Hebbian updates from each timestep's spikes instead of the weighted firing rate",
@@ -145,6 +170,9 @@ class HLOP(Method, SubspaceProjector):
             new_rows=args.hlop_new_rows,
             with_wfr=not args.not_hlop_with_wfr,
             start_epochs=args.hlop_start_epochs,
+            encoder_sizes=comma_numbers(args.hlop_encoder_sizes, "-hlop_encoder_sizes", fraction, count=2),
+            encoder_lr=args.hlop_encoder_lr,
+            encoder_iterations=args.hlop_encoder_iterations,
         )
 
     def prepare(self, model: SpikingMLP) -> None:
@@ -160,6 +188,11 @@ class HLOP(Method, SubspaceProjector):
             HebbianSubspace(layer.in_features, lr, c.momentum, c.spiking, c.spiking_scale, c.spiking_timesteps)
             for layer, lr in zip(model.projected_layers, c.lr, strict=True)
         ).to(device)
+        encoder_layers = getattr(model, "encoder_layers", [])  # -encoders continual
+        self.needs_encoder_inputs = bool(encoder_layers)
+        self.encoder_subspaces = nn.ModuleList(
+            HebbianSubspace(input_dim(layer), c.encoder_lr, c.momentum) for layer in encoder_layers
+        ).to(device)
 
     def sizes(self, task: int) -> list[int]:
         """New lateral rows per layer for ``task``."""
@@ -168,10 +201,36 @@ class HLOP(Method, SubspaceProjector):
         factor = max(0.0, 1 - self.config.shrink_fraction * (task // self.config.shrink_every))
         return [round(n * factor) for n in self.config.out_num_inc]
 
+    def encoder_size(self, task: int, in_features: int) -> int:
+        """New lateral rows of an encoder layer with ``in_features`` inputs for ``task``."""
+        share = self.config.encoder_sizes[0 if task == 0 else 1]
+        return max(1, round(share * in_features))
+
     def before_task(self, task: int, model: SpikingMLP) -> None:
+        orthogonal = self.config.new_rows == "orthogonal"
         for subspace, n in zip(self.subspaces, self.sizes(task), strict=True):
             room = subspace.in_features - subspace.weight.shape[0]
-            subspace.add_subspace(min(n, room), orthogonal_to_old=self.config.new_rows == "orthogonal")
+            subspace.add_subspace(min(n, room), orthogonal_to_old=orthogonal)
+        for subspace in self.encoder_subspaces:
+            room = subspace.in_features - subspace.weight.shape[0]
+            subspace.add_subspace(
+                min(self.encoder_size(task, subspace.in_features), room), orthogonal_to_old=orthogonal
+            )
+
+    def before_step(self, model, task: int) -> None:
+        """Encoder layers: their weight gradients lose the old tasks' input subspace (``hlop.layers``)."""
+        if task == 0 or not hasattr(model, "encoder_layers"):
+            return
+        for layer, subspace in zip(model.encoder_layers, self.encoder_subspaces, strict=True):
+            project_gradient(layer, subspace.frozen)
+        self.update_projection.snapshot([*model.projected_layers, *model.encoder_layers])
+
+    def after_update(self, model, task: int) -> None:
+        """With continual encoders, every protected layer's whole update is projected (Adam, see ``hlop.layers``)."""
+        if task == 0 or not hasattr(model, "encoder_layers"):
+            return
+        bases = [s.frozen for s in [*self.subspaces, *self.encoder_subspaces]]
+        self.update_projection.apply([*model.projected_layers, *model.encoder_layers], bases)
 
     def projector(self, task: int):
         return self if task > 0 else None
@@ -198,10 +257,14 @@ class HLOP(Method, SubspaceProjector):
             rows_per_sample = [1] + [spikes.shape[0] for spikes in output.layer_spikes]
         for subspace, x, residual, rows in zip(self.subspaces, inputs, residuals, rows_per_sample, strict=True):
             subspace.hebbian_update(x, self.config.iterations, all_reduce, batch_size * rows, residual)
+        for subspace, x in zip(self.encoder_subspaces, output.encoder_inputs or [], strict=False):
+            x = x / x.pow(2).sum(1).mean().clamp(min=1e-12).sqrt()  # unit mean squared norm: one rate fits every layer
+            subspace.hebbian_update(x, self.config.encoder_iterations, all_reduce)
 
     def divergence(self) -> str | None:
         """Oja's rule keeps lateral rows near unit norm; far above it, the Hebbian learning has diverged."""
-        for layer, subspace in zip(("fc1", "fc2", "classifier"), self.subspaces, strict=True):
+        names = ["fc1", "fc2", "classifier"] + [f"encoder layer {i}" for i in range(len(self.encoder_subspaces))]
+        for layer, subspace in zip(names, [*self.subspaces, *self.encoder_subspaces], strict=True):
             if len(subspace.weight):
                 largest = subspace.weight.norm(dim=1).max().item()
                 if not largest <= 10:
@@ -209,5 +272,5 @@ class HLOP(Method, SubspaceProjector):
         return None
 
     def after_task(self, context: TaskContext) -> None:
-        for subspace in self.subspaces:
+        for subspace in [*self.subspaces, *self.encoder_subspaces]:
             subspace.merge()

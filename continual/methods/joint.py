@@ -19,7 +19,7 @@ class Joint(Method):
 
     def after_task(self, context) -> None:
         rows = context.data.all_train_rows()
-        self.stored_bytes = rows.numel() * context.data.features[0].numel() * context.data.features.element_size()
+        self.stored_bytes = rows.numel() * context.data.bytes_per_sample()
 
     def memory_bytes(self) -> int:
         """Joint training keeps every task's training data."""

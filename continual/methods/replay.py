@@ -69,6 +69,12 @@ class ReplayMemory(nn.Module):
         self.register_buffer("payload", torch.zeros(0, 0))
         self.register_buffer("labels", torch.zeros(0, dtype=torch.long))
         self.register_buffer("tasks", torch.zeros(0, dtype=torch.long))
+        # -encoders continual: the payload holds row indices, and each stands for a row's raw input of this size
+        self.register_buffer("sample_bytes", torch.zeros((), dtype=torch.long))
+
+    @property
+    def holds_rows(self) -> bool:
+        return int(self.sample_bytes) > 0
 
     def add(self, payload: torch.Tensor, labels: torch.Tensor, task: int) -> None:
         if len(self.labels) == 0:
@@ -79,7 +85,9 @@ class ReplayMemory(nn.Module):
         self.tasks = torch.cat([self.tasks, torch.full_like(labels, task)])
 
     def payload_bytes(self) -> int:
-        """Bytes of the stored samples themselves (features or spike bits)."""
+        """Bytes of the stored samples themselves (features, spike bits, or raw images and MFCC)."""
+        if self.holds_rows:
+            return len(self.payload) * int(self.sample_bytes)
         return self.payload.numel() * self.payload.element_size()
 
     def total_bytes(self) -> int:
@@ -172,6 +180,15 @@ class Replay(Method):
             pick = torch.randperm(len(rows), generator=generator)[: self.config.memory_size]
             chosen.append(rows[pick.to(rows.device)])
         rows = torch.cat(chosen)
+        if data.continual_encoders:  # the raw inputs are stored: kept as row indices into them
+            if self.config.latent:
+                raise UserError(
+                    "latent replay stores fc1's spike trains, which drift when the encoders learn; "
+                    "use -replay with -encoders continual"
+                )
+            self.memory.sample_bytes.fill_(data.bytes_per_sample())
+            self.memory.add(rows, data.labels[rows], context.task)
+            return
         payload = data.features[rows]
         if self.config.latent:
             payload = self._encode_latent(model, payload)
@@ -193,9 +210,11 @@ class Replay(Method):
         spikes = spikes * (neuron.vth.detach() / neuron.config.delta_t)
         return spikes, weighted_rate(spikes, neuron.weights)
 
-    def _logits(self, model: SpikingMLP, payload: torch.Tensor) -> torch.Tensor:
+    def _logits(self, model: SpikingMLP, payload: torch.Tensor, data) -> torch.Tensor:
         if self.config.latent:
             return model.from_hidden(*self._decode_latent(model, payload)).logits
+        if self.memory.holds_rows:
+            return model(data.inputs(payload)).logits
         return model(payload).logits
 
     def _replay(self, context: TaskContext) -> None:
@@ -214,7 +233,7 @@ class Replay(Method):
                 batch = torch.cat([order[window] for order in orders])
                 labels, owner = self.memory.labels[batch], self.memory.tasks[batch]
                 mask = data.task_masks[owner] if config.scenario == "task" else None
-                logits = masked_logits(self._logits(model, self.memory.payload[batch]).float(), mask)
+                logits = masked_logits(self._logits(model, self.memory.payload[batch], data).float(), mask)
                 losses = F.cross_entropy(logits, labels, reduction="none")
                 per_task = torch.bincount(owner, minlength=data.n_tasks).float()
                 loss = (losses / per_task[owner]).sum()  # the sum over tasks of each task's mean loss

@@ -1,0 +1,86 @@
+"""The whole multimodal spiking network, trained task after task (``-encoders continual``).
+
+Image encoder + audio encoder + fusion (the pretraining network without its heads) produce the
+fused feature, scaled by the run's input scale, which drives the spiking MLP as in the frozen
+mode. The spiking MLP's layers are protected as before (``projected_layers``); the encoders' and
+the fusion's convolution and linear layers are the ``encoder_layers`` that methods protect through
+their weight gradients (``hlop.layers``). Normalisation layers learn on task 0 only and keep their
+running statistics afterwards (``fix_norm``), as the reference's ``fix_bn``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from hlop.layers import InputRecorder, protectable_layers
+from models.fusion import modality_dropout_mask
+from models.multimodal import MultimodalNet
+from models.spiking_mlp import SpikingMLP, SpikingOutput
+
+NORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d)
+
+
+class EndToEndNet(nn.Module):
+    def __init__(
+        self,
+        encoder: MultimodalNet,
+        snn: SpikingMLP,
+        input_scale: float,
+        modality_dropout: float = 0.0,
+        max_rows: int = 1024,
+    ):
+        super().__init__()
+        self.modality_dropout = modality_dropout  # in training, as in pretraining: a row may see one modality only
+        self.encoder, self.snn = encoder, snn
+        self.encoder.head = nn.Identity()  # the spiking MLP classifies; the pretraining heads are unused
+        self.encoder.aux_heads = nn.ModuleDict()
+        self.register_buffer("input_scale", torch.tensor(float(input_scale)))
+        parts = [self.encoder.encoders] + ([self.encoder.fusion] if self.encoder.fusion is not None else [])
+        self.encoder_layers = protectable_layers(*parts)
+        self.recorder = InputRecorder(self.encoder_layers, max_rows)
+        self.norm_fixed = False
+
+    # what the methods and the loop read, as on the spiking MLP
+    @property
+    def projected_layers(self) -> list[nn.Linear]:
+        return self.snn.projected_layers
+
+    @property
+    def neurons(self):
+        return self.snn.neurons
+
+    @property
+    def fc1(self) -> nn.Linear:
+        return self.snn.fc1
+
+    def record_encoder_inputs(self, on: bool) -> None:
+        """Whether forward passes keep each encoder layer's input rows (for Hebbian updates and GPM)."""
+        self.recorder.active = on
+
+    def fix_norm(self) -> None:
+        """Keep the normalisation layers' running statistics from now on (after task 0)."""
+        self.norm_fixed = True
+        self.train(self.training)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.norm_fixed:
+            for module in self.modules():
+                if isinstance(module, NORM_TYPES):
+                    module.eval()
+        return self
+
+    def features(self, inputs) -> torch.Tensor:
+        images, mfcc = inputs
+        embeddings = self.encoder.embed(images, mfcc)
+        keep = None
+        if self.training and self.modality_dropout > 0 and len(embeddings) > 1:
+            rows = next(iter(embeddings.values())).shape[0]
+            keep = modality_dropout_mask(rows, len(embeddings), self.modality_dropout, self.input_scale.device)
+        return self.encoder.fuse(embeddings, keep)[0].float() * self.input_scale
+
+    def forward(self, inputs, projector=None, keep_spikes: bool = False) -> SpikingOutput:
+        output = self.snn(self.features(inputs), projector, keep_spikes)
+        output.encoder_inputs = self.recorder.take()
+        return output

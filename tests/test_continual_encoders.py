@@ -1,0 +1,188 @@
+"""-encoders continual: the encoders' layers protected as the spiking MLP's, and the whole network resumable."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from continual.methods import GPM, HLOP, HLOPConfig
+from hlop.hebbian import HebbianSubspace
+from hlop.layers import InputRecorder, UpdateProjection, input_dim, input_rows, project_gradient, protectable_layers
+from models.end_to_end import EndToEndNet
+from models.multimodal import EncoderConfig, MultimodalNet
+from models.spiking_mlp import SpikingMLP
+from tests.fixtures import make_scene_dataset, run_script
+from tests.test_hardening import SIX_CLASSES, SNN, kill_when, run_to_end
+
+
+def _images(channel_mix: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
+    """Images whose every 3x3 patch lies in ``channel_mix`` (x) R^9: a 9-dimensional subspace of R^27."""
+    field = torch.randn(n, 1, 8, 8, generator=generator)
+    return field * channel_mix.view(1, 3, 1, 1)
+
+
+def _learn_new_task(conv: nn.Conv2d, new: torch.Tensor, basis: torch.Tensor, steps: int = 50) -> None:
+    optimizer = torch.optim.SGD(conv.parameters(), lr=0.1)
+    target = torch.randn_like(conv(new))
+    for _ in range(steps):
+        optimizer.zero_grad()
+        F.mse_loss(conv(new), target).backward()
+        project_gradient(conv, basis)
+        optimizer.step()
+
+
+def test_conv_projection_keeps_old_task_outputs_while_the_layer_learns_a_new_task():
+    generator = torch.Generator().manual_seed(0)
+    conv = nn.Conv2d(3, 4, 3, padding=1, bias=False)
+    old = _images(torch.tensor([1.0, 0.5, -0.2]), 16, generator)
+    new = _images(torch.tensor([-0.3, 1.0, 0.8]), 16, generator)
+    patches = input_rows(conv, old)
+    assert patches.shape == (16 * 64, 27) and input_dim(conv) == 27
+    basis = torch.linalg.svd(patches, full_matrices=False).Vh[:9]  # the old patches' subspace (GPM's basis)
+    before_old, before_new = conv(old).detach(), conv(new).detach()
+    _learn_new_task(conv, new, basis)
+    assert torch.allclose(conv(old), before_old, atol=1e-5)
+    assert (conv(new) - before_new).abs().max() > 0.1  # it did learn
+    unprotected = nn.Conv2d(3, 4, 3, padding=1, bias=False)
+    unprotected.weight.data.copy_(conv.weight.data)
+    reference = unprotected(old).detach()
+    _learn_new_task(unprotected, new, torch.zeros(0, 27))
+    assert (unprotected(old) - reference).abs().max() > 1e-3  # without the projection, old outputs move 100x more
+
+
+def test_hebbian_subspace_of_conv_patches_protects_old_outputs_to_tolerance():
+    generator = torch.Generator().manual_seed(1)
+    conv = nn.Conv2d(3, 4, 3, padding=1, bias=False)
+    old = _images(torch.tensor([1.0, 0.5, -0.2]), 16, generator)
+    new = _images(torch.tensor([-0.3, 1.0, 0.8]), 16, generator)
+    subspace = HebbianSubspace(27, lr=0.5)  # HLOP's encoder-layer default
+    subspace.add_subspace(9, generator=torch.Generator().manual_seed(2))
+    rows = input_rows(conv, old)
+    rows = rows / rows.pow(2).sum(1).mean().sqrt()  # unit mean squared norm, as HLOP feeds the encoder layers
+    for _ in range(100):
+        subspace.hebbian_update(rows, iterations=5)
+    subspace.merge()
+    before = conv(old).detach()
+    _learn_new_task(conv, new, subspace.frozen)
+    drift = (conv(old) - before).norm() / before.norm()
+    assert drift < 0.02, drift
+
+
+def test_update_projection_keeps_old_outputs_under_adam_where_gradient_projection_does_not():
+    generator = torch.Generator().manual_seed(3)
+    basis = torch.linalg.qr(torch.randn(12, 4, generator=generator)).Q.t()  # old inputs span 4 of 12 dims
+    old = torch.randn(32, 4, generator=generator) @ basis
+    new = torch.randn(32, 12, generator=generator)
+    outputs = {}
+    for name, whole_update in (("gradient", False), ("update", True)):
+        torch.manual_seed(0)
+        layer = nn.Linear(12, 5, bias=False)
+        before = layer(old).detach()
+        optimizer = torch.optim.Adam(layer.parameters(), lr=0.05)
+        projection = UpdateProjection()
+        for _ in range(30):
+            optimizer.zero_grad()
+            layer(new).pow(2).mean().backward()
+            project_gradient(layer, basis)
+            projection.snapshot([layer])
+            optimizer.step()
+            if whole_update:
+                projection.apply([layer], [basis])
+        outputs[name] = (layer(old).detach() - before).abs().max()
+    assert outputs["update"] < 1e-5 < 0.01 < outputs["gradient"]
+
+
+def _tiny_net() -> EndToEndNet:
+    torch.manual_seed(0)
+    encoder = MultimodalNet(EncoderConfig(n_classes=2, n_mfcc=104, feature_dim=16))
+    return EndToEndNet(encoder, SpikingMLP(16, 4, hidden=8), input_scale=1.0)
+
+
+def test_end_to_end_net_records_every_encoder_layer_and_fixes_norm_after_task_0():
+    net = _tiny_net()
+    layers = net.encoder_layers
+    assert layers == protectable_layers(net.encoder.encoders, net.encoder.fusion)
+    assert any(isinstance(layer, nn.Conv2d) for layer in layers) and len(layers) == 11
+    images, mfcc = torch.randint(0, 255, (4, 16, 16, 3), dtype=torch.uint8), torch.randn(4, 104)
+    net.record_encoder_inputs(True)
+    output = net((images, mfcc))
+    assert [x.shape[1] for x in output.encoder_inputs] == [input_dim(layer) for layer in layers]
+    net.record_encoder_inputs(False)
+    assert net((images, mfcc)).encoder_inputs is None
+    norm = next(m for m in net.modules() if isinstance(m, nn.BatchNorm2d))
+    net.train()
+    assert norm.training
+    net.fix_norm()
+    net.train()
+    assert not norm.training  # running statistics stay those of task 0
+    assert isinstance(InputRecorder(layers).take(), type(None))
+
+
+@pytest.mark.parametrize(
+    "method", [HLOP(HLOPConfig(out_num=(4, 4, 4), out_num_inc=(2, 2, 2))), GPM()], ids=["hlop", "gpm"]
+)
+def test_methods_protect_every_encoder_layer_from_task_1_on(method):
+    net = _tiny_net()
+    method.prepare(net)
+    method.before_task(0, net)
+    images, mfcc = torch.randint(0, 255, (8, 16, 16, 3), dtype=torch.uint8), torch.randn(8, 104)
+    net.record_encoder_inputs(True)
+    output = net((images, mfcc))
+    method.after_step(output, 0, 1, 8)
+    for layer in net.encoder_layers:
+        layer.weight.grad = torch.ones_like(layer.weight)
+    method.before_step(net, 0)
+    assert all(torch.equal(layer.weight.grad, torch.ones_like(layer.weight)) for layer in net.encoder_layers)
+
+    class Data:  # what after_task reads
+        def inputs(self, rows):
+            return images[rows], mfcc[rows]
+
+    from continual.methods.base import TaskContext
+
+    method.after_task(TaskContext(net, 0, Data(), torch.arange(8), None))
+    method.before_task(1, net)
+    for layer in net.encoder_layers:
+        layer.weight.grad = torch.ones_like(layer.weight)
+    method.before_step(net, 1)
+    changed = [not torch.equal(layer.weight.grad, torch.ones_like(layer.weight)) for layer in net.encoder_layers]
+    assert all(changed), changed
+
+
+@pytest.fixture(scope="module")
+def six_class_dir(tmp_path_factory):
+    return make_scene_dataset(tmp_path_factory.mktemp("six") / "data", classes=SIX_CLASSES, per_class=12)
+
+
+def test_continual_encoder_run_killed_inside_a_task_resumes_to_the_same_matrix(six_class_dir, tmp_path):
+    def continual(out, *extra):
+        return ["spiking_train_multimodal_end.py", "-data_dir", str(six_class_dir), "-encoders", "continual",
+                "-pretrained", "none", "-out_dir", str(out), "--cache-dir", str(tmp_path / "cache"), *SNN,
+                "-epochs", "4", "-hlop_encoder_sizes", "0.3,0.1", *extra]  # fmt: skip
+
+    run_to_end(continual(tmp_path / "full"))
+    last = tmp_path / "cut" / "checkpoints" / "last.pt"
+
+    def inside_task_1(line):
+        if line is not None or not last.is_file():
+            return False
+        training = torch.load(last, weights_only=True).get("training") or {}
+        return training.get("task") == 1
+
+    kill_when(continual(tmp_path / "cut"), inside_task_1, tmp_path / "cut.log")
+    resumed = run_to_end(continual(tmp_path / "cut", "-resume"))
+    assert "resuming" in resumed.stdout
+    full, cut = (json.loads((tmp_path / name / "results.json").read_text()) for name in ("full", "cut"))
+    assert cut["acc_matrix"] == full["acc_matrix"] and full["config"]["encoders"] == "continual"
+
+
+def test_pretrained_none_needs_continual_encoders(six_class_dir, tmp_path):
+    result = run_script(
+        "spiking_train_multimodal_end.py", "-data_dir", str(six_class_dir), "-pretrained", "none",
+        "-out_dir", str(tmp_path / "run"),
+    )  # fmt: skip
+    assert result.returncode == 2 and "-pretrained none: only with -encoders continual" in result.stderr
