@@ -8,10 +8,12 @@ Every flag is accepted in the reference code's single-dash spelling (``-data_dir
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from common.errors import UserError
 
@@ -53,6 +55,49 @@ class FlagParser(argparse.ArgumentParser):
         kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
         self.flag("--debug", action="store_true", help="show the full traceback on errors")
+        self.flag(
+            "-config",
+            default=None,
+            help='a JSON or YAML file of flag values ({"hlop_lr": "0.001,0.01,0.01", "baseline": true}); '
+            "flags on the command line override it, so a published run is one file",
+        )
+
+    def parse_args(self, args=None, namespace=None):
+        args = list(sys.argv[1:] if args is None else args)
+        path = _config_path(args)
+        if path is not None:
+            self._apply_config(path)
+        return super().parse_args(args, namespace)
+
+    def _apply_config(self, path: str) -> None:
+        """Make the file's values the flags' defaults (checked and converted as on the command line)."""
+        values = _read_config(path)
+        by_name = {}
+        for action in self._actions:  # any spelling of a flag names it: b, batch_size, batch-size
+            for name in [action.dest, *action.option_strings]:
+                by_name.setdefault(name.lstrip("-").replace("-", "_"), action)
+        for key, value in values.items():
+            action = by_name.get(str(key).lstrip("-").replace("-", "_"))
+            dest = action.dest if action is not None else None
+            if action is None or dest in ("config", "help"):
+                raise UserError(f"-config {path}: {key!r} is not a flag of {self.prog}")
+            if isinstance(action, argparse._StoreTrueAction):
+                if not isinstance(value, bool):
+                    raise UserError(f"-config {path}: {key} takes true or false, not {value!r}")
+            else:
+                if isinstance(value, list):
+                    value = ",".join(str(v) for v in value)
+                if action.type is not None:
+                    try:
+                        value = action.type(str(value))
+                    except (argparse.ArgumentTypeError, ValueError) as exc:
+                        raise UserError(f"-config {path}: {key} {value!r}: {exc}") from None
+                elif value is not None:
+                    value = str(value)
+                if action.choices is not None and value not in action.choices:
+                    choices = ", ".join(map(str, action.choices))
+                    raise UserError(f"-config {path}: {key} {value!r}: expected one of {choices}")
+            self.set_defaults(**{dest: value})
 
     def flag(self, *names: str, **kwargs) -> argparse.Action:
         """Add a flag under all its spellings; ``dest`` is the underscore form of the longest name."""
@@ -105,6 +150,40 @@ class FlagParser(argparse.ArgumentParser):
                 )
                 break
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def _config_path(args: list[str]) -> str | None:
+    for index, arg in enumerate(args):
+        name, _, inline = arg.partition("=")
+        if name in ("-config", "--config"):
+            if inline:
+                return inline
+            if index + 1 < len(args):
+                return args[index + 1]
+    return None
+
+
+def _read_config(path: str) -> dict:
+    """A flat mapping of flag names to values from a .json, .yaml or .yml file."""
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise UserError(f"-config {path}: cannot be read ({exc.strerror or exc})") from None
+    try:
+        if path.endswith((".yaml", ".yml")):
+            import yaml
+
+            values = yaml.safe_load(text)
+        else:
+            values = json.loads(text)
+    except Exception as exc:  # noqa: BLE001 - json and yaml raise their own error types
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(
+            f"-config {path}: not valid {'YAML' if path.endswith(('.yaml', '.yml')) else 'JSON'} ({first})"
+        ) from None
+    if not isinstance(values, dict):
+        raise UserError(f"-config {path}: expected a mapping of flag names to values")
+    return values
 
 
 def run_cli(main: Callable[[Sequence[str]], object], argv: Sequence[str] | None = None) -> int:

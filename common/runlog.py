@@ -21,9 +21,14 @@ from common.rundir import RunDir
 
 
 class RunLog:
-    def __init__(self, run: RunDir, settings: dict, free: tuple[str, ...] = ()):
-        """``free``: settings that may change on -resume (pretraining's epochs may be extended)."""
+    def __init__(self, run: RunDir, settings: dict, free: tuple[str, ...] = (), defaults: dict | None = None):
+        """``free``: settings that may change on -resume (pretraining's epochs may be extended).
+
+        ``defaults``: each setting's default. A run recorded before a setting existed did not save
+        it; it resumes when the setting is at its default (or has none registered).
+        """
         self.run, self.settings, self.free = run, settings, free
+        self.defaults = json.loads(json.dumps(defaults or {}))
         self._writer = None
 
     @property
@@ -90,7 +95,12 @@ class RunLog:
     def _check_same(self, saved: dict, verb: str) -> None:
         current = json.loads(json.dumps(self.settings))  # as saved: tuples are lists
         saved = json.loads(json.dumps(saved))
-        differing = [k for k in current if k not in self.free and saved.get(k) != current[k]]
+        differing = [
+            k
+            for k in current
+            if k not in self.free
+            and (saved[k] != current[k] if k in saved else self.defaults.get(k, current[k]) != current[k])
+        ]
         if differing:
             key = differing[0]
             raise UserError(

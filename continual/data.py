@@ -7,7 +7,7 @@ With frozen encoders (the default) the inputs are the cached fused features; wit
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -15,6 +15,7 @@ import torch
 from common.errors import UserError
 from dataloader.dataset import PreparedData, standardize
 from dataloader.table import SPLIT_NAMES
+from models.probes import Probe, corrupted, keep_mask
 
 
 @dataclass
@@ -30,6 +31,9 @@ class ContinualData:
     mfcc: torch.Tensor | None = None  # continual encoders: (rows, n_mfcc) standardised, on the device
     encoder: torch.nn.Module | None = None  # continual encoders: the MultimodalNet the run starts from
     feature_dim: int = 0
+    probes: list = field(default_factory=list)  # models.probes.Probe: test-time variants of the inputs
+    probe_features: dict = field(default_factory=dict)  # frozen encoders: probe name -> scaled features
+    encoder_macs: int = 0  # multiply-accumulates per sample of the encoders and fusion (continual.energy)
 
     def __post_init__(self):
         if self.features is not None:
@@ -52,14 +56,19 @@ class ContinualData:
     def device(self) -> torch.device:
         return self.labels.device
 
-    def inputs(self, rows: torch.Tensor):
-        """What the network reads for ``rows``: features, or (images, mfcc) with continual encoders."""
+    def inputs(self, rows: torch.Tensor, probe: Probe | None = None):
+        """What the network reads for ``rows``: features, or (images, mfcc[, keep]) with continual encoders.
+
+        ``probe``: the same rows with a modality removed or corrupted (``models.probes``).
+        """
         if self.encoder is None:
-            return self.features[rows]
-        return (
-            self.images[rows] if self.images is not None else None,
-            self.mfcc[rows] if self.mfcc is not None else None,
-        )
+            return self.features[rows] if probe is None else self.probe_features[probe.name][rows]
+        images = self.images[rows] if self.images is not None else None
+        mfcc = self.mfcc[rows] if self.mfcc is not None else None
+        if probe is None:
+            return images, mfcc
+        images, mfcc = corrupted(images, mfcc, probe, rows)
+        return images, mfcc, keep_mask(probe, len(rows), self.device)
 
     def bytes_per_sample(self) -> int:
         """What storing one row's input costs (replay memories)."""

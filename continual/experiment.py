@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from common.device import select_device
 from common.distributed import current as distributed
@@ -28,6 +29,7 @@ from common.rundir import RunDir
 from common.seeding import seed_everything
 from continual.config import ContinualConfig
 from continual.data import ContinualData, continual_data, continual_encoder_data
+from continual.energy import encoder_macs
 from continual.methods import Method, compose
 from continual.seeds import run_seeds
 from continual.trainer import run_continual
@@ -36,6 +38,7 @@ from dataloader.options import DataSpec
 from dataloader.scene import TASKS
 from dataloader.splits import SplitConfig
 from models.multimodal import EncoderConfig, MultimodalNet
+from models.probes import CORRUPTIONS, probes_for
 from pretrain.artifacts import default_out_dir
 from pretrain.folder import PretrainedFolder
 from pretrain.trainer import PretrainConfig
@@ -66,6 +69,8 @@ class Experiment:
     gpu_id: str | None = None
     label: str | None = None  # the reference's -cnf, recorded in results.json
     encoders: str = "frozen"  # or "continual": the encoders learn task after task too (ENCODER_MODES)
+    test_corrupt: tuple[str, ...] = ()  # modalities to test with noise too (models.probes)
+    test_noise: float = 1.0
 
 
 def continual_encoder_inputs(folder: PretrainedFolder | None, data, e: Experiment, device) -> ContinualData:
@@ -100,6 +105,9 @@ def run_experiment(experiment: Experiment, make_methods: Callable[[], list[Metho
     e, dist = experiment, distributed()
     if e.encoders not in ENCODER_MODES:
         raise UserError(f"-encoders {e.encoders}: expected one of {', '.join(ENCODER_MODES)}")
+    for name in e.test_corrupt:
+        if name not in CORRUPTIONS:
+            raise UserError(f"--test-corrupt {','.join(e.test_corrupt)}: expected image, audio or both")
     method = compose(make_methods())
     data_dir = Path(e.data_dir) if e.data_dir else default_data_dir()
     default = default_out_dir(data_dir.name, e.modality or "both", e.fusion or "attention", e.pretrain_classes, e.split)
@@ -141,6 +149,21 @@ def run_experiment(experiment: Experiment, make_methods: Callable[[], list[Metho
     )
     for name, groups in data.groups().items():
         print(f"  {name} {data.table.group_column}: {', '.join(groups)}", flush=True)
+    modalities = folder.meta["encoder"].get("modality", folder.meta["modality"]) if folder else (e.modality or "both")
+    cdata.probes = probes_for(
+        ["image", "audio"] if modalities == "both" else [modalities], e.test_corrupt, e.test_noise
+    )
+    if not cdata.continual_encoders:
+        cdata.probe_features = {
+            p.name: (folder.probe_features(data, device, p) * cdata.input_scale).to(device) for p in cdata.probes
+        }
+    encoder = cdata.encoder if cdata.continual_encoders else folder.encoder(device)
+    size = folder.meta["image_size"] if folder else PretrainConfig().image_size
+    cdata.encoder_macs = encoder_macs(
+        encoder,
+        torch.zeros(1, size, size, 3, dtype=torch.uint8, device=device),
+        torch.zeros(1, data.table.mfcc.shape[1], device=device),
+    )
     info = {
         "method": method.name,
         "method_config": method.settings(),
@@ -153,6 +176,8 @@ def run_experiment(experiment: Experiment, make_methods: Callable[[], list[Metho
         "split_groups": data.groups(),
         "cnf": e.label,
         "input_scale": e.input_scale,
+        "probes": [p.name for p in cdata.probes],
+        "test_noise": e.test_noise if e.test_corrupt else None,
         "input_scale_value": cdata.input_scale,
     }
     if not e.seeds:

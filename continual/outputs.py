@@ -7,7 +7,14 @@ import io
 from pathlib import Path
 
 from common import atomic
-from continual.metrics import average_accuracy, backward_transfer
+from continual.energy import CONSTANTS
+from continual.metrics import (
+    average_accuracy,
+    average_forgetting,
+    average_incremental_accuracy,
+    backward_transfer,
+    forgetting,
+)
 
 
 def results_record(method: str, task_names, matrix, config: dict, seconds: float, **extra) -> dict:
@@ -17,9 +24,40 @@ def results_record(method: str, task_names, matrix, config: dict, seconds: float
         "acc_matrix": matrix,
         "acc": average_accuracy(matrix),
         "bwt": backward_transfer(matrix),
+        "forgetting": forgetting(matrix),
+        "avg_forgetting": average_forgetting(matrix),
+        "avg_incremental_acc": average_incremental_accuracy(matrix),
         "config": config,
         "seconds": round(seconds, 2),
         **extra,
+    }
+
+
+def probe_results(probe_matrices: dict) -> dict:
+    """``acc_matrix_<probe>``, ``acc_<probe>`` and ``bwt_<probe>`` of each test-time probe."""
+    record = {}
+    for name, matrix in probe_matrices.items():
+        record[f"acc_matrix_{name}"] = matrix
+        record[f"acc_{name}"] = average_accuracy(matrix)
+        record[f"bwt_{name}"] = backward_transfer(matrix)
+    return record
+
+
+def cost_results(costs: list[dict]) -> dict:
+    """``synops`` and ``energy_joules`` per task (per test sample after the task) and in total, with the constants."""
+    if not costs:
+        return {}
+    last = costs[-1]
+    return {
+        "synops": {"per_task": [c["synops"] for c in costs], "per_sample": last["synops"]["total"]},
+        "macs": {"per_task": [c["macs"] for c in costs], "per_sample": last["macs"]["total"]},
+        "energy_joules": {
+            "per_task": [c["energy_joules"] for c in costs],
+            "per_sample_inference": last["energy_joules"]["total"],
+            "protection_per_training_sample": [c["protection_joules_per_training_sample"] for c in costs],
+            "protection_total": sum(c["protection_joules"] for c in costs),
+            "constants": CONSTANTS,
+        },
     }
 
 

@@ -42,6 +42,8 @@ class Progress:
     matrix: list = field(default_factory=list)
     task_seconds: list = field(default_factory=list)
     firing_rates: list = field(default_factory=list)  # per finished task: each LIF layer's rate (-rate_stat)
+    probe_matrices: dict = field(default_factory=dict)  # probe name -> its accuracy matrix (models.probes)
+    costs: list = field(default_factory=list)  # per finished task: spikes, SynOps, MACs, joules (continual.energy)
     training: TaskTraining | None = None  # the task in progress, if the run stopped inside one
 
     def save(self, log: RunLog, name: str, model, method, shuffle: torch.Generator) -> None:
@@ -52,6 +54,8 @@ class Progress:
             "acc_matrix": self.matrix,
             "task_seconds": self.task_seconds,
             "firing_rates": self.firing_rates,
+            "probe_matrices": self.probe_matrices,
+            "costs": self.costs,
             "shuffle": shuffle.get_state(),
         }
         if self.training is not None:
@@ -82,6 +86,8 @@ class Progress:
         method.load_state_dict(checkpoint["method"])
         progress = cls(checkpoint["task"], checkpoint["acc_matrix"], checkpoint["task_seconds"])
         progress.firing_rates = checkpoint.get("firing_rates", [])
+        progress.probe_matrices = checkpoint.get("probe_matrices", {})
+        progress.costs = checkpoint.get("costs", [])
         if "training" in checkpoint:  # stopped inside a task
             saved = checkpoint["training"]
             progress.training = start_task(saved["task"])

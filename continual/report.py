@@ -43,15 +43,18 @@ def _bytes(n) -> str:
 def markdown_table(runs: dict[str, dict]) -> str:
     """One row per run: its folder name, method, modality, ACC and BWT (mean ± std over seeds), memory, seconds."""
     lines = [
-        "| run | method | modality | seeds | ACC % | BWT % | memory | seconds |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| run | method | modality | seeds | ACC % | BWT % | forgetting % | avg incremental ACC % | memory | seconds |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, r in runs.items():
         config = r.get("config", {})
         seeds = len(r.get("seeds", [])) or 1
         lines.append(
             f"| {name} | {r['method']} | {config.get('modality', '?')} | {seeds} | {_percent(r['acc'], r.get('acc_std'))} "
-            f"| {_percent(r.get('bwt'), r.get('bwt_std'))} | {_bytes(r.get('memory_bytes'))} | {r.get('seconds', 0) / seeds:.0f} |"
+            f"| {_percent(r.get('bwt'), r.get('bwt_std'))} "
+            f"| {_percent(r.get('avg_forgetting'), r.get('avg_forgetting_std'))} "
+            f"| {_percent(r.get('avg_incremental_acc'), r.get('avg_incremental_acc_std'))} "
+            f"| {_bytes(r.get('memory_bytes'))} | {r.get('seconds', 0) / seeds:.0f} |"
         )
     return "\n".join(lines)
 

@@ -29,8 +29,13 @@ def summarize(per_seed: list[dict], seeds: list[int]) -> dict:
     cells = [[_mean_std([r["acc_matrix"][i][j] for r in per_seed]) for j in range(n)] for i in range(n)]
     acc, acc_std = _mean_std([r["acc"] for r in per_seed])
     bwt, bwt_std = _mean_std([r["bwt"] for r in per_seed])
+    extra = {}
+    for key in ("avg_forgetting", "avg_incremental_acc"):
+        extra[key], extra[f"{key}_std"] = _mean_std([r.get(key) for r in per_seed])
+    skip = ("acc_matrix", "acc", "bwt", "seconds", "task_seconds", "forgetting")
     return {
-        **{k: v for k, v in first.items() if k not in ("acc_matrix", "acc", "bwt", "seconds", "task_seconds")},
+        **{k: v for k, v in first.items() if k not in skip},
+        **extra,
         "acc_matrix": [[mean for mean, _ in row] for row in cells],
         "acc_matrix_std": [[std for _, std in row] for row in cells],
         "acc": acc,

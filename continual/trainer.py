@@ -33,14 +33,16 @@ from common.runlog import RunLog
 from common.seeding import seed_everything
 from continual.config import SCENARIOS, ContinualConfig
 from continual.data import ContinualData, masked_logits, scenario_mask
+from continual.energy import E_MAC, inference_cost
 from continual.methods.base import Method, TaskContext
 from continual.methods.compose import compose
-from continual.metrics import empty_matrix, format_matrix, format_summary
+from continual.metrics import average_incremental_accuracy, empty_matrix, format_matrix, format_summary
 from continual.optim import make_optimizer, make_scheduler
-from continual.outputs import results_record, write_results
+from continual.outputs import cost_results, probe_results, results_record, write_results
 from continual.progress import LAST, Progress, TaskTraining
 from continual.stream import Experience, experiences
 from models.end_to_end import EndToEndNet
+from models.probes import Probe
 from models.spiking_mlp import SpikingMLP
 
 SUMMARY = ("train_loss", "train_acc", "val_acc")
@@ -58,7 +60,10 @@ def run_continual(
     if config.scenario not in SCENARIOS:
         raise UserError(f"-scenario {config.scenario}: expected one of {', '.join(SCENARIOS)}")
     method = compose(methods)
-    log = RunLog(run, {**config.to_dict(), **info, "method": method.name}, free=("checkpoint_every",))
+    settings = {**config.to_dict(), **info, "method": method.name}
+    log = RunLog(
+        run, settings, free=("checkpoint_every",), defaults=ContinualConfig().to_dict() | {"encoders": "frozen"}
+    )
     finished = log.finished("results.json", lambda results: results["config"])
     if finished is not None:
         return _report_finished(log, finished)
@@ -67,7 +72,9 @@ def run_continual(
     method.prepare(model)
     shuffle = torch.Generator().manual_seed(config.seed)
     stream = experiences(data, method.stream)
-    progress = _resume(log, model, method, shuffle, stream, config) or Progress(matrix=empty_matrix(data.n_tasks))
+    progress = _resume(log, model, method, shuffle, stream, config) or Progress(
+        matrix=empty_matrix(data.n_tasks), probe_matrices={p.name: empty_matrix(data.n_tasks) for p in data.probes}
+    )
     clock = CheckpointClock(config.checkpoint_every)
 
     def save_last() -> None:
@@ -85,8 +92,9 @@ def run_continual(
             training.epochs_done, training.summary = epoch, (loss, train_acc, val_acc)
             log.scalars(f"task{experience.task}", dict(zip(SUMMARY, training.summary, strict=True)), epoch)
             save_last()
+        protection = method.protection_macs(model, experience.task)  # with the task's subspace sizes
         method.after_task(TaskContext(model, experience.task, data, data.rows["train"][experience.task], config))
-        _end_task(progress, model, data, experience, config, log, started)
+        _end_task(progress, model, data, experience, config, log, started, protection)
         for name in (LAST, f"checkpoints/task{experience.task}.pt"):  # the latest state, and each task's end
             progress.save(log, name, model, method, shuffle)
     return _finish(log, progress, model, method, data, config)
@@ -206,13 +214,19 @@ def train_epoch(
 
 @torch.no_grad()
 def accuracy(
-    model: SpikingMLP, data: ContinualData, rows: torch.Tensor, config: ContinualConfig, batch_size: int = 1024
+    model: SpikingMLP,
+    data: ContinualData,
+    rows: torch.Tensor,
+    config: ContinualConfig,
+    batch_size: int = 1024,
+    probe: Probe | None = None,
 ) -> float:
+    """Test accuracy on ``rows``, of the inputs as they are or through a ``probe`` (``models.probes``)."""
     model.eval()
     device = data.device
     correct = torch.zeros((), dtype=torch.long, device=device)
     for batch in batch_rows(rows, batch_size):
-        logits = model(data.inputs(batch)).logits
+        logits = model(data.inputs(batch, probe)).logits
         predicted = masked_logits(logits.float(), scenario_mask(data, batch, config)).argmax(1)
         correct += (predicted == data.labels[batch]).sum()
     return correct.item() / max(len(rows), 1)
@@ -251,11 +265,17 @@ def _resume(log: RunLog, model, method: Method, shuffle, stream: list[Experience
     return progress
 
 
-def _end_task(progress: Progress, model, data: ContinualData, experience: Experience, config, log: RunLog, started):
-    """Fill the experience's row of the accuracy matrix (and firing rates), print and log it."""
+def _end_task(
+    progress: Progress, model, data: ContinualData, experience: Experience, config, log: RunLog, started, protection
+):
+    """Fill the experience's row of the accuracy matrix (and probes, firing rates, costs), print and log it."""
     task, (loss, train_acc, val_acc) = experience.task, progress.training.summary
     for j in range(task + 1):
         progress.matrix[task][j] = accuracy(model, data, data.rows["test"][j], config)
+        for probe in data.probes:  # what each modality retains, and robustness
+            progress.probe_matrices[probe.name][task][j] = accuracy(
+                model, data, data.rows["test"][j], config, probe=probe
+            )
     progress.task_seconds.append(round(time.time() - started, 3))
     progress.task, progress.training = task + 1, None
     print(
@@ -263,10 +283,33 @@ def _end_task(progress: Progress, model, data: ContinualData, experience: Experi
         f"test {progress.matrix[task][task]:.4f}  ({progress.task_seconds[-1]:.1f}s)",
         flush=True,
     )
-    log.scalars("acc_matrix", {"ACC": sum(progress.matrix[task][: task + 1]) / (task + 1)}, task)
+    so_far = progress.matrix[: task + 1]
+    log.scalars(
+        "acc_matrix",
+        {
+            "ACC": sum(progress.matrix[task][: task + 1]) / (task + 1),
+            "avg_incremental_ACC": average_incremental_accuracy(so_far),
+        },
+        task,
+    )
+    seen = torch.cat(data.rows["test"][: task + 1])
+    cost = inference_cost(model, data, seen, data.encoder_macs)
+    cost |= {
+        "protection_macs_per_training_sample": protection,
+        "protection_joules_per_training_sample": E_MAC * protection,
+    }
+    cost["protection_joules"] = (
+        cost["protection_joules_per_training_sample"] * len(experience.train_rows) * config.epochs
+    )
+    progress.costs.append(cost)
+    log.scalars(
+        "energy",
+        {"synops_per_sample": cost["synops"]["total"], "joules_per_sample": cost["energy_joules"]["total"]},
+        task,
+    )
+    rates = firing_rates(model, data, seen)
+    progress.firing_rates.append(rates)
     if config.rate_stat:
-        rates = firing_rates(model, data, torch.cat(data.rows["test"][: task + 1]))
-        progress.firing_rates.append(rates)
         print(
             f"firing rates after task {task} (test rows of tasks 0..{task}): "
             + "  ".join(f"sn{i + 1} {r:.4f}" for i, r in enumerate(rates)),
@@ -282,6 +325,8 @@ def _finish(log: RunLog, progress: Progress, model, method: Method, data: Contin
     print(f"{method.name}: accuracy matrix (row: after training task i; column: test accuracy on task j)")
     print(format_matrix(progress.matrix))
     print(format_summary(progress.matrix), flush=True)
+    for name, matrix in progress.probe_matrices.items():
+        print(f"{name}: {format_summary(matrix)}", flush=True)
     results = results_record(
         method.name,
         data.task_names,
@@ -293,7 +338,9 @@ def _finish(log: RunLog, progress: Progress, model, method: Method, data: Contin
         memory_bytes=method.memory_bytes(),
         processes=dist.world,
         train_rows=sum(len(rows) for rows in data.rows["train"]),
-        **({"firing_rates": progress.firing_rates} if config.rate_stat else {}),
+        **probe_results(progress.probe_matrices),
+        **cost_results(progress.costs),
+        firing_rates=progress.firing_rates,
     )
     if dist.enabled:
         results["replica_max_difference"] = difference

@@ -72,9 +72,10 @@ class EndToEndNet(nn.Module):
         return self
 
     def features(self, inputs) -> torch.Tensor:
-        images, mfcc = inputs
+        """Fused features of (images, mfcc) or (images, mfcc, keep): a test probe's modality mask."""
+        images, mfcc, *probe_keep = inputs
         embeddings = self.encoder.embed(images, mfcc)
-        keep = None
+        keep = probe_keep[0] if probe_keep else None
         if self.training and self.modality_dropout > 0 and len(embeddings) > 1:
             rows = next(iter(embeddings.values())).shape[0]
             keep = modality_dropout_mask(rows, len(embeddings), self.modality_dropout, self.input_scale.device)

@@ -18,6 +18,7 @@ from common.batching import autocast
 from common.cache import read_checked, write_checked
 from dataloader.dataset import PreparedData, standardize
 from dataloader.images import image_fingerprint
+from models.probes import Probe, corrupted, keep_mask
 from pretrain.artifacts import check_same_data, load_encoder
 
 
@@ -51,9 +52,14 @@ def fused_features(
 
 @torch.no_grad()
 def extract(
-    pretrained_dir: str | Path, meta: dict, data: PreparedData, device: torch.device, batch_size: int = 512
+    pretrained_dir: str | Path,
+    meta: dict,
+    data: PreparedData,
+    device: torch.device,
+    batch_size: int = 512,
+    probe: Probe | None = None,
 ) -> torch.Tensor:
-    """Run the frozen encoders once over every row."""
+    """Run the frozen encoders once over every row (through a test-time ``probe``: a modality removed or noisy)."""
     model = load_encoder(pretrained_dir, meta, device)
     mfcc = standardize(
         data.table.mfcc, np.asarray(meta["mfcc_mean"], np.float32), np.asarray(meta["mfcc_std"], np.float32)
@@ -66,6 +72,13 @@ def extract(
     for start in range(0, len(mfcc), batch_size):
         window = slice(start, start + batch_size)
         batch_images = images[window].to(device) if images is not None else None
+        batch_mfcc = mfcc[window].to(device)
         with autocast(device):
-            chunks.append(model.features(batch_images, mfcc[window].to(device)).float().cpu())
+            if probe is None:
+                chunks.append(model.features(batch_images, batch_mfcc).float().cpu())
+                continue
+            rows = torch.arange(start, min(start + batch_size, len(mfcc)))
+            batch_images, batch_mfcc = corrupted(batch_images, batch_mfcc, probe, rows)
+            keep = keep_mask(probe, len(rows), device)
+            chunks.append(model.fuse(model.embed(batch_images, batch_mfcc), keep)[0].float().cpu())
     return torch.cat(chunks)

@@ -18,7 +18,7 @@ from dataloader.options import DataSpec
 from dataloader.splits import SplitConfig
 from models.multimodal import MultimodalNet
 from pretrain.artifacts import check_same_data, load_encoder, read_meta
-from pretrain.features import fused_features
+from pretrain.features import extract, fused_features
 
 
 class PretrainedFolder:
@@ -59,6 +59,11 @@ class PretrainedFolder:
 
     def encoder(self, device: torch.device) -> MultimodalNet:
         return load_encoder(self.path, self.meta, device)
+
+    def probe_features(self, data: PreparedData, device: torch.device, probe) -> torch.Tensor:
+        """(rows, feature_dim) features through a test-time probe (``models.probes``), not cached."""
+        check_same_data(self.meta, data.table, self.path)
+        return extract(self.path, self.meta, data, device, probe=probe)
 
     def features(self, data: PreparedData, device: torch.device) -> torch.Tensor:
         """(rows, feature_dim) frozen fused features of every row, cached on disk."""

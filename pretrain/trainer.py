@@ -152,7 +152,9 @@ def pretrain(
     """Train, select on validation, test once, and write best.pt, last.pt and meta.json; returns meta."""
     dist = distributed()
     encoder = EncoderConfig(n_classes=0, n_mfcc=data.table.mfcc.shape[1], **encoder_options)
-    log = RunLog(run, {**asdict(config), **encoder.to_dict()}, free=("epochs", "n_classes", "checkpoint_every"))
+    defaults = asdict(PretrainConfig()) | EncoderConfig(n_classes=0, n_mfcc=0).to_dict()
+    free = ("epochs", "n_classes", "checkpoint_every")
+    log = RunLog(run, {**asdict(config), **encoder.to_dict()}, free=free, defaults=defaults)
     meta = log.finished("meta.json", lambda meta: {**meta["train"], **meta["encoder"]})
     if meta is not None:
         print(f"{shown(run.path)}: pretraining already finished; nothing to resume")

@@ -58,3 +58,38 @@ def test_continual_script_spells_batch_size_long_and_timesteps_as_the_reference(
     assert "(default: 1000)" in " ".join(parser.format_help().split())
     with pytest.raises(SystemExit):
         parser.parse_args(["-hlop_spiking_timesteps", "40.5"])
+
+
+def test_a_config_file_sets_defaults_that_the_command_line_overrides(tmp_path):
+    from spiking_train_multimodal_end import build_parser
+
+    (tmp_path / "run.json").write_text(
+        '{"hlop_lr": [0.001, 0.02, 0.02], "epochs": 7, "baseline": true, "scenario": "task"}'
+    )
+    (tmp_path / "run.yaml").write_text("hlop-iterations: 9\nb: 16\n")
+    parser = build_parser()
+    args = parser.parse_args(["-config", str(tmp_path / "run.json"), "-epochs", "3"])
+    assert (args.hlop_lr, args.epochs, args.baseline, args.scenario) == ("0.001,0.02,0.02", 3, True, "task")
+    args = build_parser().parse_args(["--config", str(tmp_path / "run.yaml")])
+    assert (args.hlop_iterations, args.batch_size) == (9, 16)
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ('{"no_such_flag": 1}', "'no_such_flag' is not a flag"),
+        ('{"epochs": 0}', "epochs 0: expected an integer >= 1"),
+        ('{"scenario": "domain"}', "expected one of class, task"),
+        ('{"baseline": "yes"}', "baseline takes true or false"),
+        ("[1, 2]", "expected a mapping"),
+        ("{oops", "not valid JSON"),
+    ],
+)
+def test_a_bad_config_file_is_one_line_naming_the_file(tmp_path, capsys, content, message):
+    from spiking_train_multimodal_end import main
+
+    path = tmp_path / "bad.json"
+    path.write_text(content)
+    assert run_cli(main, ["-config", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(path) in err[0] and message in err[0], err

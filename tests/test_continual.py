@@ -22,6 +22,17 @@ def test_acc_and_bwt_follow_their_definitions():
     assert backward_transfer([[0.5]]) is None
 
 
+def test_forgetting_and_average_incremental_accuracy_by_hand():
+    from continual.metrics import average_forgetting, average_incremental_accuracy, forgetting
+
+    matrix = [[0.9, None, None], [0.95, 0.8, None], [0.7, 0.85, 1.0]]
+    # task 0 peaked at 0.95 (after task 1), ends at 0.7; task 1 peaked at 0.8, ends higher (0.85)
+    assert forgetting(matrix) == pytest.approx([0.25, -0.05, None])
+    assert average_forgetting(matrix) == pytest.approx(0.1)
+    assert average_incremental_accuracy(matrix) == pytest.approx((0.9 + 0.875 + (0.7 + 0.85 + 1.0) / 3) / 3)
+    assert average_forgetting([[0.5]]) is None
+
+
 def test_results_follow_the_output_contract(tmp_path):
     results = run(tmp_path / "run", Baseline())
     on_disk = json.loads((tmp_path / "run" / "results.json").read_text())
@@ -33,6 +44,9 @@ def test_results_follow_the_output_contract(tmp_path):
     assert results["acc"] == pytest.approx(sum(matrix[2]) / 3)
     assert results["bwt"] == pytest.approx(((matrix[2][0] - matrix[0][0]) + (matrix[2][1] - matrix[1][1])) / 2)
     assert results["config"]["epochs"] == 8 and results["seconds"] > 0
+    assert results["forgetting"][2] is None and results["avg_incremental_acc"] == pytest.approx(
+        (matrix[0][0] + sum(matrix[1][:2]) / 2 + sum(matrix[2]) / 3) / 3
+    )
     with open(tmp_path / "run" / "acc_matrix.csv") as handle:
         rows = list(csv.reader(handle))
     assert rows[0][0] == "after_task" and float(rows[3][1]) == pytest.approx(matrix[2][0]) and rows[1][2] == ""

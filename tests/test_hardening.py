@@ -21,6 +21,7 @@ import torch
 from common.checkpoint import load_checkpoint
 from common.errors import UserError
 from common.paths import REPO_ROOT
+from common.rundir import RunDir
 from common.seeding import use_deterministic_algorithms
 from continual.methods import HLOP
 from tests.fixtures import SMALL_HLOP, make_scene_dataset, pretrain_tiny, run_script
@@ -420,3 +421,18 @@ def test_a_truncated_last_checkpoint_falls_back_to_the_newest_task_checkpoint(tm
     assert "last.pt: continual checkpoint is corrupt or truncated" in out or "not a PyTorch checkpoint" in out
     assert "resuming from checkpoints/task1.pt" in out.replace(str(cut) + "/", "")
     assert resumed["acc_matrix"] == full["acc_matrix"]
+
+
+def test_a_setting_added_later_resumes_at_its_default_and_is_refused_otherwise(tmp_path):
+    from common.runlog import RunLog
+
+    run = RunDir(tmp_path / "run", ("results.json",), resume=False, overwrite=False, out_flag="-out_dir")
+    old_run = {"lr": 0.1}  # saved before "image_fit" existed
+    RunLog(run, {"lr": 0.1, "image_fit": "squash"}, defaults={"image_fit": "squash"})._check_same(old_run, "used")
+    RunLog(run, {"lr": 0.1, "probes": ["audio_only"]}, defaults={})._check_same(
+        old_run, "used"
+    )  # no default: taken as it
+    with pytest.raises(UserError, match="image_fit=None, not 'pad'"):
+        RunLog(run, {"lr": 0.1, "image_fit": "pad"}, defaults={"image_fit": "squash"})._check_same(old_run, "used")
+    with pytest.raises(UserError, match="lr=0.1, not 0.2"):
+        RunLog(run, {"lr": 0.2}, defaults={"lr": 0.1})._check_same(old_run, "used")

@@ -77,6 +77,11 @@ class Method(nn.Module):
     def after_task(self, context: TaskContext) -> None:
         """Called when ``context.task`` has been trained, before it is evaluated."""
 
+    def protection_macs(self, model: SpikingMLP, task: int) -> float:
+        """Multiply-accumulates per training sample the method spends protecting old tasks while ``task`` is
+        learned (its Hebbian updates, its projections), for the energy estimate (``continual.energy``)."""
+        return 0.0
+
     def divergence(self) -> str | None:
         """What in the method's state has diverged, if anything (NaN and infinities are checked for every method)."""
         return None

@@ -73,6 +73,9 @@ class Composite(Method):
         for m in self.methods:
             m.after_task(context)
 
+    def protection_macs(self, model: SpikingMLP, task: int) -> float:
+        return sum(m.protection_macs(model, task) for m in self.methods)
+
     def divergence(self) -> str | None:
         return next((found for found in (m.divergence() for m in self.methods) if found), None)
 

@@ -142,6 +142,12 @@ class GPM(Method, SubspaceProjector):
             name = f"encoder_basis{i}"
             setattr(self, name, extend_basis(getattr(self, name), gram, self.config.encoder_threshold))
 
+    def protection_macs(self, model: SpikingMLP, task: int) -> float:
+        """Per training sample: the projection's two products with each layer's basis (from task 1 on)."""
+        if task == 0:
+            return 0.0
+        return float(sum(2 * self.basis(i).shape[0] * self.basis(i).shape[1] for i in range(3)))
+
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         for name in list(self._buffers):  # bases grow task by task: take the saved shapes
             if prefix + name in state_dict:

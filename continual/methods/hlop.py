@@ -261,6 +261,20 @@ class HLOP(Method, SubspaceProjector):
             x = x / x.pow(2).sum(1).mean().clamp(min=1e-12).sqrt()  # unit mean squared norm: one rate fits every layer
             subspace.hebbian_update(x, self.config.encoder_iterations, all_reduce)
 
+    def protection_macs(self, model: SpikingMLP, task: int) -> float:
+        """Per training sample, for the spiking MLP's three layers: each Hebbian iteration's three products
+        with the learning rows (answer, reconstruction, update), and the projection's two with the frozen rows
+        (each timestep's, T of them, for fc2 and the classifier with spiking lateral neurons)."""
+        timesteps = model.neurons[0].config.timesteps
+        total = 0.0
+        for index, subspace in enumerate(self.subspaces):
+            learning = subspace.weight.shape[0] - subspace.frozen_rows
+            total += self.config.iterations * 3 * learning * subspace.in_features
+            if task > 0:
+                per_step = timesteps if index > 0 and self.quantizes_timesteps(index) else 1
+                total += 2 * subspace.frozen_rows * subspace.in_features * per_step
+        return total
+
     def divergence(self) -> str | None:
         """Oja's rule keeps lateral rows near unit norm; far above it, the Hebbian learning has diverged."""
         names = ["fc1", "fc2", "classifier"] + [f"encoder layer {i}" for i in range(len(self.encoder_subspaces))]

@@ -1,0 +1,58 @@
+"""Test-time probes: what each modality retains, and robustness to a corrupted modality.
+
+After each task the test rows are evaluated, besides as they are, through the same fused network
+with one modality removed (``audio_only``: the image's fusion weight is zero; ``image_only``) and,
+with ``--test-corrupt image|audio``, with Gaussian noise in one modality (``corrupt_image``,
+``corrupt_audio``; ``--test-noise`` standard deviations of that input: the pixels' 0.25 x 255 of
+the image encoder's normalisation, or one unit of the standardised MFCC). Each probe fills its own
+accuracy matrix (``acc_matrix_<probe>`` in results.json), so forgetting is measured per modality.
+The noise is drawn from a fixed seed: every run and every task sees the same corrupted inputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+MODALITY_PROBES = ("audio_only", "image_only")
+CORRUPTIONS = ("image", "audio")
+IMAGE_NOISE_UNIT = 0.25 * 255  # the image encoder's normalisation std, in pixel values
+
+
+@dataclass(frozen=True)
+class Probe:
+    name: str
+    keep: tuple[bool, bool] = (True, True)  # (image, audio) fused
+    corrupt: str | None = None  # "image" or "audio"
+    noise: float = 0.0
+
+
+def probes_for(modalities: list[str], corrupt: list[str], noise: float) -> list[Probe]:
+    """The per-modality probes (with both modalities) and the requested corruptions."""
+    found = []
+    if len(modalities) == 2:
+        found += [Probe("audio_only", keep=(False, True)), Probe("image_only", keep=(True, False))]
+    for name in corrupt:
+        if name in modalities:
+            found.append(Probe(f"corrupt_{name}", corrupt=name, noise=noise))
+    return found
+
+
+def corrupted(images: torch.Tensor | None, mfcc: torch.Tensor | None, probe: Probe, rows: torch.Tensor):
+    """``images`` (uint8) and ``mfcc`` of ``rows`` with the probe's noise; the same noise for a row every time."""
+    if probe.corrupt is None:
+        return images, mfcc
+    generator = torch.Generator().manual_seed(0)
+    if probe.corrupt == "image" and images is not None:
+        noise = torch.randn(len(rows), *images.shape[1:], generator=generator).to(images.device)
+        images = (images.float() + noise * probe.noise * IMAGE_NOISE_UNIT).clamp(0, 255).round().to(torch.uint8)
+    if probe.corrupt == "audio" and mfcc is not None:
+        mfcc = mfcc + torch.randn(mfcc.shape, generator=generator).to(mfcc.device) * probe.noise
+    return images, mfcc
+
+
+def keep_mask(probe: Probe, rows: int, device: torch.device) -> torch.Tensor | None:
+    if probe.keep == (True, True):
+        return None
+    return torch.tensor([probe.keep], dtype=torch.bool, device=device).expand(rows, 2)

@@ -1,0 +1,63 @@
+"""Test-time probes: per-modality accuracy matrices and corrupted modalities."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from models.multimodal import EncoderConfig, MultimodalNet
+from models.probes import Probe, corrupted, keep_mask, probes_for
+from tests.fixtures import make_scene_dataset, pretrain_tiny, run_script
+from tests.test_hardening import SIX_CLASSES, SNN
+
+
+def test_a_removed_modality_leaves_exactly_the_other_embedding():
+    torch.manual_seed(0)
+    net = MultimodalNet(EncoderConfig(n_classes=3, n_mfcc=104, feature_dim=16)).eval()
+    images, mfcc = torch.randint(0, 255, (5, 16, 16, 3), dtype=torch.uint8), torch.randn(5, 104)
+    embeddings = net.embed(images, mfcc)
+    audio_only = net.fuse(embeddings, keep_mask(Probe("audio_only", keep=(False, True)), 5, torch.device("cpu")))[0]
+    image_only = net.fuse(embeddings, keep_mask(Probe("image_only", keep=(True, False)), 5, torch.device("cpu")))[0]
+    assert torch.allclose(audio_only, embeddings["audio"]) and torch.allclose(image_only, embeddings["image"])
+    assert keep_mask(Probe("plain"), 5, torch.device("cpu")) is None
+
+
+def test_corruption_is_noisy_the_same_every_time_and_only_in_its_modality():
+    images, mfcc = torch.full((4, 8, 8, 3), 128, dtype=torch.uint8), torch.zeros(4, 104)
+    probe = Probe("corrupt_image", corrupt="image", noise=0.5)
+    first, same_mfcc = corrupted(images, mfcc, probe, torch.arange(4))
+    again, _ = corrupted(images, mfcc, probe, torch.arange(4))
+    assert torch.equal(first, again) and not torch.equal(first, images) and torch.equal(same_mfcc, mfcc)
+    assert first.float().std().item() == pytest.approx(0.5 * 0.25 * 255, rel=0.1)
+    _, noisy = corrupted(images, mfcc, Probe("corrupt_audio", corrupt="audio", noise=2.0), torch.arange(4))
+    assert noisy.std().item() == pytest.approx(2.0, rel=0.1)
+    assert [p.name for p in probes_for(["audio"], ["image", "audio"], 1.0)] == ["corrupt_audio"]
+
+
+@pytest.fixture(scope="module")
+def six_class_dir(tmp_path_factory):
+    return make_scene_dataset(tmp_path_factory.mktemp("six") / "data", classes=SIX_CLASSES, per_class=12)
+
+
+def test_runs_report_a_matrix_per_modality_and_per_corruption(six_class_dir, tmp_path):
+    pretrained = pretrain_tiny(six_class_dir, tmp_path)
+    result = run_script(
+        "spiking_train_multimodal_end.py", "-data_dir", str(six_class_dir), "-pretrained", str(pretrained),
+        "-out_dir", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache"), *SNN, "-epochs", "2",
+        "--test-corrupt", "image", "--test-noise", "0.5",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    for name in ("audio_only", "image_only", "corrupt_image"):
+        matrix = results[f"acc_matrix_{name}"]
+        assert len(matrix) == 3 and all(0 <= v <= 1 for row in matrix for v in row if v is not None)
+        assert matrix[0][1] is None and results[f"acc_{name}"] == pytest.approx(sum(matrix[-1]) / 3)
+        assert f"{name}: ACC" in result.stdout
+    assert results["config"]["probes"] == ["audio_only", "image_only", "corrupt_image"]
+    bad = run_script(
+        "spiking_train_multimodal_end.py", "-data_dir", str(six_class_dir), "-pretrained", str(pretrained),
+        "-out_dir", str(tmp_path / "run2"), "--test-corrupt", "smell",
+    )  # fmt: skip
+    assert bad.returncode == 2 and "--test-corrupt smell" in bad.stderr
