@@ -15,7 +15,7 @@ from common.rundir import RunDir
 from common.seeding import use_deterministic_algorithms
 from dataloader.dataset import prepare_data
 from dataloader.images import IMAGE_FITS
-from dataloader.options import add_data_flags, data_spec_from_args
+from dataloader.options import add_data_flags, data_spec_from_args, tasks_from_args
 from dataloader.scene import TASKS
 from models.encoders import AUDIO_ENCODERS, IMAGE_BACKBONES
 from models.fusion import FUSIONS
@@ -106,7 +106,7 @@ def main(argv) -> None:
     if args.deterministic:
         use_deterministic_algorithms()
     spec = data_spec_from_args(args)
-    data = prepare_data(spec, args.tasks, TASKS)
+    data = prepare_data(spec, tasks_from_args(args), TASKS)
     out = args.out or default_out_dir(data.table.name, args.modality, args.fusion, args.pretrain_classes, args.split)
     run = RunDir(out, MARKERS, resume=args.resume, overwrite=args.overwrite, out_flag="--out")
     device = select_device(args.gpu_id, args.device, dist.local_rank if dist.enabled else None)

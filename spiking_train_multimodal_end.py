@@ -18,7 +18,7 @@ from common.seeding import use_deterministic_algorithms
 from continual.config import OPTIMIZERS, SCENARIOS, SCHEDULERS, ContinualConfig
 from continual.experiment import ENCODER_MODES, Experiment, run_experiment
 from continual.methods import METHODS, Replay
-from dataloader.options import add_data_flags
+from dataloader.options import add_data_flags, tasks_from_args
 from dataloader.splits import SPLIT_MODES
 from models.multimodal import MODALITIES
 from models.neurons import NeuronConfig, compile_neurons
@@ -252,7 +252,7 @@ def experiment_from_args(args) -> Experiment:
         fusion=args.fusion,
         pretrain_classes=args.pretrain_classes,
         split=args.split,
-        tasks=args.tasks,
+        tasks=tasks_from_args(args),
         cache_dir=Path(args.cache_dir),
         allow_outside_paths=args.allow_outside_paths,
         out_dir=args.out_dir and Path(args.out_dir),

@@ -37,6 +37,7 @@ from dataloader.dataset import mfcc_statistics, prepare_data
 from dataloader.options import DataSpec
 from dataloader.scene import TASKS
 from dataloader.splits import SplitConfig
+from dataloader.tasks import RANDOM_ORDER
 from models.multimodal import EncoderConfig, MultimodalNet
 from models.probes import CORRUPTIONS, probes_for
 from pretrain.artifacts import default_out_dir
@@ -134,6 +135,8 @@ def run_experiment(experiment: Experiment, make_methods: Callable[[], list[Metho
     run = RunDir(out_dir, markers, resume=e.resume, overwrite=e.overwrite, out_flag="-out_dir")
     device = select_device(e.gpu_id, e.device, dist.local_rank if dist.enabled else None)
     tasks_from = "--tasks" if e.tasks is not None or from_scratch else shown(pretrained / "meta.json")
+    if e.tasks is not None and e.tasks.startswith(RANDOM_ORDER):
+        tasks_from = f"--class-order random --order-seed {e.tasks[len(RANDOM_ORDER) :]}"
     if e.encoders == "continual":
         cdata = continual_encoder_inputs(folder, data, e, device)
         source = shown(pretrained) if folder else "random initialisation"

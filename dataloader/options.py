@@ -10,6 +10,7 @@ from common.cli import FlagParser, positive_int
 from common.errors import UserError
 from common.paths import CACHE_DIR, default_data_dir
 from dataloader.splits import SPLIT_MODES, SplitConfig
+from dataloader.tasks import RANDOM_ORDER
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,13 @@ def add_data_flags(parser: FlagParser, splits: bool = True) -> None:
         default=None,
         help='task split as JSON ([["A","B"],["C"]]) or a JSON file; default: TASKS in dataloader/scene.py',
     )
+    parser.flag(
+        "--class-order",
+        default="sorted",
+        choices=("sorted", "random"),
+        help="the default task split pairs the classes in sorted order, or in a random order drawn with --order-seed",
+    )
+    parser.flag("--order-seed", type=int, default=0, help="seed of --class-order random")
     parser.flag("--cache-dir", default=str(CACHE_DIR), help="where decoded images and features are cached")
     parser.flag(
         "--allow-outside-paths",
@@ -68,6 +76,15 @@ def add_data_flags(parser: FlagParser, splits: bool = True) -> None:
         )
         parser.flag("--test-groups", default="", help="comma-separated groups that form the test split (--split group)")
         parser.flag("--val-groups", default="", help="comma-separated groups that form the val split (--split group)")
+
+
+def tasks_from_args(args: argparse.Namespace) -> str | None:
+    """The task split flag: --tasks, or a seeded random class order (one task split per order seed)."""
+    if getattr(args, "class_order", "sorted") != "random":
+        return args.tasks
+    if args.tasks is not None:
+        raise UserError("--tasks and --class-order random both set the task split; choose one")
+    return f"{RANDOM_ORDER}{args.order_seed}"
 
 
 def data_spec_from_args(args: argparse.Namespace) -> DataSpec:

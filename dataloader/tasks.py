@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 from common.errors import UserError
@@ -12,6 +13,16 @@ def default_tasks(class_names: list[str]) -> list[list[str]]:
     """Consecutive pairs of the sorted class names (9 classes -> 5 tasks, the last a single class)."""
     names = sorted(class_names)
     return [names[i : i + 2] for i in range(0, len(names), 2)]
+
+
+RANDOM_ORDER = "random:"  # a --tasks value made by --class-order random --order-seed K
+
+
+def random_order_tasks(class_names: list[str], seed: int) -> list[list[str]]:
+    """Consecutive pairs of the class names in a seeded random order (results depend on the order)."""
+    names = sorted(class_names)
+    order = random.Random(seed).sample(names, len(names))
+    return [order[i : i + 2] for i in range(0, len(order), 2)]
 
 
 def parse_tasks(value: str) -> list[list[str]]:
@@ -53,6 +64,8 @@ def validate_tasks(tasks, class_names: list[str], source: str) -> list[list[str]
 
 def resolve_tasks(class_names: list[str], override: str | None, configured, configured_source: str) -> list[list[str]]:
     """The validated task split: ``override`` (a --tasks value) if given, else ``configured``, else the default."""
+    if override is not None and override.startswith(RANDOM_ORDER):
+        return random_order_tasks(class_names, int(override[len(RANDOM_ORDER) :]))
     if override is not None:
         return validate_tasks(parse_tasks(override), class_names, "--tasks")
     if configured is not None:
