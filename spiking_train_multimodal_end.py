@@ -86,6 +86,13 @@ def build_parser() -> FlagParser:
     parser.flag("-opt", default=c.opt, choices=OPTIMIZERS, help="optimizer (a fresh one per task)")
     parser.flag("-lr", type=positive_float, default=c.lr, help="learning rate")
     parser.flag(
+        "-later_opt",
+        default=None,
+        choices=OPTIMIZERS,
+        help="optimizer of the tasks after the first (default: -opt); e.g. -opt Adam -later_opt SGD",
+    )
+    parser.flag("-later_lr", type=positive_float, default=None, help="learning rate with -later_opt (default: -lr)")
+    parser.flag(
         "-modality_dropout",
         type=fraction,
         default=c.modality_dropout,
@@ -225,6 +232,8 @@ def config_from_args(args) -> ContinualConfig:
         batch_size=args.batch_size,
         opt=args.opt,
         lr=args.lr,
+        later_opt=args.later_opt,
+        later_lr=args.later_lr,
         encoder_lr=args.encoder_lr,
         encoder_momentum=args.encoder_momentum,
         modality_dropout=args.modality_dropout,

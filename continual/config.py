@@ -16,6 +16,8 @@ class ContinualConfig:
     epochs: int = 20
     batch_size: int = 64
     opt: str = "SGD"
+    later_opt: str | None = None  # tasks after the first: another optimizer (None: opt), e.g. Adam then SGD
+    later_lr: float | None = None  # its learning rate, also the encoders' (None: lr and encoder_lr)
     lr: float = 0.1
     encoder_lr: float = 0.001  # -encoders continual: the encoders' and the fusion's learning rate
     encoder_momentum: float = 0.9  # -encoders continual, with SGD: the encoders' momentum

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import time
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
@@ -118,6 +119,9 @@ def start_task(model, method: Method, experience: Experience, config: ContinualC
     if prepare:
         method.before_task(experience.task, model)
     freeze(model, method, experience.task)
+    if experience.task > 0 and config.later_opt is not None:  # e.g. Adam learns task 0, SGD keeps projections exact
+        lr = config.later_lr or config.lr
+        config = replace(config, opt=config.later_opt, lr=lr, encoder_lr=config.later_lr or config.encoder_lr)
     learns = [p for p in model.parameters() if p.requires_grad and (experience.task == 0 or p.dim() > 1)]
     if isinstance(model, EndToEndNet):  # the encoders learn at their own rate
         in_encoder = {id(p) for p in model.encoder.parameters()}

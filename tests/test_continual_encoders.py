@@ -186,3 +186,22 @@ def test_pretrained_none_needs_continual_encoders(six_class_dir, tmp_path):
         "-out_dir", str(tmp_path / "run"),
     )  # fmt: skip
     assert result.returncode == 2 and "-pretrained none: only with -encoders continual" in result.stderr
+
+
+def test_later_tasks_can_switch_optimizer_and_the_encoders_learn_at_their_own_rate():
+    from continual.config import ContinualConfig
+    from continual.methods import Baseline
+    from continual.stream import Experience
+    from continual.trainer import start_task
+
+    net = _tiny_net()
+    config = ContinualConfig(opt="Adam", lr=0.001, encoder_lr=0.0005, later_opt="SGD", later_lr=0.05)
+    rows = torch.arange(4)
+    first = start_task(net, Baseline(), Experience(0, rows, rows, "t0"), config).optimizer
+    later = start_task(net, Baseline(), Experience(1, rows, rows, "t1"), config).optimizer
+    assert isinstance(first, torch.optim.Adam) and isinstance(later, torch.optim.SGD)
+    assert [g["lr"] for g in first.param_groups] == [0.001, 0.0005]
+    assert [g["lr"] for g in later.param_groups] == [0.05, 0.05] and later.param_groups[1]["momentum"] == 0.9
+    encoder_params = {id(p) for p in net.encoder.parameters()}
+    assert all(id(p) in encoder_params for p in later.param_groups[1]["params"])
+    assert all(p.dim() > 1 for group in later.param_groups for p in group["params"])  # biases, norms: task 0 only
