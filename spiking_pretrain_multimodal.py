@@ -21,6 +21,7 @@ from models.encoders import AUDIO_ENCODERS, IMAGE_BACKBONES
 from models.fusion import FUSIONS
 from models.multimodal import MODALITIES
 from pretrain.artifacts import MARKERS, default_out_dir
+from pretrain.convert import convert_pretrained, format_conversion
 from pretrain.trainer import PRETRAIN_CLASSES, PretrainConfig, pretrain
 
 
@@ -88,6 +89,12 @@ def build_parser() -> FlagParser:
         help="all: every class (as the reference); first-task: only task 0's classes, so later tasks are never seen by the frozen encoders",
     )
     parser.flag("-seed", type=int, default=defaults.seed, help="seed of Python, NumPy and torch")
+    parser.flag(
+        "--convert",
+        action="store_true",
+        help="after pretraining (or on a finished run with -resume), convert the encoders to integrate-and-fire "
+        "SNNs and report the test accuracy against the timesteps (conversion.json, conversion.png)",
+    )
     parser.device_flags(compile_help="compile the encoders with torch.compile (faster on GPUs)")
     parser.batch_job_flags(checkpoint_every=defaults.checkpoint_every)
     parser.flag("-resume", action="store_true", help="continue the run in the output folder from its last epoch")
@@ -135,7 +142,11 @@ def main(argv) -> None:
     print(f"pretraining on {shown(spec.data_dir)} -> {shown(run.path)}", flush=True)
     for name, groups in data.groups().items():
         print(f"  {name} {data.table.group_column}: {', '.join(groups)}", flush=True)
-    pretrain(data, encoder, config, run, device, flags=vars(args), compile_model=args.compile)
+    meta = pretrain(data, encoder, config, run, device, flags=vars(args), compile_model=args.compile)
+    if args.convert:
+        print("converting the encoders to spiking networks (integrate-and-fire, threshold balancing) ...", flush=True)
+        print(format_conversion(convert_pretrained(run.path, data, config, device, meta)))
+        print(f"conversion: {shown(run.path / 'conversion.json')}, {shown(run.path / 'conversion.png')}")
 
 
 if __name__ == "__main__":
