@@ -40,11 +40,25 @@ def _bytes(n) -> str:
     return f"{n} B"
 
 
+def _count(n) -> str:
+    return "n/a" if n is None else f"{n:,.0f}"
+
+
+def _joules(value) -> str:
+    if value is None:
+        return "n/a"
+    for unit, size in (("J", 1.0), ("mJ", 1e-3), ("µJ", 1e-6), ("nJ", 1e-9)):
+        if value >= size:
+            return f"{value / size:.2f} {unit}"
+    return "0" if value == 0 else f"{value / 1e-12:.2f} pJ"
+
+
 def markdown_table(runs: dict[str, dict]) -> str:
     """One row per run: its folder name, method, modality, ACC and BWT (mean ± std over seeds), memory, seconds."""
     lines = [
-        "| run | method | modality | seeds | ACC % | BWT % | forgetting % | avg incremental ACC % | memory | seconds |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| run | method | modality | seeds | ACC % | BWT % | forgetting % | avg incremental ACC % | audio-only ACC % "
+        "| image-only ACC % | SynOps / sample | energy / sample | protection / training sample | memory | seconds |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, r in runs.items():
         config = r.get("config", {})
@@ -54,6 +68,10 @@ def markdown_table(runs: dict[str, dict]) -> str:
             f"| {_percent(r.get('bwt'), r.get('bwt_std'))} "
             f"| {_percent(r.get('avg_forgetting'), r.get('avg_forgetting_std'))} "
             f"| {_percent(r.get('avg_incremental_acc'), r.get('avg_incremental_acc_std'))} "
+            f"| {_percent(r.get('acc_audio_only'), None)} | {_percent(r.get('acc_image_only'), None)} "
+            f"| {_count(r.get('synops', {}).get('per_sample'))} "
+            f"| {_joules(r.get('energy_joules', {}).get('per_sample_inference'))} "
+            f"| {_joules(max(r.get('energy_joules', {}).get('protection_per_training_sample') or [None], key=lambda v: v or 0))} "
             f"| {_bytes(r.get('memory_bytes'))} | {r.get('seconds', 0) / seeds:.0f} |"
         )
     return "\n".join(lines)

@@ -30,9 +30,24 @@ def summarize(per_seed: list[dict], seeds: list[int]) -> dict:
     acc, acc_std = _mean_std([r["acc"] for r in per_seed])
     bwt, bwt_std = _mean_std([r["bwt"] for r in per_seed])
     extra = {}
-    for key in ("avg_forgetting", "avg_incremental_acc"):
+    probe_keys = [k for k in first if k.startswith(("acc_", "bwt_")) and not k.startswith("acc_matrix")]
+    for key in ("avg_forgetting", "avg_incremental_acc", *probe_keys):
         extra[key], extra[f"{key}_std"] = _mean_std([r.get(key) for r in per_seed])
-    skip = ("acc_matrix", "acc", "bwt", "seconds", "task_seconds", "forgetting")
+    for key in (k for k in first if k.startswith("acc_matrix_")):  # per-modality and corruption matrices
+        extra[key] = [[_mean_std([r[key][i][j] for r in per_seed])[0] for j in range(n)] for i in range(n)]
+    if "energy_joules" in first:  # per-sample figures averaged; per-task details stay in each seed's folder
+        energies = [r["energy_joules"] for r in per_seed]
+        extra["synops"] = {"per_sample": _mean_std([r["synops"]["per_sample"] for r in per_seed])[0]}
+        extra["energy_joules"] = {
+            "per_sample_inference": _mean_std([e["per_sample_inference"] for e in energies])[0],
+            "protection_per_training_sample": [
+                _mean_std([max(e["protection_per_training_sample"]) for e in energies])[0]
+            ],
+            "protection_total": _mean_std([e["protection_total"] for e in energies])[0],
+            "constants": energies[0]["constants"],
+        }
+    skip = ("acc_matrix", "acc", "bwt", "seconds", "task_seconds", "forgetting", "macs", "firing_rates")
+    skip += tuple(extra)
     return {
         **{k: v for k, v in first.items() if k not in skip},
         **extra,
