@@ -61,6 +61,19 @@ def cost_results(costs: list[dict]) -> dict:
     }
 
 
+def forward_transfer_results(at_init: list, before_training: list) -> dict:
+    """FWT (Lopez-Paz & Ranzato 2017), task scenario only: the mean over tasks 1.. of the accuracy before
+    training the task minus that of the untrained network; with the two lists it is computed from."""
+    if not at_init or len(before_training) < 2:
+        return {"forward_transfer": None}
+    gains = [before_training[j] - at_init[j] for j in range(1, len(before_training))]
+    return {
+        "forward_transfer": sum(gains) / len(gains),
+        "acc_at_init": at_init,
+        "acc_before_training": before_training,
+    }
+
+
 def write_results(out_dir: Path, results: dict) -> None:
     out_dir = Path(out_dir)
     write_matrix_csv(out_dir / "acc_matrix.csv", results["acc_matrix"], results["tasks"])

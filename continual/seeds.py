@@ -30,8 +30,8 @@ def summarize(per_seed: list[dict], seeds: list[int]) -> dict:
     acc, acc_std = _mean_std([r["acc"] for r in per_seed])
     bwt, bwt_std = _mean_std([r["bwt"] for r in per_seed])
     extra = {}
-    probe_keys = [k for k in first if k.startswith(("acc_", "bwt_")) and not k.startswith("acc_matrix")]
-    for key in ("avg_forgetting", "avg_incremental_acc", *probe_keys):
+    probe_keys = [k for k in first if k.startswith(("acc_", "bwt_")) and isinstance(first[k], (float, int, type(None)))]
+    for key in ("avg_forgetting", "avg_incremental_acc", "forward_transfer", *probe_keys):
         extra[key], extra[f"{key}_std"] = _mean_std([r.get(key) for r in per_seed])
     for key in (k for k in first if k.startswith("acc_matrix_")):  # per-modality and corruption matrices
         extra[key] = [[_mean_std([r[key][i][j] for r in per_seed])[0] for j in range(n)] for i in range(n)]
@@ -47,6 +47,7 @@ def summarize(per_seed: list[dict], seeds: list[int]) -> dict:
             "constants": energies[0]["constants"],
         }
     skip = ("acc_matrix", "acc", "bwt", "seconds", "task_seconds", "forgetting", "macs", "firing_rates")
+    skip += ("acc_at_init", "acc_before_training")
     skip += tuple(extra)
     return {
         **{k: v for k, v in first.items() if k not in skip},

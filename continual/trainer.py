@@ -39,7 +39,13 @@ from continual.methods.base import Method, TaskContext
 from continual.methods.compose import compose
 from continual.metrics import average_incremental_accuracy, empty_matrix, format_matrix, format_summary
 from continual.optim import make_optimizer, make_scheduler
-from continual.outputs import cost_results, probe_results, results_record, write_results
+from continual.outputs import (
+    cost_results,
+    forward_transfer_results,
+    probe_results,
+    results_record,
+    write_results,
+)
 from continual.progress import LAST, Progress, TaskTraining
 from continual.stream import Experience, experiences
 from models.end_to_end import EndToEndNet
@@ -76,6 +82,10 @@ def run_continual(
     progress = _resume(log, model, method, shuffle, stream, config) or Progress(
         matrix=empty_matrix(data.n_tasks), probe_matrices={p.name: empty_matrix(data.n_tasks) for p in data.probes}
     )
+    if config.scenario == "task" and not progress.acc_at_init and method.stream == "sequential":
+        # forward transfer needs every task's accuracy before it is learned, starting from the untrained network
+        progress.acc_at_init = [accuracy(model, data, rows, config) for rows in data.rows["test"]]
+        progress.acc_before_training = [progress.acc_at_init[0]]
     clock = CheckpointClock(config.checkpoint_every)
 
     def save_last() -> None:
@@ -281,6 +291,8 @@ def _end_task(
                 model, data, data.rows["test"][j], config, probe=probe
             )
     progress.task_seconds.append(round(time.time() - started, 3))
+    if progress.acc_at_init and task + 1 < data.n_tasks:  # the next task, before it is trained
+        progress.acc_before_training.append(accuracy(model, data, data.rows["test"][task + 1], config))
     progress.task, progress.training = task + 1, None
     print(
         f"task {task} ({experience.name}): loss {loss:.4f}  train {train_acc:.4f}  val {val_acc:.4f}  "
@@ -344,6 +356,7 @@ def _finish(log: RunLog, progress: Progress, model, method: Method, data: Contin
         train_rows=sum(len(rows) for rows in data.rows["train"]),
         **probe_results(progress.probe_matrices),
         **cost_results(progress.costs),
+        **forward_transfer_results(progress.acc_at_init, progress.acc_before_training),
         firing_rates=progress.firing_rates,
     )
     if dist.enabled:

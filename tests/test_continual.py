@@ -104,6 +104,10 @@ def test_task_scenario_predicts_only_among_the_tasks_classes(tmp_path):
     results = run(tmp_path / "run", Baseline(), config=config)
     class_scenario = run(tmp_path / "class", Baseline())
     assert results["scenario"] == "task"
+    init, before = results["acc_at_init"], results["acc_before_training"]
+    assert len(init) == len(before) == 3 and before[0] == init[0]
+    assert results["forward_transfer"] == pytest.approx(((before[1] - init[1]) + (before[2] - init[2])) / 2)
+    assert class_scenario["forward_transfer"] is None  # untrained classes cannot be predicted in one head
     assert results["acc"] > class_scenario["acc"], (
         "restricting predictions to the task's classes hides forgetting of the head"
     )
