@@ -168,6 +168,13 @@ def build_parser() -> FlagParser:
         help="data loading workers in the reference; accepted and unused: the features are cached on the device",
     )
     parser.flag(
+        "-spiking_encoders",
+        type=positive_int,
+        default=None,
+        help="frozen encoders converted to integrate-and-fire networks (as --convert of the pretraining script), "
+        "run this many timesteps to make the features; their SynOps count in the energy",
+    )
+    parser.flag(
         "--test-corrupt",
         default="",
         help="also test with Gaussian noise in these modalities (image, audio or image,audio): one more accuracy "
@@ -273,6 +280,7 @@ def experiment_from_args(args) -> Experiment:
         gpu_id=args.gpu_id,
         label=args.cnf,
         encoders=args.encoders,
+        spiking_encoders=args.spiking_encoders,
         test_corrupt=tuple(name for name in args.test_corrupt.split(",") if name),
         test_noise=args.test_noise,
     )

@@ -34,6 +34,7 @@ class ContinualData:
     probes: list = field(default_factory=list)  # models.probes.Probe: test-time variants of the inputs
     probe_features: dict = field(default_factory=dict)  # frozen encoders: probe name -> scaled features
     encoder_macs: int = 0  # multiply-accumulates per sample of the encoders and fusion (continual.energy)
+    encoder_synops: float = 0.0  # synaptic operations per sample of converted (spiking) encoders
 
     def __post_init__(self):
         if self.features is not None:

@@ -58,7 +58,9 @@ def encoder_macs(encoder: nn.Module | None, images, mfcc) -> int:
 
 
 @torch.no_grad()
-def inference_cost(model, data, rows: torch.Tensor, encoder_mac_count: int, batch_size: int = 1024) -> dict:
+def inference_cost(
+    model, data, rows: torch.Tensor, encoder_mac_count: int, batch_size: int = 1024, encoder_synops: float = 0.0
+) -> dict:
     """SynOps, MACs and joules per sample on ``rows`` (the test rows of the tasks seen so far)."""
     model.eval()
     snn = getattr(model, "snn", model)
@@ -71,12 +73,13 @@ def inference_cost(model, data, rows: torch.Tensor, encoder_mac_count: int, batc
         "fc2": float(spikes[0]) / n * snn.fc2.out_features,
         "classifier": float(spikes[1]) / n * snn.classifier.out_features,
     }
-    synops["total"] = synops["fc2"] + synops["classifier"]
+    synops["encoders"] = encoder_synops  # converted (spiking) encoders, else 0
+    synops["total"] = synops["fc2"] + synops["classifier"] + encoder_synops
     macs = {"fc1": snn.fc1.in_features * snn.fc1.out_features, "encoders": encoder_mac_count}
     macs["total"] = macs["fc1"] + macs["encoders"]
     energy = {
-        "snn": E_AC * synops["total"] + E_MAC * macs["fc1"],
-        "encoders": E_MAC * macs["encoders"],
+        "snn": E_AC * (synops["fc2"] + synops["classifier"]) + E_MAC * macs["fc1"],
+        "encoders": E_MAC * macs["encoders"] + E_AC * encoder_synops,
     }
     energy["total"] = energy["snn"] + energy["encoders"]
     return {"synops": synops, "macs": macs, "energy_joules": energy}

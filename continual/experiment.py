@@ -72,6 +72,7 @@ class Experiment:
     encoders: str = "frozen"  # or "continual": the encoders learn task after task too (ENCODER_MODES)
     test_corrupt: tuple[str, ...] = ()  # modalities to test with noise too (models.probes)
     test_noise: float = 1.0
+    spiking_encoders: int | None = None  # frozen encoders converted to IF networks, run this many timesteps
 
 
 def continual_encoder_inputs(folder: PretrainedFolder | None, data, e: Experiment, device) -> ContinualData:
@@ -142,6 +143,12 @@ def run_experiment(experiment: Experiment, make_methods: Callable[[], list[Metho
         source = shown(pretrained) if folder else "random initialisation"
         seen = folder.meta["trained_classes"] if folder else []
         what = f"encoders learning task after task from {source} (they saw {', '.join(seen) or 'nothing'})"
+    elif e.spiking_encoders:
+        features, conversion = folder.converted_features(data, device, e.spiking_encoders)
+        cdata = continual_data(features, data, device, e.input_scale)
+        what = (
+            f"features of the encoders converted to IF networks ({e.spiking_encoders} steps) from {shown(pretrained)}"
+        )
     else:
         features = dist.main_first(lambda: folder.features(data, device))
         cdata = continual_data(features, data, device, e.input_scale)
@@ -156,6 +163,8 @@ def run_experiment(experiment: Experiment, make_methods: Callable[[], list[Metho
     cdata.probes = probes_for(
         ["image", "audio"] if modalities == "both" else [modalities], e.test_corrupt, e.test_noise
     )
+    if e.spiking_encoders:  # the probes run the ANN encoders: not measured for converted ones yet
+        cdata.probes = []
     if not cdata.continual_encoders:
         cdata.probe_features = {
             p.name: (folder.probe_features(data, device, p) * cdata.input_scale).to(device) for p in cdata.probes
@@ -167,10 +176,14 @@ def run_experiment(experiment: Experiment, make_methods: Callable[[], list[Metho
         torch.zeros(1, size, size, 3, dtype=torch.uint8, device=device),
         torch.zeros(1, data.table.mfcc.shape[1], device=device),
     )
+    if e.spiking_encoders:  # spikes inside the encoders; MACs only where the input is analog, and the fusion
+        cdata.encoder_macs = conversion["input_macs"] + conversion["fusion_macs"]
+        cdata.encoder_synops = conversion["synops"]
     info = {
         "method": method.name,
         "method_config": method.settings(),
         "encoders": e.encoders,
+        "spiking_encoders": e.spiking_encoders,
         "pretrained": str(pretrained) if folder else "none",
         "pretrain_classes": folder.meta["pretrain_classes"] if folder else "none",
         "modality": folder.meta["modality"] if folder else (e.modality or "both"),

@@ -309,7 +309,7 @@ def _end_task(
         task,
     )
     seen = torch.cat(data.rows["test"][: task + 1])
-    cost = inference_cost(model, data, seen, data.encoder_macs)
+    cost = inference_cost(model, data, seen, data.encoder_macs, encoder_synops=data.encoder_synops)
     cost |= {
         "protection_macs_per_training_sample": protection,
         "protection_joules_per_training_sample": E_MAC * protection,

@@ -14,6 +14,7 @@ act on spikes as on values. The embedding is the time average of the last layer'
 from __future__ import annotations
 
 import copy
+import math
 
 import torch
 import torch.nn.functional as F
@@ -90,12 +91,27 @@ def thresholds(ops: list[nn.Module], x: torch.Tensor, percentile: float = PERCEN
     return found
 
 
+def _fan_in(layer: nn.Module) -> int:
+    if isinstance(layer, nn.Linear):
+        return layer.in_features
+    return layer.in_channels // layer.groups * math.prod(layer.kernel_size)
+
+
+def _fan_out(layer: nn.Module) -> float:
+    """Synapses one input spike reaches (a convolution's: out channels x kernel / stride, away from borders)."""
+    if isinstance(layer, nn.Linear):
+        return layer.out_features
+    return layer.out_channels * math.prod(layer.kernel_size) / math.prod(layer.stride)
+
+
 class ConvertedEncoder:
     """An encoder's spiking twin; ``run`` simulates it and reports the embedding at chosen timesteps."""
 
     def __init__(self, encoder: nn.Module, calibration: torch.Tensor, percentile: float = PERCENTILE):
         self.encoder = encoder.eval()
         self.ops = flat_ops(encoder)
+        if not isinstance(self.ops[0], (nn.Linear, nn.Conv1d, nn.Conv2d)):
+            raise ValueError(f"cannot convert {type(encoder).__name__}: it does not start with a weight layer")
         self.thresholds = thresholds(self.ops, self.prepare(calibration), percentile)
 
     def prepare(self, inputs: torch.Tensor) -> torch.Tensor:
@@ -109,8 +125,14 @@ class ConvertedEncoder:
 
     @torch.no_grad()
     def run(self, inputs: torch.Tensor, checkpoints: list[int]) -> dict[int, torch.Tensor]:
-        """The embedding (time average of the output) after each of the ``checkpoints`` timesteps."""
+        """The embedding (time average of the output) after each of the ``checkpoints`` timesteps.
+
+        Also counts, per sample over all the steps, the synaptic operations (every spike into a
+        convolution or linear layer times its fan-out: ``self.synops``) and the multiply-accumulates
+        of the first layer on the constant input, computed once (``self.input_macs``).
+        """
         x = self.prepare(inputs)
+        self.synops, self.input_macs = 0.0, 0
         stages, relu = [], iter(self.thresholds)
         for op in self.ops:
             if isinstance(op, nn.ReLU):
@@ -120,10 +142,17 @@ class ConvertedEncoder:
             else:
                 stages.append(op)
         total, found = None, {}
+        first = stages[0](x)  # the input layer on the constant input current: the same every step, computed once
+        self.input_macs = first[0].numel() * _fan_in(stages[0])
         for t in range(1, max(checkpoints) + 1):
-            out = x
-            for stage in stages:
+            out, pending = first, None  # pending: spikes on their way to the next weight layer
+            for stage in stages[1:]:
+                if isinstance(stage, (nn.Linear, nn.Conv1d, nn.Conv2d)) and pending is not None:
+                    self.synops += float(pending) / len(inputs) * _fan_out(stage)
+                    pending = None
                 out = stage(out)
+                if isinstance(stage, (IFNeurons, SpikeMaxPool)):
+                    pending = (out != 0).sum()
             total = out if total is None else total + out
             if t in checkpoints:
                 found[t] = total / t

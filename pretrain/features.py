@@ -51,6 +51,45 @@ def fused_features(
 
 
 @torch.no_grad()
+def converted_features(
+    pretrained_dir: str | Path,
+    meta: dict,
+    data: PreparedData,
+    device: torch.device,
+    timesteps: int,
+    batch_size: int = 256,
+) -> tuple[torch.Tensor, dict]:
+    """Fused features of every row with the encoders converted to IF networks (``models.conversion``), run for
+    ``timesteps`` steps, thresholds from 512 training rows; and their cost per sample (SynOps of the encoders,
+    MACs of their input layers on the constant input and of the fusion, which stays an ANN)."""
+    from hlop.layers import protectable_layers
+    from models.conversion import ConvertedEncoder
+
+    check_same_data(meta, data.table, pretrained_dir)
+    model = load_encoder(pretrained_dir, meta, torch.device("cpu"))
+    mean, std = (np.asarray(meta[key], np.float32) for key in ("mfcc_mean", "mfcc_std"))
+    inputs = {"audio": torch.from_numpy(standardize(data.table.mfcc, mean, std))}
+    if meta["modality"] != "audio":
+        inputs["image"] = torch.from_numpy(np.asarray(data.images(meta["image_size"], meta.get("image_fit", "squash"))))
+    calibration = torch.from_numpy(data.splits["train"][:512])
+    converted = {name: ConvertedEncoder(encoder, inputs[name][calibration]) for name, encoder in model.encoders.items()}
+    chunks, synops = [], 0.0
+    for start in range(0, len(data.table), batch_size):
+        window = slice(start, start + batch_size)
+        embeddings = {name: c.run(inputs[name][window], [timesteps])[timesteps] for name, c in converted.items()}
+        synops += sum(c.synops for c in converted.values()) * len(inputs["audio"][window])
+        chunks.append(model.fuse(embeddings)[0].float())
+    fusion = protectable_layers(model.fusion) if model.fusion is not None else []
+    cost = {
+        "timesteps": timesteps,
+        "synops": synops / len(data.table),
+        "input_macs": sum(c.input_macs for c in converted.values()),
+        "fusion_macs": sum(layer.in_features * layer.out_features for layer in fusion),
+    }
+    return torch.cat(chunks), cost
+
+
+@torch.no_grad()
 def extract(
     pretrained_dir: str | Path,
     meta: dict,

@@ -72,3 +72,22 @@ def test_pretraining_with_convert_writes_the_accuracy_against_timesteps(tmp_path
     assert set(result["ann"]) == {"fused", "image", "audio"} and set(result["thresholds"]) == {"image", "audio"}
     assert all(0 <= acc["fused"] <= 1 for acc in result["snn"].values())
     assert (folder / "conversion.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_continual_run_on_converted_spiking_encoders_counts_their_spikes(tmp_path):
+    import json
+
+    from tests.fixtures import make_scene_dataset, pretrain_tiny, run_script
+    from tests.test_hardening import SNN
+
+    data = make_scene_dataset(tmp_path / "data", classes=("A", "B", "C", "D"), per_class=10)
+    pretrained = pretrain_tiny(data, tmp_path)
+    common = ["-data_dir", str(data), "-pretrained", str(pretrained), "--cache-dir", str(tmp_path / "cache"), *SNN]
+    common += ["-epochs", "1"]
+    for name, extra in (("ann", []), ("snn", ["-spiking_encoders", "16"])):
+        done = run_script("spiking_train_multimodal_end.py", *common, "-out_dir", str(tmp_path / name), *extra)
+        assert done.returncode == 0, done.stderr
+    ann, snn = (json.loads((tmp_path / name / "results.json").read_text()) for name in ("ann", "snn"))
+    assert snn["config"]["spiking_encoders"] == 16 and snn["synops"]["per_task"][-1]["encoders"] > 0
+    assert ann["synops"]["per_task"][-1]["encoders"] == 0
+    assert snn["macs"]["per_task"][-1]["encoders"] < ann["macs"]["per_task"][-1]["encoders"]  # only analog inputs
