@@ -16,7 +16,7 @@ from common.distributed import init_distributed
 from common.errors import UserError
 from common.seeding import use_deterministic_algorithms
 from continual.config import OPTIMIZERS, SCENARIOS, SCHEDULERS, ContinualConfig
-from continual.experiment import ENCODER_MODES, Experiment, run_experiment
+from continual.experiment import ENCODER_MODES, Experiment, run_experiment, run_orders
 from continual.methods import METHODS, Replay
 from dataloader.options import add_data_flags, tasks_from_args
 from dataloader.splits import SPLIT_MODES
@@ -80,6 +80,12 @@ def build_parser() -> FlagParser:
     parser.flag("-seed", type=int, default=c.seed, help="seed of Python, NumPy and torch")
     parser.flag(
         "-seeds", default=None, help="run once per seed (e.g. 0,1,2) into -out_dir/seed<N>/ and summarise mean ± std"
+    )
+    parser.flag(
+        "-order_seeds",
+        default=None,
+        help="run once per seeded random class order (e.g. 0,1,2) into -out_dir/order<K>/ (each with -seeds if "
+        "given) and summarise mean ± std over orders",
     )
     parser.flag("-b", "--batch-size", type=positive_int, default=c.batch_size, help="batch size")
     parser.flag("-epochs", type=positive_int, default=c.epochs, help="epochs per task")
@@ -198,15 +204,15 @@ def build_parser() -> FlagParser:
     return parser
 
 
-def _seeds(text: str | None) -> list[int]:
+def _seeds(text: str | None, flag: str = "-seeds") -> list[int]:
     if text is None:
         return []
     try:
         seeds = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise UserError(f"-seeds {text}: expected comma-separated integers such as 0,1,2") from None
+        raise UserError(f"{flag} {text}: expected comma-separated integers such as 0,1,2") from None
     if not seeds or len(set(seeds)) != len(seeds):
-        raise UserError(f"-seeds {text}: expected distinct comma-separated integers such as 0,1,2")
+        raise UserError(f"{flag} {text}: expected distinct comma-separated integers such as 0,1,2")
     return seeds
 
 
@@ -294,7 +300,12 @@ def main(argv) -> None:
         use_deterministic_algorithms()
     if args.compile:
         compile_neurons()
-    run_experiment(experiment_from_args(args), lambda: methods_from_args(args), config_from_args(args))
+    experiment, make_methods = experiment_from_args(args), lambda: methods_from_args(args)
+    if args.order_seeds:
+        orders = _seeds(args.order_seeds, "-order_seeds")
+        run_orders(experiment, make_methods, config_from_args(args), orders)
+    else:
+        run_experiment(experiment, make_methods, config_from_args(args))
 
 
 if __name__ == "__main__":

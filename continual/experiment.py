@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from common import atomic
 from common.device import select_device
 from common.distributed import current as distributed
 from common.errors import UserError
@@ -31,7 +32,7 @@ from continual.config import ContinualConfig
 from continual.data import ContinualData, continual_data, continual_encoder_data
 from continual.energy import encoder_macs
 from continual.methods import Method, compose
-from continual.seeds import run_seeds
+from continual.seeds import run_seeds, summarize
 from continual.trainer import run_continual
 from dataloader.dataset import mfcc_statistics, prepare_data
 from dataloader.options import DataSpec
@@ -209,4 +210,37 @@ def run_experiment(experiment: Experiment, make_methods: Callable[[], list[Metho
     print(
         f"{summary['method']} over seeds {seeds}: ACC {summary['acc'] * 100:.2f} ± {summary['acc_std'] * 100:.2f}%  BWT {bwt}"
     )
+    return summary
+
+
+def run_orders(experiment: Experiment, make_methods: Callable[[], list[Method]], config: ContinualConfig, orders):
+    """The experiment once per seeded random class order, each in ``out_dir/order<K>/`` (with its own
+    ``-seeds`` if given), and their mean ± std over orders in ``out_dir/results.json``: results depend on
+    the order in which classes arrive, so a claim should hold over several."""
+    if experiment.tasks is not None:
+        raise UserError("-order_seeds draws the task split; drop --tasks and --class-order")
+    name = compose(make_methods()).name
+    out_dir = Path(experiment.out_dir) if experiment.out_dir else REPO_ROOT / "logs" / f"orders-{name}"
+    parent = RunDir(out_dir, ("results.json", "order*"), experiment.resume, experiment.overwrite, "-out_dir")
+    per_order = []
+    for order in orders:
+        print(f"=== class order {order} (--class-order random --order-seed {order}) ===", flush=True)
+        child = replace(
+            experiment,
+            tasks=f"{RANDOM_ORDER}{order}",
+            out_dir=Path(parent.work) / f"order{order}",
+            resume=parent.resuming,
+            overwrite=False,
+        )
+        per_order.append(run_experiment(child, make_methods, config))
+    summary = summarize(per_order, list(orders))
+    summary["order_seeds"] = summary.pop("seeds")
+    summary["per_order"] = summary.pop("per_seed")
+    summary["tasks"] = [r["tasks"] for r in per_order]
+    if parent.writer:
+        atomic.write_json(Path(parent.work) / "results.json", summary)
+        parent.finish()
+    bwt = "n/a" if summary["bwt"] is None else f"{summary['bwt'] * 100:.2f} ± {summary['bwt_std'] * 100:.2f}%"
+    print(f"{name} over class orders {','.join(map(str, orders))}: ACC {summary['acc'] * 100:.2f} ± "
+          f"{summary['acc_std'] * 100:.2f}%  BWT {bwt}")  # fmt: skip
     return summary

@@ -142,3 +142,22 @@ def test_compare_refuses_a_folder_without_results(tmp_path):
         [sys.executable, "compare.py", str(tmp_path)], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 2 and "no results.json" in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_class_orders_run_in_their_own_folders_and_are_summarised(tmp_path):
+    from tests.fixtures import make_scene_dataset, pretrain_tiny, run_script
+    from tests.test_hardening import SNN
+
+    data = make_scene_dataset(tmp_path / "data", classes=("A", "B", "C", "D"), per_class=10)
+    pretrained = pretrain_tiny(data, tmp_path)
+    result = run_script(
+        "spiking_train_multimodal_end.py", "-data_dir", str(data), "-pretrained", str(pretrained),
+        "-out_dir", str(tmp_path / "orders"), "--cache-dir", str(tmp_path / "cache"), *SNN, "-epochs", "1",
+        "-order_seeds", "1,2",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    one, two = (json.loads((tmp_path / "orders" / f"order{k}" / "results.json").read_text()) for k in (1, 2))
+    summary = json.loads((tmp_path / "orders" / "results.json").read_text())
+    assert one["tasks"] != two["tasks"] and summary["tasks"] == [one["tasks"], two["tasks"]]
+    assert summary["order_seeds"] == [1, 2] and summary["acc"] == pytest.approx((one["acc"] + two["acc"]) / 2)
+    assert "over class orders 1,2: ACC" in result.stdout
