@@ -58,20 +58,28 @@ def encoder_macs(encoder: nn.Module | None, images, mfcc) -> int:
 
 
 @torch.no_grad()
-def inference_cost(
-    model, data, rows: torch.Tensor, encoder_mac_count: int, batch_size: int = 1024, encoder_synops: float = 0.0
-) -> dict:
-    """SynOps, MACs and joules per sample on ``rows`` (the test rows of the tasks seen so far)."""
+def spike_counts(model, data, rows: torch.Tensor, batch_size: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per LIF layer: the spikes fired on ``rows`` and the (timestep, sample, neuron) slots they could fill.
+
+    One pass gives both the firing rates (their ratio) and the SynOps (the spikes times the fan-out).
+    """
     model.eval()
-    snn = getattr(model, "snn", model)
-    spikes = torch.zeros(2, dtype=torch.float64)
+    spiked = torch.zeros(2, dtype=torch.float64)
+    slots = torch.zeros(2, dtype=torch.float64)
     for batch in batch_rows(rows, batch_size):
         trains = model(data.inputs(batch), keep_spikes=True).layer_spikes
-        spikes += torch.tensor([float((train > 0).sum()) for train in trains], dtype=torch.float64)
-    n = max(len(rows), 1)
+        spiked += torch.tensor([float((train > 0).sum()) for train in trains], dtype=torch.float64)
+        slots += torch.tensor([float(train.numel()) for train in trains], dtype=torch.float64)
+    return spiked, slots
+
+
+def inference_cost(model, spiked: torch.Tensor, rows: int, encoder_mac_count: int, encoder_synops: float = 0.0) -> dict:
+    """SynOps, MACs and joules per sample, from the spikes ``spiked`` per LIF layer fired on ``rows`` samples."""
+    snn = getattr(model, "snn", model)
+    n = max(rows, 1)
     synops = {
-        "fc2": float(spikes[0]) / n * snn.fc2.out_features,
-        "classifier": float(spikes[1]) / n * snn.classifier.out_features,
+        "fc2": float(spiked[0]) / n * snn.fc2.out_features,
+        "classifier": float(spiked[1]) / n * snn.classifier.out_features,
     }
     synops["encoders"] = encoder_synops  # converted (spiking) encoders, else 0
     synops["total"] = synops["fc2"] + synops["classifier"] + encoder_synops

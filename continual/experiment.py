@@ -170,16 +170,17 @@ def run_experiment(experiment: Experiment, make_methods: Callable[[], list[Metho
         cdata.probe_features = {
             p.name: (folder.probe_features(data, device, p) * cdata.input_scale).to(device) for p in cdata.probes
         }
-    encoder = cdata.encoder if cdata.continual_encoders else folder.encoder(device)
-    size = folder.meta["image_size"] if folder else PretrainConfig().image_size
-    cdata.encoder_macs = encoder_macs(
-        encoder,
-        torch.zeros(1, size, size, 3, dtype=torch.uint8, device=device),
-        torch.zeros(1, data.table.mfcc.shape[1], device=device),
-    )
     if e.spiking_encoders:  # spikes inside the encoders; MACs only where the input is analog, and the fusion
         cdata.encoder_macs = conversion["input_macs"] + conversion["fusion_macs"]
         cdata.encoder_synops = conversion["synops"]
+    else:
+        encoder = cdata.encoder if cdata.continual_encoders else folder.encoder(device)
+        size = folder.meta["image_size"] if folder else PretrainConfig().image_size
+        cdata.encoder_macs = encoder_macs(
+            encoder,
+            torch.zeros(1, size, size, 3, dtype=torch.uint8, device=device),
+            torch.zeros(1, data.table.mfcc.shape[1], device=device),
+        )
     info = {
         "method": method.name,
         "method_config": method.settings(),

@@ -34,7 +34,7 @@ from common.runlog import RunLog
 from common.seeding import seed_everything
 from continual.config import SCENARIOS, ContinualConfig
 from continual.data import ContinualData, masked_logits, scenario_mask
-from continual.energy import E_MAC, inference_cost
+from continual.energy import E_MAC, inference_cost, spike_counts
 from continual.methods.base import Method, TaskContext
 from continual.methods.compose import compose
 from continual.metrics import average_incremental_accuracy, empty_matrix, format_matrix, format_summary
@@ -249,14 +249,11 @@ def accuracy(
 @torch.no_grad()
 def firing_rates(model: SpikingMLP, data: ContinualData, rows: torch.Tensor, batch_size: int = 1024) -> list[float]:
     """Each LIF layer's share of (timestep, neuron) pairs that spike on ``rows`` (the reference's -rate_stat)."""
-    model.eval()
-    spiked = torch.zeros(len(model.neurons), dtype=torch.float64)
-    pairs = torch.zeros(len(model.neurons), dtype=torch.float64)
-    for batch in batch_rows(rows, batch_size):
-        trains = model(data.inputs(batch), keep_spikes=True).layer_spikes
-        spiked += torch.tensor([float((spikes > 0).sum()) for spikes in trains], dtype=torch.float64)
-        pairs += torch.tensor([float(spikes.numel()) for spikes in trains], dtype=torch.float64)
-    return [round(float(s / max(p, 1.0)), 6) for s, p in zip(spiked, pairs, strict=True)]
+    return rates_of(*spike_counts(model, data, rows, batch_size))
+
+
+def rates_of(spiked: torch.Tensor, slots: torch.Tensor) -> list[float]:
+    return [round(float(s / max(p, 1.0)), 6) for s, p in zip(spiked, slots, strict=True)]
 
 
 def _kept(log: RunLog, progress: Progress) -> str:
@@ -309,7 +306,8 @@ def _end_task(
         task,
     )
     seen = torch.cat(data.rows["test"][: task + 1])
-    cost = inference_cost(model, data, seen, data.encoder_macs, encoder_synops=data.encoder_synops)
+    spiked, slots = spike_counts(model, data, seen)  # one pass: firing rates and SynOps
+    cost = inference_cost(model, spiked, len(seen), data.encoder_macs, encoder_synops=data.encoder_synops)
     cost |= {
         "protection_macs_per_training_sample": protection,
         "protection_joules_per_training_sample": E_MAC * protection,
@@ -323,7 +321,7 @@ def _end_task(
         {"synops_per_sample": cost["synops"]["total"], "joules_per_sample": cost["energy_joules"]["total"]},
         task,
     )
-    rates = firing_rates(model, data, seen)
+    rates = rates_of(spiked, slots)
     progress.firing_rates.append(rates)
     if config.rate_stat:
         print(

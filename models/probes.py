@@ -6,7 +6,8 @@ with ``--test-corrupt image|audio``, with Gaussian noise in one modality (``corr
 ``corrupt_audio``; ``--test-noise`` standard deviations of that input: the pixels' 0.25 x 255 of
 the image encoder's normalisation, or one unit of the standardised MFCC). Each probe fills its own
 accuracy matrix (``acc_matrix_<probe>`` in results.json), so forgetting is measured per modality.
-The noise is drawn from a fixed seed: every run and every task sees the same corrupted inputs.
+The noise of a batch is drawn from a seed fixed by its first row: every run and every task sees the
+same corrupted inputs, and different batches get different noise.
 """
 
 from __future__ import annotations
@@ -40,10 +41,10 @@ def probes_for(modalities: list[str], corrupt: list[str], noise: float) -> list[
 
 
 def corrupted(images: torch.Tensor | None, mfcc: torch.Tensor | None, probe: Probe, rows: torch.Tensor):
-    """``images`` (uint8) and ``mfcc`` of ``rows`` with the probe's noise; the same noise for a row every time."""
+    """``images`` (uint8) and ``mfcc`` of ``rows`` with the probe's noise (seeded by the batch's first row)."""
     if probe.corrupt is None:
         return images, mfcc
-    generator = torch.Generator().manual_seed(0)
+    generator = torch.Generator().manual_seed(int(rows[0]) if len(rows) else 0)
     if probe.corrupt == "image" and images is not None:
         noise = torch.randn(len(rows), *images.shape[1:], generator=generator).to(images.device)
         images = (images.float() + noise * probe.noise * IMAGE_NOISE_UNIT).clamp(0, 255).round().to(torch.uint8)

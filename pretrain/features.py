@@ -22,7 +22,7 @@ from models.probes import Probe, corrupted, keep_mask
 from pretrain.artifacts import check_same_data, load_encoder
 
 
-def feature_cache_path(pretrained_dir: str | Path, meta: dict, data: PreparedData) -> Path:
+def feature_cache_path(pretrained_dir: str | Path, meta: dict, data: PreparedData, probe: Probe | None = None) -> Path:
     pretrained_dir = Path(pretrained_dir)
     digest = hashlib.sha256()
     for name in ("best.pt", "meta.json"):
@@ -31,21 +31,28 @@ def feature_cache_path(pretrained_dir: str | Path, meta: dict, data: PreparedDat
     digest.update(data.table.csv_sha256.encode())
     if meta["modality"] != "audio":
         digest.update(image_fingerprint(data.table, meta["image_size"], meta.get("image_fit", "squash")).encode())
+    if probe is not None:  # a test-time variant: its name, modality mask and noise
+        digest.update(repr(probe).encode())
     return Path(data.spec.cache_dir) / "features" / f"{data.table.name}-{digest.hexdigest()[:24]}.pt"
 
 
 def fused_features(
-    pretrained_dir: str | Path, meta: dict, data: PreparedData, device: torch.device, batch_size: int = 512
+    pretrained_dir: str | Path,
+    meta: dict,
+    data: PreparedData,
+    device: torch.device,
+    batch_size: int = 512,
+    probe: Probe | None = None,
 ) -> torch.Tensor:
-    """(rows, feature_dim) float32 features of every row of ``data``, on the CPU."""
+    """(rows, feature_dim) float32 features of every row of ``data`` (through a test-time ``probe``), on the CPU."""
     check_same_data(meta, data.table, pretrained_dir)
-    path = feature_cache_path(pretrained_dir, meta, data)
+    path = feature_cache_path(pretrained_dir, meta, data, probe)
     cached = read_checked(path)
     if cached is not None:
         features = torch.load(io.BytesIO(cached), map_location="cpu", weights_only=True)["features"]
         if tuple(features.shape) == (len(data.table), meta["feature_dim"]):
             return features
-    features = extract(pretrained_dir, meta, data, device, batch_size)
+    features = extract(pretrained_dir, meta, data, device, batch_size, probe)
     write_checked(path, lambda handle: torch.save({"features": features}, handle))
     return features
 

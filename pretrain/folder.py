@@ -18,7 +18,7 @@ from dataloader.options import DataSpec
 from dataloader.splits import SplitConfig
 from models.multimodal import MultimodalNet
 from pretrain.artifacts import check_same_data, load_encoder, read_meta
-from pretrain.features import converted_features, extract, fused_features
+from pretrain.features import converted_features, fused_features
 
 
 class PretrainedFolder:
@@ -61,9 +61,8 @@ class PretrainedFolder:
         return load_encoder(self.path, self.meta, device)
 
     def probe_features(self, data: PreparedData, device: torch.device, probe) -> torch.Tensor:
-        """(rows, feature_dim) features through a test-time probe (``models.probes``), not cached."""
-        check_same_data(self.meta, data.table, self.path)
-        return extract(self.path, self.meta, data, device, probe=probe)
+        """(rows, feature_dim) features through a test-time probe (``models.probes``), cached as the plain ones."""
+        return fused_features(self.path, self.meta, data, device, probe=probe)
 
     def converted_features(self, data: PreparedData, device: torch.device, timesteps: int):
         """Features of the encoders converted to spiking networks, and their cost (``pretrain.features``)."""

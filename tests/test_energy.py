@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from continual.energy import E_AC, E_MAC, encoder_macs, inference_cost
+from continual.energy import E_AC, E_MAC, encoder_macs, inference_cost, spike_counts
 from continual.methods import GPM, HLOP, HLOPConfig
 from models.spiking_mlp import SpikingMLP
 
@@ -32,7 +32,10 @@ def test_synops_macs_and_joules_of_known_spikes():
     spikes2 = torch.zeros(2, 3, 4)
     spikes2[:, 1, :] = 1  # 8 spikes
     data = SimpleNamespace(inputs=lambda rows: torch.zeros(len(rows), 784))
-    cost = inference_cost(KnownSpikes(spikes1, spikes2), data, torch.arange(3), encoder_mac_count=1000)
+    model = KnownSpikes(spikes1, spikes2)
+    spiked, slots = spike_counts(model, data, torch.arange(3))
+    assert spiked.tolist() == [4.0, 8.0] and slots.tolist() == [24.0, 24.0]
+    cost = inference_cost(model, spiked, 3, encoder_mac_count=1000)
     assert cost["synops"]["fc2"] == pytest.approx(4 / 3 * 4)  # 4 spikes over 3 samples, fan-out 4
     assert cost["synops"]["classifier"] == pytest.approx(8 / 3 * 3)  # fan-out 3 classes
     assert cost["macs"] == {"fc1": 784 * 4, "encoders": 1000, "total": 784 * 4 + 1000}

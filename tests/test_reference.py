@@ -140,3 +140,27 @@ def test_hebbian_update_equals_the_reference():
     subspace.hebbian_update(x, iterations=5)
     torch.testing.assert_close(subspace.weight, weight, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(subspace.velocity, momentum, rtol=1e-5, atol=1e-6)
+
+
+def test_conv_gradient_projection_equals_the_references_projected_patch_formula():
+    """modules/proj_conv.py: grad_W = sum_b grad_b @ orth_input_b^T with orth_input = x - B^T B x on the unfolded
+    patches; mmhlop projects the ordinary weight gradient instead (hlop.layers.project_gradient)."""
+    import torch.nn.functional as F
+    from torch import nn
+
+    from hlop.layers import project_gradient
+
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 4, 3, padding=1, bias=False)
+    x = torch.randn(2, 3, 6, 6)
+    basis = torch.linalg.qr(torch.randn(27, 5)).Q.t()  # 5 orthonormal rows in the 27-dim patch space
+    out = conv(x)
+    grad_out = torch.randn_like(out)
+    out.backward(grad_out)
+    project_gradient(conv, basis)
+    patches = F.unfold(x, 3, padding=1)  # (B, 27, L)
+    orth = patches - basis.t() @ (basis @ patches)
+    reference = torch.sum(torch.matmul(grad_out.reshape(2, 4, -1), orth.transpose(1, 2)), dim=0).reshape(
+        conv.weight.shape
+    )
+    assert torch.allclose(conv.weight.grad, reference, rtol=1e-4, atol=1e-5)
