@@ -1,4 +1,4 @@
-"""Pretrain the ANN image and MFCC-audio encoders with attention fusion.
+"""Pretrain the image and MFCC-audio encoders (ANN, or spiking with --encoders spiking) with attention fusion.
 
 Trains on the training split, selects on validation, tests once, and writes best.pt, last.pt
 and meta.json to pre_weight/<dataset>/ (or --out). The continual script reads them.
@@ -7,9 +7,18 @@ and meta.json to pre_weight/<dataset>/ (or --out). The continual script reads th
 import sys
 
 from common import meter
-from common.cli import FlagParser, fraction, non_negative_float, positive_float, positive_int, run_cli
+from common.cli import (
+    FlagParser,
+    fraction,
+    non_negative_float,
+    positive_float,
+    positive_int,
+    run_cli,
+    whole_number,
+)
 from common.device import select_device, wants_cuda
 from common.distributed import init_distributed
+from common.errors import UserError
 from common.paths import shown
 from common.rundir import RunDir
 from common.seeding import use_deterministic_algorithms
@@ -20,6 +29,7 @@ from dataloader.scene import TASKS
 from models.encoders import AUDIO_ENCODERS, IMAGE_BACKBONES
 from models.fusion import FUSIONS
 from models.multimodal import MODALITIES
+from models.spiking_encoders import ENCODER_KINDS, SPIKING_AUDIO_ENCODER, SPIKING_IMAGE_BACKBONE
 from pretrain.artifacts import MARKERS, default_out_dir
 from pretrain.convert import convert_pretrained, format_conversion
 from pretrain.trainer import PRETRAIN_CLASSES, PretrainConfig, pretrain
@@ -32,7 +42,7 @@ def build_parser() -> FlagParser:
     parser.flag(
         "--out",
         default=None,
-        help="output folder; default pre_weight/<dataset>[-<modality>][-<fusion>][-first-task][-<split>]",
+        help="output folder; default pre_weight/<dataset>[-spiking][-<modality>][-<fusion>][-first-task][-<split>]",
     )
     parser.flag("-epochs", type=positive_int, default=defaults.epochs, help="training epochs")
     parser.flag("-b", "--batch-size", type=positive_int, default=defaults.batch_size, help="batch size")
@@ -70,6 +80,19 @@ def build_parser() -> FlagParser:
     parser.flag(
         "--feature-dim", type=positive_int, default=784, help="size of the fused feature the spiking network reads"
     )
+    parser.flag(
+        "--encoders",
+        default="ann",
+        choices=ENCODER_KINDS,
+        help="ann, or spiking: LIF encoders trained directly with DSR (--image-backbone spiking_cnn "
+        "--audio-encoder spiking_mlp), attention fusion on their firing rates",
+    )
+    parser.flag(
+        "--encoder-timesteps",
+        type=whole_number,
+        default=20,
+        help="spiking encoders: LIF timesteps per sample",
+    )
     parser.flag("--image-backbone", default="cnn", choices=IMAGE_BACKBONES, help="image encoder")
     parser.flag(
         "--imagenet-weights",
@@ -106,6 +129,21 @@ def build_parser() -> FlagParser:
     return parser
 
 
+def encoder_choice(args) -> tuple[str, str]:
+    """The image backbone and audio encoder that --encoders names (spiking) or the flags name (ann)."""
+    if args.encoders == "ann":
+        return args.image_backbone, args.audio_encoder
+    if args.convert:
+        raise UserError("--convert: converts ANN encoders; --encoders spiking trains spiking ones directly")
+    for flag, value, default in (
+        ("--image-backbone", args.image_backbone, "cnn"),
+        ("--audio-encoder", args.audio_encoder, "mlp"),
+    ):
+        if value != default and not value.startswith("spiking"):
+            raise UserError(f"{flag} {value}: --encoders spiking trains spiking_cnn and spiking_mlp; drop {flag}")
+    return SPIKING_IMAGE_BACKBONE, SPIKING_AUDIO_ENCODER
+
+
 def main(argv) -> None:
     args = build_parser().parse_args(argv)
     dist = init_distributed(use_cuda=wants_cuda(args.device))
@@ -114,7 +152,10 @@ def main(argv) -> None:
         use_deterministic_algorithms()
     spec = data_spec_from_args(args)
     data = prepare_data(spec, tasks_from_args(args), TASKS)
-    out = args.out or default_out_dir(data.table.name, args.modality, args.fusion, args.pretrain_classes, args.split)
+    image_backbone, audio_encoder = encoder_choice(args)
+    out = args.out or default_out_dir(
+        data.table.name, args.modality, args.fusion, args.pretrain_classes, args.split, args.encoders
+    )
     run = RunDir(out, MARKERS, resume=args.resume, overwrite=args.overwrite, out_flag="--out")
     device = select_device(args.gpu_id, args.device, dist.local_rank if dist.enabled else None)
     config = PretrainConfig(
@@ -133,8 +174,9 @@ def main(argv) -> None:
     encoder = {
         "feature_dim": args.feature_dim,
         "modality": args.modality,
-        "image_backbone": args.image_backbone,
-        "audio_encoder": args.audio_encoder,
+        "image_backbone": image_backbone,
+        "audio_encoder": audio_encoder,
+        "spiking_timesteps": args.encoder_timesteps,
         "fusion": args.fusion,
         "fusion_floor": args.fusion_floor,
         "imagenet_weights": args.imagenet_weights,

@@ -22,10 +22,34 @@ from torch import nn
 
 from common.batching import batch_rows
 from hlop.layers import protectable_layers
+from models.spiking_encoders import is_spiking, spiking_costs
 
 E_AC = 0.9e-12  # joules per accumulate (45 nm)
 E_MAC = 4.6e-12  # joules per multiply-accumulate (45 nm, 32-bit)
 CONSTANTS = {"E_AC_joules": E_AC, "E_MAC_joules": E_MAC, "source": "Horowitz, ISSCC 2014, 45 nm"}
+
+
+@torch.no_grad()
+def encoder_costs(encoder: nn.Module | None, images, mfcc) -> tuple[int, float]:
+    """(MACs, SynOps) per sample of the encoders and fusion on these rows.
+
+    An ANN encoder's layers are all MACs (the same for every row). A spiking encoder
+    (``models.spiking_encoders``) costs MACs only where its input is analog (its first layer, once
+    per sample) and SynOps elsewhere, which depend on the rows' spikes.
+    """
+    if encoder is None:
+        return 0, 0.0
+    first = [x[:1] if x is not None else None for x in (images, mfcc)]
+    macs, synops = encoder_macs(encoder, *first), 0.0
+    inputs = {"image": images, "audio": mfcc}
+    for name, part in encoder.encoders.items():
+        if is_spiking(part):
+            was_training = part.training
+            part.eval()
+            input_macs, part_synops = spiking_costs(part, inputs[name])
+            part.train(was_training)
+            macs, synops = macs + int(input_macs), synops + part_synops
+    return macs, synops
 
 
 @torch.no_grad()
@@ -44,7 +68,8 @@ def encoder_macs(encoder: nn.Module | None, images, mfcc) -> int:
                 per_output *= k
             counted.append(output[0].numel() * per_output)
 
-    parts = [encoder.encoders] + ([encoder.fusion] if encoder.fusion is not None else [])
+    analog = [e for e in encoder.encoders.values() if not is_spiking(e)]  # spiking ones: encoder_costs
+    parts = analog + ([encoder.fusion] if encoder.fusion is not None else [])
     hooks = [layer.register_forward_hook(count) for layer in protectable_layers(*parts)]
     try:
         was_training = encoder.training

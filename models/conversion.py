@@ -91,13 +91,13 @@ def thresholds(ops: list[nn.Module], x: torch.Tensor, percentile: float = PERCEN
     return found
 
 
-def _fan_in(layer: nn.Module) -> int:
+def fan_in(layer: nn.Module) -> int:
     if isinstance(layer, nn.Linear):
         return layer.in_features
     return layer.in_channels // layer.groups * math.prod(layer.kernel_size)
 
 
-def _fan_out(layer: nn.Module) -> float:
+def fan_out(layer: nn.Module) -> float:
     """Synapses one input spike reaches (a convolution's: out channels x kernel / stride, away from borders)."""
     if isinstance(layer, nn.Linear):
         return layer.out_features
@@ -143,12 +143,12 @@ class ConvertedEncoder:
                 stages.append(op)
         total, found = None, {}
         first = stages[0](x)  # the input layer on the constant input current: the same every step, computed once
-        self.input_macs = first[0].numel() * _fan_in(stages[0])
+        self.input_macs = first[0].numel() * fan_in(stages[0])
         for t in range(1, max(checkpoints) + 1):
             out, pending = first, None  # pending: spikes on their way to the next weight layer
             for stage in stages[1:]:
                 if isinstance(stage, (nn.Linear, nn.Conv1d, nn.Conv2d)) and pending is not None:
-                    self.synops += float(pending) / len(inputs) * _fan_out(stage)
+                    self.synops += float(pending) / len(inputs) * fan_out(stage)
                     pending = None
                 out = stage(out)
                 if isinstance(stage, (IFNeurons, SpikeMaxPool)):

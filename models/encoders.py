@@ -12,8 +12,8 @@ from torch import nn
 
 from common.errors import UserError
 
-IMAGE_BACKBONES = ("cnn", "resnet18")
-AUDIO_ENCODERS = ("mlp", "conv")
+IMAGE_BACKBONES = ("cnn", "resnet18", "spiking_cnn")  # spiking_*: models.spiking_encoders
+AUDIO_ENCODERS = ("mlp", "conv", "spiking_mlp")
 MFCC_PER_WINDOW = 13  # the scene data: 8 windows x 13 coefficients
 
 

@@ -15,6 +15,13 @@ from torch import nn
 from common.errors import UserError
 from models.encoders import AudioEncoder, ImageEncoder
 from models.fusion import FUSIONS, make_fusion
+from models.neurons import NeuronConfig
+from models.spiking_encoders import (
+    SPIKING_AUDIO_ENCODER,
+    SPIKING_IMAGE_BACKBONE,
+    SpikingAudioEncoder,
+    SpikingImageEncoder,
+)
 
 MODALITIES = ("both", "audio", "image")
 
@@ -30,6 +37,7 @@ class EncoderConfig:
     fusion: str = "attention"
     imagenet_weights: bool = False
     fusion_floor: float = 0.0  # attention fusion: the least weight of each kept modality
+    spiking_timesteps: int = 20  # spiking encoders (models.spiking_encoders): LIF steps per sample
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -52,14 +60,25 @@ class MultimodalNet(nn.Module):
         dim = config.feature_dim
         self.encoders = nn.ModuleDict()
         if "image" in config.modalities:
-            self.encoders["image"] = ImageEncoder(dim, config.image_backbone, config.imagenet_weights)
+            if config.image_backbone == SPIKING_IMAGE_BACKBONE:
+                self.encoders["image"] = SpikingImageEncoder(dim, self.neuron_config)
+            else:
+                self.encoders["image"] = ImageEncoder(dim, config.image_backbone, config.imagenet_weights)
         if "audio" in config.modalities:
-            self.encoders["audio"] = AudioEncoder(config.n_mfcc, dim, config.audio_encoder)
+            if config.audio_encoder == SPIKING_AUDIO_ENCODER:
+                self.encoders["audio"] = SpikingAudioEncoder(config.n_mfcc, dim, self.neuron_config)
+            else:
+                self.encoders["audio"] = AudioEncoder(config.n_mfcc, dim, config.audio_encoder)
         self.fusion = make_fusion(config.fusion, dim, floor=config.fusion_floor) if len(self.encoders) > 1 else None
         self.head = nn.Linear(dim, config.n_classes)
         self.aux_heads = nn.ModuleDict(
             {name: nn.Linear(dim, config.n_classes) for name in self.encoders} if self.fusion is not None else {}
         )
+
+    @property
+    def neuron_config(self) -> NeuronConfig:
+        """The spiking encoders' LIF neurons: the spiking MLP's, with the encoders' own timesteps."""
+        return NeuronConfig(timesteps=self.config.spiking_timesteps)
 
     def embed(self, images: torch.Tensor | None, mfcc: torch.Tensor | None) -> dict[str, torch.Tensor]:
         inputs = {"image": images, "audio": mfcc}

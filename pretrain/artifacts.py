@@ -1,6 +1,6 @@
 """Where pretrained weights live, their meta.json, and loading them back as a frozen encoder.
 
-A pretraining run writes ``pre_weight/<dataset>[-<modality>][-<fusion>][-first-task][-<split>]/`` with
+A pretraining run writes ``pre_weight/<dataset>[-spiking][-<modality>][-<fusion>][-first-task][-<split>]/`` with
 ``best.pt`` (best on validation), ``last.pt`` (last epoch, with optimizer state for -resume),
 ``meta.json`` and TensorBoard events under ``tb/``.
 """
@@ -21,10 +21,15 @@ MARKERS = ("meta.json", "best.pt", "last.pt")
 
 
 def default_out_dir(
-    dataset: str, modality: str = "both", fusion: str = "attention", pretrain_classes: str = "all", split: str = "auto"
+    dataset: str,
+    modality: str = "both",
+    fusion: str = "attention",
+    pretrain_classes: str = "all",
+    split: str = "auto",
+    encoders: str = "ann",
 ) -> Path:
-    """``pre_weight/<dataset>[-<modality>|-<fusion>][-first-task][-<split>]``: one folder per protocol."""
-    parts = [dataset]
+    """``pre_weight/<dataset>[-spiking][-<modality>|-<fusion>][-first-task][-<split>]``: one folder per protocol."""
+    parts = [dataset] + (["spiking"] if encoders == "spiking" else [])
     if modality != "both":
         parts.append(modality)
     elif fusion != "attention":

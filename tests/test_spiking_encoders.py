@@ -1,0 +1,128 @@
+"""Directly trained spiking encoders (``--encoders spiking``): their currents, their costs, and the pipeline."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from models.neurons import NeuronConfig, rate_weights, weighted_rate
+from models.spiking_encoders import LIFBlock, Spikes, SpikingAudioEncoder, SpikingImageEncoder, spiking_costs
+from tests.fixtures import continual_tiny, pretrain_tiny, run_script
+
+NEURON = NeuronConfig(timesteps=6)
+
+
+class _Recorder(nn.Module):
+    """Stands in for the LIF neurons: keeps the current and the rate input it is given."""
+
+    def forward(self, current, rate_in):
+        self.current, self.rate_in = current, rate_in
+        return (current > 0).float(), rate_in
+
+
+def _trains(shape, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    trains = (torch.rand(NEURON.timesteps, *shape, generator=generator) < 0.3).float() * 6.0
+    return Spikes(trains, weighted_rate(trains.flatten(2), rate_weights(NEURON.timesteps, 1.0, 0.05)).view(shape))
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_the_currents_of_a_conv_block_have_the_normalised_rate_input_as_their_rate(training):
+    torch.manual_seed(0)
+    block = LIFBlock(nn.Conv2d(3, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4), NEURON)
+    block.norm.weight.data.uniform_(0.5, 2.0)
+    block.norm.running_var.uniform_(0.5, 2.0)
+    block.neuron = _Recorder()
+    block.train(training)
+    x = _trains((5, 3, 6, 6))
+    block(x)
+    current = block.neuron.current  # (T, B, N): the per-step currents
+    rate_of_current = weighted_rate(current, rate_weights(NEURON.timesteps, 1.0, 0.05))
+    assert torch.allclose(rate_of_current, block.neuron.rate_in.detach(), atol=1e-5)
+    # and each step's current is the layer with the same per-channel batch-norm map on that step's spikes
+    with torch.no_grad():
+        z = block.layer(x.rate)
+        if training:
+            var = z.var(dim=(0, 2, 3), unbiased=False)
+        else:
+            var = block.norm.running_var
+        scale = (block.norm.weight / torch.sqrt(var + block.norm.eps)).view(1, -1, 1, 1)
+        step = 2
+        expected = block.norm(z) + scale * (block.layer(x.trains[step]) - z)
+    assert torch.allclose(current[step].view_as(expected), expected, atol=1e-5)
+
+
+def test_a_linear_block_counts_its_synaptic_operations_and_analog_macs():
+    block = LIFBlock(nn.Linear(10, 7), None, NEURON)
+    block.count_synops = True
+    trains = torch.zeros(NEURON.timesteps, 2, 10)
+    trains[0, 0, :3] = 6.0  # 3 spikes of sample 0, 4 of sample 1
+    trains[5, 1, 2:6] = 6.0
+    block(Spikes(trains, trains.mean(0)))
+    assert block.synops == pytest.approx((3 + 4) / 2 * 7)
+    block(Spikes(None, torch.randn(2, 10)))  # an analog input: one product per weight and sample
+    assert block.input_macs == 10 * 7
+
+
+def test_spiking_costs_of_an_encoder_that_does_not_spike_are_its_input_layer_only():
+    encoder = SpikingAudioEncoder(12, 8, NEURON).eval()
+    for block in encoder.blocks():
+        block.neuron.vth.data.fill_(1e6)  # never fires
+    macs, synops = spiking_costs(encoder, torch.randn(4, 12))
+    assert (macs, synops) == (12 * 256, 0.0)
+
+
+def test_spiking_encoders_learn_a_separable_task_through_dsr():
+    torch.manual_seed(0)
+    encoder = SpikingImageEncoder(8, NEURON)
+    head = nn.Linear(8, 2)
+    images = torch.randint(0, 60, (32, 8, 8, 3), dtype=torch.uint8)
+    labels = torch.arange(32) % 2
+    images[labels == 1, :4] += 150  # class 1: a bright top half
+    optimizer = torch.optim.Adam([*encoder.parameters(), *head.parameters()], lr=0.01)
+    losses = []
+    for _ in range(30):
+        loss = nn.functional.cross_entropy(head(encoder(images)), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    encoder.eval()
+    with torch.no_grad():
+        accuracy = (head(encoder(images)).argmax(1) == labels).float().mean().item()
+    assert losses[-1] < 0.5 * losses[0] and accuracy == 1.0, (losses[0], losses[-1], accuracy)
+
+
+def test_spiking_pretraining_feeds_the_continual_script_with_its_spike_costs(scene_dir, tmp_path):
+    pretrained = pretrain_tiny(scene_dir, tmp_path, "--encoders", "spiking", "--encoder-timesteps", "4")
+    meta = json.loads((pretrained / "meta.json").read_text())
+    assert (meta["encoder"]["image_backbone"], meta["encoder"]["audio_encoder"]) == ("spiking_cnn", "spiking_mlp")
+    out = tmp_path / "run"
+    done = continual_tiny(scene_dir, pretrained, out, "-baseline")
+    assert done.returncode == 0, done.stderr
+    results = json.loads((out / "results.json").read_text())
+    last = {kind: results[kind]["per_task"][-1] for kind in ("synops", "macs")}
+    assert last["synops"]["encoders"] > 0  # spikes inside the encoders are counted
+    image_input_macs = 16 * 16 * 32 * 3 * 3 * 3  # the first conv on the constant 16-px input, once
+    assert last["macs"]["encoders"] > image_input_macs  # plus the audio input layer and the fusion
+    assert last["macs"]["encoders"] < 2 * image_input_macs  # not every layer as MACs
+    # with -encoders continual the spiking encoders learn too, their layers protected by HLOP
+    out = tmp_path / "continual"
+    done = continual_tiny(scene_dir, pretrained, out, "-encoders", "continual", "-hlop_encoder_sizes", "0.5,0.1")
+    assert done.returncode == 0, done.stderr
+    saved = torch.load(out / "checkpoints" / "task1.pt", weights_only=False)
+    subspaces = [v for k, v in saved["method"].items() if k.startswith("encoder_subspaces") and k.endswith("weight")]
+    assert len(subspaces) == 4 + 3 + 4  # 3 convs + projection, 3 linear layers, the fusion's 4
+    assert all(len(s) > 0 for s in subspaces)
+
+
+def test_spiking_encoders_refuse_conversion_and_ann_backbones(scene_dir, tmp_path):
+    for extra, named in ((["--convert"], "--convert"), (["--image-backbone", "resnet18"], "--image-backbone")):
+        done = run_script(
+            "spiking_pretrain_multimodal.py",
+            *["--data-dir", str(scene_dir), "--out", str(tmp_path / "pw"), "--encoders", "spiking", *extra],
+        )
+        assert done.returncode != 0 and named in done.stderr.strip().splitlines()[-1], done.stderr
