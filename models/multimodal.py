@@ -37,7 +37,7 @@ class EncoderConfig:
     fusion: str = "attention"
     imagenet_weights: bool = False
     fusion_floor: float = 0.0  # attention fusion: the least weight of each kept modality
-    spiking_timesteps: int = 20  # spiking encoders (models.spiking_encoders): LIF steps per sample
+    spiking_timesteps: int = 8  # spiking encoders (models.spiking_encoders): LIF steps per sample
 
     def to_dict(self) -> dict:
         return asdict(self)
