@@ -29,7 +29,7 @@ from dataloader.scene import TASKS
 from models.encoders import AUDIO_ENCODERS, IMAGE_BACKBONES
 from models.fusion import FUSIONS
 from models.multimodal import MODALITIES
-from models.spiking_encoders import ENCODER_KINDS, SPIKING_AUDIO_ENCODER, SPIKING_IMAGE_BACKBONE
+from models.spiking_encoders import ENCODER_KINDS, SPIKING_AUDIO_ENCODER, SPIKING_IMAGE_BACKBONE, TRAININGS
 from pretrain.artifacts import MARKERS, default_out_dir
 from pretrain.convert import convert_pretrained, format_conversion
 from pretrain.trainer import PRETRAIN_CLASSES, PretrainConfig, pretrain
@@ -93,6 +93,13 @@ def build_parser() -> FlagParser:
         default=8,
         help="spiking encoders: LIF timesteps per sample (the spiking MLP's neurons otherwise; 8 keeps a CPU epoch "
         "near 20 s on avdigits)",
+    )
+    parser.flag(
+        "--encoder-training",
+        default="dsr",
+        choices=TRAININGS,
+        help="spiking encoders: dsr (gradients through firing rates, as the spiking MLP) or bptt "
+        "(backpropagation through time with an arctangent surrogate gradient)",
     )
     parser.flag("--image-backbone", default="cnn", choices=IMAGE_BACKBONES, help="image encoder")
     parser.flag(
@@ -178,6 +185,7 @@ def main(argv) -> None:
         "image_backbone": image_backbone,
         "audio_encoder": audio_encoder,
         "spiking_timesteps": args.encoder_timesteps,
+        "spiking_training": args.encoder_training,
         "fusion": args.fusion,
         "fusion_floor": args.fusion_floor,
         "imagenet_weights": args.imagenet_weights,

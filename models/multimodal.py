@@ -38,6 +38,7 @@ class EncoderConfig:
     imagenet_weights: bool = False
     fusion_floor: float = 0.0  # attention fusion: the least weight of each kept modality
     spiking_timesteps: int = 8  # spiking encoders (models.spiking_encoders): LIF steps per sample
+    spiking_training: str = "dsr"  # spiking encoders: dsr, or bptt (surrogate gradients through time)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -61,12 +62,14 @@ class MultimodalNet(nn.Module):
         self.encoders = nn.ModuleDict()
         if "image" in config.modalities:
             if config.image_backbone == SPIKING_IMAGE_BACKBONE:
-                self.encoders["image"] = SpikingImageEncoder(dim, self.neuron_config)
+                self.encoders["image"] = SpikingImageEncoder(dim, self.neuron_config, config.spiking_training)
             else:
                 self.encoders["image"] = ImageEncoder(dim, config.image_backbone, config.imagenet_weights)
         if "audio" in config.modalities:
             if config.audio_encoder == SPIKING_AUDIO_ENCODER:
-                self.encoders["audio"] = SpikingAudioEncoder(config.n_mfcc, dim, self.neuron_config)
+                self.encoders["audio"] = SpikingAudioEncoder(
+                    config.n_mfcc, dim, self.neuron_config, config.spiking_training
+                )
             else:
                 self.encoders["audio"] = AudioEncoder(config.n_mfcc, dim, config.audio_encoder)
         self.fusion = make_fusion(config.fusion, dim, floor=config.fusion_floor) if len(self.encoders) > 1 else None

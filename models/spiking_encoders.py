@@ -15,6 +15,12 @@ per-channel affine map at every step, so the rate of the normalised currents is 
 rate input. Under ``-encoders continual`` the conv and linear modules see the rate-domain input
 only, which is what HLOP and GPM protect (DSR's weight gradient is a sum of ``g r^T``).
 
+``training="bptt"`` (``--encoder-training bptt``) trains by backpropagation through time instead:
+the LIF dynamics run with autograd, the threshold test has a surrogate gradient (arctangent,
+SpikingJelly's default), and a batch norm normalises every step's currents with statistics over
+steps and samples (as SpikingJelly's time-flattened layers). The forward simulation is the same
+neuron; at inference both trainings run the same code.
+
 ``count_synops`` makes every layer that reads spikes add its synaptic operations (input spikes
 times fan-out) to ``synops``; the first layers' multiply-accumulates on the constant input are
 computed once per sample (``input_macs``).
@@ -22,6 +28,7 @@ computed once per sample (``input_macs``).
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -29,9 +36,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.conversion import fan_in, fan_out
-from models.neurons import LIFNeuron, NeuronConfig
+from models.neurons import LIFNeuron, NeuronConfig, weighted_rate
 
 SPIKING_IMAGE_BACKBONE, SPIKING_AUDIO_ENCODER = "spiking_cnn", "spiking_mlp"
+TRAININGS = ("dsr", "bptt")  # the pretraining script's --encoder-training
+SURROGATE_ALPHA = 2.0  # the arctangent surrogate's sharpness (SpikingJelly's ATan default)
 ENCODER_KINDS = ("ann", "spiking")  # the pretraining script's --encoders
 
 
@@ -42,14 +51,60 @@ class Spikes(NamedTuple):
     rate: torch.Tensor
 
 
+class _ATanSpike(torch.autograd.Function):
+    """Heaviside step forward; the arctangent surrogate's derivative backward."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return (x >= 0).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        a = SURROGATE_ALPHA
+        return grad * a / 2 / (1 + (math.pi / 2 * a * x) ** 2)
+
+
+def lif_bptt(current: torch.Tensor, config: NeuronConfig, vth: torch.Tensor) -> torch.Tensor:
+    """The LIF dynamics of ``models.neurons.lif_spikes`` with autograd: spike trains (T, B, ...) from
+    currents (T, B, ...); the threshold test is differentiable through the surrogate."""
+    beta = math.exp(-config.delta_t / config.tau)
+    u = torch.zeros_like(current[0])
+    spikes = []
+    for t in range(current.shape[0]):
+        u = beta * u + (1 - beta) * current[t]
+        fired = _ATanSpike.apply((u - config.alpha * vth) / vth)
+        u = u - fired * vth
+        spikes.append(fired)
+    return torch.stack(spikes) * (vth / config.delta_t)
+
+
 class LIFBlock(nn.Module):
     """A convolution or linear layer, an optional batch norm, and LIF neurons."""
 
-    def __init__(self, layer: nn.Module, norm: nn.Module | None, neuron: NeuronConfig):
+    def __init__(self, layer: nn.Module, norm: nn.Module | None, neuron: NeuronConfig, training: str = "dsr"):
         super().__init__()
         self.layer, self.norm = layer, norm
         self.neuron = LIFNeuron(neuron)
+        self.bptt = training == "bptt"
         self.count_synops, self.synops, self.input_macs = False, 0.0, 0.0
+
+    def _forward_bptt(self, x: Spikes) -> Spikes:
+        """Training by backpropagation through time: every step's current with autograd."""
+        steps = self.neuron.config.timesteps
+        if x.trains is None:
+            z = self.layer(x.rate)
+            current = (self.norm(z) if self.norm is not None else z).unsqueeze(0).expand(steps, *z.shape)
+        else:
+            steps, batch = x.trains.shape[:2]
+            z = self.layer(x.trains.flatten(0, 1))  # every step's spikes: what the projections record
+            current = (self.norm(z) if self.norm is not None else z).view(steps, batch, *z.shape[1:])
+        with torch.no_grad():
+            self.neuron.vth.clamp_(min=self.neuron.config.vth_bound)
+        trains = lif_bptt(current, self.neuron.config, self.neuron.vth)
+        rate = weighted_rate(trains.flatten(2), self.neuron.weights).view(trains.shape[1:])
+        return Spikes(trains, rate)
 
     def _norm_scale(self, z: torch.Tensor) -> torch.Tensor | None:
         """The per-channel factor the batch norm applies (batch statistics in training, running ones else)."""
@@ -68,6 +123,8 @@ class LIFBlock(nn.Module):
         return F.conv2d(x, self.layer.weight, None, self.layer.stride, self.layer.padding)
 
     def forward(self, x: Spikes) -> Spikes:
+        if self.bptt and self.training and torch.is_grad_enabled():
+            return self._forward_bptt(x)
         z = self.layer(x.rate)  # the rate-domain input: autograd, and what the projections record
         rate_in = self.norm(z) if self.norm is not None else z
         if x.trains is None:  # analog input: a constant current
@@ -125,9 +182,9 @@ class SpikingEncoder(nn.Module):
 class SpikingImageEncoder(SpikingEncoder):
     """uint8 images (B, H, W, 3) to embeddings (B, dim): three conv LIF blocks as the ANN ``cnn``."""
 
-    def __init__(self, dim: int, neuron: NeuronConfig):
+    def __init__(self, dim: int, neuron: NeuronConfig, training: str = "dsr"):
         def block(c_in, c_out):
-            return LIFBlock(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), neuron)
+            return LIFBlock(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), neuron, training)
 
         super().__init__(
             [
@@ -137,7 +194,7 @@ class SpikingImageEncoder(SpikingEncoder):
                 SpikePool(nn.AvgPool2d(2)),
                 block(64, 128),
                 SpikePool(nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())),
-                LIFBlock(nn.Linear(128, dim), None, neuron),
+                LIFBlock(nn.Linear(128, dim), None, neuron, training),
             ]
         )
         self.register_buffer("mean", torch.full((1, 3, 1, 1), 0.5 * 255), persistent=False)
@@ -150,12 +207,12 @@ class SpikingImageEncoder(SpikingEncoder):
 class SpikingAudioEncoder(SpikingEncoder):
     """Standardised MFCC (B, n_mfcc) to embeddings (B, dim): two linear LIF blocks as the ANN ``mlp``."""
 
-    def __init__(self, n_mfcc: int, dim: int, neuron: NeuronConfig):
+    def __init__(self, n_mfcc: int, dim: int, neuron: NeuronConfig, training: str = "dsr"):
         super().__init__(
             [
-                LIFBlock(nn.Linear(n_mfcc, 256), nn.BatchNorm1d(256), neuron),
-                LIFBlock(nn.Linear(256, 256), nn.BatchNorm1d(256), neuron),
-                LIFBlock(nn.Linear(256, dim), None, neuron),
+                LIFBlock(nn.Linear(n_mfcc, 256), nn.BatchNorm1d(256), neuron, training),
+                LIFBlock(nn.Linear(256, 256), nn.BatchNorm1d(256), neuron, training),
+                LIFBlock(nn.Linear(256, dim), None, neuron, training),
             ]
         )
 
