@@ -106,9 +106,8 @@ def encoder_inputs(folder: PretrainedFolder | None, data, cdata: ContinualData, 
     if cdata.continual_encoders:
         return cdata.inputs(torch.cat(cdata.rows["test"])[:rows])[:2]
     meta = folder.meta
-    spiking = any(str(meta["encoder"].get(k, "")).startswith("spiking") for k in ("image_backbone", "audio_encoder"))
     size, fit = meta["image_size"], meta.get("image_fit", "squash")
-    if not spiking:
+    if not folder.spiking:
         images = torch.zeros(1, size, size, 3, dtype=torch.uint8, device=device)
         return images, torch.zeros(1, data.table.mfcc.shape[1], device=device)
     chosen = data.rows("test")[:rows]
@@ -162,6 +161,11 @@ def run_experiment(experiment: Experiment, make_methods: Callable[[], list[Metho
         seen = folder.meta["trained_classes"] if folder else []
         what = f"encoders learning task after task from {source} (they saw {', '.join(seen) or 'nothing'})"
     elif e.spiking_encoders:
+        if folder.spiking:
+            raise UserError(
+                f"-spiking_encoders {e.spiking_encoders}: converts ANN encoders, but -pretrained {shown(pretrained)} "
+                "holds spiking ones (--encoders spiking); drop -spiking_encoders to read their features"
+            )
         features, conversion = folder.converted_features(data, device, e.spiking_encoders)
         cdata = continual_data(features, data, device, e.input_scale)
         what = (

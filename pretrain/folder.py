@@ -57,6 +57,12 @@ class PretrainedFolder:
                     f"{trained[flag]}; drop {flag} or pretrain with it"
                 )
 
+    @property
+    def spiking(self) -> bool:
+        """Whether the encoders were trained as spiking networks (``--encoders spiking``)."""
+        encoder = self.meta["encoder"]
+        return any(str(encoder.get(key, "")).startswith("spiking") for key in ("image_backbone", "audio_encoder"))
+
     def encoder(self, device: torch.device) -> MultimodalNet:
         return load_encoder(self.path, self.meta, device)
 

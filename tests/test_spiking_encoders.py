@@ -129,6 +129,8 @@ def test_spiking_pretraining_feeds_the_continual_script_with_its_spike_costs(sce
     image_input_macs = 16 * 16 * 32 * 3 * 3 * 3  # the first conv on the constant 16-px input, once
     assert last["macs"]["encoders"] > image_input_macs  # plus the audio input layer and the fusion
     assert last["macs"]["encoders"] < 2 * image_input_macs  # not every layer as MACs
+    refused = continual_tiny(scene_dir, pretrained, tmp_path / "converted", "-spiking_encoders", "4")
+    assert refused.returncode == 2 and "-spiking_encoders 4" in refused.stderr.strip().splitlines()[-1]
     # with -encoders continual the spiking encoders learn too, their layers protected by HLOP
     out = tmp_path / "continual"
     done = continual_tiny(scene_dir, pretrained, out, "-encoders", "continual", "-hlop_encoder_sizes", "0.5,0.1")
