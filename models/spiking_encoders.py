@@ -123,6 +123,11 @@ class LIFBlock(nn.Module):
         return F.conv2d(x, self.layer.weight, None, self.layer.stride, self.layer.padding)
 
     def forward(self, x: Spikes) -> Spikes:
+        device = x.rate.device.type
+        if torch.is_autocast_enabled(device):  # bf16 would change which steps spike: simulate in float32
+            with torch.autocast(device, enabled=False):
+                trains = x.trains.float() if x.trains is not None else None
+                return self.forward(Spikes(trains, x.rate.float()))
         if self.bptt and self.training and torch.is_grad_enabled():
             return self._forward_bptt(x)
         z = self.layer(x.rate)  # the rate-domain input: autograd, and what the projections record

@@ -62,6 +62,17 @@ def test_the_currents_of_a_conv_block_have_the_normalised_rate_input_as_their_ra
     assert torch.allclose(current[step].view_as(expected), expected, atol=1e-5)
 
 
+@pytest.mark.parametrize("training", ["dsr", "bptt"])
+def test_spiking_encoders_simulate_in_float32_under_autocast(training):
+    torch.manual_seed(0)
+    encoder = SpikingAudioEncoder(12, 8, NEURON, training)
+    mfcc = torch.randn(16, 12)
+    plain = encoder(mfcc)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = encoder(mfcc)
+    assert mixed.dtype == torch.float32 and torch.allclose(mixed, plain, atol=1e-6)
+
+
 def test_a_linear_block_counts_its_synaptic_operations_and_analog_macs():
     block = LIFBlock(nn.Linear(10, 7), None, NEURON)
     block.count_synops = True
