@@ -139,10 +139,11 @@ def build_parser() -> FlagParser:
 
 def encoder_choice(args) -> tuple[str, str]:
     """The image backbone and audio encoder that --encoders names (spiking) or the flags name (ann)."""
+    named = (args.image_backbone, args.audio_encoder)
+    if args.convert and (args.encoders == "spiking" or any(v.startswith("spiking") for v in named)):
+        raise UserError("--convert: converts ANN encoders; spiking encoders are trained as spiking networks already")
     if args.encoders == "ann":
-        return args.image_backbone, args.audio_encoder
-    if args.convert:
-        raise UserError("--convert: converts ANN encoders; --encoders spiking trains spiking ones directly")
+        return named
     for flag, value, default in (
         ("--image-backbone", args.image_backbone, "cnn"),
         ("--audio-encoder", args.audio_encoder, "mlp"),
@@ -161,8 +162,9 @@ def main(argv) -> None:
     spec = data_spec_from_args(args)
     data = prepare_data(spec, tasks_from_args(args), TASKS)
     image_backbone, audio_encoder = encoder_choice(args)
+    spiking = image_backbone.startswith("spiking") or audio_encoder.startswith("spiking")
     out = args.out or default_out_dir(
-        data.table.name, args.modality, args.fusion, args.pretrain_classes, args.split, args.encoders
+        data.table.name, args.modality, args.fusion, args.pretrain_classes, args.split, "spiking" if spiking else "ann"
     )
     run = RunDir(out, MARKERS, resume=args.resume, overwrite=args.overwrite, out_flag="--out")
     device = select_device(args.gpu_id, args.device, dist.local_rank if dist.enabled else None)

@@ -153,9 +153,13 @@ def test_spiking_pretraining_feeds_the_continual_script_with_its_spike_costs(sce
 
 
 def test_spiking_encoders_refuse_conversion_and_ann_backbones(scene_dir, tmp_path):
-    for extra, named in ((["--convert"], "--convert"), (["--image-backbone", "resnet18"], "--image-backbone")):
+    cases = (
+        (["--encoders", "spiking", "--convert"], "--convert"),
+        (["--image-backbone", "spiking_cnn", "--convert"], "--convert"),
+        (["--encoders", "spiking", "--image-backbone", "resnet18"], "--image-backbone"),
+    )
+    for extra, named in cases:
         done = run_script(
-            "spiking_pretrain_multimodal.py",
-            *["--data-dir", str(scene_dir), "--out", str(tmp_path / "pw"), "--encoders", "spiking", *extra],
+            "spiking_pretrain_multimodal.py", *["--data-dir", str(scene_dir), "--out", str(tmp_path / "pw"), *extra]
         )
         assert done.returncode != 0 and named in done.stderr.strip().splitlines()[-1], done.stderr
