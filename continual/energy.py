@@ -26,6 +26,7 @@ from models.spiking_encoders import is_spiking, spiking_costs
 
 E_AC = 0.9e-12  # joules per accumulate (45 nm)
 E_MAC = 4.6e-12  # joules per multiply-accumulate (45 nm, 32-bit)
+ENCODER_COST_ROWS = 256  # test rows on which spiking encoders' SynOps are counted
 CONSTANTS = {"E_AC_joules": E_AC, "E_MAC_joules": E_MAC, "source": "Horowitz, ISSCC 2014, 45 nm"}
 
 

@@ -30,11 +30,11 @@ from common.rundir import RunDir
 from common.seeding import seed_everything
 from continual.config import ContinualConfig
 from continual.data import ContinualData, continual_data, continual_encoder_data
-from continual.energy import encoder_costs
+from continual.energy import ENCODER_COST_ROWS, encoder_costs
 from continual.methods import Method, compose
 from continual.seeds import run_seeds, summarize
 from continual.trainer import run_continual
-from dataloader.dataset import mfcc_statistics, prepare_data, standardize
+from dataloader.dataset import mfcc_statistics, prepare_data
 from dataloader.options import DataSpec
 from dataloader.scene import TASKS
 from dataloader.splits import SplitConfig
@@ -42,6 +42,7 @@ from dataloader.tasks import RANDOM_ORDER
 from models.multimodal import EncoderConfig, MultimodalNet
 from models.probes import CORRUPTIONS, probes_for
 from pretrain.artifacts import default_out_dir
+from pretrain.features import raw_inputs
 from pretrain.folder import PretrainedFolder
 from pretrain.trainer import PretrainConfig
 
@@ -100,20 +101,18 @@ def continual_encoder_inputs(folder: PretrainedFolder | None, data, e: Experimen
     return continual_encoder_data(data, encoder, size, fit, mean, std, device, e.input_scale)
 
 
-def encoder_inputs(folder: PretrainedFolder | None, data, cdata: ContinualData, device, rows: int = 256):
-    """Inputs on which the encoders' costs are counted: up to ``rows`` test rows for spiking encoders
-    (their SynOps follow the spikes), one zero sample for ANN ones (their MACs do not depend on it)."""
-    if cdata.continual_encoders:
-        return cdata.inputs(torch.cat(cdata.rows["test"])[:rows])[:2]
+def frozen_encoder_inputs(folder: PretrainedFolder, data, device, rows: int = ENCODER_COST_ROWS):
+    """Inputs on which frozen encoders' costs are counted: up to ``rows`` test rows for spiking encoders
+    (their SynOps follow the spikes), one zero sample for ANN ones (their MACs do not depend on it, and
+    their images need not be decoded)."""
     meta = folder.meta
-    size, fit = meta["image_size"], meta.get("image_fit", "squash")
     if not folder.spiking:
+        size = meta["image_size"]
         images = torch.zeros(1, size, size, 3, dtype=torch.uint8, device=device)
         return images, torch.zeros(1, data.table.mfcc.shape[1], device=device)
-    chosen = data.rows("test")[:rows]
-    images = torch.from_numpy(np.asarray(data.images(size, fit)[chosen])).to(device)
-    mean, std = (np.asarray(meta[key], np.float32) for key in ("mfcc_mean", "mfcc_std"))
-    return images, torch.from_numpy(standardize(data.table.mfcc[chosen], mean, std)).to(device)
+    chosen = torch.from_numpy(data.rows("test")[:rows])
+    inputs = raw_inputs(meta, data)
+    return (inputs["image"][chosen].to(device) if "image" in inputs else None), inputs["audio"][chosen].to(device)
 
 
 def run_experiment(experiment: Experiment, make_methods: Callable[[], list[Method]], config: ContinualConfig) -> dict:
@@ -194,9 +193,10 @@ def run_experiment(experiment: Experiment, make_methods: Callable[[], list[Metho
     if e.spiking_encoders:  # spikes inside the encoders; MACs only where the input is analog, and the fusion
         cdata.encoder_macs = conversion["input_macs"] + conversion["fusion_macs"]
         cdata.encoder_synops = conversion["synops"]
-    else:  # spiking encoders' SynOps measured on (up to 256 of) the test rows
-        encoder = cdata.encoder if cdata.continual_encoders else folder.encoder(device)
-        cdata.encoder_macs, cdata.encoder_synops = encoder_costs(encoder, *encoder_inputs(folder, data, cdata, device))
+    elif not cdata.continual_encoders:  # learning encoders are counted after each task (continual.trainer)
+        cdata.encoder_macs, cdata.encoder_synops = encoder_costs(
+            folder.encoder(device), *frozen_encoder_inputs(folder, data, device)
+        )
     info = {
         "method": method.name,
         "method_config": method.settings(),

@@ -34,7 +34,7 @@ from common.runlog import RunLog
 from common.seeding import seed_everything
 from continual.config import SCENARIOS, ContinualConfig
 from continual.data import ContinualData, masked_logits, scenario_mask
-from continual.energy import E_MAC, inference_cost, spike_counts
+from continual.energy import E_MAC, ENCODER_COST_ROWS, encoder_costs, inference_cost, spike_counts
 from continual.methods.base import Method, TaskContext
 from continual.methods.compose import compose
 from continual.metrics import average_incremental_accuracy, empty_matrix, format_matrix, format_summary
@@ -307,7 +307,10 @@ def _end_task(
     )
     seen = torch.cat(data.rows["test"][: task + 1])
     spiked, slots = spike_counts(model, data, seen)  # one pass: firing rates and SynOps
-    cost = inference_cost(model, spiked, len(seen), data.encoder_macs, encoder_synops=data.encoder_synops)
+    encoder_cost = data.encoder_macs, data.encoder_synops
+    if isinstance(model, EndToEndNet):  # the encoders learn: counted as they are now (spiking ones' SynOps change)
+        encoder_cost = encoder_costs(model.encoder, *data.inputs(seen[:ENCODER_COST_ROWS])[:2])
+    cost = inference_cost(model, spiked, len(seen), encoder_cost[0], encoder_synops=encoder_cost[1])
     cost |= {
         "protection_macs_per_training_sample": protection,
         "protection_joules_per_training_sample": E_MAC * protection,

@@ -36,6 +36,16 @@ def feature_cache_path(pretrained_dir: str | Path, meta: dict, data: PreparedDat
     return Path(data.spec.cache_dir) / "features" / f"{data.table.name}-{digest.hexdigest()[:24]}.pt"
 
 
+def raw_inputs(meta: dict, data: PreparedData) -> dict[str, torch.Tensor]:
+    """What the encoders read for every row, on the CPU: standardised MFCC (``audio``) and uint8 images
+    (``image``, unless the encoders are audio-only), as the pretraining run prepared them."""
+    mean, std = (np.asarray(meta[key], np.float32) for key in ("mfcc_mean", "mfcc_std"))
+    inputs = {"audio": torch.from_numpy(standardize(data.table.mfcc, mean, std))}
+    if meta["modality"] != "audio":
+        inputs["image"] = torch.from_numpy(np.asarray(data.images(meta["image_size"], meta.get("image_fit", "squash"))))
+    return inputs
+
+
 def fused_features(
     pretrained_dir: str | Path,
     meta: dict,
@@ -74,10 +84,7 @@ def converted_features(
 
     check_same_data(meta, data.table, pretrained_dir)
     model = load_encoder(pretrained_dir, meta, torch.device("cpu"))
-    mean, std = (np.asarray(meta[key], np.float32) for key in ("mfcc_mean", "mfcc_std"))
-    inputs = {"audio": torch.from_numpy(standardize(data.table.mfcc, mean, std))}
-    if meta["modality"] != "audio":
-        inputs["image"] = torch.from_numpy(np.asarray(data.images(meta["image_size"], meta.get("image_fit", "squash"))))
+    inputs = raw_inputs(meta, data)
     calibration = torch.from_numpy(data.splits["train"][:512])
     converted = {name: ConvertedEncoder(encoder, inputs[name][calibration]) for name, encoder in model.encoders.items()}
     chunks, synops = [], 0.0
@@ -107,13 +114,8 @@ def extract(
 ) -> torch.Tensor:
     """Run the frozen encoders once over every row (through a test-time ``probe``: a modality removed or noisy)."""
     model = load_encoder(pretrained_dir, meta, device)
-    mfcc = standardize(
-        data.table.mfcc, np.asarray(meta["mfcc_mean"], np.float32), np.asarray(meta["mfcc_std"], np.float32)
-    )
-    mfcc = torch.from_numpy(mfcc)
-    images = None
-    if meta["modality"] != "audio":
-        images = torch.from_numpy(data.images(meta["image_size"], meta.get("image_fit", "squash")))
+    inputs = raw_inputs(meta, data)
+    mfcc, images = inputs["audio"], inputs.get("image")
     chunks = []
     for start in range(0, len(mfcc), batch_size):
         window = slice(start, start + batch_size)

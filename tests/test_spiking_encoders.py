@@ -150,6 +150,8 @@ def test_spiking_pretraining_feeds_the_continual_script_with_its_spike_costs(sce
     subspaces = [v for k, v in saved["method"].items() if k.startswith("encoder_subspaces") and k.endswith("weight")]
     assert len(subspaces) == 4 + 3 + 4  # 3 convs + projection, 3 linear layers, the fusion's 4
     assert all(len(s) > 0 for s in subspaces)
+    per_task = [c["encoders"] for c in json.loads((out / "results.json").read_text())["synops"]["per_task"]]
+    assert all(v > 0 for v in per_task) and len(set(per_task)) > 1  # counted as the learning encoders spike now
 
 
 def test_spiking_encoders_refuse_conversion_and_ann_backbones(scene_dir, tmp_path):
