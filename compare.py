@@ -1,9 +1,9 @@
 """Compare continual runs: a markdown table of ACC/BWT (mean ± std over seeds) and a plot.
 
-    python compare.py RUN_DIR... [--plot FILE] [--markdown FILE]
+    python compare.py RUN_DIR... [-plot FILE] [-markdown FILE]
 
 Each RUN_DIR is a finished run's -out_dir (a single run or a -seeds summary). The plot goes beside
-the runs (their common parent folder, comparison.png) unless --plot names a file.
+the runs (their common parent folder, comparison.png) unless -plot names a file.
 """
 
 import os
@@ -26,11 +26,11 @@ def main(argv) -> None:
     parser = FlagParser(prog="python compare.py", description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="finished runs' output folders")
     parser.flag(
-        "--plot",
+        "-plot",
         default=None,
         help="where to save the plot of final accuracy per task (default: comparison.png in the runs' common parent)",
     )
-    parser.flag("--markdown", default=None, help="also write the table to this file")
+    parser.flag("-markdown", default=None, help="also write the table to this file")
     args = parser.parse_args(argv)
     runs = {}
     for run_dir in args.runs:

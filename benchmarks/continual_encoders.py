@@ -1,10 +1,10 @@
-"""The cost of learning the whole network task after task: -encoders continual against frozen features.
+"""The cost of learning the whole network task after task: -encoder_mode continual against frozen features.
 
-    python benchmarks/continual_encoders.py [--split group] [--method hlop] [FLAGS of the continual script]
+    python benchmarks/continual_encoders.py [-split group] [-method hlop] [FLAGS of the continual script]
 
 Runs the 5-task continual script twice on the embedded dataset, with the same method and seed:
 once on the cached features of frozen encoders (``pre_weight/<dataset>[-group]``, pretrained
-first if missing) and once with ``-encoders continual -pretrained none`` (images and MFCC
+first if missing) and once with ``-encoder_mode continual -pretrained none`` (images and MFCC
 through the encoders on every batch). Prints the seconds of each run, the training samples per
 second (rows x epochs over the run's training time) and the ratio; JSON in
 ``logs/benchmarks/continual_encoders.json``. Timed figures live here, not in the tests.
@@ -38,19 +38,19 @@ def run(args: list[str]) -> dict:
 
 def main(argv) -> None:
     parser = FlagParser(prog="python benchmarks/continual_encoders.py", description=__doc__.splitlines()[0])
-    parser.flag("--split", default="group", help="the pretraining and continual split")
-    parser.flag("--json", default=str(REPO_ROOT / "logs" / "benchmarks" / "continual_encoders.json"))
+    parser.flag("-split", default="group", help="the pretraining and continual split")
+    parser.flag("-json", default=str(REPO_ROOT / "logs" / "benchmarks" / "continual_encoders.json"))
     args, extra = parser.parse_known_args(argv)
     pretrained = subprocess.run(
-        [sys.executable, "spiking_pretrain_multimodal.py", "--split", args.split, "-resume"],
+        [sys.executable, "spiking_pretrain_multimodal.py", "-split", args.split, "-resume"],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
     )
     if pretrained.returncode != 0:
         raise UserError(f"pretraining failed: {pretrained.stderr.strip().splitlines()[-1:]}")
-    frozen = run(["--split", args.split, *extra])
-    continual = run(["--split", args.split, "-encoders", "continual", "-pretrained", "none", *extra])
+    frozen = run(["-split", args.split, *extra])
+    continual = run(["-split", args.split, "-encoder_mode", "continual", "-pretrained", "none", *extra])
     figures = {}
     for name, results in (("frozen", frozen), ("continual", continual)):
         epochs = results["config"]["epochs"]

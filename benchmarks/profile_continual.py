@@ -1,6 +1,6 @@
 """Profile one HLOP training epoch with torch.profiler: the operators that take the most time.
 
-python benchmarks/profile_continual.py [-pretrained DIR] [--device cuda] [--rows 15]
+python benchmarks/profile_continual.py [-pretrained DIR] [-device cuda] [-rows 15]
 """
 
 import sys
@@ -20,8 +20,8 @@ from continual.config import ContinualConfig
 def main(argv) -> None:
     parser = FlagParser(prog="python benchmarks/profile_continual.py", description=__doc__.splitlines()[0])
     parser.flag("-pretrained", default=None)
-    parser.flag("--device", default=None)
-    parser.flag("--rows", type=int, default=15, help="operators to list")
+    parser.flag("-device", default=None)
+    parser.flag("-rows", type=int, default=15, help="operators to list")
     args = parser.parse_args(argv)
     device = select_device(None, args.device)
     _, _, data = load(Path(args.pretrained) if args.pretrained else None, device)

@@ -1,6 +1,6 @@
 """How close mmhlop's projected weight gradients are to the reference formula on real data.
 
-    python benchmarks/reference_cosine.py [-pretrained DIR] [--epochs 3] [--batch 64]
+    python benchmarks/reference_cosine.py [-pretrained DIR] [-epochs 3] [-batch 64]
 
 Trains task 0 of the pretrained folder's features with HLOP (spiking lateral neurons, scale 20,
 40 steps), then takes one batch of task 1 and computes the weight gradients of fc1, fc2 and the
@@ -54,8 +54,8 @@ def reference_gradients(model, x, labels, hlop: HLOP, config: ContinualConfig) -
 def main(argv) -> None:
     parser = FlagParser(prog="python benchmarks/reference_cosine.py", description=__doc__.splitlines()[0])
     parser.flag("-pretrained", default=None, help="pretrained folder (default: the dataset's default)")
-    parser.flag("--epochs", type=int, default=3, help="epochs of task 0 before the comparison")
-    parser.flag("--batch", type=int, default=64, help="rows of task 1 in the compared batch")
+    parser.flag("-epochs", type=int, default=3, help="epochs of task 0 before the comparison")
+    parser.flag("-batch", type=int, default=64, help="rows of task 1 in the compared batch")
     args = parser.parse_args(argv)
     data_dir = default_data_dir()
     folder = PretrainedFolder(args.pretrained or default_out_dir(data_dir.name))

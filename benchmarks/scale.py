@@ -1,18 +1,18 @@
 """Cost at the real dataset's scale: a scene-sized synthetic dataset, decode, cache, epochs, peak memory.
 
-    python benchmarks/scale.py [--rows 16000] [--classes 9] [--videos 37] [--frame 640x360]
-        [--sizes 32,64,128,224] [--backbones cnn,resnet18] [--batches 8] [--json logs/scale/scale.json]
+    python benchmarks/scale.py [-rows 16000] [-classes 9] [-videos 37] [-frame 640x360]
+        [-sizes 32,64,128,224] [-backbones cnn,resnet18] [-batches 8] [-json logs/scale/scale.json]
 
-The stand-in (written once into ``--data-dir``, default ``.cache/scale-data``, git-ignored) has
-the Kaggle scene dataset's layout and size: ``--rows`` frames of ``--frame`` pixels from
-``--videos`` videos (a ``VIDEO`` column; each video one class), PNGs of about 120 KiB, and 104
+The stand-in (written once into ``-data_dir``, default ``.cache/scale-data``, git-ignored) has
+the Kaggle scene dataset's layout and size: ``-rows`` frames of ``-frame`` pixels from
+``-videos`` videos (a ``VIDEO`` column; each video one class), PNGs of about 120 KiB, and 104
 MFCC values whose class signal is about as strong as the images'. Each figure is measured in a
 fresh process (peak resident memory is per process):
 
 - decode: the first run at an image size decodes every frame into the cache;
 - cache hit: a later run maps the cache and reads every image once (what feature extraction
   does); its peak memory against the array's size;
-- pretraining epoch: ``--batches`` training steps (batch 64, after two warm-up steps) of the
+- pretraining epoch: ``-batches`` training steps (batch 64, after two warm-up steps) of the
   image encoder, the audio encoder and attention fusion, scaled to the training split's batches;
 - continual epoch: one epoch of task 1 for the baseline and HLOP on features of the stand-in's
   size (the spiking MLP does not depend on the image size).
@@ -194,8 +194,8 @@ STAGES = {"decode": stage_decode, "hit": stage_hit, "pretrain": stage_pretrain, 
 
 
 def run_stage(args, stage: str, **extra) -> dict:
-    command = [sys.executable, __file__, "--stage", stage, "--data-dir", str(args.data_dir)]
-    command += ["--cache-dir", str(args.cache_dir), "--batches", str(args.batches)]
+    command = [sys.executable, __file__, "-stage", stage, "-data_dir", str(args.data_dir)]
+    command += ["-cache_dir", str(args.cache_dir), "-batches", str(args.batches)]
     for flag, value in extra.items():
         command += [f"--{flag}", str(value)]
     result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True)
@@ -237,19 +237,19 @@ def table(results: dict) -> str:
 
 def main(argv) -> None:
     parser = FlagParser(prog="python benchmarks/scale.py", description=__doc__.splitlines()[0])
-    parser.flag("--rows", type=positive_int, default=16000, help="frames in the stand-in")
-    parser.flag("--classes", type=positive_int, default=9, help="classes (each video belongs to one)")
-    parser.flag("--videos", type=positive_int, default=37, help="videos (the group column)")
-    parser.flag("--frame", default="640x360", help="frame size WIDTHxHEIGHT of the PNGs")
-    parser.flag("--sizes", default="32,64,128,224", help="image sizes to measure")
-    parser.flag("--backbones", default="cnn,resnet18", help="image backbones to measure")
-    parser.flag("--batches", type=positive_int, default=8, help="timed pretraining batches per size and backbone")
-    parser.flag("--data-dir", default=str(CACHE_DIR / "scale-data"), help="where the stand-in is written")
-    parser.flag("--cache-dir", default=str(CACHE_DIR / "scale-cache"), help="image cache of the benchmark")
-    parser.flag("--json", default=str(REPO_ROOT / "logs" / "scale" / "scale.json"), help="where the figures go")
-    parser.flag("--stage", default=None, choices=sorted(STAGES), help="(internal) run one stage and print JSON")
-    parser.flag("--size", type=positive_int, default=32, help="(internal) the stage's image size")
-    parser.flag("--backbone", default="cnn", help="(internal) the stage's image backbone")
+    parser.flag("-rows", type=positive_int, default=16000, help="frames in the stand-in")
+    parser.flag("-classes", type=positive_int, default=9, help="classes (each video belongs to one)")
+    parser.flag("-videos", type=positive_int, default=37, help="videos (the group column)")
+    parser.flag("-frame", default="640x360", help="frame size WIDTHxHEIGHT of the PNGs")
+    parser.flag("-sizes", default="32,64,128,224", help="image sizes to measure")
+    parser.flag("-backbones", default="cnn,resnet18", help="image backbones to measure")
+    parser.flag("-batches", type=positive_int, default=8, help="timed pretraining batches per size and backbone")
+    parser.flag("-data_dir", default=str(CACHE_DIR / "scale-data"), help="where the stand-in is written")
+    parser.flag("-cache_dir", default=str(CACHE_DIR / "scale-cache"), help="image cache of the benchmark")
+    parser.flag("-json", default=str(REPO_ROOT / "logs" / "scale" / "scale.json"), help="where the figures go")
+    parser.flag("-stage", default=None, choices=sorted(STAGES), help="(internal) run one stage and print JSON")
+    parser.flag("-size", type=positive_int, default=32, help="(internal) the stage's image size")
+    parser.flag("-backbone", default="cnn", help="(internal) the stage's image backbone")
     args = parser.parse_args(argv)
     args.data_dir, args.cache_dir = Path(args.data_dir), Path(args.cache_dir)
     if args.stage:
@@ -259,8 +259,8 @@ def main(argv) -> None:
     try:
         width, height = (int(v) for v in args.frame.lower().split("x"))
     except ValueError:
-        raise UserError(f"--frame {args.frame}: expected WIDTHxHEIGHT such as 640x360") from None
-    sizes = comma_numbers(args.sizes, "--sizes", positive_int, count=len(args.sizes.split(",")))
+        raise UserError(f"-frame {args.frame}: expected WIDTHxHEIGHT such as 640x360") from None
+    sizes = comma_numbers(args.sizes, "-sizes", positive_int, count=len(args.sizes.split(",")))
     backbones = [b for b in args.backbones.split(",") if b]
     print(f"stand-in: {args.rows} frames of {width}x{height} in {shown(args.data_dir)}", flush=True)
     results = {"rows": args.rows, "frame": [width, height], "batches": args.batches, "cpu_threads": os.cpu_count()}

@@ -1,6 +1,6 @@
 """Speed benchmarks of the continual stage: one command, a small table, a JSON file.
 
-    python benchmarks/speed.py [-pretrained DIR] [--repeats 5] [--device cpu|cuda] [--json logs/benchmarks.json]
+    python benchmarks/speed.py [-pretrained DIR] [-repeats 5] [-device cpu|cuda] [-json logs/benchmarks.json]
 
 (a) one training epoch of task 1 (after a short task 0) for the baseline and HLOP: samples/s and
     the HLOP/baseline time ratio (HLOP adds the projection and 5 Hebbian iterations per layer);
@@ -34,7 +34,7 @@ from common.rundir import RunDir
 from common.seeding import seed_everything
 from continual.config import ContinualConfig
 from continual.data import continual_data
-from continual.methods import METHODS, TaskContext
+from continual.methods import METHODS, Context
 from continual.stream import experiences
 from continual.trainer import build_model, run_continual, start_task, train_epoch
 from dataloader.dataset import prepare_data, standardize
@@ -60,14 +60,14 @@ def epoch_seconds(name: str, data, config: ContinualConfig, repeats: int, device
     seed_everything(config.seed)
     model = build_model(data, config, device)
     method = METHODS[name]()
-    method.prepare(model)
+    method.before_run(Context(model, data, config))
     shuffle = torch.Generator().manual_seed(config.seed)
     stream = experiences(data, method.stream)
-    training = start_task(model, method, stream[0], config)
+    training = start_task(model, method, stream[0], data, config)
     for epoch in (1, 2):
         train_epoch(training, method, data, epoch, config, shuffle)
-    method.after_task(TaskContext(model, 0, data, data.rows["train"][0], config))
-    training = start_task(model, method, stream[1], config)
+    method.after_task(Context(model, data, config, 0, rows=data.rows["train"][0]))
+    training = start_task(model, method, stream[1], data, config)
     seconds = []
     for epoch in range(1, repeats + 2):  # the first epoch warms up and is not counted
         spent = timed(device, lambda e=epoch: train_epoch(training, method, data, e, config, shuffle))
@@ -138,10 +138,10 @@ def load(pretrained: Path | None, device):
 def main(argv) -> None:
     parser = FlagParser(prog="python benchmarks/speed.py", description=__doc__.splitlines()[0])
     parser.flag("-pretrained", default=None, help="pretrained encoders (default: pre_weight/<dataset>)")
-    parser.flag("--repeats", type=int, default=5, help="timed epochs per method for (a)")
+    parser.flag("-repeats", type=int, default=5, help="timed epochs per method for (a)")
     parser.flag("-b", type=int, default=64, help="batch size")
     parser.device_flags()
-    parser.flag("--json", default=str(REPO_ROOT / "logs" / "benchmarks.json"), help="where the figures are written")
+    parser.flag("-json", default=str(REPO_ROOT / "logs" / "benchmarks.json"), help="where the figures are written")
     args = parser.parse_args(argv)
     device = select_device(args.gpu_id, args.device)
     folder, prepared, data = load(Path(args.pretrained) if args.pretrained else None, device)

@@ -1,8 +1,8 @@
 """Command-line plumbing shared by the scripts.
 
 Every flag is accepted in the reference code's single-dash spelling (``-data_dir``,
-``-gpu-id``) and in the double-dash one (``--data-dir``, ``--gpu-id``); ``run_cli`` turns a
-``UserError`` into one line on stderr and exit code 2 (``--debug`` shows the traceback).
+``-gpu-id``) and in the double-dash one (``-data_dir``, ``-gpu_id``); ``run_cli`` turns a
+``UserError`` into one line on stderr and exit code 2 (``-debug`` shows the traceback).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from common.errors import UserError
 
 
 def _spellings(name: str) -> list[str]:
-    """All accepted spellings of one flag, the two documented ones first."""
+    """All accepted spellings of one flag, the documented one (the reference's single dash) first."""
     if not name.startswith("-") or len(name.lstrip("-")) == 1:
         return [name]
     base = name.lstrip("-")
@@ -50,11 +50,15 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 class FlagParser(argparse.ArgumentParser):
     """An ArgumentParser whose ``flag`` method registers both dash conventions at once."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, section: str | None = None, sibling=None, **kwargs):
+        """``section``: this script's section of a shared config file; ``sibling``: builds the other script's
+        parser, whose flags a shared config file may set too."""
+        self.section, self.sibling = section, sibling
         kwargs.setdefault("formatter_class", _HelpFormatter)
         kwargs.setdefault("allow_abbrev", False)
+        kwargs.setdefault("usage", f"{kwargs.get('prog', '%(prog)s')} [FLAGS]  (one group of flags per concern, below)")
         super().__init__(*args, **kwargs)
-        self.flag("--debug", action="store_true", help="show the full traceback on errors")
+        self.flag("-debug", action="store_true", help="show the full traceback on errors")
         self.flag(
             "-config",
             default=None,
@@ -70,71 +74,81 @@ class FlagParser(argparse.ArgumentParser):
         return super().parse_args(args, namespace)
 
     def _apply_config(self, path: str) -> None:
-        """Make the file's values the flags' defaults (checked and converted as on the command line)."""
+        """Make the file's values the flags' defaults (checked and converted as on the command line).
+
+        One file serves both scripts: a key sets the flag of that name in every script that has
+        it, a key only the other script has is left to it (``sibling``), and a section named
+        after a script (``pretrain:``, ``continual:``) applies to that script alone.
+        """
         values = _read_config(path)
-        by_name = {}
-        for action in self._actions:  # any spelling of a flag names it: b, batch_size, batch-size
-            for name in [action.dest, *action.option_strings]:
-                by_name.setdefault(name.lstrip("-").replace("-", "_"), action)
-        for key, value in values.items():
-            action = by_name.get(str(key).lstrip("-").replace("-", "_"))
-            dest = action.dest if action is not None else None
-            if action is None or dest in ("config", "help"):
+        sections = {name: values.pop(name) for name in SECTIONS if name in values}
+        for name, found in sections.items():
+            if not isinstance(found, dict):
+                raise UserError(f"-config {path}: {name}: expected a mapping of flag names to values")
+        mine = sections.get(self.section, {})
+        elsewhere = set(self.sibling()._by_name()) if self.sibling else set()
+        by_name = self._by_name()
+        for key, value in [*values.items(), *mine.items()]:
+            action = by_name.get(_key(key))
+            if action is None and _key(key) in elsewhere and key not in mine:
+                continue  # the other script's flag
+            if action is None or action.dest in ("config", "help"):
                 raise UserError(f"-config {path}: {key!r} is not a flag of {self.prog}")
-            if isinstance(action, argparse._StoreTrueAction):
-                if not isinstance(value, bool):
-                    raise UserError(f"-config {path}: {key} takes true or false, not {value!r}")
-            else:
-                if isinstance(value, list):
-                    value = ",".join(str(v) for v in value)
-                if action.type is not None:
-                    try:
-                        value = action.type(str(value))
-                    except (argparse.ArgumentTypeError, ValueError) as exc:
-                        raise UserError(f"-config {path}: {key} {value!r}: {exc}") from None
-                elif value is not None:
-                    value = str(value)
-                if action.choices is not None and value not in action.choices:
-                    choices = ", ".join(map(str, action.choices))
-                    raise UserError(f"-config {path}: {key} {value!r}: expected one of {choices}")
-            self.set_defaults(**{dest: value})
+            self.set_defaults(**{action.dest: _config_value(path, key, value, action)})
+
+    def _by_name(self) -> dict[str, argparse.Action]:
+        """Every flag under every spelling of its name: b, batch_size, batch-size."""
+        by_name = {}
+        for action in self._actions:
+            for name in [action.dest, *action.option_strings]:
+                by_name.setdefault(_key(name), action)
+        return by_name
 
     def flag(self, *names: str, **kwargs) -> argparse.Action:
         """Add a flag under all its spellings; ``dest`` is the underscore form of the longest name."""
-        spellings: list[str] = []
-        shown: list[str] = []
-        for name in names:
-            accepted = _spellings(name)
-            spellings += [s for s in accepted if s not in spellings]
-            shown += accepted[:2]
-        kwargs.setdefault("dest", max(names, key=len).lstrip("-").replace("-", "_"))
-        action = self.add_argument(*spellings, **kwargs)
-        action.shown_names = list(dict.fromkeys(shown))
-        return action
+        return _add_flag(self, names, kwargs)
 
-    def device_flags(self, compile_help: str | None = None) -> None:
-        """-gpu-id and --device, and for training scripts -compile (what it compiles) and -deterministic."""
-        self.flag("-gpu-id", default=None, help="CUDA device index (CUDA is used when present)")
-        self.flag("--device", default=None, help="cpu, cuda or cuda:N (overrides -gpu-id)")
+    def group(self, title: str, description: str | None = None) -> FlagGroup:
+        """A titled group of flags in ``--help`` (data, optimisation, each method, ...)."""
+        return FlagGroup(self.add_argument_group(title, description))
+
+    def refused(self, name: str, why: str) -> None:
+        """A flag that is refused with one line saying ``why`` (a renamed flag, or one mmhlop has no use for)."""
+
+        class Refused(argparse.Action):
+            refusal = why
+
+            def __call__(self, parser, namespace, values, option_string=None):
+                raise UserError(f"{option_string}: {why}")
+
+        dest = "refused_" + name.lstrip("-").replace("-", "_")
+        self.add_argument(*_spellings(name), nargs="?", action=Refused, help=argparse.SUPPRESS, dest=dest)
+
+    def device_flags(self, compile_help: str | None = None, group=None) -> None:
+        """-gpu-id and -device, and for training scripts -compile (what it compiles) and -deterministic."""
+        group = group or self
+        group.flag("-gpu-id", default=None, help="CUDA device index (CUDA is used when present)")
+        group.flag("-device", default=None, help="cpu, cuda or cuda:N (overrides -gpu-id)")
         if compile_help is None:
             return
-        self.flag("-compile", action="store_true", help=compile_help)
-        self.flag(
+        group.flag("-compile", action="store_true", help=compile_help)
+        group.flag(
             "-deterministic",
             action="store_true",
             help="deterministic CUDA kernels (slower; CPU runs are deterministic anyway)",
         )
 
-    def batch_job_flags(self, checkpoint_every: float) -> None:
-        """--progress-every (log lines when stdout is a file) and --checkpoint-every (mid-epoch checkpoints)."""
-        self.flag(
-            "--progress-every",
+    def batch_job_flags(self, checkpoint_every: float, group=None) -> None:
+        """-progress_every (log lines when stdout is a file) and -checkpoint_every (mid-epoch checkpoints)."""
+        group = group or self
+        group.flag(
+            "-progress_every",
             type=positive_float,
             default=30.0,
             help="seconds between progress lines when stdout is not a terminal (a log file); a terminal shows bars",
         )
-        self.flag(
-            "--checkpoint-every",
+        group.flag(
+            "-checkpoint_every",
             type=non_negative_float,
             default=checkpoint_every,
             help="seconds between checkpoints inside an epoch, so -resume loses at most that much (0: epoch ends only)",
@@ -152,6 +166,55 @@ class FlagParser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
+SECTIONS = ("pretrain", "continual")  # a config file's per-script sections
+
+
+def _key(name) -> str:
+    return str(name).lstrip("-").replace("-", "_")
+
+
+def _config_value(path: str, key, value, action: argparse.Action):
+    """``value`` from a config file, checked and converted as the command line would."""
+    if hasattr(action, "refusal"):
+        raise UserError(f"-config {path}: {key}: {action.refusal}")
+    if isinstance(action, argparse._StoreTrueAction):
+        if not isinstance(value, bool):
+            raise UserError(f"-config {path}: {key} takes true or false, not {value!r}")
+        return value
+    if isinstance(value, list):
+        value = ",".join(str(v) for v in value)
+    if action.type is not None:
+        try:
+            value = action.type(str(value))
+        except (argparse.ArgumentTypeError, ValueError) as exc:
+            raise UserError(f"-config {path}: {key} {value!r}: {exc}") from None
+    elif value is not None:
+        value = str(value)
+    if action.choices is not None and value not in action.choices:
+        raise UserError(f"-config {path}: {key} {value!r}: expected one of {', '.join(map(str, action.choices))}")
+    return value
+
+
+class FlagGroup:
+    """A group of flags declared with the same spellings as ``FlagParser.flag``."""
+
+    def __init__(self, group: argparse._ArgumentGroup):
+        self._group = group
+
+    def flag(self, *names: str, **kwargs) -> argparse.Action:
+        return _add_flag(self._group, names, kwargs)
+
+
+def _add_flag(container, names: tuple[str, ...], kwargs: dict) -> argparse.Action:
+    spellings: list[str] = []
+    for name in names:
+        spellings += [s for s in _spellings(name) if s not in spellings]
+    kwargs.setdefault("dest", max(names, key=len).lstrip("-").replace("-", "_"))
+    action = container.add_argument(*spellings, **kwargs)
+    action.shown_names = [_spellings(name)[0] for name in names]  # the one documented spelling of each name
+    return action
+
+
 def _config_path(args: list[str]) -> str | None:
     for index, arg in enumerate(args):
         name, _, inline = arg.partition("=")
@@ -163,6 +226,29 @@ def _config_path(args: list[str]) -> str | None:
     return None
 
 
+def _no_duplicates(pairs: list) -> dict:
+    keys = [key for key, _ in pairs]
+    twice = next((key for key in keys if keys.count(key) > 1), None)
+    if twice is not None:
+        raise ValueError(f"{twice!r} is given twice")
+    return dict(pairs)
+
+
+def _load_yaml(text: str):
+    """YAML, with a key written twice in one mapping refused (PyYAML keeps the last value silently)."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            keys = [self.construct_object(key, deep=deep) for key, _ in node.value]
+            twice = next((key for key in keys if keys.count(key) > 1), None)
+            if twice is not None:
+                raise ValueError(f"{twice!r} is given twice (line {node.start_mark.line + 1})")
+            return super().construct_mapping(node, deep)
+
+    return yaml.load(text, Loader=Loader)
+
+
 def _read_config(path: str) -> dict:
     """A flat mapping of flag names to values from a .json, .yaml or .yml file."""
     try:
@@ -171,11 +257,9 @@ def _read_config(path: str) -> dict:
         raise UserError(f"-config {path}: cannot be read ({exc.strerror or exc})") from None
     try:
         if path.endswith((".yaml", ".yml")):
-            import yaml
-
-            values = yaml.safe_load(text)
+            values = _load_yaml(text)
         else:
-            values = json.loads(text)
+            values = json.loads(text, object_pairs_hook=_no_duplicates)
     except Exception as exc:  # noqa: BLE001 - json and yaml raise their own error types
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(
@@ -192,7 +276,7 @@ def run_cli(main: Callable[[Sequence[str]], object], argv: Sequence[str] | None 
     try:
         main(argv)
     except UserError as exc:
-        if "--debug" in argv or "-debug" in argv:
+        if "-debug" in argv or "--debug" in argv:
             raise
         print(f"error: {exc}", file=sys.stderr)
         return 2

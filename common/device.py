@@ -30,9 +30,9 @@ def select_device(
         try:
             chosen = torch.device(device)
         except RuntimeError as exc:
-            raise UserError(f"--device {device}: {exc}") from None
+            raise UserError(f"-device {device}: {exc}") from None
         if chosen.type == "cuda":
-            chosen = _cuda(chosen.index or 0, f"--device {device}")
+            chosen = _cuda(chosen.index or 0, f"-device {device}")
     elif torch.cuda.is_available():
         chosen = _cuda(_parse_gpu_id(gpu_id), f"-gpu-id {gpu_id}")
     else:
@@ -55,10 +55,10 @@ def _parse_gpu_id(gpu_id: str | int | None) -> int:
 def _cuda(index: int, flag: str) -> torch.device:
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if count == 0:
-        raise UserError(f"{flag}: no CUDA GPU is visible; run with --device cpu")
+        raise UserError(f"{flag}: no CUDA GPU is visible; run with -device cpu")
     if index >= count:
         raise UserError(
             f"{flag}: there is no GPU {index} ({count} visible: 0..{count - 1}); "
-            "pick one of those or run with --device cpu"
+            "pick one of those or run with -device cpu"
         )
     return torch.device("cuda", index)

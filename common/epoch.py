@@ -7,7 +7,7 @@ and global RNG states go into the same checkpoint as at an epoch's end. Resuming
 same order, skips the batches done and continues the sums, so the run ends as an uninterrupted
 one does (tested with SIGKILL in ``tests/test_hardening.py``).
 
-Mid-epoch checkpoints are written every ``--checkpoint-every`` seconds (default 600; 0 keeps only
+Mid-epoch checkpoints are written every ``-checkpoint_every`` seconds (default 600; 0 keeps only
 the epoch-end ones) in single-process runs; under torchrun the processes could not agree on the
 moment without a collective on every batch, so checkpoints stay at epoch ends there.
 """

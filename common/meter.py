@@ -6,7 +6,7 @@ a tqdm bar when stdout is a terminal and otherwise prints a line such as
 
     epoch 3/20: 4800/11200 rows (43%)  812 rows/s  ETA 7s  loss 0.4213
 
-at least every ``--progress-every`` seconds (default 30), and at a tenth of the loop when 5 s
+at least every ``-progress_every`` seconds (default 30), and at a tenth of the loop when 5 s
 have passed since the last line (so a loop of a few seconds stays quiet). Statistics passed as callables are only evaluated when a line is printed, so a
 GPU loop is not synchronised on every batch.
 """

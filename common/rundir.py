@@ -30,14 +30,14 @@ class RunDir:
         self.writer = current().main
         self.path = Path(path)
         if resume and overwrite:
-            raise UserError(f"{out_flag} {shown(self.path)}: -resume and --overwrite exclude each other; choose one")
+            raise UserError(f"{out_flag} {shown(self.path)}: -resume and -overwrite exclude each other; choose one")
         self.has_results = self.path.is_dir() and any(any(self.path.glob(m)) for m in markers)
         self.resuming = resume and self.has_results
         self.staged = overwrite and self.has_results
         if self.has_results and not (resume or overwrite):
             raise UserError(
                 f"{out_flag} {shown(self.path)}: already holds results; pass -resume to continue that run, "
-                f"--overwrite to replace it, or choose another {out_flag}"
+                f"-overwrite to replace it, or choose another {out_flag}"
             )
         self.work = self.path.with_name(f".{self.path.name}.overwrite") if self.staged else self.path
         if not self.writer:

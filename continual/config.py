@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from models.neurons import NeuronConfig
 
@@ -19,9 +19,9 @@ class ContinualConfig:
     later_opt: str | None = None  # tasks after the first: another optimizer (None: opt), e.g. Adam then SGD
     later_lr: float | None = None  # its learning rate, also the encoders' (None: lr and encoder_lr)
     lr: float = 0.1
-    encoder_lr: float = 0.001  # -encoders continual: the encoders' and the fusion's learning rate
-    encoder_momentum: float = 0.9  # -encoders continual, with SGD: the encoders' momentum
-    modality_dropout: float = 0.5  # -encoders continual: share of training rows that see one random modality
+    encoder_lr: float = 0.001  # -encoder_mode continual: the encoders' and the fusion's learning rate
+    encoder_momentum: float = 0.9  # -encoder_mode continual, with SGD: the encoders' momentum
+    modality_dropout: float = 0.5  # -encoder_mode continual: share of training rows that see one random modality
     lr_scheduler: str = "StepLR"
     step_size: float = 100
     gamma: float = 0.1
@@ -38,3 +38,13 @@ class ContinualConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def for_later_tasks(self) -> ContinualConfig:
+        """The settings of the tasks after the first: ``later_opt`` and ``later_lr`` where given.
+
+        ``later_lr`` is the spiking MLP's rate and the encoders' (with ``-encoder_mode continual``).
+        """
+        if self.later_opt is None and self.later_lr is None:
+            return self
+        lr = self.later_lr or self.lr
+        return replace(self, opt=self.later_opt or self.opt, lr=lr, encoder_lr=self.later_lr or self.encoder_lr)

@@ -1,7 +1,7 @@
 """The continual run's data on the device: the network's inputs, labels, rows per task and split.
 
 With frozen encoders (the default) the inputs are the cached fused features; with
-``-encoders continual`` they are the raw images (uint8) and standardised MFCC vectors, and
+``-encoder_mode continual`` they are the raw images (uint8) and standardised MFCC vectors, and
 ``encoder`` holds the encoders the run starts from.
 """
 
@@ -154,7 +154,7 @@ def continual_encoder_data(
     device: torch.device,
     input_scale: str = "auto",
 ) -> ContinualData:
-    """The raw inputs for ``-encoders continual``, and the input scale of ``encoder``'s features on task 0.
+    """The raw inputs for ``-encoder_mode continual``, and the input scale of ``encoder``'s features on task 0.
 
     The scale is fixed from the starting encoders' features of task 0's training rows (as the
     frozen mode's ``auto``), so nothing of later tasks decides it.

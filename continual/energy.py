@@ -101,7 +101,7 @@ def spike_counts(model, data, rows: torch.Tensor, batch_size: int = 1024) -> tup
 
 def inference_cost(model, spiked: torch.Tensor, rows: int, encoder_mac_count: int, encoder_synops: float = 0.0) -> dict:
     """SynOps, MACs and joules per sample, from the spikes ``spiked`` per LIF layer fired on ``rows`` samples."""
-    snn = getattr(model, "snn", model)
+    snn = model.snn
     n = max(rows, 1)
     synops = {
         "fc2": float(spiked[0]) / n * snn.fc2.out_features,

@@ -34,6 +34,7 @@ class TaskTraining:
     epochs_done: int = 0
     summary: tuple = (0.0, 0.0, 0.0)  # train loss, train accuracy, validation accuracy of the last epoch
     position: EpochPosition | None = None  # where the unfinished epoch epochs_done + 1 stopped, if it did
+    model: torch.nn.Module | None = None  # the network itself (``network`` may wrap it in DDP)
 
 
 @dataclass

@@ -60,7 +60,7 @@ def prepare_data(
 ) -> PreparedData:
     """Read and validate the dataset, split it and resolve the task split (no image decoding).
 
-    The task split is ``tasks_override`` (a --tasks value) if given, else ``configured_tasks``
+    The task split is ``tasks_override`` (a -tasks value) if given, else ``configured_tasks``
     (``TASKS`` of the editable ``dataloader/scene.py``, or the split pretrained encoders were trained
     with; ``configured_source`` names it in errors), else the default.
     """

@@ -1,12 +1,12 @@
 """Decoding the dataset's images once, resized, into a uint8 cache that later runs reuse.
 
 Images are read with OpenCV as 3-channel RGB (grayscale files too) and made ``size x size``
-squares by ``--image-fit``: ``squash`` (stretch the whole frame; the default, as the reference
+squares by ``-image_fit``: ``squash`` (stretch the whole frame; the default, as the reference
 pipelines resize), ``crop`` (the centre square of the frame, aspect kept) or ``pad`` (the whole
 frame, aspect kept, black bars above and below or beside it). The three agree on square images.
 
 The cache is keyed by the CSV's content, the size, the fit and each image file's size and
-modification time, so editing the CSV, changing ``--image-size`` or replacing an image rebuilds
+modification time, so editing the CSV, changing ``-image_size`` or replacing an image rebuilds
 it. A checksum beside the array detects a corrupt cache, which is rebuilt. Decoding writes
 straight into the cache file and a cache hit is memory-mapped, so a 7 GB cache (16,000 frames at
 224 px) is never held twice in memory; pages are read as batches touch them.
@@ -42,9 +42,9 @@ def load_images(table: SceneTable, size: int, cache_dir: str | Path, fit: str = 
     The array is a copy-on-write map of the cache file: writing to it never changes the file.
     """
     if size < 8 or size > 1024:
-        raise UserError(f"--image-size {size}: expected a value between 8 and 1024")
+        raise UserError(f"-image_size {size}: expected a value between 8 and 1024")
     if fit not in IMAGE_FITS:
-        raise UserError(f"--image-fit {fit}: expected one of {', '.join(IMAGE_FITS)}")
+        raise UserError(f"-image_fit {fit}: expected one of {', '.join(IMAGE_FITS)}")
     key = image_fingerprint(table, size, fit)
     suffix = "" if fit == "squash" else f"-{fit}"
     array_path = Path(cache_dir) / "images" / f"{table.name}-{size}px{suffix}-{key[:20]}.npy"
@@ -126,7 +126,7 @@ def _reserve_disk(path: Path, n_bytes: int) -> None:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise UserError(
                 f"{shown(path.parent)}: no room for the image cache ({n_bytes / 2**30:.1f} GiB); free space or "
-                "choose another --cache-dir"
+                "choose another -cache_dir"
             ) from None
         # file systems without fallocate (EOPNOTSUPP): write as usual
 

@@ -24,66 +24,70 @@ class DataSpec:
     allow_outside_paths: bool = False  # IMAGE paths may leave the dataset folder (a trusted CSV only)
 
 
-def add_data_flags(parser: FlagParser, splits: bool = True) -> None:
+def add_data_flags(parser: FlagParser, splits: bool = True, class_column: str | None = "CLASS2") -> None:
+    """The data flags on ``parser`` (or a group of it); ``splits``: also the split flags (pretraining only).
+
+    ``class_column=None``: -class_column has no default (the continual script takes the pretrained folder's)."""
     parser.flag(
         "-data_dir",
         default=None,
         help="dataset directory (dataset.csv + images/); default datasets/scene, else the embedded avdigits",
     )
     parser.flag(
-        "--class-column",
-        default="CLASS2",
-        help="CSV column that holds the class label (CLASS2: scene, CLASS1: indoors/outdoors)",
+        "-class_column",
+        default=class_column,
+        help="CSV column that holds the class label (CLASS2: scene, CLASS1: indoors/outdoors)"
+        + ("" if class_column else "; default: the pretrained encoders' (CLASS2 with -pretrained none)"),
     )
     parser.flag(
-        "--tasks",
+        "-tasks",
         default=None,
         help='task split as JSON ([["A","B"],["C"]]) or a JSON file; default: TASKS in dataloader/scene.py',
     )
     parser.flag(
-        "--class-order",
+        "-class_order",
         default="sorted",
         choices=("sorted", "random"),
-        help="the default task split pairs the classes in sorted order, or in a random order drawn with --order-seed",
+        help="the default task split pairs the classes in sorted order, or in a random order drawn with -order_seed",
     )
-    parser.flag("--order-seed", type=int, default=0, help="seed of --class-order random")
-    parser.flag("--cache-dir", default=str(CACHE_DIR), help="where decoded images and features are cached")
+    parser.flag("-order_seed", type=int, default=0, help="seed of -class_order random")
+    parser.flag("-cache_dir", default=str(CACHE_DIR), help="where decoded images and features are cached")
     parser.flag(
-        "--allow-outside-paths",
+        "-allow_outside_paths",
         action="store_true",
         help="accept IMAGE paths that are absolute or leave the dataset folder (refused by default: a CSV from "
         "elsewhere could read any image on this machine)",
     )
     if splits:
         parser.flag(
-            "--split",
+            "-split",
             default="auto",
             choices=SPLIT_MODES,
             help="auto: the SPLIT column if the CSV has one, else stratified; group: whole speakers/videos "
             "per split (no test speaker or video is seen in training)",
         )
         parser.flag(
-            "--split-fractions",
+            "-split_fractions",
             default="0.7,0.1,0.2",
             help="train,val,test fractions for stratified and blocked splits",
         )
-        parser.flag("--split-seed", type=int, default=0, help="seed of the split (independent of the training seed)")
-        parser.flag("--block-size", type=positive_int, default=20, help="rows per block for --split blocked")
+        parser.flag("-split_seed", type=int, default=0, help="seed of the split (independent of the training seed)")
+        parser.flag("-block_size", type=positive_int, default=20, help="rows per block for -split blocked")
         parser.flag(
-            "--group-column",
+            "-group_column",
             default="auto",
-            help="column naming each row's group for --split group (auto: SPEAKER, else VIDEO)",
+            help="column naming each row's group for -split group (auto: SPEAKER, else VIDEO)",
         )
-        parser.flag("--test-groups", default="", help="comma-separated groups that form the test split (--split group)")
-        parser.flag("--val-groups", default="", help="comma-separated groups that form the val split (--split group)")
+        parser.flag("-test_groups", default="", help="comma-separated groups that form the test split (-split group)")
+        parser.flag("-val_groups", default="", help="comma-separated groups that form the val split (-split group)")
 
 
 def tasks_from_args(args: argparse.Namespace) -> str | None:
-    """The task split flag: --tasks, or a seeded random class order (one task split per order seed)."""
+    """The task split flag: -tasks, or a seeded random class order (one task split per order seed)."""
     if getattr(args, "class_order", "sorted") != "random":
         return args.tasks
     if args.tasks is not None:
-        raise UserError("--tasks and --class-order random both set the task split; choose one")
+        raise UserError("-tasks and -class_order random both set the task split; choose one")
     return f"{RANDOM_ORDER}{args.order_seed}"
 
 
@@ -113,9 +117,9 @@ def _fractions(text: str) -> tuple[float, float, float]:
     try:
         values = tuple(float(part) for part in text.split(","))
     except ValueError:
-        raise UserError(f"--split-fractions {text}: expected three numbers such as 0.7,0.1,0.2") from None
+        raise UserError(f"-split_fractions {text}: expected three numbers such as 0.7,0.1,0.2") from None
     if len(values) != 3:
-        raise UserError(f"--split-fractions {text}: expected three numbers (train,val,test)")
+        raise UserError(f"-split_fractions {text}: expected three numbers (train,val,test)")
     return values
 
 

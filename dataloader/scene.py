@@ -1,6 +1,6 @@
 """The task split of the scene data: edit TASKS below to change which classes form each subtask.
 
-Run ``python dataloader/scene.py [--data-dir DIR] [--tasks JSON]`` to print the tasks with
+Run ``python dataloader/scene.py [-data_dir DIR] [-tasks JSON]`` to print the tasks with
 their train/val/test counts; it rejects a split that names an unknown class, repeats a class
 or leaves a task empty.
 """
@@ -34,7 +34,7 @@ from dataloader.tasks import resolve_tasks
 
 
 def task_split(class_names: list[str], override: str | None = None) -> list[list[str]]:
-    """The validated task split: ``override`` (a --tasks value) if given, else TASKS, else the default."""
+    """The validated task split: ``override`` (a -tasks value) if given, else TASKS, else the default."""
     return resolve_tasks(class_names, override, TASKS, f"{Path(__file__).name} TASKS")
 
 

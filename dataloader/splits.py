@@ -61,12 +61,12 @@ def make_splits(table: SceneTable, config: SplitConfig) -> dict[str, np.ndarray]
     """Row indices (sorted) of each split; every class has rows in every split."""
     mode = config.mode
     if mode not in SPLIT_MODES:
-        raise UserError(f"--split {mode}: expected one of {', '.join(SPLIT_MODES)}")
+        raise UserError(f"-split {mode}: expected one of {', '.join(SPLIT_MODES)}")
     if mode == "auto":
         mode = "column" if table.split_column is not None else "stratified"
     if mode == "column":
         if table.split_column is None:
-            raise UserError(f"--split column: {shown(table.csv_path)} has no SPLIT column")
+            raise UserError(f"-split column: {shown(table.csv_path)} has no SPLIT column")
         splits = {name: np.flatnonzero(table.split_column == name) for name in SPLIT_NAMES}
     elif mode == "group":
         splits = _split_groups(table, config)
@@ -91,7 +91,7 @@ def make_splits(table: SceneTable, config: SplitConfig) -> dict[str, np.ndarray]
 def _check_fractions(fractions) -> None:
     if len(fractions) != 3 or min(fractions) <= 0 or abs(sum(fractions) - 1) > 1e-6:
         shown = ",".join(f"{f:g}" for f in fractions)
-        raise UserError(f"--split-fractions {shown}: expected three positive numbers (train,val,test) summing to 1")
+        raise UserError(f"-split_fractions {shown}: expected three positive numbers (train,val,test) summing to 1")
 
 
 def _counts(n: int, fractions, which: str, unit: str = "rows") -> tuple[int, int, int]:
@@ -116,11 +116,11 @@ def _split_rows(rows: np.ndarray, fractions, rng: np.random.Generator, which: st
 
 def _split_blocks(rows, fractions, block_size: int, rng, which: str) -> list[np.ndarray]:
     if block_size < 1:
-        raise UserError(f"--block-size {block_size}: expected a positive number of rows")
+        raise UserError(f"-block_size {block_size}: expected a positive number of rows")
     blocks = [rows[i : i + block_size] for i in range(0, len(rows), block_size)]
     if len(blocks) < 3:
         raise UserError(
-            f"{which} has {len(rows)} rows, only {len(blocks)} block(s) of {block_size}; use a smaller --block-size"
+            f"{which} has {len(rows)} rows, only {len(blocks)} block(s) of {block_size}; use a smaller -block_size"
         )
     n_train, n_val, _ = _counts(len(blocks), fractions, which, unit="blocks")
     order = rng.permutation(len(blocks))
@@ -131,16 +131,16 @@ def _split_blocks(rows, fractions, block_size: int, rng, which: str) -> list[np.
 def _split_groups(table: SceneTable, config: SplitConfig) -> dict[str, np.ndarray]:
     """Whole groups to train/val/test: named ones, else a seeded draw in the fractions of groups."""
     if table.groups is None:
-        raise UserError(f"--split group: {shown(table.csv_path)} was read without a group column")
+        raise UserError(f"-split group: {shown(table.csv_path)} was read without a group column")
     names = sorted(set(table.groups.tolist()))
     column = table.group_column
-    for flag, chosen in (("--test-groups", config.test_groups), ("--val-groups", config.val_groups)):
+    for flag, chosen in (("-test_groups", config.test_groups), ("-val_groups", config.val_groups)):
         unknown = [g for g in chosen if g not in names]
         if unknown:
             raise UserError(f"{flag}: no {column} {unknown[0]!r} in {shown(table.csv_path)} ({', '.join(names)})")
     overlap = set(config.test_groups) & set(config.val_groups)
     if overlap:
-        raise UserError(f"--test-groups and --val-groups both name {sorted(overlap)[0]!r}")
+        raise UserError(f"-test_groups and -val_groups both name {sorted(overlap)[0]!r}")
     which = f"{shown(table.csv_path)}: the {column} column"
     if not config.test_groups and not config.val_groups:
         _check_fractions(config.fractions)

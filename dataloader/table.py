@@ -93,23 +93,8 @@ def read_table(
     index = {name: i for i, name in enumerate(class_names)}
     labels = class_cells.map(index).to_numpy(dtype=np.int64, copy=True)
 
-    split_column = None
-    if columns["split"] is not None:
-        split_column = frame[columns["split"]].str.strip().str.lower().to_numpy(dtype=object)
-        bad = [i for i, value in enumerate(split_column) if value not in SPLIT_NAMES]
-        if bad:
-            value = frame[columns["split"]].iloc[bad[0]]
-            raise UserError(
-                f"{shown(csv_path)} line {bad[0] + 2}: {columns['split']} is {value!r}; expected train, val or test"
-            )
-
-    groups = None
-    if columns["group"] is not None:
-        groups = frame[columns["group"]].str.strip().to_numpy(dtype=object)
-        empty = np.flatnonzero(groups == "")
-        if len(empty):
-            raise UserError(f"{shown(csv_path)} line {empty[0] + 2}: empty {columns['group']} (the group column)")
-
+    split_column = _optional_column(csv_path, frame, columns["split"], "split")
+    groups = _optional_column(csv_path, frame, columns["group"], "group")
     image_paths = _resolve_images(csv_path, frame[columns["image"]], class_cells, allow_outside)
     return SceneTable(
         csv_path=csv_path,
@@ -122,6 +107,25 @@ def read_table(
         groups=groups,
         group_column=columns["group"],
     )
+
+
+def _optional_column(csv_path: Path, frame, column: str | None, kind: str) -> np.ndarray | None:
+    """The SPLIT column (lower-cased, train/val/test) or the group column (no empty cell), if the CSV has it."""
+    if column is None:
+        return None
+    cells = frame[column].str.strip()
+    if kind == "split":
+        values = cells.str.lower().to_numpy(dtype=object)
+        bad = [i for i, value in enumerate(values) if value not in SPLIT_NAMES]
+        if bad:
+            value = frame[column].iloc[bad[0]]
+            raise UserError(f"{shown(csv_path)} line {bad[0] + 2}: {column} is {value!r}; expected train, val or test")
+        return values
+    values = cells.to_numpy(dtype=object)
+    empty = np.flatnonzero(values == "")
+    if len(empty):
+        raise UserError(f"{shown(csv_path)} line {empty[0] + 2}: empty {column} (the group column)")
+    return values
 
 
 def _read_header(csv_path: Path, raw: bytes) -> list[str]:
@@ -157,7 +161,7 @@ def _find_columns(csv_path: Path, header: list[str], class_column: str, group_co
         hint = " (is the first line a header?)" if not any(_MFCC.fullmatch(h) for h in header) else ""
         raise UserError(f"{shown(csv_path)} line 1: no IMAGE column{hint}")
     if class_column.upper() not in by_upper:
-        raise UserError(f"{shown(csv_path)} line 1: no {class_column} column (the class label; see --class-column)")
+        raise UserError(f"{shown(csv_path)} line 1: no {class_column} column (the class label; see -class_column)")
     mfcc = sorted((h for h in header if _MFCC.fullmatch(h)), key=lambda h: int(_MFCC.fullmatch(h).group(1)))
     if not mfcc:
         raise UserError(f"{shown(csv_path)} line 1: no MFCC_<n> columns (the audio features)")
@@ -175,11 +179,11 @@ def _find_columns(csv_path: Path, header: list[str], class_column: str, group_co
         if group is None:
             raise UserError(
                 f"{shown(csv_path)} line 1: no {' or '.join(GROUP_COLUMNS)} column for a group split; "
-                "name one with --group-column"
+                "name one with -group_column"
             )
     elif group_column is not None:
         if group_column.upper() not in by_upper:
-            raise UserError(f"{shown(csv_path)} line 1: no {group_column} column (--group-column)")
+            raise UserError(f"{shown(csv_path)} line 1: no {group_column} column (-group_column)")
         group = by_upper[group_column.upper()]
     return {
         "group": group,
@@ -237,7 +241,7 @@ def _resolve_images(csv_path: Path, image_cells: pd.Series, class_cells: pd.Seri
         if not allow_outside and not inside(root, relative):  # decided from the text: nothing outside is looked at
             raise UserError(
                 f"{shown(csv_path)} line {row + 2}: IMAGE {cell!r} points outside the dataset folder; "
-                "pass --allow-outside-paths if you trust this CSV"
+                "pass -allow_outside_paths if you trust this CSV"
             )
         candidates = [root / relative]
         if len(relative.parts) == 1:

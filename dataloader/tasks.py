@@ -15,7 +15,7 @@ def default_tasks(class_names: list[str]) -> list[list[str]]:
     return [names[i : i + 2] for i in range(0, len(names), 2)]
 
 
-RANDOM_ORDER = "random:"  # a --tasks value made by --class-order random --order-seed K
+RANDOM_ORDER = "random:"  # a -tasks value made by -class_order random -order_seed K
 
 
 def random_order_tasks(class_names: list[str], seed: int) -> list[list[str]]:
@@ -26,12 +26,12 @@ def random_order_tasks(class_names: list[str], seed: int) -> list[list[str]]:
 
 
 def parse_tasks(value: str) -> list[list[str]]:
-    """A ``--tasks`` value: JSON text (``[["A","B"],["C"]]``) or the path of a JSON file holding it."""
-    text, source = value, "--tasks"
+    """A ``-tasks`` value: JSON text (``[["A","B"],["C"]]``) or the path of a JSON file holding it."""
+    text, source = value, "-tasks"
     if not value.lstrip().startswith("["):
         path = Path(value)
         if not path.is_file():
-            raise UserError(f"--tasks {value}: neither a JSON list nor an existing JSON file")
+            raise UserError(f"-tasks {value}: neither a JSON list nor an existing JSON file")
         text, source = path.read_text(), str(path)
     try:
         tasks = json.loads(text)
@@ -63,11 +63,11 @@ def validate_tasks(tasks, class_names: list[str], source: str) -> list[list[str]
 
 
 def resolve_tasks(class_names: list[str], override: str | None, configured, configured_source: str) -> list[list[str]]:
-    """The validated task split: ``override`` (a --tasks value) if given, else ``configured``, else the default."""
+    """The validated task split: ``override`` (a -tasks value) if given, else ``configured``, else the default."""
     if override is not None and override.startswith(RANDOM_ORDER):
         return random_order_tasks(class_names, int(override[len(RANDOM_ORDER) :]))
     if override is not None:
-        return validate_tasks(parse_tasks(override), class_names, "--tasks")
+        return validate_tasks(parse_tasks(override), class_names, "-tasks")
     if configured is not None:
         return validate_tasks(configured, class_names, configured_source)
     return default_tasks(class_names)

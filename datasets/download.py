@@ -1,8 +1,8 @@
 """Download the Kaggle scene dataset with kagglehub and place it at datasets/scene/.
 
-``python datasets/download.py [--dest DIR] [--copy]`` fetches
+``python datasets/download.py [-dest DIR] [-copy]`` fetches
 ``birdy654/scene-classification-images-and-audio`` into kagglehub's cache and links (or, with
-``--copy``, copies) the folder that holds ``dataset.csv`` and ``images/`` to DIR. Without network
+``-copy``, copies) the folder that holds ``dataset.csv`` and ``images/`` to DIR. Without network
 or Kaggle credentials it says what to do instead and exits with code 2.
 """
 
@@ -27,7 +27,7 @@ def download(dest: Path, copy: bool = False, handle: str = KAGGLE_HANDLE) -> Pat
         print(f"{shown(dest)}: already holds dataset.csv; nothing to do (remove it to download again)")
         return dest
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
-        raise UserError(f"--dest {shown(dest)}: exists and is not an empty folder; choose another --dest")
+        raise UserError(f"-dest {shown(dest)}: exists and is not an empty folder; choose another -dest")
     manual = (
         f"download it by hand from https://www.kaggle.com/datasets/{handle} and unpack it so that "
         f"{shown(dest)}/dataset.csv and {shown(dest)}/images/ exist"
@@ -79,8 +79,8 @@ def find_dataset_root(downloaded: Path) -> Path:
 
 def main(argv) -> None:
     parser = FlagParser(prog="python datasets/download.py", description=__doc__.splitlines()[0])
-    parser.flag("--dest", default=str(SCENE_DIR), help="where the dataset folder is placed")
-    parser.flag("--copy", action="store_true", help="copy the files instead of linking to kagglehub's cache")
+    parser.flag("-dest", default=str(SCENE_DIR), help="where the dataset folder is placed")
+    parser.flag("-copy", action="store_true", help="copy the files instead of linking to kagglehub's cache")
     args = parser.parse_args(argv)
     download(Path(args.dest), copy=args.copy)
 

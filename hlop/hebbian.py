@@ -19,6 +19,26 @@ from torch import nn
 from hlop.projection import orthogonal_to_rows
 
 
+def lateral_inverse(lateral: torch.Tensor, start: torch.Tensor | None = None, tolerance: float = 1e-8, steps: int = 60):
+    """The inverse of the lateral answers' correlation ``<y y^T>`` (symmetric, positive) by Newton-Schulz
+    steps ``L <- L (2 I - A L)`` on ``A`` scaled to a unit diagonal: matrix products only.
+
+    Returns the inverse and the scaled inverse, which ``start`` may pass back as the next call's start
+    (the answers' correlation changes little from one pass to the next)."""
+    scale = lateral.diagonal().clamp(min=1e-300).rsqrt()
+    scaled = lateral * scale[:, None] * scale[None, :]  # unit diagonal: near the identity once the rows decorrelate
+    eye = torch.eye(len(lateral), dtype=lateral.dtype, device=lateral.device)
+    inverse = eye / scaled.abs().sum(1).max()  # Gershgorin: every eigenvalue of A L starts in (0, 1]
+    if start is not None and (eye - scaled @ start).pow(2).sum() < 0.25:  # Frobenius, above the spectral norm
+        inverse = start
+    for _ in range(steps):
+        error = eye - scaled @ inverse
+        if error.abs().max() < tolerance:
+            break
+        inverse = inverse + inverse @ error
+    return inverse * scale[:, None] * scale[None, :], inverse
+
+
 class HebbianSubspace(nn.Module):
     def __init__(
         self,
@@ -116,6 +136,44 @@ class HebbianSubspace(nn.Module):
                 all_reduce(delta)
             velocity.lerp_(delta.clamp_(-10, 10), 1 - self.momentum)  # m v + (1 - m) delta
             learning.add_(velocity, alpha=self.lr)
+
+    @torch.no_grad()
+    def consolidate(self, correlation: torch.Tensor, passes: int = 10, rate: float = 0.5) -> None:
+        """Hebbian passes over a task's inputs at its end: the learning rows converge to the principal
+        subspace of the inputs' part outside the frozen rows, the low-energy directions as fast as the others.
+
+        ``correlation`` is ``<r r^T>`` (N, N) of those parts ``r`` over the task's rows, the sum of the
+        Hebbian products the lateral synapses see. Each pass, with the rows' answers ``y = W r``::
+
+            W <- (1 - rate) W + rate <y y^T>^-1 <y r^T>
+
+        ``<y r^T> = W <r r^T>`` is Oja's Hebbian term; ``<y y^T>^-1`` decorrelates the lateral neurons'
+        answers (anti-Hebbian lateral connections among them, computed by Newton-Schulz steps:
+        products only). Oja's rule moves each direction at a speed proportional to its energy; here
+        every pass is a step of subspace iteration, whose rows become orthonormal and span the top
+        subspace whatever the energies (``rate`` 0.5: the rows' norms converge quadratically).
+        Rows with no energy left to learn shrink towards zero instead of protecting a random direction.
+        """
+        first = self.frozen_rows
+        if self.weight.shape[0] == first or passes <= 0:
+            return
+        correlation = correlation.double()
+        learning = self.weight[first:].double()
+        ridge = 1e-9 * correlation.diagonal().sum().clamp(min=1e-30)
+        eye = torch.eye(learning.shape[0], dtype=torch.float64, device=learning.device)
+        start = None
+        for _ in range(passes):
+            hebbian = learning @ correlation  # <y r^T>
+            lateral = hebbian @ learning.t() + ridge * eye  # <y y^T>
+            inverse, start = lateral_inverse(lateral, start)
+            learning = (1 - rate) * learning + rate * inverse @ hebbian
+        self.weight[first:] = learning.to(self.weight.dtype)
+        self.velocity[first:] = 0
+
+    def residual(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` without what the frozen rows answer for: the part the learning rows are to learn."""
+        x = x.float()
+        return self.orthogonal(x) if self.frozen_rows else x
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # the number of rows grows task by task: take the saved shapes before loading

@@ -1,6 +1,6 @@
 """Gradient projection for the encoders' layers (convolutions and linear layers).
 
-Under ``-encoders continual`` the image and audio encoders and the fusion learn task after task,
+Under ``-encoder_mode continual`` the image and audio encoders and the fusion learn task after task,
 and HLOP and GPM protect their layers as they protect the spiking MLP's. A layer's input is seen
 as rows of the vectors its weight multiplies: a linear layer's input vectors, or a
 convolution's input patches (``C * k * k`` values each, from ``F.unfold``, as the reference's
@@ -130,3 +130,26 @@ class UpdateProjection:
             step -= (step @ basis.float().t()) @ basis.float()
             layer.weight.copy_(before + step.reshape(before.shape).to(before.dtype))
         self.before = []
+
+
+@torch.no_grad()
+def record_layer_inputs(model: nn.Module, batches, with_spikes: bool = False) -> list[torch.Tensor]:
+    """Every protected layer's inputs over ``batches`` (network inputs), in eval mode: the spiking MLP's three
+    (weighted rates; with ``with_spikes``, fc2's and the classifier's every timestep's spikes as rows), then
+    each learning encoder layer's input rows (thinned as the recorder thins them)."""
+    was_training = model.training
+    model.eval()
+    model.record_encoder_inputs(True)
+    collected: list[list[torch.Tensor]] = []
+    for inputs in batches:
+        output = model(inputs, keep_spikes=with_spikes)
+        layers = list(output.layer_inputs)
+        if with_spikes:
+            layers = [layers[0]] + [spikes.flatten(0, 1) for spikes in output.layer_spikes]
+        layers += output.encoder_inputs or []
+        collected = [[] for _ in layers] if not collected else collected
+        for store, x in zip(collected, layers, strict=True):
+            store.append(x.float())
+    model.record_encoder_inputs(False)
+    model.train(was_training)
+    return [torch.cat(store) for store in collected]

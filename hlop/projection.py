@@ -18,6 +18,8 @@ from typing import Protocol
 
 import torch
 
+from hlop.layers import UpdateProjection, project_gradient
+
 
 class Projector(Protocol):
     """Anything that can remove the old-task component of a layer's input."""
@@ -44,8 +46,32 @@ class SubspaceProjector:
     under autocast: bf16 rounding would leak old-task components into updates.
     """
 
+    update_projection: UpdateProjection
+
     def basis(self, layer: int) -> torch.Tensor:
         raise NotImplementedError
+
+    def encoder_basis(self, layer: int) -> torch.Tensor:
+        """The protected subspace of encoder layer ``layer`` (``-encoder_mode continual``)."""
+        raise NotImplementedError
+
+    def protect_encoder_gradients(self, model) -> None:
+        """After the backward pass: the encoder layers' weight gradients lose their old-task subspace
+        (``hlop.layers``), and every protected layer's weights are noted for ``project_update``."""
+        if not model.encoder_layers:
+            return
+        for i, layer in enumerate(model.encoder_layers):
+            project_gradient(layer, self.encoder_basis(i))
+        self.update_projection.snapshot(model.protected_layers)
+
+    def project_update(self, model) -> None:
+        """After the optimizer step, with learning encoders: every protected layer's whole update is
+        projected, since Adam rescales a projected gradient back into the protected subspace."""
+        if not model.encoder_layers:
+            return
+        bases = [self.basis(i) for i in range(len(model.projected_layers))]
+        bases += [self.encoder_basis(i) for i in range(len(model.encoder_layers))]
+        self.update_projection.apply(model.protected_layers, bases)
 
     def quantizer(self, layer: int):
         """The lateral neurons' answer quantiser of ``layer``, or None where they do not spike."""

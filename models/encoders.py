@@ -29,7 +29,7 @@ class ImageEncoder(nn.Module):
             self.body, width = _resnet18(imagenet_weights), 512
             mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
         else:
-            raise UserError(f"--image-backbone {backbone}: expected one of {', '.join(IMAGE_BACKBONES)}")
+            raise UserError(f"-image_backbone {backbone}: expected one of {', '.join(IMAGE_BACKBONES)}")
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1) * 255, persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1) * 255, persistent=False)
         self.project = nn.Sequential(nn.Linear(width, dim), nn.ReLU())
@@ -55,11 +55,11 @@ class AudioEncoder(nn.Module):
         elif kind == "conv":
             if n_mfcc % MFCC_PER_WINDOW:
                 raise UserError(
-                    f"--audio-encoder conv: needs a multiple of {MFCC_PER_WINDOW} MFCC values (windows x 13), got {n_mfcc}"
+                    f"-audio_encoder conv: needs a multiple of {MFCC_PER_WINDOW} MFCC values (windows x 13), got {n_mfcc}"
                 )
             self.body, width = _conv1d(), 128
         else:
-            raise UserError(f"--audio-encoder {kind}: expected one of {', '.join(AUDIO_ENCODERS)}")
+            raise UserError(f"-audio_encoder {kind}: expected one of {', '.join(AUDIO_ENCODERS)}")
         self.project = nn.Sequential(nn.Linear(width, dim), nn.ReLU())
 
     def forward(self, mfcc: torch.Tensor) -> torch.Tensor:
@@ -91,8 +91,8 @@ def _resnet18(imagenet_weights: bool) -> nn.Module:
         net = torchvision.models.resnet18(weights=weights)
     except Exception as exc:  # noqa: BLE001 - download failures come in many types
         raise UserError(
-            f"--imagenet-weights: could not load the ImageNet weights of resnet18 ({type(exc).__name__}: {exc}); "
-            "run without --imagenet-weights or put them in torch's cache first"
+            f"-imagenet_weights: could not load the ImageNet weights of resnet18 ({type(exc).__name__}: {exc}); "
+            "run without -imagenet_weights or put them in torch's cache first"
         ) from None
     net.fc = nn.Identity()
     return net

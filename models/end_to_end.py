@@ -1,4 +1,4 @@
-"""The whole multimodal spiking network, trained task after task (``-encoders continual``).
+"""The whole multimodal spiking network, trained task after task (``-encoder_mode continual``).
 
 Image encoder + audio encoder + fusion (the pretraining network without its heads) produce the
 fused feature, scaled by the run's input scale, which drives the spiking MLP as in the frozen
@@ -53,6 +53,13 @@ class EndToEndNet(nn.Module):
     @property
     def fc1(self) -> nn.Linear:
         return self.snn.fc1
+
+    @property
+    def protected_layers(self) -> list[nn.Module]:
+        return [*self.projected_layers, *self.encoder_layers]
+
+    def encoder_parameters(self) -> list[nn.Parameter]:
+        return list(self.encoder.parameters())
 
     def record_encoder_inputs(self, on: bool) -> None:
         """Whether forward passes keep each encoder layer's input rows (for Hebbian updates and GPM)."""

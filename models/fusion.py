@@ -10,7 +10,7 @@ training: a dropped modality gets weight zero. Without it, attention fusion coll
 whichever modality learns fastest (README, "Pretraining the encoders") and the fused head ignores
 the other; with it, and with scores that start equal, both are used on avdigits. Where each
 modality alone is nearly perfect, attention still puts almost all weight on one of them within an
-epoch; ``floor`` (``--fusion-floor``) guarantees every modality a share of every sample.
+epoch; ``floor`` (``-fusion_floor``) guarantees every modality a share of every sample.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ class AttentionFusion(nn.Module):
     def __init__(self, dim: int, n_modalities: int = 2, hidden: int = 128, floor: float = 0.0):
         super().__init__()
         if not 0 <= floor <= 1 / n_modalities:
-            raise UserError(f"--fusion-floor {floor}: expected a weight between 0 and {1 / n_modalities:g}")
+            raise UserError(f"-fusion_floor {floor}: expected a weight between 0 and {1 / n_modalities:g}")
         self.floor = floor
         self.scorers = nn.ModuleList(
             nn.Sequential(nn.Linear(dim, hidden), nn.Tanh(), nn.Linear(hidden, 1)) for _ in range(n_modalities)

@@ -52,11 +52,11 @@ class MultimodalNet(nn.Module):
     def __init__(self, config: EncoderConfig):
         super().__init__()
         if config.modality not in MODALITIES:
-            raise UserError(f"--modality {config.modality}: expected one of {', '.join(MODALITIES)}")
+            raise UserError(f"-modality {config.modality}: expected one of {', '.join(MODALITIES)}")
         if config.fusion not in FUSIONS:
-            raise UserError(f"--fusion {config.fusion}: expected one of {', '.join(FUSIONS)}")
+            raise UserError(f"-fusion {config.fusion}: expected one of {', '.join(FUSIONS)}")
         if config.feature_dim < 1:
-            raise UserError(f"--feature-dim {config.feature_dim}: expected a positive size")
+            raise UserError(f"-feature_dim {config.feature_dim}: expected a positive size")
         self.config = config
         dim = config.feature_dim
         self.encoders = nn.ModuleDict()

@@ -2,8 +2,8 @@
 
 After each task the test rows are evaluated, besides as they are, through the same fused network
 with one modality removed (``audio_only``: the image's fusion weight is zero; ``image_only``) and,
-with ``--test-corrupt image|audio``, with Gaussian noise in one modality (``corrupt_image``,
-``corrupt_audio``; ``--test-noise`` standard deviations of that input: the pixels' 0.25 x 255 of
+with ``-test_corrupt image|audio``, with Gaussian noise in one modality (``corrupt_image``,
+``corrupt_audio``; ``-test_noise`` standard deviations of that input: the pixels' 0.25 x 255 of
 the image encoder's normalisation, or one unit of the standardised MFCC). Each probe fills its own
 accuracy matrix (``acc_matrix_<probe>`` in results.json), so forgetting is measured per modality.
 The noise of a batch is drawn from a seed fixed by its first row: every run and every task sees the
@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import torch
 
+from common.errors import UserError
+
 MODALITY_PROBES = ("audio_only", "image_only")
 CORRUPTIONS = ("image", "audio")
 IMAGE_NOISE_UNIT = 0.25 * 255  # the image encoder's normalisation std, in pixel values
@@ -27,6 +29,23 @@ class Probe:
     keep: tuple[bool, bool] = (True, True)  # (image, audio) fused
     corrupt: str | None = None  # "image" or "audio"
     noise: float = 0.0
+
+
+def corruption_names() -> list[str]:
+    """What ``-test_corrupt`` accepts."""
+    return list(CORRUPTIONS)
+
+
+def parse_corruptions(text: str | tuple[str, ...] | list[str]) -> list[str]:
+    """``-test_corrupt`` as a list of distinct corruptions, refused in one line when it names anything else."""
+    parts = [p.strip() for p in text.split(",")] if isinstance(text, str) else [str(p).strip() for p in text]
+    if isinstance(text, str) and not text.strip():
+        return []
+    unknown = [p for p in parts if p not in CORRUPTIONS]
+    if unknown or len(set(parts)) != len(parts):
+        problem = f"{unknown[0]!r} is not one of them" if unknown else "each at most once"
+        raise UserError(f"-test_corrupt {','.join(parts)}: expected {', '.join(CORRUPTIONS)} ({problem})")
+    return parts
 
 
 def probes_for(modalities: list[str], corrupt: list[str], noise: float) -> list[Probe]:

@@ -1,4 +1,4 @@
-"""Spiking encoders trained directly (``--encoders spiking``): LIF networks trained with DSR.
+"""Spiking encoders trained directly (``-encoder_type spiking``): LIF networks trained with DSR.
 
 The image encoder is the ANN ``cnn`` with every ReLU replaced by LIF neurons and average pooling
 for max pooling; the audio encoder is the ANN ``mlp`` likewise. Both end in an LIF projection
@@ -12,10 +12,10 @@ autograd and the gradient flows through the weighted firing rates. A layer that 
 computes its rate-domain input ``W r`` with autograd and each step's current ``W s_t`` without; a
 batch norm after it takes its statistics from the rate-domain input and applies the same
 per-channel affine map at every step, so the rate of the normalised currents is the normalised
-rate input. Under ``-encoders continual`` the conv and linear modules see the rate-domain input
+rate input. Under ``-encoder_mode continual`` the conv and linear modules see the rate-domain input
 only, which is what HLOP and GPM protect (DSR's weight gradient is a sum of ``g r^T``).
 
-``training="bptt"`` (``--encoder-training bptt``) trains by backpropagation through time instead:
+``training="bptt"`` (``-encoder_training bptt``) trains by backpropagation through time instead:
 the LIF dynamics run with autograd, the threshold test has a surrogate gradient (arctangent,
 SpikingJelly's default), and a batch norm normalises every step's currents with statistics over
 steps and samples (as SpikingJelly's time-flattened layers). The forward simulation is the same
@@ -39,9 +39,9 @@ from models.conversion import fan_in, fan_out
 from models.neurons import LIFNeuron, NeuronConfig, weighted_rate
 
 SPIKING_IMAGE_BACKBONE, SPIKING_AUDIO_ENCODER = "spiking_cnn", "spiking_mlp"
-TRAININGS = ("dsr", "bptt")  # the pretraining script's --encoder-training
+TRAININGS = ("dsr", "bptt")  # the pretraining script's -encoder_training
 SURROGATE_ALPHA = 2.0  # the arctangent surrogate's sharpness (SpikingJelly's ATan default)
-ENCODER_KINDS = ("ann", "spiking")  # the pretraining script's --encoders
+ENCODER_KINDS = ("ann", "spiking")  # the pretraining script's -encoders
 
 
 class Spikes(NamedTuple):

@@ -50,7 +50,7 @@ class SpikingOutput:
     layer_spikes: list[torch.Tensor] | None = None  # spike trains (T, B, N) into fc2 and the classifier
     # each layer_inputs[i] minus its old-task part, where the projection computed exactly that (else None)
     layer_orthogonal: list[torch.Tensor | None] | None = None
-    # with -encoders continual: each encoder layer's input rows (models.end_to_end), when recorded
+    # with -encoder_mode continual: each encoder layer's input rows (models.end_to_end), when recorded
     encoder_inputs: list[torch.Tensor] | None = None
 
 
@@ -85,14 +85,39 @@ class SpikingMLP(nn.Module):
         uniform = torch.full((neuron.timesteps,), 1.0 / neuron.timesteps)
         self.register_buffer("uniform_weights", uniform, persistent=False)
 
+    # the network as the loop and the methods see it, shared with models.end_to_end.EndToEndNet
+    encoder = None  # the encoders that learn with it (none: the features are frozen)
+
+    @property
+    def snn(self) -> SpikingMLP:
+        return self
+
     @property
     def projected_layers(self) -> list[nn.Linear]:
         """The layers whose weight gradients are projected, in order (their inputs: x, r1, r2)."""
         return [self.fc1, self.fc2, self.classifier]
 
     @property
+    def encoder_layers(self) -> list[nn.Module]:
+        """The encoders' protected layers: none with frozen features."""
+        return []
+
+    @property
+    def protected_layers(self) -> list[nn.Module]:
+        return [*self.projected_layers, *self.encoder_layers]
+
+    @property
     def neurons(self) -> list[LIFNeuron]:
         return [self.sn1, self.sn2]
+
+    def encoder_parameters(self) -> list[nn.Parameter]:
+        return []
+
+    def record_encoder_inputs(self, on: bool) -> None:
+        """Whether forward passes keep the encoder layers' inputs: there are none."""
+
+    def fix_norm(self) -> None:
+        """Keep normalisation statistics from now on: the spiking MLP has none."""
 
     def forward(self, x: torch.Tensor, projector: Projector | None = None, keep_spikes: bool = False) -> SpikingOutput:
         with torch.autocast(x.device.type, enabled=False):

@@ -1,6 +1,6 @@
 """Accuracy of the pretrained network with its encoders converted to SNNs, against the timesteps.
 
-``--convert`` (pretraining script): the best weights' image and audio encoders become
+``-convert`` (pretraining script): the best weights' image and audio encoders become
 integrate-and-fire networks (``models.conversion``, thresholds from the training rows), their
 time-averaged outputs go through the same fusion and heads, and the test accuracy (fused, image,
 audio) is measured after 8, 16, ..., 256 timesteps, next to the ANN's. Written to

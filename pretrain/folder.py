@@ -47,10 +47,14 @@ class PretrainedFolder:
                 f"but this run's task 0 is {data.tasks[0]}; later tasks' classes would leak into the frozen encoders"
             )
 
-    def check_encoders(self, modality: str | None, fusion: str | None) -> None:
-        """Flags that name the encoders (None: not given) must describe this folder's, not be ignored."""
-        trained = {"--modality": self.meta["modality"], "--fusion": self.meta.get("fusion")}
-        for flag, wanted in (("--modality", modality), ("--fusion", fusion)):
+    def check_encoders(self, modality: str | None, fusion: str | None, class_column: str | None = None) -> None:
+        """Flags that name the encoders or their data (None: not given) must describe this folder's, not be ignored."""
+        trained = {
+            "-modality": self.meta["modality"],
+            "-fusion": self.meta.get("fusion"),
+            "-class_column": self.meta["dataset"]["class_column"],
+        }
+        for flag, wanted in (("-modality", modality), ("-fusion", fusion), ("-class_column", class_column)):
             if wanted is not None and trained[flag] is not None and wanted != trained[flag]:
                 raise UserError(
                     f"{flag} {wanted}: -pretrained {shown(self.path)} holds encoders trained with {flag} "
@@ -58,8 +62,14 @@ class PretrainedFolder:
                 )
 
     @property
+    def modalities(self) -> list[str]:
+        """The modalities the encoders read: image and audio, or one of them."""
+        modality = self.meta["encoder"].get("modality", self.meta["modality"])
+        return ["image", "audio"] if modality == "both" else [modality]
+
+    @property
     def spiking(self) -> bool:
-        """Whether the encoders were trained as spiking networks (``--encoders spiking``)."""
+        """Whether the encoders were trained as spiking networks (``-encoder_type spiking``)."""
         encoder = self.meta["encoder"]
         return any(str(encoder.get(key, "")).startswith("spiking") for key in ("image_backbone", "audio_encoder"))
 

@@ -84,7 +84,7 @@ def images_on(device: torch.device, images: torch.Tensor, share: float = 0.25) -
 
 def to_device(data: PreparedData, config: PretrainConfig, encoder: EncoderConfig, device: torch.device) -> DeviceData:
     if config.pretrain_classes not in PRETRAIN_CLASSES:
-        raise UserError(f"--pretrain-classes {config.pretrain_classes}: expected one of {', '.join(PRETRAIN_CLASSES)}")
+        raise UserError(f"-pretrain_classes {config.pretrain_classes}: expected one of {', '.join(PRETRAIN_CLASSES)}")
     class_ids = data.task_labels()[0] if config.pretrain_classes == "first-task" else list(range(len(data.class_names)))
     label_map = torch.full((len(data.class_names),), -1, dtype=torch.long)
     label_map[class_ids] = torch.arange(len(class_ids))
@@ -167,20 +167,10 @@ def pretrain(
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(config.epochs, 1))
     shuffle = torch.Generator().manual_seed(config.seed)
-    state = {"epoch": 0, "best_val": -1.0, "best_epoch": 0, "history": [], "seconds": 0.0, "position": None}
-    checkpoint = log.restore("last.pt", "pretraining checkpoint")
-    if checkpoint is not None:
-        load_weights(model, checkpoint["model"], log.folder / "last.pt")
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scheduler.load_state_dict(checkpoint["scheduler"])
-        shuffle.set_state(checkpoint["shuffle"])
-        state = {"position": None, **checkpoint["state"]}
-        inside = state["position"] and f", batch {state['position']['batches_done']} of epoch {state['epoch'] + 1}"
-        print(f"resuming {shown(run.path)} after epoch {state['epoch']}{inside or ''}")
+    state = _restore(log, model, optimizer, scheduler, shuffle)
     network = DistributedDataParallel(model) if dist.enabled else model
     if compile_model:
         network = torch.compile(network)
-
     started = time.time() - state["seconds"]
     clock = CheckpointClock(config.checkpoint_every)
 
@@ -191,42 +181,63 @@ def pretrain(
         )
 
     for epoch in range(state["epoch"] + 1, config.epochs + 1):
-        train_loss, train_acc = _train_epoch(
-            network,
-            model,
-            tensors,
-            optimizer,
-            config,
-            shuffle,
-            f"epoch {epoch}/{config.epochs}",
-            state,
-            clock,
-            save_last,
-        )
-        done = f"epoch {state['epoch']}" if state["epoch"] else "nothing had been checkpointed yet"
-        keep = f"{shown(log.folder / 'last.pt')} holds the last good state ({done})" if state["epoch"] else done
-        check_diverged(f"pretraining epoch {epoch}", train_loss, len(tensors.classes), model, keep=keep)
+        desc = f"epoch {epoch}/{config.epochs}"
+        loss, acc = _train_epoch(network, model, tensors, optimizer, config, shuffle, desc, state, clock, save_last)
+        check_diverged(f"pretraining epoch {epoch}", loss, len(tensors.classes), model, keep=_kept(log, state))
         scheduler.step()
-        val = evaluate(model, tensors, tensors.rows["val"])
-        record = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "val": val}
-        state["history"].append(record)
-        print(_epoch_line(record, config.epochs), flush=True)
-        log.scalars("train", {"loss": train_loss, "acc": train_acc}, epoch)
-        log.scalars("val", {f"acc_{name}": value for name, value in val.items() if name != "weights"}, epoch)
-        improved = val["fused"] > state["best_val"]
-        if improved:
-            state["best_val"], state["best_epoch"] = val["fused"], epoch
-        state["epoch"] = epoch
-        if improved and dist.main:
-            best = {"model": model.state_dict(), "encoder": encoder.to_dict(), "epoch": epoch}
-            atomic.save_torch(log.folder / "best.pt", best)
+        _end_epoch(log, model, encoder, tensors, state, {"epoch": epoch, "train_loss": loss, "train_acc": acc}, config)
         save_last()
+    return _test_and_write(log, model, data, tensors, config, encoder, state, flags, time.time() - started, device)
 
+
+def _restore(log: RunLog, model, optimizer, scheduler, shuffle) -> dict:
+    """The loop's state: fresh, or that of ``last.pt`` when resuming (model, optimizer and generator loaded)."""
+    state = {"epoch": 0, "best_val": -1.0, "best_epoch": 0, "history": [], "seconds": 0.0, "position": None}
+    checkpoint = log.restore("last.pt", "pretraining checkpoint")
+    if checkpoint is None:
+        return state
+    load_weights(model, checkpoint["model"], log.folder / "last.pt")
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    scheduler.load_state_dict(checkpoint["scheduler"])
+    shuffle.set_state(checkpoint["shuffle"])
+    state = {"position": None, **checkpoint["state"]}
+    inside = state["position"] and f", batch {state['position']['batches_done']} of epoch {state['epoch'] + 1}"
+    print(f"resuming {shown(log.run.path)} after epoch {state['epoch']}{inside or ''}")
+    return state
+
+
+def _kept(log: RunLog, state: dict) -> str:
+    """What the last checkpoint holds, for the divergence message."""
+    if not state["epoch"]:
+        return "nothing had been checkpointed yet"
+    return f"{shown(log.folder / 'last.pt')} holds the last good state (epoch {state['epoch']})"
+
+
+def _end_epoch(log: RunLog, model, encoder: EncoderConfig, tensors, state: dict, record: dict, config) -> None:
+    """Validate, log and print the epoch; keep the weights as best.pt when the fused validation accuracy improves."""
+    epoch = record["epoch"]
+    record["val"] = val = evaluate(model, tensors, tensors.rows["val"])
+    state["history"].append(record)
+    print(_epoch_line(record, config.epochs), flush=True)
+    log.scalars("train", {"loss": record["train_loss"], "acc": record["train_acc"]}, epoch)
+    log.scalars("val", {f"acc_{name}": value for name, value in val.items() if name != "weights"}, epoch)
+    improved = val["fused"] > state["best_val"]
+    if improved:
+        state["best_val"], state["best_epoch"] = val["fused"], epoch
+    state["epoch"] = epoch
+    if improved and distributed().main:
+        best = {"model": model.state_dict(), "encoder": encoder.to_dict(), "epoch": epoch}
+        atomic.save_torch(log.folder / "best.pt", best)
+
+
+def _test_and_write(log: RunLog, model, data, tensors, config, encoder, state, flags, seconds, device) -> dict:
+    """Test the best weights once and write meta.json; returns it."""
+    dist = distributed()
     dist.barrier()  # best.pt is complete before every process reads it
     best = load_checkpoint(log.folder / "best.pt", "pretrained weights")
     load_weights(model, best["model"], log.folder / "best.pt")
     test = evaluate(model, tensors, tensors.rows["test"])
-    meta = _meta(data, tensors, config, encoder, state, test, flags, time.time() - started, device)
+    meta = _meta(data, tensors, config, encoder, state, test, flags, seconds, device)
     meta["processes"] = dist.world
     if dist.main:
         atomic.write_json(log.folder / "meta.json", meta)

@@ -140,8 +140,8 @@ def pretrain_tiny(data_dir, tmp_path, *extra):
     out = tmp_path / "pw"
     done = run_script(
         "spiking_pretrain_multimodal.py",
-        *["--data-dir", str(data_dir), "--out", str(out), "--cache-dir", str(tmp_path / "cache")],
-        *["-epochs", "1", "--image-size", "16", "--feature-dim", "16", *extra],
+        *["-data_dir", str(data_dir), "-out", str(out), "-cache_dir", str(tmp_path / "cache")],
+        *["-epochs", "1", "-image_size", "16", "-feature_dim", "16", *extra],
     )
     assert done.returncode == 0, done.stderr
     return out
@@ -183,3 +183,10 @@ def run_small(out, method, config=CONFIG, data=None, resume=False, overwrite=Fal
     data = data or make_continual_data(n_tasks=3)
     folder = RunDir(out, ("results.json", "checkpoints"), resume=resume, overwrite=overwrite, out_flag="-out_dir")
     return run_continual(data, method, config, folder, torch.device("cpu"), info={"method": method.name})
+
+
+def context(model, task: int = 0, data=None, config=None, **fields):
+    """A hook's ``Context`` for calling a method's hooks by hand."""
+    from continual.methods.base import Context
+
+    return Context(model, data, config, task, **fields)

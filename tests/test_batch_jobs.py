@@ -108,14 +108,14 @@ def test_scripts_print_progress_lines_when_stdout_is_a_file(six_class_dir, tmp_p
     pattern = re.compile(r"^task \d epoch \d+/2: \d+/\d+ rows \(\d+%\)  \d+ rows/s  ETA \S+  loss \d+\.\d{4}$")
     result = run_script(
         "spiking_train_multimodal_end.py", "-data_dir", str(six_class_dir), "-pretrained", str(pretrained),
-        "-out_dir", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache"), *SNN, "-epochs", "2",
-        "--progress-every", "1e-6",
+        "-out_dir", str(tmp_path / "run"), "-cache_dir", str(tmp_path / "cache"), *SNN, "-epochs", "2",
+        "-progress_every", "1e-6",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert sum(bool(pattern.match(line)) for line in result.stdout.splitlines()) >= 6  # every batch, 3 tasks x 2 epochs
     result = run_script(
-        "spiking_pretrain_multimodal.py", "--data-dir", str(six_class_dir), "--out", str(tmp_path / "pw2"),
-        "--cache-dir", str(tmp_path / "cache"), "-epochs", "1", *ENCODER, "--progress-every", "1e-6",
+        "spiking_pretrain_multimodal.py", "-data_dir", str(six_class_dir), "-out", str(tmp_path / "pw2"),
+        "-cache_dir", str(tmp_path / "cache"), "-epochs", "1", *ENCODER, "-progress_every", "1e-6",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert re.search(r"^epoch 1/1: \d+/\d+ rows \(\d+%\)  \d+ rows/s  ETA \S+  loss \d", result.stdout, re.M)
@@ -123,8 +123,8 @@ def test_scripts_print_progress_lines_when_stdout_is_a_file(six_class_dir, tmp_p
 
 def test_pretraining_killed_inside_an_epoch_resumes_to_the_same_weights(six_class_dir, tmp_path):
     def pretrain(out, *extra):
-        return ["spiking_pretrain_multimodal.py", "--data-dir", str(six_class_dir), "--out", str(out),
-                "--cache-dir", str(tmp_path / "cache"), "-epochs", "3", "-b", "8", *ENCODER, *extra]  # fmt: skip
+        return ["spiking_pretrain_multimodal.py", "-data_dir", str(six_class_dir), "-out", str(out),
+                "-cache_dir", str(tmp_path / "cache"), "-epochs", "3", "-b", "8", *ENCODER, *extra]  # fmt: skip
 
     run_to_end(pretrain(tmp_path / "full"))
     last = tmp_path / "cut" / "last.pt"
@@ -135,7 +135,7 @@ def test_pretraining_killed_inside_an_epoch_resumes_to_the_same_weights(six_clas
         state = torch.load(last, weights_only=True)["state"]
         return state["epoch"] == 1 and (state.get("position") or {}).get("batches_done", 0) >= 2
 
-    kill_when(pretrain(tmp_path / "cut", "--checkpoint-every", "1e-6"), inside_epoch_2, tmp_path / "cut.log")
+    kill_when(pretrain(tmp_path / "cut", "-checkpoint_every", "1e-6"), inside_epoch_2, tmp_path / "cut.log")
     at_kill = torch.load(last, weights_only=True)["state"]  # a later checkpoint may have landed before the kill
     resumed = run_to_end(pretrain(tmp_path / "cut", "-resume"))
     if at_kill.get("position"):
@@ -152,7 +152,7 @@ def test_continual_run_killed_inside_an_epoch_resumes_to_the_same_matrix(six_cla
 
     def continual(out, *extra):
         return ["spiking_train_multimodal_end.py", "-data_dir", str(six_class_dir), "-pretrained", str(pretrained),
-                "-out_dir", str(out), "--cache-dir", str(tmp_path / "cache"), *SNN, "-epochs", "6", *extra]  # fmt: skip
+                "-out_dir", str(out), "-cache_dir", str(tmp_path / "cache"), *SNN, "-epochs", "6", *extra]  # fmt: skip
 
     run_to_end(continual(tmp_path / "full"))
     last = tmp_path / "cut" / "checkpoints" / "last.pt"
@@ -163,7 +163,7 @@ def test_continual_run_killed_inside_an_epoch_resumes_to_the_same_matrix(six_cla
         training = torch.load(last, weights_only=True).get("training") or {}
         return training.get("task") == 1 and (training.get("position") or {}).get("batches_done", 0) >= 2
 
-    kill_when(continual(tmp_path / "cut", "--checkpoint-every", "1e-6"), inside_an_epoch_of_task_1, tmp_path / "log")
+    kill_when(continual(tmp_path / "cut", "-checkpoint_every", "1e-6"), inside_an_epoch_of_task_1, tmp_path / "log")
     at_kill = torch.load(last, weights_only=True)["training"]  # a later checkpoint may have landed before the kill
     resumed = run_to_end(continual(tmp_path / "cut", "-resume"))
     if at_kill.get("position"):

@@ -10,8 +10,8 @@ def _parser():
     parser = FlagParser(prog="t")
     parser.flag("-data_dir", default=None)
     parser.flag("-gpu-id", default=None)
-    parser.flag("--image-size", type=int, default=32)
-    parser.flag("-b", "--batch-size", type=int, default=64)
+    parser.flag("-image_size", type=int, default=32)
+    parser.flag("-b", "-batch_size", type=int, default=64)
     parser.flag("-baseline", action="store_true")
     return parser
 
@@ -20,8 +20,8 @@ def _parser():
     "argv",
     [
         ["-data_dir", "x", "-gpu-id", "1", "-image_size", "8", "-b", "5", "-baseline"],
-        ["--data-dir", "x", "--gpu-id", "1", "--image-size", "8", "--batch-size", "5", "--baseline"],
-        ["--data_dir", "x", "-gpu_id", "1", "-image-size", "8", "-b", "5", "--baseline"],
+        ["-data_dir", "x", "-gpu_id", "1", "-image_size", "8", "-batch_size", "5", "-baseline"],
+        ["-data_dir", "x", "-gpu_id", "1", "-image-size", "8", "-b", "5", "-baseline"],
     ],
 )
 def test_single_and_double_dash_spellings_are_equivalent(argv):
@@ -44,14 +44,14 @@ def test_user_error_is_one_line_exit_2_and_debug_shows_the_traceback(capsys):
     assert run_cli(main, []) == 2
     assert capsys.readouterr().err == "error: dataset.csv line 3: MFCC_1 is 'x'\n"
     with pytest.raises(UserError):
-        run_cli(main, ["--debug"])
+        run_cli(main, ["-debug"])
 
 
 def test_continual_script_spells_batch_size_long_and_timesteps_as_the_reference():
     from spiking_train_multimodal_end import build_parser
 
     parser = build_parser()
-    assert parser.parse_args(["--batch-size", "7"]).batch_size == 7
+    assert parser.parse_args(["-batch_size", "7"]).batch_size == 7
     assert parser.parse_args(["-b", "7"]).batch_size == 7
     assert parser.parse_args(["-hlop_spiking_timesteps", "40."]).hlop_spiking_timesteps == 40
     assert parser.parse_args([]).hlop_spiking_timesteps == 1000
@@ -70,7 +70,7 @@ def test_a_config_file_sets_defaults_that_the_command_line_overrides(tmp_path):
     parser = build_parser()
     args = parser.parse_args(["-config", str(tmp_path / "run.json"), "-epochs", "3"])
     assert (args.hlop_lr, args.epochs, args.baseline, args.scenario) == ("0.001,0.02,0.02", 3, True, "task")
-    args = build_parser().parse_args(["--config", str(tmp_path / "run.yaml")])
+    args = build_parser().parse_args(["-config", str(tmp_path / "run.yaml")])
     assert (args.hlop_iterations, args.batch_size) == (9, 16)
 
 

@@ -99,9 +99,9 @@ def test_compare_prints_a_markdown_table_and_saves_a_plot(tmp_path):
             "compare.py",
             str(tmp_path / "hlop"),
             str(tmp_path / "base"),
-            "--plot",
+            "-plot",
             str(tmp_path / "c.png"),
-            "--markdown",
+            "-markdown",
             str(tmp_path / "t.md"),
         ],
         cwd=REPO_ROOT,
@@ -152,7 +152,7 @@ def test_class_orders_run_in_their_own_folders_and_are_summarised(tmp_path):
     pretrained = pretrain_tiny(data, tmp_path)
     result = run_script(
         "spiking_train_multimodal_end.py", "-data_dir", str(data), "-pretrained", str(pretrained),
-        "-out_dir", str(tmp_path / "orders"), "--cache-dir", str(tmp_path / "cache"), *SNN, "-epochs", "1",
+        "-out_dir", str(tmp_path / "orders"), "-cache_dir", str(tmp_path / "cache"), *SNN, "-epochs", "1",
         "-order_seeds", "1,2",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr

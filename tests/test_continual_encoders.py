@@ -1,4 +1,4 @@
-"""-encoders continual: the encoders' layers protected as the spiking MLP's, and the whole network resumable."""
+"""-encoder_mode continual: the encoders' layers protected as the spiking MLP's, and the whole network resumable."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from hlop.layers import InputRecorder, UpdateProjection, input_dim, input_rows, 
 from models.end_to_end import EndToEndNet
 from models.multimodal import EncoderConfig, MultimodalNet
 from models.spiking_mlp import SpikingMLP
-from tests.fixtures import make_scene_dataset, run_script
+from tests.fixtures import context, make_scene_dataset, run_script
 from tests.test_hardening import SIX_CLASSES, SNN, kill_when, run_to_end
 
 
@@ -127,28 +127,26 @@ def test_end_to_end_net_records_every_encoder_layer_and_fixes_norm_after_task_0(
 )
 def test_methods_protect_every_encoder_layer_from_task_1_on(method):
     net = _tiny_net()
-    method.prepare(net)
-    method.before_task(0, net)
+    method.before_run(context(net))
+    method.before_task(context(net, 0))
     images, mfcc = torch.randint(0, 255, (8, 16, 16, 3), dtype=torch.uint8), torch.randn(8, 104)
     net.record_encoder_inputs(True)
     output = net((images, mfcc))
-    method.after_step(output, 0, 1, 8)
+    method.after_optimizer_step(context(net, 0, epoch=1, output=output, batch_size=8))
     for layer in net.encoder_layers:
         layer.weight.grad = torch.ones_like(layer.weight)
-    method.before_step(net, 0)
+    method.after_backward(context(net, 0))
     assert all(torch.equal(layer.weight.grad, torch.ones_like(layer.weight)) for layer in net.encoder_layers)
 
     class Data:  # what after_task reads
         def inputs(self, rows):
             return images[rows], mfcc[rows]
 
-    from continual.methods.base import TaskContext
-
-    method.after_task(TaskContext(net, 0, Data(), torch.arange(8), None))
-    method.before_task(1, net)
+    method.after_task(context(net, 0, Data(), None, rows=torch.arange(8)))
+    method.before_task(context(net, 1))
     for layer in net.encoder_layers:
         layer.weight.grad = torch.ones_like(layer.weight)
-    method.before_step(net, 1)
+    method.after_backward(context(net, 1))
     changed = [not torch.equal(layer.weight.grad, torch.ones_like(layer.weight)) for layer in net.encoder_layers]
     assert all(changed), changed
 
@@ -160,8 +158,8 @@ def six_class_dir(tmp_path_factory):
 
 def test_continual_encoder_run_killed_inside_a_task_resumes_to_the_same_matrix(six_class_dir, tmp_path):
     def continual(out, *extra):
-        return ["spiking_train_multimodal_end.py", "-data_dir", str(six_class_dir), "-encoders", "continual",
-                "-pretrained", "none", "-out_dir", str(out), "--cache-dir", str(tmp_path / "cache"), *SNN,
+        return ["spiking_train_multimodal_end.py", "-data_dir", str(six_class_dir), "-encoder_mode", "continual",
+                "-pretrained", "none", "-out_dir", str(out), "-cache_dir", str(tmp_path / "cache"), *SNN,
                 "-epochs", "4", "-hlop_encoder_sizes", "0.3,0.1", *extra]  # fmt: skip
 
     run_to_end(continual(tmp_path / "full"))
@@ -185,7 +183,7 @@ def test_pretrained_none_needs_continual_encoders(six_class_dir, tmp_path):
         "spiking_train_multimodal_end.py", "-data_dir", str(six_class_dir), "-pretrained", "none",
         "-out_dir", str(tmp_path / "run"),
     )  # fmt: skip
-    assert result.returncode == 2 and "-pretrained none: only with -encoders continual" in result.stderr
+    assert result.returncode == 2 and "-pretrained none: only with -encoder_mode continual" in result.stderr
 
 
 def test_later_tasks_can_switch_optimizer_and_the_encoders_learn_at_their_own_rate():
@@ -197,8 +195,8 @@ def test_later_tasks_can_switch_optimizer_and_the_encoders_learn_at_their_own_ra
     net = _tiny_net()
     config = ContinualConfig(opt="Adam", lr=0.001, encoder_lr=0.0005, later_opt="SGD", later_lr=0.05)
     rows = torch.arange(4)
-    first = start_task(net, Baseline(), Experience(0, rows, rows, "t0"), config).optimizer
-    later = start_task(net, Baseline(), Experience(1, rows, rows, "t1"), config).optimizer
+    first = start_task(net, Baseline(), Experience(0, rows, rows, "t0"), None, config).optimizer
+    later = start_task(net, Baseline(), Experience(1, rows, rows, "t1"), None, config).optimizer
     assert isinstance(first, torch.optim.Adam) and isinstance(later, torch.optim.SGD)
     assert [g["lr"] for g in first.param_groups] == [0.001, 0.0005]
     assert [g["lr"] for g in later.param_groups] == [0.05, 0.05] and later.param_groups[1]["momentum"] == 0.9

@@ -66,7 +66,7 @@ def test_pretraining_with_convert_writes_the_accuracy_against_timesteps(tmp_path
     from tests.fixtures import make_scene_dataset, pretrain_tiny
 
     data = make_scene_dataset(tmp_path / "data", classes=("A", "B", "C", "D"), per_class=10)
-    folder = pretrain_tiny(data, tmp_path, "--convert")
+    folder = pretrain_tiny(data, tmp_path, "-convert")
     result = json.loads((folder / "conversion.json").read_text())
     assert sorted(int(t) for t in result["snn"]) == [8, 16, 32, 64, 128, 256]
     assert set(result["ann"]) == {"fused", "image", "audio"} and set(result["thresholds"]) == {"image", "audio"}
@@ -82,9 +82,9 @@ def test_continual_run_on_converted_spiking_encoders_counts_their_spikes(tmp_pat
 
     data = make_scene_dataset(tmp_path / "data", classes=("A", "B", "C", "D"), per_class=10)
     pretrained = pretrain_tiny(data, tmp_path)
-    common = ["-data_dir", str(data), "-pretrained", str(pretrained), "--cache-dir", str(tmp_path / "cache"), *SNN]
+    common = ["-data_dir", str(data), "-pretrained", str(pretrained), "-cache_dir", str(tmp_path / "cache"), *SNN]
     common += ["-epochs", "1"]
-    for name, extra in (("ann", []), ("snn", ["-spiking_encoders", "16"])):
+    for name, extra in (("ann", []), ("snn", ["-convert_encoders", "16"])):
         done = run_script("spiking_train_multimodal_end.py", *common, "-out_dir", str(tmp_path / name), *extra)
         assert done.returncode == 0, done.stderr
     ann, snn = (json.loads((tmp_path / name / "results.json").read_text()) for name in ("ann", "snn"))

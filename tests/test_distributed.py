@@ -57,20 +57,20 @@ def pretrained(tmp_path_factory):
     root = tmp_path_factory.mktemp("ddp")
     data = make_scene_dataset(root / "data", per_class=30)
     out = root / "pw"
-    cache = ["--cache-dir", str(root / "cache")]
+    cache = ["-cache_dir", str(root / "cache")]
     launch(
         1,
         "spiking_pretrain_multimodal.py",
-        "--data-dir",
+        "-data_dir",
         str(data),
-        "--out",
+        "-out",
         str(out),
         *cache,
         "-epochs",
         "2",
-        "--image-size",
+        "-image_size",
         "16",
-        "--feature-dim",
+        "-feature_dim",
         "16",
     )
     return data, out, cache
@@ -99,16 +99,16 @@ def test_pretraining_runs_under_torchrun(pretrained, tmp_path):
     launch(
         2,
         "spiking_pretrain_multimodal.py",
-        "--data-dir",
+        "-data_dir",
         str(data),
-        "--out",
+        "-out",
         str(tmp_path / "pw"),
         *cache,
         "-epochs",
         "1",
-        "--image-size",
+        "-image_size",
         "16",
-        "--feature-dim",
+        "-feature_dim",
         "16",
     )
     meta = json.loads((tmp_path / "pw" / "meta.json").read_text())

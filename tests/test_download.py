@@ -56,7 +56,7 @@ def test_download_cli_exits_2_on_failure(tmp_path, monkeypatch, capsys):
         raise PermissionError("401 Unauthorized")
 
     _fake_kagglehub(monkeypatch, no_credentials)
-    assert download.run_cli(download.main, ["--dest", str(tmp_path / "scene")]) == 2
+    assert download.run_cli(download.main, ["-dest", str(tmp_path / "scene")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "401 Unauthorized" in err[0]
 

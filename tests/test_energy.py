@@ -11,6 +11,7 @@ from torch import nn
 from continual.energy import E_AC, E_MAC, encoder_macs, inference_cost, spike_counts
 from continual.methods import GPM, HLOP, HLOPConfig
 from models.spiking_mlp import SpikingMLP
+from tests.fixtures import context
 
 
 class KnownSpikes(nn.Module):
@@ -20,6 +21,10 @@ class KnownSpikes(nn.Module):
         super().__init__()
         self.fc1, self.fc2, self.classifier = nn.Linear(784, 4), nn.Linear(4, 4), nn.Linear(4, 3)
         self.spikes = [spikes1, spikes2]
+
+    @property
+    def snn(self):
+        return self
 
     def forward(self, x, keep_spikes=False):
         return SimpleNamespace(layer_spikes=[s[:, : len(x)] for s in self.spikes])
@@ -61,14 +66,14 @@ def test_encoder_macs_count_convolutions_and_linear_layers():
 def test_protection_costs_follow_the_subspace_sizes():
     model = SpikingMLP(10, 4, hidden=6)
     hlop = HLOP(HLOPConfig(out_num=(2, 3, 1), out_num_inc=(1, 1, 1), iterations=4))
-    hlop.prepare(model)
-    hlop.before_task(0, model)
-    assert hlop.protection_macs(model, 0) == 4 * 3 * (2 * 10 + 3 * 6 + 1 * 6)  # Hebbian only on task 0
+    hlop.before_run(context(model))
+    hlop.before_task(context(model, 0))
+    assert hlop.protection_macs(context(model, 0)) == 4 * 3 * (2 * 10 + 3 * 6 + 1 * 6)  # Hebbian only on task 0
     for subspace in hlop.subspaces:
         subspace.merge()
-    hlop.before_task(1, model)
+    hlop.before_task(context(model, 1))
     hebbian = 4 * 3 * (1 * 10 + 1 * 6 + 1 * 6)
-    assert hlop.protection_macs(model, 1) == hebbian + 2 * (2 * 10 + 3 * 6 + 1 * 6)
+    assert hlop.protection_macs(context(model, 1)) == hebbian + 2 * (2 * 10 + 3 * 6 + 1 * 6)
     gpm = GPM()
-    gpm.prepare(model)
-    assert gpm.protection_macs(model, 1) == 0.0  # empty bases
+    gpm.before_run(context(model))
+    assert gpm.protection_macs(context(model, 1)) == 0.0  # empty bases

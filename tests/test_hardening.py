@@ -24,13 +24,13 @@ from common.paths import REPO_ROOT
 from common.rundir import RunDir
 from common.seeding import use_deterministic_algorithms
 from continual.methods import HLOP
-from tests.fixtures import SMALL_HLOP, make_scene_dataset, pretrain_tiny, run_script
+from tests.fixtures import SMALL_HLOP, context, make_scene_dataset, pretrain_tiny, run_script
 from tests.fixtures import run_small as run
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")
 
 SIX_CLASSES = ("ALPHA", "BRAVO", "CHARLIE", "DELTA", "ECHO", "FOXTROT")  # three tasks of two classes
-ENCODER = ["--image-size", "16", "--feature-dim", "16"]
+ENCODER = ["-image_size", "16", "-feature_dim", "16"]
 SNN = ["-hidden", "32", "-timesteps", "4", "-hlop_out_num", "4,8,8", "-hlop_out_num_inc", "2,4,4", "-b", "8"]
 
 
@@ -69,8 +69,8 @@ def kill_when(args, ready, log: Path, timeout=300) -> None:
 
 def test_pretraining_killed_mid_run_resumes_to_the_same_weights(six_class_dir, tmp_path):
     def pretrain(out, *extra):
-        return ["spiking_pretrain_multimodal.py", "--data-dir", str(six_class_dir), "--out", str(out),
-                "--cache-dir", str(tmp_path / "cache"), "-epochs", "6", *ENCODER, *extra]  # fmt: skip
+        return ["spiking_pretrain_multimodal.py", "-data_dir", str(six_class_dir), "-out", str(out),
+                "-cache_dir", str(tmp_path / "cache"), "-epochs", "6", *ENCODER, *extra]  # fmt: skip
 
     run_to_end(pretrain(tmp_path / "full"))
     kill_when(pretrain(tmp_path / "cut"), lambda line: line is not None and line.startswith("epoch   3/6"),
@@ -89,7 +89,7 @@ def test_pretraining_killed_mid_run_resumes_to_the_same_weights(six_class_dir, t
 
 @pytest.mark.parametrize("method", [[], ["-baseline"]], ids=["hlop", "baseline"])
 def test_continual_run_killed_inside_a_task_resumes_to_the_same_matrix(six_class_dir, tmp_path, method):
-    cache = ["--cache-dir", str(tmp_path / "cache")]
+    cache = ["-cache_dir", str(tmp_path / "cache")]
     pretrained = pretrain_tiny(six_class_dir, tmp_path)
 
     def continual(out, *extra):
@@ -187,12 +187,10 @@ def test_a_checkpoint_holding_a_list_is_not_an_mmhlop_checkpoint(tmp_path):
 def test_an_out_dir_that_cannot_be_written_is_one_line_exit_2(six_class_dir, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    result = run_script(
-        "spiking_pretrain_multimodal.py", "--data-dir", str(six_class_dir), "--out", str(blocker / "pw")
-    )
+    result = run_script("spiking_pretrain_multimodal.py", "-data_dir", str(six_class_dir), "-out", str(blocker / "pw"))
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
-    assert "--out" in result.stderr and "a-file/pw: not writable" in result.stderr
+    assert "-out" in result.stderr and "a-file/pw: not writable" in result.stderr
     assert blocker.read_text() == "not a folder"
 
 
@@ -201,9 +199,9 @@ def test_a_gpu_that_does_not_exist_is_named_and_the_cpu_offered(monkeypatch):
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    with pytest.raises(UserError, match=r"-gpu-id 3: there is no GPU 3 \(2 visible: 0..1\).*--device cpu"):
+    with pytest.raises(UserError, match=r"-gpu-id 3: there is no GPU 3 \(2 visible: 0..1\).*-device cpu"):
         select_device("3")
-    with pytest.raises(UserError, match=r"--device cuda:5: there is no GPU 5"):
+    with pytest.raises(UserError, match=r"-device cuda:5: there is no GPU 5"):
         select_device(device="cuda:5")
     with pytest.raises(UserError, match=r"-gpu-id x: expected a GPU index"):
         select_device("x")
@@ -271,18 +269,18 @@ def test_diverged_hebbian_learning_is_detected(tmp_path):
 @pytest.mark.parametrize(
     "script, flags, says",
     [
-        ("spiking_train_multimodal_end.py", ["-epochs", "0"], "argument -epochs, --epochs: expected an integer >= 1"),
+        ("spiking_train_multimodal_end.py", ["-epochs", "0"], "argument -epochs: expected an integer >= 1"),
         (
             "spiking_train_multimodal_end.py",
             ["-b", "0"],
-            "argument -b, -batch_size, --batch-size: expected an integer >= 1",
+            "argument -b, -batch_size: expected an integer >= 1",
         ),
         ("spiking_train_multimodal_end.py", ["-timesteps", "0"], "expected an integer >= 1, got '0'"),
-        ("spiking_train_multimodal_end.py", ["-lr", "nan"], "argument -lr, --lr: expected a finite number > 0"),
+        ("spiking_train_multimodal_end.py", ["-lr", "nan"], "argument -lr: expected a finite number > 0"),
         ("spiking_train_multimodal_end.py", ["-hlop_lr", "0.05,inf,1"], "-hlop_lr 0.05,inf,1: expected a finite"),
         ("spiking_pretrain_multimodal.py", ["-lr", "nan"], "expected a finite number > 0, got 'nan'"),
         ("spiking_pretrain_multimodal.py", ["-b", "0"], "expected an integer >= 1, got '0'"),
-        ("spiking_pretrain_multimodal.py", ["--modality-dropout", "1.5"], "expected a number between 0 and 1"),
+        ("spiking_pretrain_multimodal.py", ["-modality_dropout", "1.5"], "expected a number between 0 and 1"),
     ],
 )
 def test_numeric_flags_are_checked_before_anything_runs(script, flags, says):
@@ -298,7 +296,7 @@ def test_subspace_larger_than_the_layer_input_is_refused():
 
     model = SpikingMLP(16, 4, hidden=32)
     with pytest.raises(UserError, match="-hlop_out_num 20,8,8: 20 lateral neurons for fc1, whose input has only 16"):
-        HLOP(replace(SMALL_HLOP, out_num=(20, 8, 8))).prepare(model)
+        HLOP(replace(SMALL_HLOP, out_num=(20, 8, 8))).before_run(context(model))
 
 
 def test_resume_of_a_finished_run_with_other_flags_is_refused(tmp_path):
@@ -366,13 +364,18 @@ def test_encoder_flags_that_contradict_the_pretrained_folder_are_refused(tmp_pat
     from pretrain.folder import PretrainedFolder
 
     folder = PretrainedFolder.__new__(PretrainedFolder)
-    folder.path, folder.meta = tmp_path, {"modality": "both", "fusion": "attention"}
+    folder.path, folder.meta = (
+        tmp_path,
+        {"modality": "both", "fusion": "attention", "dataset": {"class_column": "CLASS2"}},
+    )
     folder.check_encoders(None, None)
     folder.check_encoders("both", "attention")
-    with pytest.raises(UserError, match="--modality audio: -pretrained .* trained with --modality both"):
+    with pytest.raises(UserError, match="-modality audio: -pretrained .* trained with -modality both"):
         folder.check_encoders("audio", None)
-    with pytest.raises(UserError, match="--fusion concat: -pretrained .* trained with --fusion attention"):
+    with pytest.raises(UserError, match="-fusion concat: -pretrained .* trained with -fusion attention"):
         folder.check_encoders(None, "concat")
+    with pytest.raises(UserError, match="-class_column CLASS1: -pretrained .* trained with -class_column CLASS2"):
+        folder.check_encoders(None, None, "CLASS1")
 
 
 @pytest.mark.parametrize("escape", ["../../secret.png", "/etc/passwd", "images/../../x.png"])
@@ -383,7 +386,7 @@ def test_image_paths_outside_the_dataset_are_refused_without_looking_at_them(tmp
     root = make_scene_dataset(tmp_path / "d")
     rewrite_csv(root, lambda rows: [rows[0], [escape, *rows[1][1:]], *rows[2:]])
     with pytest.raises(
-        UserError, match="line 2: IMAGE .* points outside the dataset folder; pass --allow-outside-paths"
+        UserError, match="line 2: IMAGE .* points outside the dataset folder; pass -allow_outside_paths"
     ):
         read_table(root)
     outside = tmp_path / "outside.png"

@@ -7,6 +7,7 @@ from hlop.hebbian import HebbianSubspace
 from hlop.projection import orthogonal_to_rows, projected_linear
 from models.neurons import NeuronConfig
 from models.spiking_mlp import SpikingMLP
+from tests.fixtures import context
 
 
 def low_rank_inputs(n: int, basis: torch.Tensor, generator) -> torch.Tensor:
@@ -116,9 +117,9 @@ def test_hlop_sizes_follow_the_schedule_and_never_exceed_the_input():
     assert method.sizes(3) == [7, 50, 50] and method.sizes(6) == [4, 30, 30] and method.sizes(9) == [1, 10, 10]
     model = SpikingMLP(12, 3, hidden=16, neuron=NeuronConfig(timesteps=4))
     method = HLOP(HLOPConfig(out_num=(10, 10, 10), out_num_inc=(10, 10, 10)))
-    method.prepare(model)
+    method.before_run(context(model))
     for task in range(3):
-        method.before_task(task, model)
+        method.before_task(context(model, task))
         method.after_task(None)
     assert [s.weight.shape[0] for s in method.subspaces] == [12, 16, 16]
 
@@ -126,12 +127,12 @@ def test_hlop_sizes_follow_the_schedule_and_never_exceed_the_input():
 def test_hlop_state_round_trip_with_grown_subspaces():
     model = SpikingMLP(12, 3, hidden=16, neuron=NeuronConfig(timesteps=4))
     method = HLOP(HLOPConfig(out_num=(3, 4, 5), out_num_inc=(2, 2, 2)))
-    method.prepare(model)
-    method.before_task(0, model)
+    method.before_run(context(model))
+    method.before_task(context(model, 0))
     method.after_task(None)
-    method.before_task(1, model)
+    method.before_task(context(model, 1))
     restored = HLOP(method.config)
-    restored.prepare(model)
+    restored.before_run(context(model))
     restored.load_state_dict(method.state_dict())
     for a, b in zip(method.subspaces, restored.subspaces, strict=True):
         torch.testing.assert_close(a.weight, b.weight)
@@ -147,16 +148,16 @@ def test_hebbian_step_reusing_the_forward_projection_equals_recomputing_it():
         model = SpikingMLP(12, 4, hidden=16, neuron=NeuronConfig(timesteps=4))
         config = HLOPConfig(out_num=(3, 4, 4), out_num_inc=(2, 3, 3), spiking=spiking, with_wfr=with_wfr)
         method = HLOP(config)
-        method.prepare(model)
-        method.before_task(0, model)
+        method.before_run(context(model))
+        method.before_task(context(model, 0))
         method.after_task(None)
-        method.before_task(1, model)
+        method.before_task(context(model, 1))
         twin, before = copy.deepcopy(method), [s.weight.clone() for s in method.subspaces]
-        output = model(torch.rand(8, 12), method.projector(1), keep_spikes=method.needs_spikes)
+        output = model(torch.rand(8, 12), method.projector(context(None, 1)), keep_spikes=method.needs_spikes)
         assert output.layer_orthogonal[0] is not None
-        method.after_step(output, task=1, epoch=config.start_epochs + 1, batch_size=8)
+        method.hebbian_updates(output, batch_size=8)
         output.layer_orthogonal = None  # the twin recomputes every residual
-        twin.after_step(output, task=1, epoch=config.start_epochs + 1, batch_size=8)
+        twin.hebbian_updates(output, batch_size=8)
         for ours, recomputed, initial in zip(method.subspaces, twin.subspaces, before, strict=True):
             assert not torch.equal(ours.weight, initial), "the step must learn"
             torch.testing.assert_close(ours.weight, recomputed.weight, rtol=1e-5, atol=1e-6)

@@ -4,16 +4,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from common.errors import UserError
 from common.rundir import RunDir
 from continual.config import ContinualConfig
 from continual.methods import EWC, GPM, HLOP, Baseline, EWCConfig, HLOPConfig, Joint, Replay, ReplayConfig, compose
-from continual.methods.base import TaskContext
 from continual.methods.gpm import extend_basis
 from continual.methods.replay import pack_bits, unpack_bits
 from continual.trainer import build_model, run_continual
 from hlop.projection import SubspaceProjector
 from models.neurons import NeuronConfig
-from tests.fixtures import make_continual_data
+from tests.fixtures import context, make_continual_data, run_script
 
 CONFIG = ContinualConfig(epochs=8, batch_size=16, hidden=128, neuron=NeuronConfig(timesteps=8))
 REPLAY = ReplayConfig(memory_size=10, epochs=5, batch_per_task=10, lr=0.05)
@@ -72,7 +72,7 @@ def test_latent_replay_expands_kept_steps_and_freezes_the_layer_below():
     assert full.sum() > 0, "the test needs spikes to compare"
     torch.testing.assert_close(spikes[0::2], full[0::2])  # kept steps are exact
     torch.testing.assert_close(spikes[1::2], full[0::2])  # each is repeated in place of the dropped one
-    method.freeze(model, 1)
+    method.before_optimizer(context(model, 1))
     assert not model.fc1.weight.requires_grad
 
 
@@ -87,20 +87,20 @@ def test_methods_compose_with_hooks_fanned_out():
     hlop, replay = HLOP(HLOPConfig()), Replay(ReplayConfig())
     both = compose([hlop, replay])
     assert both.name == "hlop+replay" and compose([Baseline(), replay]).name == "replay"
-    assert both.projector(1) is hlop and both.projector(0) is None
+    assert both.projector(context(None, 1)) is hlop and both.projector(context(None, 0)) is None
     assert compose([hlop]) is hlop
-    with pytest.raises(ValueError, match="more than one method projects"):
-        compose([hlop, GPM()]).projector(1)
+    with pytest.raises(UserError, match="hlop and gpm both project gradients"):  # refused before anything trains
+        compose([hlop, GPM()])
 
     class Pull(Baseline):
         def __init__(self, value):
             super().__init__()
             self.value = value
 
-        def penalty(self, model):
+        def penalty(self, context):
             return torch.tensor(self.value)
 
-    assert compose([Pull(1.5), Pull(2.0)]).penalty(None).item() == pytest.approx(3.5)
+    assert compose([Pull(1.5), Pull(2.0)]).penalty(context(None)).item() == pytest.approx(3.5)
     assert {"methods.1.memory.payload", "methods.1.memory.labels"} <= set(both.state_dict())  # saved in checkpoints
 
 
@@ -124,7 +124,7 @@ def test_a_method_defined_in_a_test_runs_through_the_loop_and_script_flags(tmp_p
         def from_args(cls, args):
             return cls(args.count_every)
 
-        def after_step(self, output, task, epoch, batch_size):
+        def after_optimizer_step(self, context):
             self.steps += 1
 
         def after_task(self, context):
@@ -146,6 +146,61 @@ def test_a_method_defined_in_a_test_runs_through_the_loop_and_script_flags(tmp_p
     )  # 80 rows per task / batch 16, 2 epochs, 3 tasks
 
 
+def test_every_hook_receives_one_context_in_loop_order_also_through_a_composite(tmp_path):
+    """A toy method sees each hook of ``HOOKS`` where its name says it runs; composed, every method sees each."""
+    from continual.methods import HOOKS
+
+    class Trace(Baseline):
+        def __init__(self, name):
+            super().__init__()
+            self.name, self.calls = name, []
+
+        def hook(self, name, context):
+            assert context.model is not None and context.data is not None and context.config is not None
+            if name in ("after_backward", "after_optimizer_step"):
+                assert context.output is not None and context.rows is not None and context.epoch >= 1
+                assert all(layer.weight.grad is not None for layer in context.model.projected_layers)
+            self.calls.append((name, context.task))
+            super().hook(name, context)
+
+    first, second = Trace("first"), Trace("second")
+    config = ContinualConfig(epochs=1, batch_size=40, hidden=16, neuron=NeuronConfig(timesteps=4))
+    run(tmp_path, [first, second], config=config)
+    per_task = ["before_task", "before_optimizer"] + ["after_backward", "after_optimizer_step"] * 2 + ["after_task"]
+    expected = [("before_run", 0)] + [(name, task) for task in range(3) for name in per_task]
+    assert first.calls == expected and second.calls == expected  # 80 rows a task, batches of 40
+    assert {name for name, _ in expected} == set(HOOKS)
+
+
+def test_a_hook_new_to_the_loop_reaches_every_composed_method_by_its_name():
+    """Composition dispatches by name: a loop that adds a hook needs nothing in ``compose``."""
+
+    class Listens(Baseline):
+        def __init__(self):
+            super().__init__()
+            self.heard = []
+
+        def after_validation(self, context):  # a hook no loop calls yet
+            self.heard.append(context.epoch)
+
+    a, b = Listens(), Listens()
+    compose([a, b]).hook("after_validation", context(None, epoch=3))
+    assert a.heard == [3] and b.heard == [3]
+
+
+def test_an_impossible_combination_is_refused_before_anything_is_written(tmp_path):
+    from continual.methods import LatentReplay
+
+    with pytest.raises(UserError, match="-method latent-replay-c2 does not work with -encoder_mode continual"):
+        LatentReplay().check("continual", "class")
+    result = run_script(
+        "spiking_train_multimodal_end.py", "-encoder_mode", "continual", "-pretrained", "none",
+        "-method", "latent_replay", "-out_dir", str(tmp_path / "x1"),
+    )  # fmt: skip
+    assert result.returncode == 2 and "does not work with -encoder_mode continual" in result.stderr
+    assert not (tmp_path / "x1").exists(), "a refused run leaves nothing behind"
+
+
 def active_data():
     """The fixture with inputs large enough for an untrained network to spike."""
     data = make_continual_data(n_tasks=2)
@@ -158,9 +213,9 @@ def test_ewc_fisher_is_the_mean_of_per_sample_squared_gradients():
     data = active_data()
     model = build_model(data, CONFIG, torch.device("cpu"))
     method = EWC(EWCConfig(lambda_=10.0, samples=12))
-    method.prepare(model)
+    method.before_run(context(model))
     rows = data.rows["train"][0][:12]
-    method.after_task(TaskContext(model, 0, data, rows, CONFIG))
+    method.after_task(context(model, 0, data, CONFIG, rows=rows))
     naive = [torch.zeros_like(layer.weight) for layer in model.projected_layers]
     for row in rows:
         model.zero_grad()
@@ -177,13 +232,13 @@ def test_ewc_penalty_pulls_weights_back_to_their_anchor():
     data = active_data()
     model = build_model(data, CONFIG, torch.device("cpu"))
     method = EWC(EWCConfig(lambda_=10.0, samples=12))
-    method.prepare(model)
-    assert method.penalty(model) is None, "no penalty before a task has finished"
-    method.after_task(TaskContext(model, 0, data, data.rows["train"][0], CONFIG))
-    assert method.penalty(model).item() == pytest.approx(0.0)
+    method.before_run(context(model))
+    assert method.penalty(context(model)) is None, "no penalty before a task has finished"
+    method.after_task(context(model, 0, data, CONFIG, rows=data.rows["train"][0]))
+    assert method.penalty(context(model)).item() == pytest.approx(0.0)
     with torch.no_grad():
         model.classifier.weight += 0.5
-    penalty = method.penalty(model)
+    penalty = method.penalty(context(model))
     penalty.backward()
     expected = 10.0 * method.fisher2 * (model.classifier.weight.detach() - method.anchor2)
     torch.testing.assert_close(model.classifier.weight.grad, expected)

@@ -31,7 +31,7 @@ def _pretrain(data, out, config=TINY, encoder=ENCODER, **run_flags):
         MARKERS,
         resume=run_flags.get("resume", False),
         overwrite=run_flags.get("overwrite", False),
-        out_flag="--out",
+        out_flag="-out",
     )
     return pretrain(data, encoder, config, run, torch.device("cpu"), flags={})
 
@@ -158,7 +158,7 @@ def test_a_second_run_does_not_overwrite_the_first(scene_dir, tmp_path):
     data = _data(scene_dir, tmp_path)
     _pretrain(data, tmp_path / "pw")
     before = (tmp_path / "pw" / "best.pt").read_bytes()
-    with pytest.raises(UserError, match="already holds results; pass -resume .* --overwrite"):
+    with pytest.raises(UserError, match="already holds results; pass -resume .* -overwrite"):
         _pretrain(data, tmp_path / "pw")
     assert (tmp_path / "pw" / "best.pt").read_bytes() == before
 

@@ -45,8 +45,8 @@ def test_runs_report_a_matrix_per_modality_and_per_corruption(six_class_dir, tmp
     pretrained = pretrain_tiny(six_class_dir, tmp_path)
     result = run_script(
         "spiking_train_multimodal_end.py", "-data_dir", str(six_class_dir), "-pretrained", str(pretrained),
-        "-out_dir", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache"), *SNN, "-epochs", "2",
-        "--test-corrupt", "image", "--test-noise", "0.5",
+        "-out_dir", str(tmp_path / "run"), "-cache_dir", str(tmp_path / "cache"), *SNN, "-epochs", "2",
+        "-test_corrupt", "image", "-test_noise", "0.5",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     results = json.loads((tmp_path / "run" / "results.json").read_text())
@@ -58,6 +58,6 @@ def test_runs_report_a_matrix_per_modality_and_per_corruption(six_class_dir, tmp
     assert results["config"]["probes"] == ["audio_only", "image_only", "corrupt_image"]
     bad = run_script(
         "spiking_train_multimodal_end.py", "-data_dir", str(six_class_dir), "-pretrained", str(pretrained),
-        "-out_dir", str(tmp_path / "run2"), "--test-corrupt", "smell",
+        "-out_dir", str(tmp_path / "run2"), "-test_corrupt", "smell",
     )  # fmt: skip
-    assert bad.returncode == 2 and "--test-corrupt smell" in bad.stderr
+    assert bad.returncode == 2 and "-test_corrupt smell" in bad.stderr

@@ -9,6 +9,7 @@ from hlop.projection import orthogonal_to_rows_in_time
 from models.neurons import NeuronConfig, reference_grad_scale
 from models.spiking_mlp import SpikingMLP
 from tests import reference_hlop as ref
+from tests.fixtures import context
 
 NEURON = NeuronConfig(timesteps=10, vth=0.3, tau=1.0, delta_t=0.05, alpha=0.3)
 LABELS = torch.tensor([0, 1, 2, 3, 0, 1])
@@ -33,9 +34,9 @@ def protecting_hlop(model: SpikingMLP, spiking: bool, placement: str = "timestep
         out_num=(3, 5, 4), spiking=spiking, spiking_scale=20.0, spiking_timesteps=40, spiking_projection=placement
     )
     hlop = HLOP(config)
-    hlop.prepare(model)
+    hlop.before_run(context(model))
     torch.manual_seed(5)
-    hlop.before_task(0, model)
+    hlop.before_task(context(model, 0))
     for subspace in hlop.subspaces:
         subspace.merge()
     return hlop
@@ -86,7 +87,7 @@ def test_projected_gradients_equal_the_reference(spiking):
     """HLOP's projection, with spiking lateral neurons quantising each timestep's input as the reference."""
     model, x = tiny_model(), inputs()
     hlop = protecting_hlop(model, spiking)
-    ours = mmhlop_gradients(model, x, hlop.projector(1))
+    ours = mmhlop_gradients(model, x, hlop.projector(context(None, 1)))
     theirs = reference_gradients(model, x, hlop, spiking)
     assert_all_close(ours, theirs)
     unprojected = mmhlop_gradients(model, x)
@@ -97,7 +98,7 @@ def test_rate_placement_of_the_spiking_projection_is_not_the_reference():
     """The named alternative (quantising the weighted rate's answer) gives other gradients on this example."""
     model, x = tiny_model(), inputs()
     theirs = reference_gradients(model, x, protecting_hlop(model, True), spiking=True)
-    rate = mmhlop_gradients(model, x, protecting_hlop(model, True, placement="rate").projector(1))
+    rate = mmhlop_gradients(model, x, protecting_hlop(model, True, placement="rate").projector(context(None, 1)))
     for ours, expected in zip(rate[1:3], theirs[1:3], strict=True):  # fc2 and the classifier
         assert not torch.allclose(ours, expected, rtol=1e-3, atol=1e-3)
 

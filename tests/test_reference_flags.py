@@ -9,8 +9,9 @@ import torch.nn.functional as F
 import spiking_train_multimodal_end as script
 from common.errors import UserError
 from continual.config import ContinualConfig
+from continual.evaluation import firing_rates
 from continual.methods import HLOP, Baseline
-from continual.trainer import firing_rates, run_continual
+from continual.trainer import run_continual
 from hlop.projection import decoupled_linear
 from models.neurons import NeuronConfig
 from models.spiking_mlp import SpikingMLP
@@ -24,10 +25,12 @@ def parse(*flags):
 
 
 def test_reference_flags_parse_into_the_config():
-    args = parse("-j", "8", "-cnf", "my-config", "-rate_stat", "1", "-sign_symmetric", "-dsr_backward", "exact")
+    args = parse("-cnf", "my-config", "-rate_stat", "1", "-sign_symmetric", "-dsr_backward", "exact")
     config = script.config_from_args(args)
     assert (config.feedback, config.rate_stat, config.dsr_backward) == ("sign_symmetric", True, "exact")
-    assert args.cnf == "my-config" and args.j == 8
+    assert args.cnf == "my-config"
+    with pytest.raises(UserError, match="-j: mmhlop has no data-loading workers"):  # it would do nothing
+        parse("-j", "8")
     assert script.config_from_args(parse("-feedback_alignment")).feedback == "feedback_alignment"
     defaults = script.config_from_args(parse())
     assert (defaults.feedback, defaults.rate_stat, defaults.dsr_backward) == ("exact", False, "reference")
@@ -112,10 +115,10 @@ def test_spiking_mlp_stays_fp32_under_autocast():
 
 def test_continual_script_uses_meta_tasks_and_records_the_reference_flags(scene_dir, tmp_path):
     tasks = [["FOREST"], ["BEACH", "CITY"]]
-    pretrained = pretrain_tiny(scene_dir, tmp_path, "--tasks", json.dumps(tasks))
+    pretrained = pretrain_tiny(scene_dir, tmp_path, "-tasks", json.dumps(tasks))
     out = tmp_path / "run"
-    cache = ["--cache-dir", str(tmp_path / "cache")]
-    result = continual_tiny(scene_dir, pretrained, out, *cache, "-j", "2", "-cnf", "smoke", "-rate_stat", "1")
+    cache = ["-cache_dir", str(tmp_path / "cache")]
+    result = continual_tiny(scene_dir, pretrained, out, *cache, "-cnf", "smoke", "-rate_stat", "1")
     assert result.returncode == 0, result.stderr
     assert "meta.json" in result.stdout and "firing rates after task 1" in result.stdout
     results = json.loads((out / "results.json").read_text())

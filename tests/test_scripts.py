@@ -7,9 +7,9 @@ from tests.fixtures import continual_tiny, pretrain_tiny, run_script
 
 def test_pretrain_script_prints_three_accuracies_and_refuses_to_clobber(scene_dir, tmp_path):
     out = tmp_path / "pw"
-    common = ["--data-dir", str(scene_dir), "--out", str(out), "--cache-dir", str(tmp_path / "cache")]
+    common = ["-data_dir", str(scene_dir), "-out", str(out), "-cache_dir", str(tmp_path / "cache")]
     first = run_script(
-        "spiking_pretrain_multimodal.py", *common, "-epochs", "1", "--image-size", "16", "--feature-dim", "16"
+        "spiking_pretrain_multimodal.py", *common, "-epochs", "1", "-image_size", "16", "-feature_dim", "16"
     )
     assert first.returncode == 0, first.stderr
     last = first.stdout.strip().splitlines()[-1]
@@ -22,9 +22,9 @@ def test_pretrain_script_prints_three_accuracies_and_refuses_to_clobber(scene_di
         *common,
         "-epochs",
         "1",
-        "--image-size",
+        "-image_size",
         "16",
-        "--feature-dim",
+        "-feature_dim",
         "16",
         "-resume",
     )
@@ -47,7 +47,7 @@ def test_continual_help_explains_every_reference_flag():
 
 
 def test_pretrain_then_baseline_and_hlop_end_to_end(scene_dir, tmp_path):
-    cache = ["--cache-dir", str(tmp_path / "cache")]
+    cache = ["-cache_dir", str(tmp_path / "cache")]
     pretrained = pretrain_tiny(scene_dir, tmp_path)
     for flags, name in ((["-baseline"], "baseline"), (["-hlop_spiking", "-hlop_spiking_timesteps", "40"], "hlop")):
         out = tmp_path / name
@@ -60,10 +60,10 @@ def test_pretrain_then_baseline_and_hlop_end_to_end(scene_dir, tmp_path):
 
 
 def test_first_task_encoders_with_another_task_zero_are_refused(scene_dir, tmp_path):
-    cache = ["--cache-dir", str(tmp_path / "cache")]
-    pretrained = pretrain_tiny(scene_dir, tmp_path, "--pretrain-classes", "first-task")
+    cache = ["-cache_dir", str(tmp_path / "cache")]
+    pretrained = pretrain_tiny(scene_dir, tmp_path, "-pretrain_classes", "first-task")
     result = continual_tiny(
-        scene_dir, pretrained, tmp_path / "run", *cache, "--tasks", '[["FOREST"], ["BEACH", "CITY"]]'
+        scene_dir, pretrained, tmp_path / "run", *cache, "-tasks", '[["FOREST"], ["BEACH", "CITY"]]'
     )
     assert result.returncode == 2
     assert "later tasks' classes would leak into the frozen encoders" in result.stderr

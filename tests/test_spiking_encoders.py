@@ -1,4 +1,4 @@
-"""Directly trained spiking encoders (``--encoders spiking``): their currents, their costs, and the pipeline."""
+"""Directly trained spiking encoders (``-encoder_type spiking``): their currents, their costs, and the pipeline."""
 
 from __future__ import annotations
 
@@ -128,7 +128,7 @@ def test_spiking_encoders_learn_a_separable_task(training):
 
 
 def test_spiking_pretraining_feeds_the_continual_script_with_its_spike_costs(scene_dir, tmp_path):
-    pretrained = pretrain_tiny(scene_dir, tmp_path, "--encoders", "spiking", "--encoder-timesteps", "4")
+    pretrained = pretrain_tiny(scene_dir, tmp_path, "-encoder_type", "spiking", "-encoder_timesteps", "4")
     meta = json.loads((pretrained / "meta.json").read_text())
     assert (meta["encoder"]["image_backbone"], meta["encoder"]["audio_encoder"]) == ("spiking_cnn", "spiking_mlp")
     out = tmp_path / "run"
@@ -140,11 +140,11 @@ def test_spiking_pretraining_feeds_the_continual_script_with_its_spike_costs(sce
     image_input_macs = 16 * 16 * 32 * 3 * 3 * 3  # the first conv on the constant 16-px input, once
     assert last["macs"]["encoders"] > image_input_macs  # plus the audio input layer and the fusion
     assert last["macs"]["encoders"] < 2 * image_input_macs  # not every layer as MACs
-    refused = continual_tiny(scene_dir, pretrained, tmp_path / "converted", "-spiking_encoders", "4")
-    assert refused.returncode == 2 and "-spiking_encoders 4" in refused.stderr.strip().splitlines()[-1]
-    # with -encoders continual the spiking encoders learn too, their layers protected by HLOP
+    refused = continual_tiny(scene_dir, pretrained, tmp_path / "converted", "-convert_encoders", "4")
+    assert refused.returncode == 2 and "-convert_encoders 4" in refused.stderr.strip().splitlines()[-1]
+    # with -encoder_mode continual the spiking encoders learn too, their layers protected by HLOP
     out = tmp_path / "continual"
-    done = continual_tiny(scene_dir, pretrained, out, "-encoders", "continual", "-hlop_encoder_sizes", "0.5,0.1")
+    done = continual_tiny(scene_dir, pretrained, out, "-encoder_mode", "continual", "-hlop_encoder_sizes", "0.5,0.1")
     assert done.returncode == 0, done.stderr
     saved = torch.load(out / "checkpoints" / "task1.pt", weights_only=False)
     subspaces = [v for k, v in saved["method"].items() if k.startswith("encoder_subspaces") and k.endswith("weight")]
@@ -156,12 +156,12 @@ def test_spiking_pretraining_feeds_the_continual_script_with_its_spike_costs(sce
 
 def test_spiking_encoders_refuse_conversion_and_ann_backbones(scene_dir, tmp_path):
     cases = (
-        (["--encoders", "spiking", "--convert"], "--convert"),
-        (["--image-backbone", "spiking_cnn", "--convert"], "--convert"),
-        (["--encoders", "spiking", "--image-backbone", "resnet18"], "--image-backbone"),
+        (["-encoder_type", "spiking", "-convert"], "-convert"),
+        (["-image_backbone", "spiking_cnn", "-convert"], "-convert"),
+        (["-encoder_type", "spiking", "-image_backbone", "resnet18"], "-image_backbone"),
     )
     for extra, named in cases:
         done = run_script(
-            "spiking_pretrain_multimodal.py", *["--data-dir", str(scene_dir), "--out", str(tmp_path / "pw"), *extra]
+            "spiking_pretrain_multimodal.py", *["-data_dir", str(scene_dir), "-out", str(tmp_path / "pw"), *extra]
         )
         assert done.returncode != 0 and named in done.stderr.strip().splitlines()[-1], done.stderr

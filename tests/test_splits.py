@@ -65,7 +65,7 @@ def test_class_with_too_few_rows_cannot_be_split(tmp_path):
 
 
 def test_bad_fractions(scene_dir):
-    with pytest.raises(UserError, match="--split-fractions"):
+    with pytest.raises(UserError, match="-split_fractions"):
         make_splits(read_table(scene_dir), SplitConfig("stratified", fractions=(0.5, 0.1, 0.1)))
 
 
@@ -102,7 +102,7 @@ def test_group_split_errors_name_the_column_and_group(tmp_path):
     with pytest.raises(UserError, match="no SPEAKER or VIDEO column"):
         read_table(root, group_column="auto")
     table = read_table(with_speakers(root), group_column="speaker")
-    with pytest.raises(UserError, match="--test-groups: no SPEAKER 'zed'"):
+    with pytest.raises(UserError, match="-test_groups: no SPEAKER 'zed'"):
         make_splits(table, SplitConfig("group", test_groups=("zed",)))
 
 

@@ -39,3 +39,22 @@ def test_no_module_imports_itself_through_others():
 
     cycles = [m for m in graph if reaches(m, m, set())]
     assert not cycles, f"import cycles through: {', '.join(sorted(cycles))}"
+
+
+def test_functions_read_in_one_screen():
+    """No function of the library or the scripts is longer than 60 lines (tests and benchmarks excepted)."""
+    long = []
+    for path in REPO_ROOT.rglob("*.py"):
+        relative = path.relative_to(REPO_ROOT)
+        if relative.parts[0] in ("tests", "benchmarks") or any(part.startswith(".") for part in relative.parts):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 60:
+                long.append(f"{relative}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)")
+    assert not long, "functions over 60 lines: " + ", ".join(long)
+
+
+def test_the_scripts_only_parse_flags_and_call_the_library():
+    for script, most in (("spiking_train_multimodal_end.py", 120), ("spiking_pretrain_multimodal.py", 120)):
+        lines = (REPO_ROOT / script).read_text().splitlines()
+        assert len(lines) <= most, f"{script} has {len(lines)} lines"

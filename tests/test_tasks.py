@@ -32,8 +32,8 @@ def test_default_split_makes_five_tasks_of_sorted_pairs():
     ],
 )
 def test_bad_task_splits_are_rejected(tasks, message):
-    with pytest.raises(UserError, match="--tasks: " + message):
-        validate_tasks(tasks, SCENE, "--tasks")
+    with pytest.raises(UserError, match="-tasks: " + message):
+        validate_tasks(tasks, SCENE, "-tasks")
 
 
 def test_tasks_flag_accepts_json_text_and_files(tmp_path):
@@ -58,7 +58,7 @@ def _run_scene(*args):
 
 
 def test_scene_py_prints_the_five_tasks_of_the_embedded_dataset():
-    result = _run_scene("--data-dir", "datasets/avdigits")
+    result = _run_scene("-data_dir", "datasets/avdigits")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert "3000 rows, 10 classes, 104 MFCC values" in lines[0]
@@ -68,10 +68,10 @@ def test_scene_py_prints_the_five_tasks_of_the_embedded_dataset():
 
 
 def test_scene_py_rejects_a_bad_split_in_one_line():
-    result = _run_scene("-data_dir", "datasets/avdigits", "--tasks", '[["ONE"], ["ELEVEN"]]')
+    result = _run_scene("-data_dir", "datasets/avdigits", "-tasks", '[["ONE"], ["ELEVEN"]]')
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "error: --tasks: task 1 names unknown class 'ELEVEN' (classes: EIGHT, FIVE, FOUR, NINE, ONE, SEVEN, SIX, "
+        "error: -tasks: task 1 names unknown class 'ELEVEN' (classes: EIGHT, FIVE, FOUR, NINE, ONE, SEVEN, SIX, "
         "THREE, TWO, ZERO)"
     ]
 
@@ -89,5 +89,5 @@ def test_random_class_orders_are_seeded_and_refuse_an_explicit_split():
     assert sorted(n for task in first for n in task) == names and [len(t) for t in first] == [2, 2, 2, 2, 1]
     args = argparse.Namespace(class_order="random", order_seed=4, tasks=None)
     assert tasks_from_args(args) == "random:4"
-    with pytest.raises(UserError, match="--tasks and --class-order random"):
+    with pytest.raises(UserError, match="-tasks and -class_order random"):
         tasks_from_args(argparse.Namespace(class_order="random", order_seed=4, tasks='[["C0"]]'))

@@ -4,7 +4,7 @@ Each method declares its own flags (``add_flags``) and builds itself from them (
 adding a method is adding its module and one entry here.
 """
 
-from continual.methods.base import Baseline, Method, TaskContext
+from continual.methods.base import HOOKS, Baseline, Context, Method
 from continual.methods.compose import Composite, compose
 from continual.methods.ewc import EWC, EWCConfig
 from continual.methods.gpm import GPM, GPMConfig
@@ -26,9 +26,11 @@ __all__ = [
     "EWC",
     "GPM",
     "HLOP",
+    "HOOKS",
     "METHODS",
     "Baseline",
     "Composite",
+    "Context",
     "EWCConfig",
     "GPMConfig",
     "HLOPConfig",
@@ -37,6 +39,5 @@ __all__ = [
     "Method",
     "Replay",
     "ReplayConfig",
-    "TaskContext",
     "compose",
 ]

@@ -1,9 +1,24 @@
-"""What a continual-learning method is to the loop: hooks around tasks and steps.
+"""What a continual-learning method is to the loop: hooks named after where they run, and reducers.
 
-The loop (``continual.trainer``) trains the spiking MLP task after task and calls these hooks;
-each method overrides the ones it needs. Methods are ``nn.Module``s so that their state (Hebbian
-subspaces, Fisher information, memories) is saved in checkpoints with ``state_dict``. The plain
-sequential baseline is this class itself.
+The loop (``continual.trainer``) trains the network task after task and calls, through
+``Method.hook(name, context)``, these hooks in this order:
+
+    before_run            once, after the network is built
+    before_task           a task starts (not again when a run resumes inside it)
+    before_optimizer      a task's optimizer is about to be built (also on resume): fix what must not learn
+    after_backward        each batch: gradients computed, optimizer not yet stepped
+    after_optimizer_step  each batch: the optimizer has stepped (``context.output`` is the batch's forward)
+    after_task            a task has been trained, before it is evaluated
+
+Every hook receives one ``Context``. Where the methods' answers combine, the loop asks a reducer
+instead: ``projector`` (at most one method projects gradients), ``penalty`` (summed),
+``extend_batch`` (each method may add rows to a training batch, in turn), ``predict`` (at most
+one method replaces the classifier's logits at test time), ``protection_macs`` and
+``memory_bytes`` (summed). A method also declares what it supports (``encoder_modes``,
+``scenarios``, ``composes``), so an impossible combination is refused before anything trains.
+
+Methods are ``nn.Module``s so that their state (Hebbian subspaces, Fisher information, memories)
+is saved in checkpoints with ``state_dict``. The plain sequential baseline is this class itself.
 """
 
 from __future__ import annotations
@@ -14,30 +29,51 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from common.errors import UserError
 from hlop.projection import Projector
-from models.spiking_mlp import SpikingMLP, SpikingOutput
+from models.spiking_mlp import SpikingOutput
 
 if TYPE_CHECKING:  # the loop imports this module
     from continual.config import ContinualConfig
     from continual.data import ContinualData
 
+ENCODER_MODES = ("frozen", "continual")
+SCENARIOS = ("class", "task")
+HOOKS = ("before_run", "before_task", "before_optimizer", "after_backward", "after_optimizer_step", "after_task")
+
 
 @dataclass
-class TaskContext:
-    """What a method may look at when a task ends: the model, the data and the task's training rows."""
+class Context:
+    """What every hook sees: the network, the data, the run's settings, and where the loop is.
 
-    model: SpikingMLP
-    task: int
+    ``rows`` are the batch's rows in the per-batch hooks and the task's training rows in
+    ``after_task``; ``output`` is the batch's forward output (``models.spiking_mlp.SpikingOutput``).
+    ``model`` offers one interface whether the encoders are frozen (the spiking MLP) or learn
+    (``models.end_to_end.EndToEndNet``): ``projected_layers``, ``encoder_layers``,
+    ``record_encoder_inputs``.
+    """
+
+    model: nn.Module
     data: ContinualData
-    train_rows: torch.Tensor
     config: ContinualConfig
+    task: int = 0
+    epoch: int = 0
+    rows: torch.Tensor | None = None
+    output: SpikingOutput | None = None
+    batch_size: int = 0  # the global batch's size (all processes)
+    projector: Projector | None = None
 
 
 class Method(nn.Module):
     name = "baseline"
-    needs_spikes = False  # whether after_step needs the hidden layers' spike trains
-    needs_encoder_inputs = False  # whether after_step needs the encoder layers' inputs (continual encoders)
+    needs_spikes = False  # whether after_optimizer_step needs the hidden layers' spike trains
+    needs_encoder_inputs = False  # whether it needs the encoder layers' inputs (continual encoders)
     stream = "sequential"  # the data the loop shows: each task in turn, or "joint": every task's data at once
+    encoder_modes: tuple[str, ...] = ENCODER_MODES  # -encoder_mode values it works with
+    scenarios: tuple[str, ...] = SCENARIOS  # -scenario values it works with
+    composes = True  # whether it may run beside other methods (-method X -replay, -head)
+    projects = False  # whether it projects gradients (answers ``projector``): at most one per run
+    is_head = False  # whether it answers ``predict`` (a test-time head): at most one per run
 
     @classmethod
     def add_flags(cls, parser) -> None:
@@ -48,38 +84,60 @@ class Method(nn.Module):
         """The method configured by the parsed flags."""
         return cls()
 
-    def prepare(self, model: SpikingMLP) -> None:
-        """Called once, after the model is built and before any task."""
+    def check(self, encoder_mode: str, scenario: str) -> None:
+        """Refuse, before anything is written, a run this method cannot do."""
+        for flag, value, supported in (
+            ("-encoder_mode", encoder_mode, self.encoder_modes),
+            ("-scenario", scenario, self.scenarios),
+        ):
+            if value not in supported:
+                raise UserError(
+                    f"-method {self.name} does not work with {flag} {value} (it supports {', '.join(supported)})"
+                )
 
-    def before_task(self, task: int, model: SpikingMLP) -> None:
-        """Called before training task ``task``."""
+    def hook(self, name: str, context: Context) -> None:
+        """Run the hook ``name`` (one of ``HOOKS``, or any a loop adds); a composite runs it on each method."""
+        getattr(self, name)(context)
 
-    def freeze(self, model: SpikingMLP, task: int) -> None:
-        """Fix parameters that must not learn during ``task`` (called again on resume: keep it idempotent)."""
+    # hooks, in the order the loop reaches them
+    def before_run(self, context: Context) -> None:
+        """Once, after the network is built and before any task."""
 
-    def projector(self, task: int) -> Projector | None:
-        """The gradient projection to use while training ``task``, if any."""
+    def before_task(self, context: Context) -> None:
+        """Before training ``context.task``."""
+
+    def before_optimizer(self, context: Context) -> None:
+        """Fix parameters that must not learn during ``context.task`` (called again on resume: keep it idempotent)."""
+
+    def after_backward(self, context: Context) -> None:
+        """After the backward pass, before the optimizer step (e.g. projecting encoder gradients)."""
+
+    def after_optimizer_step(self, context: Context) -> None:
+        """After the optimizer step, with the batch's forward output (Hebbian updates, update projection)."""
+
+    def after_task(self, context: Context) -> None:
+        """When ``context.task`` has been trained on ``context.rows``, before it is evaluated."""
+
+    # reducers: where several methods' answers combine
+    def projector(self, context: Context) -> Projector | None:
+        """The gradient projection to use while training ``context.task``, if any (at most one method)."""
         return None
 
-    def penalty(self, model: SpikingMLP) -> torch.Tensor | None:
-        """An extra loss term added to the cross-entropy, if any."""
+    def penalty(self, context: Context) -> torch.Tensor | None:
+        """An extra loss term added to the batch's cross-entropy, if any (summed over methods)."""
         return None
 
-    def before_step(self, model: SpikingMLP, task: int) -> None:
-        """Called after the backward pass, before the optimizer step (projection of encoder gradients)."""
+    def extend_batch(self, context: Context, rows: torch.Tensor) -> torch.Tensor:
+        """The rows a training batch trains on: ``rows``, or more (experience replay mixes in stored rows)."""
+        return rows
 
-    def after_update(self, model: SpikingMLP, task: int) -> None:
-        """Called right after the optimizer step (projection of whole updates, whatever the optimizer)."""
+    def predict(self, context: Context, output: SpikingOutput) -> torch.Tensor | None:
+        """Test-time logits in place of the trained classifier's (a closed-form or prototype head), or None."""
+        return None
 
-    def after_step(self, output: SpikingOutput, task: int, epoch: int, batch_size: int) -> None:
-        """Called after each optimizer step with that batch's forward output (``batch_size``: the global batch)."""
-
-    def after_task(self, context: TaskContext) -> None:
-        """Called when ``context.task`` has been trained, before it is evaluated."""
-
-    def protection_macs(self, model: SpikingMLP, task: int) -> float:
-        """Multiply-accumulates per training sample the method spends protecting old tasks while ``task`` is
-        learned (its Hebbian updates, its projections), for the energy estimate (``continual.energy``)."""
+    def protection_macs(self, context: Context) -> float:
+        """Multiply-accumulates per training sample the method spends protecting old tasks while
+        ``context.task`` is learned (Hebbian updates, projections), for the energy estimate (``continual.energy``)."""
         return 0.0
 
     def divergence(self) -> str | None:

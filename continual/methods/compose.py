@@ -1,8 +1,9 @@
-"""Methods that compose (as Avalanche's plugins): several methods act on one run, their hooks fanned out.
+"""Methods that compose (as Avalanche's plugins): several methods act on one run.
 
-``-method hlop -replay`` is ``[HLOP, Replay]``: every hook is called on each method in order,
-penalties are summed, and at most one method may project gradients. A single method runs as
-itself.
+``-method hlop -replay`` is ``[HLOP, Replay]``: a hook is dispatched by its name to each method in
+order, so a hook new to the loop needs nothing here; the reducers combine the answers where they
+meet (penalties summed, batches extended in turn, at most one projector and one test-time head).
+A single method runs as itself.
 """
 
 from __future__ import annotations
@@ -10,17 +11,26 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from continual.methods.base import Baseline, Method, TaskContext
-from models.spiking_mlp import SpikingMLP, SpikingOutput
+from common.errors import UserError
+from continual.methods.base import Baseline, Context, Method
 
 
 def compose(methods: Method | list[Method]) -> Method:
     """One method for the loop: ``methods`` itself, or a ``Composite`` of several."""
     if isinstance(methods, Method):
         return methods
+    if not isinstance(methods, (list, tuple)) or not all(isinstance(m, Method) for m in methods):
+        raise UserError(f"methods: expected a Method or a list of them, got {methods!r}")
     if len(methods) == 1:
         return methods[0]
     return Composite(methods)
+
+
+def _at_most_one(composite: Composite, what: str, answers: list):
+    found = [a for a in answers if a is not None]
+    if len(found) > 1:
+        raise UserError(f"{composite.name}: more than one method gives {what}; combine at most one of them")
+    return found[0] if found else None
 
 
 class Composite(Method):
@@ -28,53 +38,45 @@ class Composite(Method):
         super().__init__()
         self.methods = nn.ModuleList(m for m in methods if type(m) is not Baseline) or nn.ModuleList([Baseline()])
         self.name = "+".join(m.name for m in self.methods)
+        alone = [m.name for m in self.methods if not m.composes]
+        if alone and len(self.methods) > 1:
+            raise UserError(f"-method {alone[0]} runs on its own; it does not compose with {self.name}")
+        projecting, heads = [m.name for m in self.methods if m.projects], [m.name for m in self.methods if m.is_head]
+        for what, found in (("project gradients", projecting), ("replace the test-time head", heads)):
+            if len(found) > 1:
+                raise UserError(f"{self.name}: {' and '.join(found)} both {what}; combine at most one of them")
         self.needs_spikes = any(m.needs_spikes for m in self.methods)
         self.needs_encoder_inputs = any(m.needs_encoder_inputs for m in self.methods)
         self.stream = "joint" if any(m.stream == "joint" for m in self.methods) else "sequential"
 
+    def check(self, encoder_mode: str, scenario: str) -> None:
+        for m in self.methods:
+            m.check(encoder_mode, scenario)
+
+    def hook(self, name: str, context: Context) -> None:
+        for m in self.methods:
+            m.hook(name, context)
+
     def settings(self) -> dict:
         return {m.name: m.settings() for m in self.methods}
 
-    def prepare(self, model: SpikingMLP) -> None:
-        for m in self.methods:
-            m.prepare(model)
+    def projector(self, context: Context):
+        return _at_most_one(self, "a gradient projection", [m.projector(context) for m in self.methods])
 
-    def before_task(self, task: int, model: SpikingMLP) -> None:
-        for m in self.methods:
-            m.before_task(task, model)
+    def predict(self, context: Context, output):
+        return _at_most_one(self, "test-time logits", [m.predict(context, output) for m in self.methods])
 
-    def freeze(self, model: SpikingMLP, task: int) -> None:
-        for m in self.methods:
-            m.freeze(model, task)
-
-    def projector(self, task: int):
-        projectors = [p for p in (m.projector(task) for m in self.methods) if p is not None]
-        if len(projectors) > 1:
-            raise ValueError(f"{self.name}: more than one method projects gradients; combine at most one of them")
-        return projectors[0] if projectors else None
-
-    def penalty(self, model: SpikingMLP) -> torch.Tensor | None:
-        penalties = [p for p in (m.penalty(model) for m in self.methods) if p is not None]
+    def penalty(self, context: Context) -> torch.Tensor | None:
+        penalties = [p for p in (m.penalty(context) for m in self.methods) if p is not None]
         return sum(penalties) if penalties else None
 
-    def before_step(self, model: SpikingMLP, task: int) -> None:
+    def extend_batch(self, context: Context, rows: torch.Tensor) -> torch.Tensor:
         for m in self.methods:
-            m.before_step(model, task)
+            rows = m.extend_batch(context, rows)
+        return rows
 
-    def after_update(self, model: SpikingMLP, task: int) -> None:
-        for m in self.methods:
-            m.after_update(model, task)
-
-    def after_step(self, output: SpikingOutput, task: int, epoch: int, batch_size: int) -> None:
-        for m in self.methods:
-            m.after_step(output, task, epoch, batch_size)
-
-    def after_task(self, context: TaskContext) -> None:
-        for m in self.methods:
-            m.after_task(context)
-
-    def protection_macs(self, model: SpikingMLP, task: int) -> float:
-        return sum(m.protection_macs(model, task) for m in self.methods)
+    def protection_macs(self, context: Context) -> float:
+        return sum(m.protection_macs(context) for m in self.methods)
 
     def divergence(self) -> str | None:
         return next((found for found in (m.divergence() for m in self.methods) if found), None)

@@ -20,15 +20,14 @@ from common.batching import batch_rows
 from common.cli import non_negative_float, positive_int
 from common.distributed import current as distributed
 from continual.data import masked_logits, scenario_mask
-from continual.methods.base import Method, TaskContext
-from models.spiking_mlp import SpikingMLP
+from continual.methods.base import Context, Method
 
 
 @dataclass(frozen=True)
 class EWCConfig:
     lambda_: float = 1e5
     samples: int = 1024  # training rows per task used to estimate the Fisher information
-    encoder_samples: int = 256  # -encoders continual: rows per task for the encoder layers' (one pass each)
+    encoder_samples: int = 256  # -encoder_mode continual: rows per task for the encoder layers' (one pass each)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -61,30 +60,26 @@ class EWC(Method):
     def from_args(cls, args) -> EWC:
         return cls(EWCConfig(lambda_=args.ewc_lambda, samples=args.ewc_samples))
 
-    def prepare(self, model: SpikingMLP) -> None:
-        for i, layer in enumerate(self._layers(model)):
+    def before_run(self, context: Context) -> None:
+        for i, layer in enumerate(context.model.protected_layers):
             self.register_buffer(f"fisher{i}", torch.zeros_like(layer.weight))
             self.register_buffer(f"anchor{i}", layer.weight.detach().clone())
         self.register_buffer("tasks_seen", torch.zeros((), dtype=torch.long))
 
-    @staticmethod
-    def _layers(model: SpikingMLP) -> list:
-        """The spiking MLP's layers, then (``-encoders continual``) the encoders' weight layers."""
-        return [*model.projected_layers, *getattr(model, "encoder_layers", [])]
+    def _pairs(self, model):
+        """(weight, Fisher, anchor) of the spiking MLP's layers, then (learning encoders) the encoders' layers."""
+        for i, layer in enumerate(model.protected_layers):
+            yield layer.weight, self.get_buffer(f"fisher{i}"), self.get_buffer(f"anchor{i}")
 
-    def _pairs(self, model: SpikingMLP):
-        for i, layer in enumerate(self._layers(model)):
-            yield layer.weight, getattr(self, f"fisher{i}"), getattr(self, f"anchor{i}")
-
-    def penalty(self, model: SpikingMLP) -> torch.Tensor | None:
+    def penalty(self, context: Context) -> torch.Tensor | None:
         if int(self.tasks_seen) == 0:
             return None
-        total = sum((fisher * (weight - anchor) ** 2).sum() for weight, fisher, anchor in self._pairs(model))
+        total = sum((fisher * (weight - anchor) ** 2).sum() for weight, fisher, anchor in self._pairs(context.model))
         return self.config.lambda_ / 2 * total
 
-    def after_task(self, context: TaskContext) -> None:
+    def after_task(self, context: Context) -> None:
         model, data, dist = context.model, context.data, distributed()
-        rows = context.train_rows[: self.config.samples]
+        rows = context.rows[: self.config.samples]
         fishers = [torch.zeros_like(layer.weight) for layer in model.projected_layers]
         for batch in batch_rows(dist.shard(rows), 256):  # each process a share; summed below
             output = model(data.inputs(batch))
@@ -102,7 +97,7 @@ class EWC(Method):
     def _encoder_fisher(self, model, data, rows, config, total: int) -> list[torch.Tensor]:
         """Per-sample squared gradients of the encoder layers' weights (one backward pass per row, in eval mode),
         summed and scaled to ``total`` rows, the spiking layers' count, so that both become means over rows."""
-        layers = getattr(model, "encoder_layers", [])
+        layers = model.encoder_layers
         if not layers:
             return []
         fishers = [torch.zeros_like(layer.weight) for layer in layers]

@@ -16,17 +16,16 @@ import torch
 
 from common.cli import comma_numbers, fraction, positive_int
 from common.distributed import current as distributed
-from continual.methods.base import Method, TaskContext
-from hlop.layers import UpdateProjection, input_dim, project_gradient
+from continual.methods.base import Context, Method
+from hlop.layers import UpdateProjection, input_dim
 from hlop.projection import SubspaceProjector
-from models.spiking_mlp import SpikingMLP
 
 
 @dataclass(frozen=True)
 class GPMConfig:
     threshold: tuple[float, float, float] = (0.97, 0.97, 0.97)
     samples: int = 300
-    encoder_threshold: float = 0.97  # -encoders continual: every encoder layer's
+    encoder_threshold: float = 0.97  # -encoder_mode continual: every encoder layer's
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -53,6 +52,7 @@ def extend_basis(basis: torch.Tensor, gram: torch.Tensor, threshold: float) -> t
 
 class GPM(Method, SubspaceProjector):
     name = "gpm"
+    projects = True
 
     def __init__(self, config: GPMConfig = GPMConfig()):
         super().__init__()
@@ -78,7 +78,7 @@ class GPM(Method, SubspaceProjector):
             "-gpm_encoder_threshold",
             type=fraction,
             default=g.encoder_threshold,
-            help="GPM, -encoders continual: share of each encoder layer's input energy its basis keeps",
+            help="GPM, -encoder_mode continual: share of each encoder layer's input energy its basis keeps",
         )
 
     @classmethod
@@ -91,62 +91,52 @@ class GPM(Method, SubspaceProjector):
             )
         )
 
-    def prepare(self, model: SpikingMLP) -> None:
+    def before_run(self, context: Context) -> None:
+        model = context.model
         device = model.fc1.weight.device
         for i, layer in enumerate(model.projected_layers):
             self.register_buffer(f"basis{i}", torch.zeros(0, layer.in_features, device=device))
-        for i, layer in enumerate(getattr(model, "encoder_layers", [])):
+        for i, layer in enumerate(model.encoder_layers):
             self.register_buffer(f"encoder_basis{i}", torch.zeros(0, input_dim(layer), device=device))
 
-    def _encoder_bases(self, model) -> list[torch.Tensor]:
-        return [getattr(self, f"encoder_basis{i}") for i in range(len(model.encoder_layers))]
-
-    def before_step(self, model, task: int) -> None:
-        """Encoder layers: their weight gradients lose the old tasks' bases (``hlop.layers``)."""
-        if task == 0 or not hasattr(model, "encoder_layers"):
-            return
-        for layer, basis in zip(model.encoder_layers, self._encoder_bases(model), strict=True):
-            project_gradient(layer, basis)
-        self.update_projection.snapshot([*model.projected_layers, *model.encoder_layers])
-
-    def after_update(self, model, task: int) -> None:
-        """With continual encoders, every protected layer's whole update is projected (Adam, see ``hlop.layers``)."""
-        if task == 0 or not hasattr(model, "encoder_layers"):
-            return
-        bases = [self.basis(i) for i in range(3)] + self._encoder_bases(model)
-        self.update_projection.apply([*model.projected_layers, *model.encoder_layers], bases)
-
     def basis(self, layer: int) -> torch.Tensor:
-        return getattr(self, f"basis{layer}")
+        return self.get_buffer(f"basis{layer}")
 
-    def projector(self, task: int):
-        return self if task > 0 else None
+    def encoder_basis(self, layer: int) -> torch.Tensor:
+        return self.get_buffer(f"encoder_basis{layer}")
+
+    def projector(self, context: Context):
+        return self if context.task > 0 else None
+
+    def after_backward(self, context: Context) -> None:
+        if context.task > 0:
+            self.protect_encoder_gradients(context.model)
+
+    def after_optimizer_step(self, context: Context) -> None:
+        if context.task > 0:
+            self.project_update(context.model)
 
     @torch.no_grad()
-    def after_task(self, context: TaskContext) -> None:
-        dist = distributed()
-        rows = dist.shard(context.train_rows[: self.config.samples])
-        model = context.model
-        recording = hasattr(model, "record_encoder_inputs")
-        if recording:
-            model.eval()
-            model.record_encoder_inputs(True)
+    def after_task(self, context: Context) -> None:
+        dist, model = distributed(), context.model
+        rows = dist.shard(context.rows[: self.config.samples])
+        model.eval()
+        model.record_encoder_inputs(True)
         output = model(context.data.inputs(rows))
-        if recording:
-            model.record_encoder_inputs(False)
+        model.record_encoder_inputs(False)
         for i, (x, threshold) in enumerate(zip(output.layer_inputs, self.config.threshold, strict=True)):
             gram = dist.all_reduce(x.double().t() @ x.double())
             setattr(self, f"basis{i}", extend_basis(self.basis(i), gram, threshold))
         for i, x in enumerate(output.encoder_inputs or []):
             gram = dist.all_reduce(x.double().t() @ x.double())
-            name = f"encoder_basis{i}"
-            setattr(self, name, extend_basis(getattr(self, name), gram, self.config.encoder_threshold))
+            setattr(self, f"encoder_basis{i}", extend_basis(self.encoder_basis(i), gram, self.config.encoder_threshold))
 
-    def protection_macs(self, model: SpikingMLP, task: int) -> float:
+    def protection_macs(self, context: Context) -> float:
         """Per training sample: the projection's two products with each layer's basis (from task 1 on)."""
-        if task == 0:
+        if context.task == 0:
             return 0.0
-        return float(sum(2 * self.basis(i).shape[0] * self.basis(i).shape[1] for i in range(3)))
+        layers = range(len(context.model.projected_layers))
+        return float(sum(2 * self.basis(i).shape[0] * self.basis(i).shape[1] for i in layers))
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         for name in list(self._buffers):  # bases grow task by task: take the saved shapes

@@ -29,11 +29,11 @@ from torch import nn
 from common.cli import comma_numbers, fraction, non_negative_int, positive_float, positive_int, whole_number
 from common.distributed import current as distributed
 from common.errors import UserError
-from continual.methods.base import Method, TaskContext
+from continual.methods.base import Context, Method
 from hlop.hebbian import HebbianSubspace
-from hlop.layers import UpdateProjection, input_dim, project_gradient
+from hlop.layers import UpdateProjection, input_dim
 from hlop.projection import SubspaceProjector
-from models.spiking_mlp import SpikingMLP, SpikingOutput
+from models.spiking_mlp import SpikingOutput
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ class HLOPConfig:
     new_rows: str = "random"  # new lateral rows at random angles to the old ones (the reference), or "orthogonal"
     with_wfr: bool = True
     start_epochs: int = 0
-    # -encoders continual: each encoder layer's subspace, as fractions of its input size (a conv's C*k*k)
+    # -encoder_mode continual: each encoder layer's subspace, as fractions of its input size (a conv's C*k*k)
     encoder_sizes: tuple[float, float] = (0.2, 0.05)  # task 0, each later task
     encoder_lr: float = 0.5  # on inputs rescaled to unit mean squared norm per batch
     encoder_iterations: int = 5
@@ -63,6 +63,7 @@ class HLOPConfig:
 
 class HLOP(Method, SubspaceProjector):
     name = "hlop"
+    projects = True
 
     def __init__(self, config: HLOPConfig = HLOPConfig()):
         super().__init__()
@@ -75,82 +76,39 @@ class HLOP(Method, SubspaceProjector):
     @classmethod
     def add_flags(cls, parser) -> None:
         c = HLOPConfig()
-        parser.flag(
-            "-hlop_lr",
-            default=",".join(f"{v:g}" for v in c.lr),
-            help="Hebbian learning rate: one value, or one per layer (fc1,fc2,classifier)",
-        )
-        parser.flag("-hlop_iterations", type=positive_int, default=c.iterations, help="Hebbian iterations per batch")
-        parser.flag(
-            "-hlop_out_num",
-            default=",".join(map(str, c.out_num)),
-            help="lateral neurons per layer added for task 0",
-        )
-        parser.flag(
-            "-hlop_out_num_inc",
-            default=",".join(map(str, c.out_num_inc)),
-            help="lateral neurons per layer added for each later task (shrinking by 2/7 of it every third task: "
-            "the reference's 70 -> 50 -> 30 -> 10)",
-        )
-        parser.flag(
+        flag = parser.flag
+        flag("-hlop_lr", default=",".join(f"{v:g}" for v in c.lr),
+             help="Hebbian learning rate: one value, or one per layer (fc1,fc2,classifier)")  # fmt: skip
+        flag("-hlop_iterations", type=positive_int, default=c.iterations, help="Hebbian iterations per batch")
+        flag("-hlop_out_num", default=",".join(map(str, c.out_num)), help="lateral neurons per layer added for task 0")
+        flag("-hlop_out_num_inc", default=",".join(map(str, c.out_num_inc)),
+             help="lateral neurons per layer added for each later task (shrinking by 2/7 of it every third task: "
+             "the reference's 70 -> 50 -> 30 -> 10)")  # fmt: skip
+        flag(
             "-hlop_spiking",
             action="store_true",
             help="lateral neurons spike: their output is quantised to spike counts",
         )
-        parser.flag(
-            "-hlop_spiking_scale",
-            type=positive_float,
-            default=c.spiking_scale,
-            help="range [-s, s] of the spiking lateral output",
-        )
-        parser.flag(
-            "-hlop_spiking_timesteps",
-            type=whole_number,
-            default=c.spiking_timesteps,
-            help="timesteps of the spiking lateral neurons",
-        )
-        parser.flag(
-            "-hlop_spiking_projection",
-            default=c.spiking_projection,
-            choices=("timestep", "rate"),
-            help="with -hlop_spiking, quantise the lateral answer to each timestep's input spikes (the reference) "
-            "or to their weighted firing rate",
-        )
-        parser.flag(
-            "-hlop_new_rows",
-            default=c.new_rows,
-            choices=("orthogonal", "random"),
-            help="each task's new lateral neurons start orthogonal to the old ones, or at random angles (the reference)",
-        )
-        parser.flag(
-            "-hlop_start_epochs",
-            type=non_negative_int,
-            default=c.start_epochs,
-            help="Hebbian learning starts after this many epochs of each task",
-        )
-        parser.flag(
-            "-hlop_encoder_sizes",
-            default=",".join(f"{v:g}" for v in c.encoder_sizes),
-            help="-encoders continual: lateral neurons of each encoder layer as fractions of its input size "
-            "(a convolution's C*k*k), for task 0 and for each later task",
-        )
-        parser.flag(
-            "-hlop_encoder_lr",
-            type=positive_float,
-            default=c.encoder_lr,
-            help="-encoders continual: Hebbian rate of the encoder layers (inputs rescaled to unit mean squared norm)",
-        )
-        parser.flag(
-            "-hlop_encoder_iterations",
-            type=positive_int,
-            default=c.encoder_iterations,
-            help="-encoders continual: Hebbian iterations per batch of the encoder layers",
-        )
-        parser.flag(
-            "-not_hlop_with_wfr",
-            action="store_true",
-            help="Hebbian updates from each timestep's spikes instead of the weighted firing rate",
-        )
+        flag("-hlop_spiking_scale", type=positive_float, default=c.spiking_scale,
+             help="range [-s, s] of the spiking lateral output")  # fmt: skip
+        flag("-hlop_spiking_timesteps", type=whole_number, default=c.spiking_timesteps,
+             help="timesteps of the spiking lateral neurons")  # fmt: skip
+        flag("-hlop_spiking_projection", default=c.spiking_projection, choices=("timestep", "rate"),
+             help="with -hlop_spiking, quantise the lateral answer to each timestep's input spikes (the reference) "
+             "or to their weighted firing rate")  # fmt: skip
+        flag("-hlop_new_rows", default=c.new_rows, choices=("orthogonal", "random"),
+             help="each task's new lateral neurons start orthogonal to the old ones, or at random angles (the reference)")  # fmt: skip
+        flag("-hlop_start_epochs", type=non_negative_int, default=c.start_epochs,
+             help="Hebbian learning starts after this many epochs of each task")  # fmt: skip
+        flag("-hlop_encoder_sizes", default=",".join(f"{v:g}" for v in c.encoder_sizes),
+             help="-encoder_mode continual: lateral neurons of each encoder layer as fractions of its input size "
+             "(a convolution's C*k*k), for task 0 and for each later task")  # fmt: skip
+        flag("-hlop_encoder_lr", type=positive_float, default=c.encoder_lr,
+             help="-encoder_mode continual: Hebbian rate of the encoder layers (inputs rescaled to unit mean squared norm)")  # fmt: skip
+        flag("-hlop_encoder_iterations", type=positive_int, default=c.encoder_iterations,
+             help="-encoder_mode continual: Hebbian iterations per batch of the encoder layers")  # fmt: skip
+        flag("-not_hlop_with_wfr", action="store_true",
+             help="Hebbian updates from each timestep's spikes instead of the weighted firing rate")  # fmt: skip
 
     @classmethod
     def from_args(cls, args) -> HLOP:
@@ -175,8 +133,8 @@ class HLOP(Method, SubspaceProjector):
             encoder_iterations=args.hlop_encoder_iterations,
         )
 
-    def prepare(self, model: SpikingMLP) -> None:
-        c = self.config
+    def before_run(self, context: Context) -> None:
+        c, model = self.config, context.model
         for name, layer, n in zip(("fc1", "fc2", "classifier"), model.projected_layers, c.out_num, strict=True):
             if n > layer.in_features:  # later increments are cut to the room left (see ``before_task``)
                 raise UserError(
@@ -188,10 +146,9 @@ class HLOP(Method, SubspaceProjector):
             HebbianSubspace(layer.in_features, lr, c.momentum, c.spiking, c.spiking_scale, c.spiking_timesteps)
             for layer, lr in zip(model.projected_layers, c.lr, strict=True)
         ).to(device)
-        encoder_layers = getattr(model, "encoder_layers", [])  # -encoders continual
-        self.needs_encoder_inputs = bool(encoder_layers)
+        self.needs_encoder_inputs = bool(model.encoder_layers)
         self.encoder_subspaces = nn.ModuleList(
-            HebbianSubspace(input_dim(layer), c.encoder_lr, c.momentum) for layer in encoder_layers
+            HebbianSubspace(input_dim(layer), c.encoder_lr, c.momentum) for layer in model.encoder_layers
         ).to(device)
 
     def sizes(self, task: int) -> list[int]:
@@ -206,8 +163,8 @@ class HLOP(Method, SubspaceProjector):
         share = self.config.encoder_sizes[0 if task == 0 else 1]
         return max(1, round(share * in_features))
 
-    def before_task(self, task: int, model: SpikingMLP) -> None:
-        orthogonal = self.config.new_rows == "orthogonal"
+    def before_task(self, context: Context) -> None:
+        task, orthogonal = context.task, self.config.new_rows == "orthogonal"
         for subspace, n in zip(self.subspaces, self.sizes(task), strict=True):
             room = subspace.in_features - subspace.weight.shape[0]
             subspace.add_subspace(min(n, room), orthogonal_to_old=orthogonal)
@@ -217,26 +174,25 @@ class HLOP(Method, SubspaceProjector):
                 min(self.encoder_size(task, subspace.in_features), room), orthogonal_to_old=orthogonal
             )
 
-    def before_step(self, model, task: int) -> None:
-        """Encoder layers: their weight gradients lose the old tasks' input subspace (``hlop.layers``)."""
-        if task == 0 or not hasattr(model, "encoder_layers"):
-            return
-        for layer, subspace in zip(model.encoder_layers, self.encoder_subspaces, strict=True):
-            project_gradient(layer, subspace.frozen)
-        self.update_projection.snapshot([*model.projected_layers, *model.encoder_layers])
+    def after_backward(self, context: Context) -> None:
+        if context.task > 0:
+            self.protect_encoder_gradients(context.model)
 
-    def after_update(self, model, task: int) -> None:
-        """With continual encoders, every protected layer's whole update is projected (Adam, see ``hlop.layers``)."""
-        if task == 0 or not hasattr(model, "encoder_layers"):
-            return
-        bases = [s.frozen for s in [*self.subspaces, *self.encoder_subspaces]]
-        self.update_projection.apply([*model.projected_layers, *model.encoder_layers], bases)
+    def after_optimizer_step(self, context: Context) -> None:
+        """The whole update projected (learning encoders), then the lateral neurons' Hebbian learning."""
+        if context.task > 0:
+            self.project_update(context.model)
+        if context.epoch > self.config.start_epochs:
+            self.hebbian_updates(context.output, context.batch_size)
 
-    def projector(self, task: int):
-        return self if task > 0 else None
+    def projector(self, context: Context):
+        return self if context.task > 0 else None
 
     def basis(self, layer: int) -> torch.Tensor:
         return self.subspaces[layer].frozen
+
+    def encoder_basis(self, layer: int) -> torch.Tensor:
+        return self.encoder_subspaces[layer].frozen
 
     def quantizer(self, layer: int):
         return self.subspaces[layer].quantize if self.config.spiking else None
@@ -244,9 +200,8 @@ class HLOP(Method, SubspaceProjector):
     def quantizes_timesteps(self, layer: int) -> bool:
         return self.config.spiking and self.config.spiking_projection == "timestep"
 
-    def after_step(self, output: SpikingOutput, task: int, epoch: int, batch_size: int) -> None:
-        if epoch <= self.config.start_epochs:
-            return
+    def hebbian_updates(self, output: SpikingOutput, batch_size: int) -> None:
+        """Oja's subspace rule on every protected layer's inputs of the batch (``output``)."""
         dist = distributed()
         all_reduce = dist.all_reduce if dist.enabled else None  # every process makes the full batch's update
         inputs, residuals = output.layer_inputs, output.layer_orthogonal or [None] * 3
@@ -261,16 +216,16 @@ class HLOP(Method, SubspaceProjector):
             x = x / x.pow(2).sum(1).mean().clamp(min=1e-12).sqrt()  # unit mean squared norm: one rate fits every layer
             subspace.hebbian_update(x, self.config.encoder_iterations, all_reduce)
 
-    def protection_macs(self, model: SpikingMLP, task: int) -> float:
+    def protection_macs(self, context: Context) -> float:
         """Per training sample, for the spiking MLP's three layers: each Hebbian iteration's three products
         with the learning rows (answer, reconstruction, update), and the projection's two with the frozen rows
         (each timestep's, T of them, for fc2 and the classifier with spiking lateral neurons)."""
-        timesteps = model.neurons[0].config.timesteps
+        timesteps = context.model.neurons[0].config.timesteps
         total = 0.0
         for index, subspace in enumerate(self.subspaces):
             learning = subspace.weight.shape[0] - subspace.frozen_rows
             total += self.config.iterations * 3 * learning * subspace.in_features
-            if task > 0:
+            if context.task > 0:
                 per_step = timesteps if index > 0 and self.quantizes_timesteps(index) else 1
                 total += 2 * subspace.frozen_rows * subspace.in_features * per_step
         return total
@@ -285,6 +240,6 @@ class HLOP(Method, SubspaceProjector):
                     return f"the lateral weights of {layer} have a row of norm {largest:.3g}, where Oja's rule keeps them near 1"
         return None
 
-    def after_task(self, context: TaskContext) -> None:
+    def after_task(self, context: Context) -> None:
         for subspace in [*self.subspaces, *self.encoder_subspaces]:
             subspace.merge()

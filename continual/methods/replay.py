@@ -17,7 +17,7 @@ learned, replay follows each task; see ``continual.methods.compose``).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +26,7 @@ from torch import nn
 from common.cli import positive_float, positive_int
 from common.errors import UserError
 from continual.data import masked_logits
-from continual.methods.base import Method, TaskContext
+from continual.methods.base import Context, Method
 from continual.optim import make_optimizer, make_scheduler
 from models.neurons import lif_spikes, weighted_rate
 from models.spiking_mlp import SpikingMLP
@@ -40,7 +40,7 @@ class ReplayConfig:
     lr: float = 0.01
     t_max: int = 20
     latent: bool = False
-    compress: int = 1  # latent replay keeps every compress-th timestep
+    compress: int = 2  # latent replay keeps every compress-th timestep (unused by plain replay)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -69,7 +69,7 @@ class ReplayMemory(nn.Module):
         self.register_buffer("payload", torch.zeros(0, 0))
         self.register_buffer("labels", torch.zeros(0, dtype=torch.long))
         self.register_buffer("tasks", torch.zeros(0, dtype=torch.long))
-        # -encoders continual: the payload holds row indices, and each stands for a row's raw input of this size
+        # -encoder_mode continual: the payload holds row indices, and each stands for a row's raw input of this size
         self.register_buffer("sample_bytes", torch.zeros((), dtype=torch.long))
 
     @property
@@ -136,7 +136,7 @@ class Replay(Method):
         parser.flag(
             "-replay_compress",
             type=positive_int,
-            default=2,
+            default=r.compress,
             help="latent replay: keep every n-th timestep of the stored spike trains",
         )
 
@@ -158,11 +158,11 @@ class Replay(Method):
             compress=args.replay_compress if latent else 1,
         )
 
-    def freeze(self, model: SpikingMLP, task: int) -> None:
-        if self.config.latent and task > 0:
-            model.fc1.weight.requires_grad_(False)  # stored spike trains of fc1's output stay valid
+    def before_optimizer(self, context: Context) -> None:
+        if self.config.latent and context.task > 0:
+            context.model.fc1.weight.requires_grad_(False)  # stored spike trains of fc1's output stay valid
 
-    def after_task(self, context: TaskContext) -> None:
+    def after_task(self, context: Context) -> None:
         self._store(context)
         if context.task >= 1:
             self._replay(context)
@@ -171,12 +171,12 @@ class Replay(Method):
         return self.memory.total_bytes()
 
     @torch.no_grad()
-    def _store(self, context: TaskContext) -> None:
+    def _store(self, context: Context) -> None:
         data, model = context.data, context.model
         generator = torch.Generator().manual_seed(context.task)
         chosen = []
         for label in data.task_classes[context.task]:
-            rows = context.train_rows[data.labels[context.train_rows] == label]
+            rows = context.rows[data.labels[context.rows] == label]
             pick = torch.randperm(len(rows), generator=generator)[: self.config.memory_size]
             chosen.append(rows[pick.to(rows.device)])
         rows = torch.cat(chosen)
@@ -184,7 +184,7 @@ class Replay(Method):
             if self.config.latent:
                 raise UserError(
                     "latent replay stores fc1's spike trains, which drift when the encoders learn; "
-                    "use -replay with -encoders continual"
+                    "use -replay with -encoder_mode continual"
                 )
             self.memory.sample_bytes.fill_(data.bytes_per_sample())
             self.memory.add(rows, data.labels[rows], context.task)
@@ -217,7 +217,7 @@ class Replay(Method):
             return model(data.inputs(payload)).logits
         return model(payload).logits
 
-    def _replay(self, context: TaskContext) -> None:
+    def _replay(self, context: Context) -> None:
         model, data, config = context.model, context.data, context.config
         params = [p for p in model.parameters() if p.requires_grad and p.dim() > 1]
         optimizer = make_optimizer(params, config, lr=self.config.lr)
@@ -244,7 +244,15 @@ class Replay(Method):
 
 
 class LatentReplay(Replay):
-    """Compressed latent replay: ``-method latent_replay``, with replay's flags and ``-replay_compress``."""
+    """Compressed latent replay: ``-method latent_replay``, with replay's flags and ``-replay_compress``.
+
+    Its memory holds fc1's spike trains, which drift when the encoders learn: frozen encoders only.
+    """
+
+    encoder_modes = ("frozen",)
+
+    def __init__(self, config: ReplayConfig = ReplayConfig()):
+        super().__init__(replace(config, latent=True))
 
     @classmethod
     def add_flags(cls, parser) -> None:

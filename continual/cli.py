@@ -1,0 +1,227 @@
+"""The continual script's flags, in groups, and the objects they build (``Experiment``, ``ContinualConfig``, methods).
+
+``--help`` shows one group per concern: the data, which pretrained folder, the encoders during the
+continual stage, the method, each method's own flags, optimisation, the spiking MLP and its
+neurons, test-time probes, and running the job. Every flag is written one way in the help, the
+docs and the errors (the reference's single dash: ``-hlop_lr``, ``-out_dir``); the other dash
+conventions are accepted too (``common.cli``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from common.cli import FlagParser, fraction, non_negative_float, non_negative_int, positive_float, positive_int
+from common.errors import UserError
+from continual.config import OPTIMIZERS, SCHEDULERS, ContinualConfig
+from continual.experiment import Experiment
+from continual.methods import METHODS, Method, Replay
+from continual.methods.base import ENCODER_MODES, SCENARIOS
+from dataloader.options import add_data_flags, tasks_from_args
+from dataloader.splits import SPLIT_MODES
+from models.multimodal import MODALITIES
+from models.neurons import NeuronConfig
+from models.probes import corruption_names
+from models.spiking_mlp import DSR_BACKWARDS
+
+PROG = "python spiking_train_multimodal_end.py"
+
+
+def build_parser(description: str = "", sibling=None) -> FlagParser:
+    """``sibling`` builds the pretraining script's parser, whose flags a shared -config file may set too."""
+    parser = FlagParser(prog=PROG, description=description, section="continual", sibling=sibling)
+    add_data_flags(parser.group("data"), splits=False, class_column=None)
+    _pretrained_flags(parser.group("which pretrained encoders", _PRETRAINED_NOTE))
+    _encoder_flags(parser.group("the encoders during the continual stage"))
+    _method_flags(parser.group("method"))
+    for method in dict.fromkeys(METHODS.values()):  # each method declares its own flags, in its own group
+        method.add_flags(parser.group(f"-method {method.name}" if method.name != "baseline" else "baseline"))
+    _optimisation_flags(parser.group("optimisation"))
+    _neuron_flags(parser.group("spiking MLP and its LIF neurons"))
+    _probe_flags(parser.group("test-time probes"))
+    _run_flags(parser)
+    parser.refused("-encoders", "renamed -encoder_mode (frozen or continual)")
+    parser.refused(
+        "-spiking_encoders", "renamed -convert_encoders (timesteps of the encoders converted to IF networks)"
+    )
+    parser.refused("-j", "mmhlop has no data-loading workers (the features are held on the device); drop -j")
+    return parser
+
+
+_PRETRAINED_NOTE = (
+    "-modality, -pretrain_classes, -fusion and -split only choose the default folder "
+    "pre_weight/<dataset>[-<modality>|-<fusion>][-first-task][-<split>]; with -pretrained they are checked against it. "
+    "The split and the task split are always the ones the encoders were trained with."
+)
+
+
+def _pretrained_flags(group) -> None:
+    group.flag("-pretrained", default=None, help="pretrained encoders' folder; with -encoder_mode continual also none "
+               "(random initialisation); default: the pretraining default chosen by the flags below")  # fmt: skip
+    group.flag(
+        "-modality", default=None, choices=MODALITIES, help="default folder: encoders of both modalities, or one"
+    )
+    group.flag("-pretrain_classes", default="all", choices=("all", "first-task"),
+               help="default folder: encoders pretrained on every class, or on task 0's only")  # fmt: skip
+    group.flag("-fusion", default=None, choices=("attention", "concat", "late"), help="default folder: the fusion")
+    group.flag("-split", default="auto", choices=SPLIT_MODES,
+               help="default folder: the split the encoders were pretrained with (group: held-out speakers/videos)")  # fmt: skip
+
+
+def _encoder_flags(group) -> None:
+    c = ContinualConfig()
+    group.flag("-encoder_mode", default="frozen", choices=ENCODER_MODES,
+               help="frozen: the spiking MLP learns on the encoders' cached features; continual: the encoders and the "
+               "fusion learn task after task too, protected by the method on every layer (the leak-free protocol)")  # fmt: skip
+    group.flag("-convert_encoders", type=positive_int, default=None,
+               help="frozen ANN encoders converted to integrate-and-fire networks (as the pretraining script's "
+               "-convert), run this many timesteps to make the features; their SynOps count in the energy")  # fmt: skip
+    group.flag("-input_scale", default="auto",
+               help="factor on the features: auto maps task 0's training features into [0, 1]; none; or a number")  # fmt: skip
+    group.flag("-encoder_lr", type=positive_float, default=c.encoder_lr,
+               help="-encoder_mode continual: learning rate of the encoders and the fusion")  # fmt: skip
+    group.flag("-encoder_momentum", type=fraction, default=c.encoder_momentum,
+               help="-encoder_mode continual, with -opt SGD: momentum of the encoders and the fusion")  # fmt: skip
+    group.flag("-modality_dropout", type=fraction, default=c.modality_dropout,
+               help="-encoder_mode continual: share of training rows that see one random modality only")  # fmt: skip
+
+
+def _method_flags(group) -> None:
+    group.flag("-method", default="hlop", choices=sorted(METHODS), help="continual-learning method")
+    group.flag("-baseline", action="store_true", help="plain sequential training (the same as -method baseline)")
+    group.flag("-scenario", default=ContinualConfig().scenario, choices=SCENARIOS,
+               help="class: one head over all classes (the reference); task: predict among the task's classes")  # fmt: skip
+
+
+def _optimisation_flags(group) -> None:
+    c = ContinualConfig()
+    group.flag("-b", "-batch_size", type=positive_int, default=c.batch_size, help="batch size")
+    group.flag("-epochs", type=positive_int, default=c.epochs, help="epochs per task")
+    group.flag("-opt", default=c.opt, choices=OPTIMIZERS, help="optimizer (a fresh one per task)")
+    group.flag("-lr", type=positive_float, default=c.lr, help="learning rate")
+    group.flag("-later_opt", default=None, choices=OPTIMIZERS,
+               help="optimizer of the tasks after the first (default: -opt); e.g. -opt Adam -later_opt SGD")  # fmt: skip
+    group.flag("-later_lr", type=positive_float, default=None,
+               help="learning rate of the tasks after the first, for the spiking MLP and (-encoder_mode continual) "
+               "the encoders (default: -lr and -encoder_lr)")  # fmt: skip
+    group.flag("-lr_scheduler", default=c.lr_scheduler, choices=SCHEDULERS,
+               help="StepLR or CosALR (cosine with warm-up), stepped per epoch")  # fmt: skip
+    group.flag("-step_size", type=positive_float, default=c.step_size, help="StepLR step size in epochs")
+    group.flag("-gamma", type=positive_float, default=c.gamma, help="StepLR decay factor")
+    group.flag("-T_max", type=positive_int, default=c.T_max, help="CosALR period in epochs")
+    group.flag("-warmup", type=non_negative_int, default=c.warmup, help="CosALR warm-up epochs")
+
+
+def _neuron_flags(group) -> None:
+    c, n = ContinualConfig(), NeuronConfig()
+    group.flag("-hidden", type=positive_int, default=c.hidden, help="hidden neurons per layer")
+    group.flag("-timesteps", type=positive_int, default=n.timesteps, help="simulation timesteps T")
+    group.flag("-Vth", type=positive_float, default=n.vth, help="firing threshold")
+    group.flag("-tau", type=positive_float, default=n.tau, help="membrane time constant")
+    group.flag("-delta_t", type=positive_float, default=n.delta_t, help="simulation step")
+    group.flag(
+        "-alpha", type=positive_float, default=n.alpha, help="a neuron fires when its potential reaches alpha * Vth"
+    )
+    group.flag("-train_Vth", type=int, default=1, choices=(0, 1), help="1: train the thresholds (task 0 only)")
+    group.flag("-Vth_bound", type=non_negative_float, default=n.vth_bound, help="lower bound of a trained threshold")
+    group.flag("-dsr_backward", default=c.dsr_backward, choices=DSR_BACKWARDS,
+               help="reference: the gradients of the reference's per-timestep DSR code; exact: the chain rule through "
+               "the weighted rates (docs/reference.md)")  # fmt: skip
+    group.flag("-sign_symmetric", action="store_true",
+               help="input gradients of the linear layers through sign(W)/sqrt(fan_in) instead of W (no weight transport)")  # fmt: skip
+    group.flag("-feedback_alignment", action="store_true",
+               help="input gradients of the linear layers through fixed random matrices instead of W")  # fmt: skip
+
+
+def _probe_flags(group) -> None:
+    group.flag("-test_corrupt", default="",
+               help="also test with a modality corrupted: comma-separated MODALITY[:KIND] "
+               f"({', '.join(corruption_names())}; KIND defaults to gaussian), one more accuracy matrix each "
+               "(audio-only and image-only matrices are always measured with both modalities)")  # fmt: skip
+    group.flag("-test_noise", type=positive_float, default=None,
+               help="-test_corrupt gaussian and uniform noise in standard deviations of the input (pixels: 0.25 x "
+               "255; MFCC: 1); default 1")  # fmt: skip
+
+
+def _run_flags(parser: FlagParser) -> None:
+    group = parser.group("running the job")
+    group.flag("-out_dir", default=None, help="output folder (default logs/<dataset>-<method>)")
+    group.flag("-seed", type=int, default=ContinualConfig().seed, help="seed of Python, NumPy and torch")
+    group.flag("-seeds", default=None, help="run once per seed (e.g. 0,1,2) into -out_dir/seed<N>/ and summarise")
+    group.flag("-order_seeds", default=None,
+               help="run once per seeded random class order (e.g. 0,1,2) into -out_dir/order<K>/ (each with -seeds "
+               "if given) and summarise mean ± std over orders")  # fmt: skip
+    group.flag("-rate_stat", type=int, nargs="?", const=1, default=0, choices=(0, 1),
+               help="1: print and log each LIF layer's firing rate on the test rows after every task")  # fmt: skip
+    group.flag("-cnf", default=None, help="a configuration name, as the reference's; recorded in results.json")
+    group.flag("-resume", action="store_true", help="continue the run in -out_dir from its last finished epoch")
+    group.flag("-overwrite", action="store_true", help="replace the results in -out_dir (kept until the new run ends)")
+    parser.device_flags(compile_help="simulate the LIF neurons with torch.compile (faster on GPUs)", group=group)
+    parser.batch_job_flags(checkpoint_every=ContinualConfig().checkpoint_every, group=group)
+
+
+def parse_seeds(text: str | None, flag: str = "-seeds") -> list[int]:
+    """``0,1,2`` -> [0, 1, 2]: distinct integers, none empty."""
+    if text is None:
+        return []
+    parts = [part.strip() for part in str(text).split(",")]
+    try:
+        seeds = [int(part) for part in parts]
+    except ValueError:
+        raise UserError(f"{flag} {text}: expected distinct comma-separated integers such as 0,1,2") from None
+    if len(set(seeds)) != len(seeds):
+        raise UserError(f"{flag} {text}: expected distinct comma-separated integers such as 0,1,2")
+    return seeds
+
+
+def methods_from_args(args) -> list[Method]:
+    """The ``-method`` (or ``-baseline``) built from its own flags, and replay after it with ``-replay``."""
+    if args.baseline and args.method not in ("hlop", "baseline"):  # hlop: the default, i.e. -method not given
+        raise UserError(f"-baseline and -method {args.method}: -baseline is -method baseline; give one of the two")
+    methods = [METHODS["baseline" if args.baseline else args.method].from_args(args)]
+    if args.replay and not isinstance(methods[0], Replay):
+        methods.append(Replay.from_args(args))
+    return methods
+
+
+def feedback_from_args(args) -> str:
+    if args.sign_symmetric and args.feedback_alignment:
+        raise UserError("-sign_symmetric and -feedback_alignment: pick one of the two backward passes")
+    return "sign_symmetric" if args.sign_symmetric else "feedback_alignment" if args.feedback_alignment else "exact"
+
+
+def config_from_args(args) -> ContinualConfig:
+    neuron = NeuronConfig(timesteps=args.timesteps, vth=args.Vth, tau=args.tau, delta_t=args.delta_t,
+                          alpha=args.alpha, train_vth=bool(args.train_Vth), vth_bound=args.Vth_bound)  # fmt: skip
+    names = ("epochs", "batch_size", "opt", "lr", "later_opt", "later_lr", "encoder_lr", "encoder_momentum",
+             "modality_dropout", "lr_scheduler", "step_size", "gamma", "T_max", "warmup", "scenario", "hidden",
+             "dsr_backward", "seed", "checkpoint_every")  # fmt: skip
+    values = {name: getattr(args, name) for name in names}
+    return ContinualConfig(**values, feedback=feedback_from_args(args), rate_stat=bool(args.rate_stat), neuron=neuron)
+
+
+def experiment_from_args(args) -> Experiment:
+    return Experiment(
+        data_dir=args.data_dir and Path(args.data_dir),
+        pretrained=args.pretrained and Path(args.pretrained),
+        modality=args.modality,
+        fusion=args.fusion,
+        pretrain_classes=args.pretrain_classes,
+        split=args.split,
+        class_column=args.class_column,
+        tasks=tasks_from_args(args),
+        cache_dir=Path(args.cache_dir),
+        allow_outside_paths=args.allow_outside_paths,
+        out_dir=args.out_dir and Path(args.out_dir),
+        input_scale=args.input_scale,
+        seeds=tuple(parse_seeds(args.seeds)),
+        resume=args.resume,
+        overwrite=args.overwrite,
+        device=args.device,
+        gpu_id=args.gpu_id,
+        label=args.cnf,
+        encoder_mode=args.encoder_mode,
+        convert_encoders=args.convert_encoders,
+        test_corrupt=args.test_corrupt,
+        test_noise=args.test_noise,
+    )

@@ -1,0 +1,160 @@
+"""What the loop measures after each task, and the run's end: accuracy, probes, spikes, costs, results.
+
+After task ``i`` the test rows of every task ``j <= i`` fill ``R[i][j]`` (and each probe's matrix:
+one modality removed or corrupted); one spiking pass over them gives the firing rates and SynOps;
+the encoders' and the method's costs complete the energy estimate (``continual.energy``). At the
+end the matrix is printed and results.json, acc_matrix.csv and acc_matrix.png are written.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from common.batching import batch_rows
+from common.distributed import current as distributed
+from common.paths import shown
+from common.runlog import RunLog
+from continual.config import ContinualConfig
+from continual.data import ContinualData, masked_logits, scenario_mask
+from continual.energy import E_MAC, ENCODER_COST_ROWS, encoder_costs, inference_cost, spike_counts
+from continual.methods.base import Context, Method
+from continual.metrics import average_incremental_accuracy, format_matrix, format_summary
+from continual.outputs import cost_results, forward_transfer_results, probe_results, results_record, write_results
+from continual.progress import Progress
+from continual.stream import Experience
+from models.probes import Probe
+
+
+@torch.no_grad()
+def accuracy(
+    model,
+    data: ContinualData,
+    rows: torch.Tensor,
+    config: ContinualConfig,
+    method: Method | None = None,
+    batch_size: int = 1024,
+    probe: Probe | None = None,
+) -> float:
+    """Test accuracy on ``rows``, of the inputs as they are or through a ``probe`` (``models.probes``).
+
+    A method that is a test-time head (``Method.predict``) answers in place of the classifier.
+    """
+    model.eval()
+    context = Context(model, data, config)
+    correct = torch.zeros((), dtype=torch.long, device=data.device)
+    for batch in batch_rows(rows, batch_size):
+        output = model(data.inputs(batch, probe))
+        logits = method.predict(context, output) if method is not None else None
+        logits = output.logits if logits is None else logits
+        predicted = masked_logits(logits.float(), scenario_mask(data, batch, config)).argmax(1)
+        correct += (predicted == data.labels[batch]).sum()
+    return correct.item() / max(len(rows), 1)
+
+
+@torch.no_grad()
+def firing_rates(model, data: ContinualData, rows: torch.Tensor, batch_size: int = 1024) -> list[float]:
+    """Each LIF layer's share of (timestep, neuron) pairs that spike on ``rows`` (the reference's -rate_stat)."""
+    return rates_of(*spike_counts(model, data, rows, batch_size))
+
+
+def rates_of(spiked: torch.Tensor, slots: torch.Tensor) -> list[float]:
+    return [round(float(s / max(p, 1.0)), 6) for s, p in zip(spiked, slots, strict=True)]
+
+
+def evaluate_task(progress: Progress, model, method: Method, data: ContinualData, experience: Experience,
+                  config: ContinualConfig, log: RunLog, started: float, protection: float) -> None:  # fmt: skip
+    """Fill the experience's row of the accuracy matrix (and probes, firing rates, costs), print and log it."""
+    task, (loss, train_acc, val_acc) = experience.task, progress.training.summary
+    for j in range(task + 1):
+        progress.matrix[task][j] = accuracy(model, data, data.rows["test"][j], config, method)
+        for probe in data.probes:  # what each modality retains, and robustness
+            progress.probe_matrices[probe.name][task][j] = accuracy(
+                model, data, data.rows["test"][j], config, method, probe=probe
+            )
+    progress.task_seconds.append(round(time.time() - started, 3))
+    if progress.acc_at_init and task + 1 < data.n_tasks:  # the next task, before it is trained
+        progress.acc_before_training.append(accuracy(model, data, data.rows["test"][task + 1], config, method))
+    progress.task, progress.training = task + 1, None
+    print(
+        f"task {task} ({experience.name}): loss {loss:.4f}  train {train_acc:.4f}  val {val_acc:.4f}  "
+        f"test {progress.matrix[task][task]:.4f}  ({progress.task_seconds[-1]:.1f}s)",
+        flush=True,
+    )
+    scores = {"ACC": sum(progress.matrix[task][: task + 1]) / (task + 1)}
+    scores["avg_incremental_ACC"] = average_incremental_accuracy(progress.matrix[: task + 1])
+    log.scalars("acc_matrix", scores, task)
+    _spikes_and_costs(progress, model, data, experience, config, log, protection)
+
+
+def _spikes_and_costs(progress: Progress, model, data: ContinualData, experience: Experience,
+                      config: ContinualConfig, log: RunLog, protection: float) -> None:  # fmt: skip
+    """Firing rates, SynOps and MACs per test sample after the task, and the protection's cost."""
+    task = experience.task
+    seen = torch.cat(data.rows["test"][: task + 1])
+    spiked, slots = spike_counts(model, data, seen)  # one pass: firing rates and SynOps
+    encoder_cost = data.encoder_macs, data.encoder_synops
+    if model.encoder is not None:  # the encoders learn: counted as they are now (spiking ones' SynOps change)
+        encoder_cost = encoder_costs(model.encoder, *data.inputs(seen[:ENCODER_COST_ROWS])[:2])
+    cost = inference_cost(model, spiked, len(seen), encoder_cost[0], encoder_synops=encoder_cost[1])
+    cost["protection_macs_per_training_sample"] = protection
+    cost["protection_joules_per_training_sample"] = E_MAC * protection
+    cost["protection_joules"] = E_MAC * protection * len(experience.train_rows) * config.epochs
+    progress.costs.append(cost)
+    per_sample = {"synops_per_sample": cost["synops"]["total"], "joules_per_sample": cost["energy_joules"]["total"]}
+    log.scalars("energy", per_sample, task)
+    rates = rates_of(spiked, slots)
+    progress.firing_rates.append(rates)
+    if config.rate_stat:
+        shown_rates = "  ".join(f"sn{i + 1} {r:.4f}" for i, r in enumerate(rates))
+        print(f"firing rates after task {task} (test rows of tasks 0..{task}): {shown_rates}", flush=True)
+        log.scalars("firing_rate", {f"sn{i + 1}": r for i, r in enumerate(rates)}, task)
+
+
+def finish_run(log: RunLog, progress: Progress, model, method: Method, data: ContinualData, config) -> dict:
+    """Print the matrix, write results.json, acc_matrix.csv and .png; returns the results record."""
+    dist = distributed()
+    difference = _replica_difference(model, method)
+    print(f"{method.name}: accuracy matrix (row: after training task i; column: test accuracy on task j)")
+    print(format_matrix(progress.matrix))
+    print(format_summary(progress.matrix), flush=True)
+    for name, matrix in progress.probe_matrices.items():
+        print(f"{name}: {format_summary(matrix)}", flush=True)
+    results = results_record(
+        method.name,
+        data.task_names,
+        progress.matrix,
+        config=log.settings,
+        seconds=sum(progress.task_seconds),
+        scenario=config.scenario,
+        task_seconds=progress.task_seconds,
+        memory_bytes=method.memory_bytes(),
+        processes=dist.world,
+        train_rows=sum(len(rows) for rows in data.rows["train"]),
+        **probe_results(progress.probe_matrices),
+        **cost_results(progress.costs),
+        **forward_transfer_results(progress.acc_at_init, progress.acc_before_training),
+        firing_rates=progress.firing_rates,
+    )
+    if dist.enabled:
+        results["replica_max_difference"] = difference
+        print(f"replicas: {dist.world} processes hold the same network and method state (max difference "
+              f"{difference:g})")  # fmt: skip
+    if dist.main:
+        write_results(log.folder, results)
+    log.finish()
+    dist.barrier()
+    return results
+
+
+def report_finished(log: RunLog, results: dict) -> dict:
+    print(f"{shown(log.run.path)}: this run already finished; nothing to resume")
+    print(format_matrix(results["acc_matrix"]) + "\n" + format_summary(results["acc_matrix"]))
+    return results
+
+
+def _replica_difference(model, method) -> float:
+    from common.distributed import max_replica_difference
+
+    return max_replica_difference([*model.state_dict().values(), *method.state_dict().values()])

@@ -1,0 +1,124 @@
+"""The pretraining script's flags, in groups, and the settings they build.
+
+Groups: the data and its split, the encoders (which network, which neurons), training, the
+output folder and running the job. One spelling per flag, as in the continual script
+(``-image_size``, ``-encoder_type``); the other dash conventions are accepted too.
+"""
+
+from __future__ import annotations
+
+from common.cli import FlagParser, fraction, non_negative_float, positive_float, positive_int, whole_number
+from common.errors import UserError
+from dataloader.images import IMAGE_FITS
+from dataloader.options import add_data_flags
+from models.encoders import AUDIO_ENCODERS, IMAGE_BACKBONES
+from models.fusion import FUSIONS
+from models.multimodal import MODALITIES
+from models.spiking_encoders import ENCODER_KINDS, SPIKING_AUDIO_ENCODER, SPIKING_IMAGE_BACKBONE, TRAININGS
+from pretrain.trainer import PRETRAIN_CLASSES, PretrainConfig
+
+PROG = "python spiking_pretrain_multimodal.py"
+
+
+def build_parser(description: str = "", sibling=None) -> FlagParser:
+    """``sibling`` builds the continual script's parser, whose flags a shared -config file may set too."""
+    parser = FlagParser(prog=PROG, description=description, section="pretrain", sibling=sibling)
+    add_data_flags(parser.group("data and its split"))
+    _encoder_flags(parser.group("the encoders"))
+    _training_flags(parser.group("training"))
+    run = parser.group("output and running the job")
+    run.flag("-out", default=None, help="output folder; default "
+             "pre_weight/<dataset>[-spiking][-<modality>][-<fusion>][-first-task][-<split>]")  # fmt: skip
+    run.flag("-convert", action="store_true", help="after pretraining (or on a finished run with -resume), convert "
+             "the encoders to integrate-and-fire SNNs and report the test accuracy against the timesteps "
+             "(conversion.json, conversion.png)")  # fmt: skip
+    run.flag("-resume", action="store_true", help="continue the run in the output folder from its last epoch")
+    run.flag("-overwrite", action="store_true", help="replace the weights in the output folder (kept until the "
+             "new run finishes)")  # fmt: skip
+    parser.device_flags(compile_help="compile the encoders with torch.compile (faster on GPUs)", group=run)
+    parser.batch_job_flags(checkpoint_every=PretrainConfig().checkpoint_every, group=run)
+    parser.refused("-encoders", "renamed -encoder_type (ann or spiking)")
+    return parser
+
+
+def _encoder_flags(group) -> None:
+    group.flag("-modality", default="both", choices=MODALITIES, help="which encoders to train")
+    group.flag("-encoder_type", default="ann", choices=ENCODER_KINDS,
+               help="ann, or spiking: LIF encoders trained directly (-image_backbone spiking_cnn -audio_encoder "
+               "spiking_mlp), attention fusion on their firing rates")  # fmt: skip
+    group.flag("-image_backbone", default="cnn", choices=IMAGE_BACKBONES, help="image encoder")
+    group.flag("-imagenet_weights", action="store_true",
+               help="start resnet18 from ImageNet weights (needs them in torch's cache or a network)")  # fmt: skip
+    group.flag("-audio_encoder", default="mlp", choices=AUDIO_ENCODERS,
+               help="mlp over the MFCC vector, or conv over its 13-value windows")  # fmt: skip
+    group.flag("-fusion", default="attention", choices=FUSIONS, help="how the two embeddings are fused")
+    group.flag("-fusion_floor", type=fraction, default=0.0,
+               help="attention fusion: the least weight every modality keeps on every sample (0: none; at most 0.5)")  # fmt: skip
+    group.flag(
+        "-feature_dim", type=positive_int, default=784, help="size of the fused feature the spiking network reads"
+    )
+    group.flag("-encoder_timesteps", type=whole_number, default=8,
+               help="spiking encoders: LIF timesteps per sample (8 keeps a CPU epoch near 20 s on avdigits)")  # fmt: skip
+    group.flag("-encoder_training", default="dsr", choices=TRAININGS,
+               help="spiking encoders: dsr (gradients through firing rates, as the spiking MLP) or bptt "
+               "(backpropagation through time with an arctangent surrogate gradient)")  # fmt: skip
+
+
+def _training_flags(group) -> None:
+    d = PretrainConfig()
+    group.flag("-pretrain_classes", default="all", choices=PRETRAIN_CLASSES,
+               help="all: every class (as the reference); first-task: only task 0's classes, so later tasks are "
+               "never seen by the frozen encoders")  # fmt: skip
+    group.flag("-epochs", type=positive_int, default=d.epochs, help="training epochs")
+    group.flag("-b", "-batch_size", type=positive_int, default=d.batch_size, help="batch size")
+    group.flag("-lr", type=positive_float, default=d.lr, help="AdamW learning rate (cosine schedule)")
+    group.flag("-weight_decay", type=non_negative_float, default=d.weight_decay, help="AdamW weight decay")
+    group.flag("-aux_weight", type=non_negative_float, default=d.aux_weight,
+               help="weight of each modality's own head in the loss")  # fmt: skip
+    group.flag("-modality_dropout", type=fraction, default=d.modality_dropout,
+               help="share of training samples that see one random modality only (keeps fusion from collapsing onto one)")  # fmt: skip
+    group.flag("-image_size", type=positive_int, default=d.image_size, help="images are resized to this square size")
+    group.flag("-image_fit", default=d.image_fit, choices=IMAGE_FITS,
+               help="how a non-square frame becomes a square: squash (stretch), crop (centre square) or pad (letterbox)")  # fmt: skip
+    group.flag("-seed", type=int, default=d.seed, help="seed of Python, NumPy and torch")
+
+
+def encoder_choice(args) -> tuple[str, str]:
+    """The image backbone and audio encoder that -encoder_type names (spiking) or the flags name (ann)."""
+    named = (args.image_backbone, args.audio_encoder)
+    if args.convert and (args.encoder_type == "spiking" or any(v.startswith("spiking") for v in named)):
+        raise UserError("-convert: converts ANN encoders; spiking encoders are trained as spiking networks already")
+    if args.encoder_type == "ann":
+        if args.encoder_training != "dsr" and not any(v.startswith("spiking") for v in named):
+            raise UserError(
+                f"-encoder_training {args.encoder_training}: trains spiking encoders; add -encoder_type spiking"
+            )
+        return named
+    for flag, value, default in (
+        ("-image_backbone", args.image_backbone, "cnn"),
+        ("-audio_encoder", args.audio_encoder, "mlp"),
+    ):
+        if value != default and not value.startswith("spiking"):
+            raise UserError(f"{flag} {value}: -encoder_type spiking trains spiking_cnn and spiking_mlp; drop {flag}")
+    return SPIKING_IMAGE_BACKBONE, SPIKING_AUDIO_ENCODER
+
+
+def config_from_args(args) -> PretrainConfig:
+    names = ("epochs", "batch_size", "lr", "weight_decay", "aux_weight", "modality_dropout", "image_size",
+             "image_fit", "pretrain_classes", "seed", "checkpoint_every")  # fmt: skip
+    return PretrainConfig(**{name: getattr(args, name) for name in names})
+
+
+def encoder_options(args, image_backbone: str, audio_encoder: str) -> dict:
+    """The ``models.multimodal.EncoderConfig`` fields the flags set."""
+    return {
+        "feature_dim": args.feature_dim,
+        "modality": args.modality,
+        "image_backbone": image_backbone,
+        "audio_encoder": audio_encoder,
+        "spiking_timesteps": args.encoder_timesteps,
+        "spiking_training": args.encoder_training,
+        "fusion": args.fusion,
+        "fusion_floor": args.fusion_floor,
+        "imagenet_weights": args.imagenet_weights,
+    }
