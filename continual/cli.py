@@ -17,6 +17,7 @@ from continual.config import OPTIMIZERS, SCHEDULERS, ContinualConfig
 from continual.experiment import Experiment
 from continual.methods import METHODS, Method, Replay
 from continual.methods.base import ENCODER_MODES, SCENARIOS
+from continual.methods.heads import HEAD_METHODS, add_head_flags
 from dataloader.options import add_data_flags, tasks_from_args
 from dataloader.splits import SPLIT_MODES
 from models.multimodal import MODALITIES
@@ -34,6 +35,7 @@ def build_parser(description: str = "", sibling=None) -> FlagParser:
     _pretrained_flags(parser.group("which pretrained encoders", _PRETRAINED_NOTE))
     _encoder_flags(parser.group("the encoders during the continual stage"))
     _method_flags(parser.group("method"))
+    add_head_flags(parser.group("head (class-incremental heads that store no rows)"))
     for method in dict.fromkeys(METHODS.values()):  # each method declares its own flags, in its own group
         method.add_flags(parser.group(f"-method {method.name}" if method.name != "baseline" else "baseline"))
     _optimisation_flags(parser.group("optimisation"))
@@ -181,6 +183,8 @@ def methods_from_args(args) -> list[Method]:
     methods = [METHODS["baseline" if args.baseline else args.method].from_args(args)]
     if args.replay and not isinstance(methods[0], Replay):
         methods.append(Replay.from_args(args))
+    if args.head != "linear":
+        methods.append(HEAD_METHODS[args.head].from_args(args))
     return methods
 
 

@@ -24,6 +24,8 @@ from continual.metrics import average_incremental_accuracy, format_matrix, forma
 from continual.outputs import cost_results, forward_transfer_results, probe_results, results_record, write_results
 from continual.progress import Progress
 from continual.stream import Experience
+from hlop.diagnostics import LayerEnergy, layer_report
+from hlop.layers import layer_input_batches
 from models.probes import Probe
 
 
@@ -86,6 +88,40 @@ def evaluate_task(progress: Progress, model, method: Method, data: ContinualData
     scores["avg_incremental_ACC"] = average_incremental_accuracy(progress.matrix[: task + 1])
     log.scalars("acc_matrix", scores, task)
     _spikes_and_costs(progress, model, data, experience, config, log, protection)
+    progress.subspaces.append(subspace_reports(model, method, data, config, task))
+
+
+def subspace_reports(model, method: Method, data: ContinualData, config: ContinualConfig, task: int) -> list[dict]:
+    """For each layer a method protects, after ``task``: its directions and the share of the task's training-
+    and test-row input energy outside them, beside an SVD's at as many directions (``hlop.diagnostics``)."""
+    entries = method.subspaces_of(Context(model, data, config, task))
+    if not entries:
+        return []
+    index = {name: i for i, name in enumerate(model.protected_names)}
+    energies = {}
+    for split in ("train", "test"):
+        energies[split] = [LayerEnergy(e["basis"], e["quantize"]) for e in entries]
+        batches = (data.inputs(rows) for rows in batch_rows(data.rows[split][task], 32))
+        for inputs in layer_input_batches(model, batches):
+            for entry, energy in zip(entries, energies[split], strict=True):
+                energy.add(inputs[index[entry["layer"]]])
+    return [
+        layer_report(e["layer"], train, test, e["old_rows"])
+        for e, train, test in zip(entries, energies["train"], energies["test"], strict=True)
+    ]
+
+
+def format_subspaces(per_task: list[list[dict]]) -> list[str]:
+    """One line per task: each protected layer's directions and the training energy outside (an SVD's)."""
+    lines = []
+    for task, reports in enumerate(per_task):
+        if reports:
+            layers = ", ".join(
+                f"{r['layer']} {r['directions']}: {r['outside_train'] * 100:.2f}% ({r['outside_svd_train'] * 100:.2f}%)"
+                for r in reports
+            )
+            lines.append(f"  after task {task}: {layers}")
+    return lines
 
 
 def _spikes_and_costs(progress: Progress, model, data: ContinualData, experience: Experience,
@@ -121,6 +157,10 @@ def finish_run(log: RunLog, progress: Progress, model, method: Method, data: Con
     print(format_summary(progress.matrix), flush=True)
     for name, matrix in progress.probe_matrices.items():
         print(f"{name}: {format_summary(matrix)}", flush=True)
+    if any(progress.subspaces):
+        print("protected subspaces: directions and the share of each task's training-row input energy outside "
+              "them (an SVD's at as many directions):")  # fmt: skip
+        print("\n".join(format_subspaces(progress.subspaces)), flush=True)
     results = results_record(
         method.name,
         data.task_names,
@@ -136,6 +176,7 @@ def finish_run(log: RunLog, progress: Progress, model, method: Method, data: Con
         **cost_results(progress.costs),
         **forward_transfer_results(progress.acc_at_init, progress.acc_before_training),
         firing_rates=progress.firing_rates,
+        subspaces=progress.subspaces,
     )
     if dist.enabled:
         results["replica_max_difference"] = difference

@@ -45,6 +45,7 @@ class Progress:
     firing_rates: list = field(default_factory=list)  # per finished task: each LIF layer's rate (-rate_stat)
     probe_matrices: dict = field(default_factory=dict)  # probe name -> its accuracy matrix (models.probes)
     costs: list = field(default_factory=list)  # per finished task: spikes, SynOps, MACs, joules (continual.energy)
+    subspaces: list = field(default_factory=list)  # per finished task: each protected layer's (hlop.diagnostics)
     # task scenario: each task's test accuracy before it was trained, at initialisation and after the task before it
     acc_at_init: list = field(default_factory=list)
     acc_before_training: list = field(default_factory=list)
@@ -60,6 +61,7 @@ class Progress:
             "firing_rates": self.firing_rates,
             "probe_matrices": self.probe_matrices,
             "costs": self.costs,
+            "subspaces": self.subspaces,
             "acc_at_init": self.acc_at_init,
             "acc_before_training": self.acc_before_training,
             "shuffle": shuffle.get_state(),
@@ -94,6 +96,7 @@ class Progress:
         progress.firing_rates = checkpoint.get("firing_rates", [])
         progress.probe_matrices = checkpoint.get("probe_matrices", {})
         progress.costs = checkpoint.get("costs", [])
+        progress.subspaces = checkpoint.get("subspaces", [])
         progress.acc_at_init = checkpoint.get("acc_at_init", [])
         progress.acc_before_training = checkpoint.get("acc_before_training", [])
         if "training" in checkpoint:  # stopped inside a task

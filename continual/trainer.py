@@ -89,13 +89,13 @@ def run_continual(
             check_diverged(f"task {experience.task} epoch {epoch}", loss, data.n_classes, model, method,
                            keep=_kept(log, progress))  # fmt: skip
             training.scheduler.step()
-            val_acc = accuracy(model, data, training.val_rows, config, method)
+            val_acc = accuracy(model, data, training.val_rows, config)  # the trained classifier's
             training.epochs_done, training.summary = epoch, (loss, train_acc, val_acc)
             log.scalars(f"task{experience.task}", dict(zip(SUMMARY, training.summary, strict=True)), epoch)
             save_last()
         ended = Context(model, data, config, experience.task, rows=data.rows["train"][experience.task])
-        protection = method.protection_macs(ended)  # with the task's subspace sizes
         method.hook("after_task", ended)
+        protection = method.protection_macs(ended)
         evaluate_task(progress, model, method, data, experience, config, log, started, protection)
         for name in (LAST, f"checkpoints/task{experience.task}.pt"):  # the latest state, and each task's end
             progress.save(log, name, model, method, shuffle)

@@ -19,41 +19,52 @@ from __future__ import annotations
 import torch
 
 
-def energy_outside(x: torch.Tensor, basis: torch.Tensor, quantize=None) -> float:
-    """``sum |x - B^T q(B x)|^2 / sum |x|^2`` over the rows of ``x``."""
-    total = x.pow(2).sum().clamp(min=1e-30)
-    if basis.shape[0] == 0:
-        return 1.0
-    answer = x @ basis.t()
-    if quantize is not None:
-        answer = quantize(answer)
-    return float((x - answer @ basis).pow(2).sum() / total)
+class LayerEnergy:
+    """Sums over a layer's input rows, batch by batch: their energy, what the protected subspace leaves
+    of it (through the method's own projection ``B^T q(B x)``), and their correlation ``x^T x``."""
+
+    def __init__(self, basis: torch.Tensor, quantize=None):
+        self.basis, self.quantize = basis.float(), quantize
+        self.total = self.outside = 0.0
+        self.correlation = torch.zeros(basis.shape[1], basis.shape[1], dtype=torch.float64, device=basis.device)
+
+    def add(self, x: torch.Tensor) -> None:
+        x = x.float()
+        self.total += float(x.pow(2).sum())
+        if self.basis.shape[0]:
+            answer = x @ self.basis.t()
+            answer = self.quantize(answer) if self.quantize is not None else answer
+            self.outside += float((x - answer @ self.basis).pow(2).sum())
+        else:
+            self.outside += float(x.pow(2).sum())
+        self.correlation += x.double().t() @ x.double()
+
+    def share_outside(self) -> float:
+        return self.outside / max(self.total, 1e-30)
+
+    def best_share_outside(self, old_rows: int) -> float:
+        """The least share outside any subspace of as many directions that contains the first ``old_rows`` rows'
+        span (those of earlier tasks): GPM's choice at the same number of directions."""
+        directions, correlation = self.basis.shape[0], self.correlation
+        if directions == 0:
+            return 1.0
+        if old_rows:
+            q = torch.linalg.qr(self.basis[:old_rows].double().t()).Q  # the old rows' span, orthonormal
+            outside = torch.eye(len(q), dtype=q.dtype, device=q.device) - q @ q.t()
+            correlation = outside @ correlation @ outside
+        energies = torch.linalg.eigvalsh(correlation).flip(0).clamp(min=0)
+        return float(energies[max(directions - old_rows, 0) :].sum() / max(self.total, 1e-30))
 
 
-def best_outside(x: torch.Tensor, old: torch.Tensor, directions: int) -> float:
-    """The least share of ``x``'s energy outside a subspace of ``directions`` rows that contains ``old``'s span."""
-    x = x.double()
-    total = x.pow(2).sum().clamp(min=1e-30)
-    if directions <= 0:
-        return 1.0
-    if old.shape[0]:
-        q = torch.linalg.qr(old.double().t()).Q  # (N, k): an orthonormal basis of the old rows' span
-        x = x - (x @ q) @ q.t()
-    added = max(directions - old.shape[0], 0)
-    energies = torch.linalg.eigvalsh(x.t() @ x).flip(0).clamp(min=0)
-    return float((energies[added:].sum()) / total)
-
-
-def layer_report(name: str, train: torch.Tensor, test: torch.Tensor, basis, old_rows: int, quantize=None) -> dict:
+def layer_report(name: str, train: LayerEnergy, test: LayerEnergy, old_rows: int) -> dict:
     """One protected layer's entry: its directions and the shares of the task's energy outside them."""
-    old = basis[:old_rows]
-    effective = int((basis.norm(dim=1) > 0.5).sum()) if basis.shape[0] else 0
+    basis = train.basis
     return {
         "layer": name,
         "directions": int(basis.shape[0]),
-        "effective_directions": effective,
-        "outside_train": energy_outside(train, basis, quantize),
-        "outside_svd_train": best_outside(train, old, basis.shape[0]),
-        "outside_test": energy_outside(test, basis, quantize),
-        "outside_svd_test": best_outside(test, old, basis.shape[0]),
+        "effective_directions": int((basis.norm(dim=1) > 0.5).sum()) if basis.shape[0] else 0,
+        "outside_train": train.share_outside(),
+        "outside_svd_train": train.best_share_outside(old_rows),
+        "outside_test": test.share_outside(),
+        "outside_svd_test": test.best_share_outside(old_rows),
     }

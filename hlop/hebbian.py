@@ -13,6 +13,8 @@ Frozen rows still answer in ``y``, so the new rows learn the residual subspace o
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -23,20 +25,50 @@ def lateral_inverse(lateral: torch.Tensor, start: torch.Tensor | None = None, to
     """The inverse of the lateral answers' correlation ``<y y^T>`` (symmetric, positive) by Newton-Schulz
     steps ``L <- L (2 I - A L)`` on ``A`` scaled to a unit diagonal: matrix products only.
 
-    Returns the inverse and the scaled inverse, which ``start`` may pass back as the next call's start
-    (the answers' correlation changes little from one pass to the next)."""
+    Returns the inverse, the scaled inverse (which ``start`` may pass back as the next call's start: the
+    answers' correlation changes little from one pass to the next) and the number of steps taken."""
     scale = lateral.diagonal().clamp(min=1e-300).rsqrt()
     scaled = lateral * scale[:, None] * scale[None, :]  # unit diagonal: near the identity once the rows decorrelate
     eye = torch.eye(len(lateral), dtype=lateral.dtype, device=lateral.device)
     inverse = eye / scaled.abs().sum(1).max()  # Gershgorin: every eigenvalue of A L starts in (0, 1]
     if start is not None and (eye - scaled @ start).pow(2).sum() < 0.25:  # Frobenius, above the spectral norm
         inverse = start
-    for _ in range(steps):
+    taken = 0
+    for taken in range(1, steps + 1):  # noqa: B007 - the count is returned
         error = eye - scaled @ inverse
         if error.abs().max() < tolerance:
             break
         inverse = inverse + inverse @ error
-    return inverse * scale[:, None] * scale[None, :], inverse
+    return inverse * scale[:, None] * scale[None, :], inverse, taken
+
+
+def _own_energy(rows: torch.Tensor, correlation: torch.Tensor, energy: float) -> torch.Tensor:
+    """The energy of each row's answer that the other rows' answers do not explain (``1 / (A^-1)_ii`` of the
+    answers' correlation ``A``): near zero for a row that found no direction of its own."""
+    eye = torch.eye(len(rows), dtype=rows.dtype, device=rows.device)
+    lateral = rows @ correlation @ rows.t() + 1e-12 * energy * eye
+    return 1 / lateral_inverse(lateral)[0].diagonal().clamp(min=1e-300)
+
+
+def subspace_passes(rows: torch.Tensor, correlation: torch.Tensor, passes: int, rate: float = 0.5,
+                    energy: float | None = None) -> tuple[torch.Tensor, float]:  # fmt: skip
+    """``passes`` of ``HebbianSubspace.consolidate``'s rule on ``rows`` (M, N) for inputs of correlation
+    ``correlation`` (N, N), in float64; directions holding less than 1e-10 of ``energy`` (default: the
+    correlation's trace) count as empty. Returns the rows and the multiply-accumulates spent."""
+    ridge = 1e-10 * max(float(energy if energy is not None else correlation.diagonal().sum()), 1e-30)
+    eye = torch.eye(rows.shape[0], dtype=rows.dtype, device=rows.device)
+    start, macs = None, 0.0
+    m, n = rows.shape
+    for _ in range(passes):
+        hebbian = rows @ correlation  # <y r^T>
+        lateral = hebbian @ rows.t()  # <y y^T>
+        lateral = (
+            lateral + (ridge + 1e-9 * lateral.diagonal().max()) * eye
+        )  # answers 1e-9 of the strongest count as none
+        inverse, start, steps = lateral_inverse(lateral, start)
+        rows = (1 - rate) * rows + rate * inverse @ hebbian
+        macs += m * n * n + 2 * m * m * n + 2 * steps * m**3
+    return rows, macs
 
 
 class HebbianSubspace(nn.Module):
@@ -138,7 +170,7 @@ class HebbianSubspace(nn.Module):
             learning.add_(velocity, alpha=self.lr)
 
     @torch.no_grad()
-    def consolidate(self, correlation: torch.Tensor, passes: int = 10, rate: float = 0.5) -> None:
+    def consolidate(self, correlation: torch.Tensor, passes: int = 10, rate: float = 0.5) -> float:
         """Hebbian passes over a task's inputs at its end: the learning rows converge to the principal
         subspace of the inputs' part outside the frozen rows, the low-energy directions as fast as the others.
 
@@ -153,22 +185,57 @@ class HebbianSubspace(nn.Module):
         every pass is a step of subspace iteration, whose rows become orthonormal and span the top
         subspace whatever the energies (``rate`` 0.5: the rows' norms converge quadratically).
         Rows with no energy left to learn shrink towards zero instead of protecting a random direction.
+        Returns the multiply-accumulates spent (for the energy estimate).
         """
         first = self.frozen_rows
         if self.weight.shape[0] == first or passes <= 0:
-            return
-        correlation = correlation.double()
-        learning = self.weight[first:].double()
-        ridge = 1e-9 * correlation.diagonal().sum().clamp(min=1e-30)
-        eye = torch.eye(learning.shape[0], dtype=torch.float64, device=learning.device)
-        start = None
-        for _ in range(passes):
-            hebbian = learning @ correlation  # <y r^T>
-            lateral = hebbian @ learning.t() + ridge * eye  # <y y^T>
-            inverse, start = lateral_inverse(lateral, start)
-            learning = (1 - rate) * learning + rate * inverse @ hebbian
-        self.weight[first:] = learning.to(self.weight.dtype)
+            return 0.0
+        rows, macs = subspace_passes(self.weight[first:].double(), correlation.double(), passes, rate)
+        self.weight[first:] = rows.to(self.weight.dtype)
         self.velocity[first:] = 0
+        return macs
+
+    @torch.no_grad()
+    def grow(self, correlation: torch.Tensor, residual: torch.Tensor, threshold: float, budget: int,
+             passes: int = 10) -> float:  # fmt: skip
+        """Add lateral neurons at a task's end, a few at a time, until the subspace holds ``threshold`` of the
+        task's input energy (as GPM's criterion chooses its directions), or ``budget`` neurons are added.
+
+        ``correlation`` is the task's inputs' ``<x x^T>``, ``residual`` that of their part outside the frozen
+        rows. Each group of new neurons learns, by ``consolidate``'s passes, the top subspace of what the
+        neurons before it leave; nested this way they span the best subspace of their number. The energy
+        they hold is their answers' (a local statistic); a group that finds directions with no energy
+        ends the growth (one whose neurons found fewer directions than they are is learned again, a neuron at
+        a time). Returns the multiply-accumulates spent.
+        """
+        total = float(correlation.double().diagonal().sum())
+        left, macs = residual.double(), 0.0
+        threshold = min(threshold, 1.0 - 1e-12)  # 1: as many neurons as the budget, while energy is left
+        grown = torch.zeros(0, self.in_features, dtype=torch.float64, device=self.weight.device)
+        group = max(1, math.ceil(budget / 10))
+        room = min(budget, self.in_features - self.weight.shape[0])
+        while len(grown) < room and float(left.diagonal().sum()) > (1 - threshold) * total:
+            start = torch.empty(min(group, room - len(grown)), self.in_features)
+            nn.init.orthogonal_(start)
+            rows, spent = subspace_passes(start.to(left), left, passes, energy=total)
+            macs += spent
+            if bool((_own_energy(rows, left, total) > 1e-6 * total).all()):
+                grown = torch.cat([grown, rows])
+            elif len(rows) > 1:  # fewer directions with energy left than new neurons: add them one at a time
+                group = 1
+                continue
+            else:  # one neuron found no energy: nothing left to learn
+                break
+            gram_inverse = lateral_inverse(rows @ rows.t())[0]  # rows are orthonormal only to ~1e-3
+            held = rows.t() @ gram_inverse @ rows  # the projector onto their span: left -> (I - P) left (I - P)
+            left = left - held @ left - left @ held + held @ left @ held
+        self.weight = torch.cat([self.weight, grown.to(self.weight.dtype)])
+        self.velocity = torch.cat([self.velocity, torch.zeros_like(grown).to(self.velocity.dtype)])
+        return macs
+
+    def drop_learning_rows(self) -> None:
+        """Forget the rows of the task in progress (``grow`` learns them again at its end)."""
+        self.weight, self.velocity = self.weight[: self.frozen_rows], self.velocity[: self.frozen_rows]
 
     def residual(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` without what the frozen rows answer for: the part the learning rows are to learn."""

@@ -133,23 +133,20 @@ class UpdateProjection:
 
 
 @torch.no_grad()
-def record_layer_inputs(model: nn.Module, batches, with_spikes: bool = False) -> list[torch.Tensor]:
-    """Every protected layer's inputs over ``batches`` (network inputs), in eval mode: the spiking MLP's three
-    (weighted rates; with ``with_spikes``, fc2's and the classifier's every timestep's spikes as rows), then
-    each learning encoder layer's input rows (thinned as the recorder thins them)."""
+def layer_input_batches(model: nn.Module, batches, with_spikes: bool = False):
+    """Every protected layer's inputs, batch by batch over ``batches`` (network inputs), in eval mode: the
+    spiking MLP's three (weighted rates; with ``with_spikes``, fc2's and the classifier's every timestep's
+    spikes as rows), then each learning encoder layer's input rows (thinned as the recorder thins them)."""
     was_training = model.training
     model.eval()
     model.record_encoder_inputs(True)
-    collected: list[list[torch.Tensor]] = []
-    for inputs in batches:
-        output = model(inputs, keep_spikes=with_spikes)
-        layers = list(output.layer_inputs)
-        if with_spikes:
-            layers = [layers[0]] + [spikes.flatten(0, 1) for spikes in output.layer_spikes]
-        layers += output.encoder_inputs or []
-        collected = [[] for _ in layers] if not collected else collected
-        for store, x in zip(collected, layers, strict=True):
-            store.append(x.float())
-    model.record_encoder_inputs(False)
-    model.train(was_training)
-    return [torch.cat(store) for store in collected]
+    try:
+        for inputs in batches:
+            output = model(inputs, keep_spikes=with_spikes)
+            layers = list(output.layer_inputs)
+            if with_spikes:
+                layers = [layers[0]] + [spikes.flatten(0, 1) for spikes in output.layer_spikes]
+            yield [x.float() for x in [*layers, *(output.encoder_inputs or [])]]
+    finally:
+        model.record_encoder_inputs(False)
+        model.train(was_training)

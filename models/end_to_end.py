@@ -58,6 +58,15 @@ class EndToEndNet(nn.Module):
     def protected_layers(self) -> list[nn.Module]:
         return [*self.projected_layers, *self.encoder_layers]
 
+    @property
+    def protected_names(self) -> list[str]:
+        """fc1, fc2, classifier, then each encoder layer by its place in the encoders (``image.body.0``)."""
+        names = {id(module): name for name, module in self.encoder.named_modules()}
+        return [
+            *self.snn.protected_names,
+            *(names[id(layer)].removeprefix("encoders.") for layer in self.encoder_layers),
+        ]
+
     def encoder_parameters(self) -> list[nn.Parameter]:
         return list(self.encoder.parameters())
 

@@ -130,7 +130,7 @@ class LIFNeuron(nn.Module):
         gradient of the returned rate flows into it (DSR) and into the threshold.
         """
         with torch.no_grad():
-            self.vth.clamp_(min=self.config.vth_bound)
+            self.vth.data.clamp_(min=self.config.vth_bound)  # .data: a forward that reuses vth keeps its graph
         spikes, _ = _simulate(current, self.config, self.vth.detach())
         rate_out = weighted_rate(spikes, self.weights)
         if torch.is_grad_enabled():

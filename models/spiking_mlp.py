@@ -107,6 +107,10 @@ class SpikingMLP(nn.Module):
         return [*self.projected_layers, *self.encoder_layers]
 
     @property
+    def protected_names(self) -> list[str]:
+        return ["fc1", "fc2", "classifier"]
+
+    @property
     def neurons(self) -> list[LIFNeuron]:
         return [self.sn1, self.sn2]
 

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from continual.config import ContinualConfig
 from continual.methods import GPM, HLOP, HLOPConfig
 from hlop.hebbian import HebbianSubspace
 from hlop.layers import InputRecorder, UpdateProjection, input_dim, input_rows, project_gradient, protectable_layers
@@ -123,7 +124,9 @@ def test_end_to_end_net_records_every_encoder_layer_and_fixes_norm_after_task_0(
 
 
 @pytest.mark.parametrize(
-    "method", [HLOP(HLOPConfig(out_num=(4, 4, 4), out_num_inc=(2, 2, 2))), GPM()], ids=["hlop", "gpm"]
+    "method",
+    [HLOP(HLOPConfig(out_num=(4, 4, 4), out_num_inc=(2, 2, 2), learning="online")), GPM()],
+    ids=["hlop", "gpm"],
 )
 def test_methods_protect_every_encoder_layer_from_task_1_on(method):
     net = _tiny_net()
@@ -142,7 +145,7 @@ def test_methods_protect_every_encoder_layer_from_task_1_on(method):
         def inputs(self, rows):
             return images[rows], mfcc[rows]
 
-    method.after_task(context(net, 0, Data(), None, rows=torch.arange(8)))
+    method.after_task(context(net, 0, Data(), ContinualConfig(batch_size=8), rows=torch.arange(8)))
     method.before_task(context(net, 1))
     for layer in net.encoder_layers:
         layer.weight.grad = torch.ones_like(layer.weight)

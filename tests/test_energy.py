@@ -65,15 +65,51 @@ def test_encoder_macs_count_convolutions_and_linear_layers():
 
 def test_protection_costs_follow_the_subspace_sizes():
     model = SpikingMLP(10, 4, hidden=6)
-    hlop = HLOP(HLOPConfig(out_num=(2, 3, 1), out_num_inc=(1, 1, 1), iterations=4))
+    hlop = HLOP(HLOPConfig(out_num=(2, 3, 1), out_num_inc=(1, 1, 1), iterations=4, learning="online"))
     hlop.before_run(context(model))
     hlop.before_task(context(model, 0))
+    hlop.after_task(context(model, 0))
     assert hlop.protection_macs(context(model, 0)) == 4 * 3 * (2 * 10 + 3 * 6 + 1 * 6)  # Hebbian only on task 0
-    for subspace in hlop.subspaces:
-        subspace.merge()
     hlop.before_task(context(model, 1))
+    hlop.after_task(context(model, 1))
     hebbian = 4 * 3 * (1 * 10 + 1 * 6 + 1 * 6)
     assert hlop.protection_macs(context(model, 1)) == hebbian + 2 * (2 * 10 + 3 * 6 + 1 * 6)
     gpm = GPM()
     gpm.before_run(context(model))
-    assert gpm.protection_macs(context(model, 1)) == 0.0  # empty bases
+    assert gpm.protection_macs(context(model, 1)) == 0.0  # nothing learned yet
+
+
+def test_protection_costs_count_the_encoder_layers_when_they_learn():
+    """With learning encoders, HLOP's Hebbian updates and projections of every encoder layer are counted too."""
+    from continual.config import ContinualConfig
+    from models.end_to_end import EndToEndNet
+    from models.multimodal import EncoderConfig, MultimodalNet
+
+    torch.manual_seed(0)
+    snn = SpikingMLP(16, 4, hidden=8)
+    net = EndToEndNet(MultimodalNet(EncoderConfig(n_classes=2, n_mfcc=104, feature_dim=16)), snn, input_scale=1.0)
+    config = ContinualConfig(batch_size=8)
+    costs = {}
+    for name, model in (("frozen", snn), ("learning", net)):
+        hlop = HLOP(HLOPConfig(out_num=(4, 4, 4), out_num_inc=(2, 2, 2), iterations=3, encoder_iterations=2,
+                               learning="online", encoder_sizes=(0.25, 0.1)))  # fmt: skip
+        hlop.before_run(context(model, config=config))
+        for task in (0, 1):
+            hlop.before_task(context(model, task, config=config))
+            model.record_encoder_inputs(True)
+            images, mfcc = torch.randint(0, 255, (8, 16, 16, 3), dtype=torch.uint8), torch.randn(8, 104)
+            output = model((images, mfcc)) if model is net else model(torch.rand(8, 16))
+            for layer in model.protected_layers:
+                layer.weight.grad = torch.ones_like(layer.weight)
+            hlop.after_backward(context(model, task, config=config))
+            hlop.after_optimizer_step(context(model, task, config=config, epoch=1, output=output, batch_size=8))
+            expected = 0.0  # the encoder layers' share, counted by hand before the task's rows are frozen
+            for layer, subspace, rows in zip(model.encoder_layers, hlop.encoder_subspaces, hlop.encoder_rows,
+                                             strict=True):  # fmt: skip
+                learning, frozen = subspace.weight.shape[0] - subspace.frozen_rows, subspace.frozen_rows
+                expected += 2 * 3 * learning * subspace.in_features * rows  # Hebbian: 2 iterations x 3 products
+                expected += 2 * 2 * frozen * subspace.in_features * layer.weight.shape[0] / 8  # gradient, update
+            hlop.after_task(context(model, task, config=config))
+        costs[name] = hlop.protection_macs(context(model, 1, config=config))
+    assert costs["learning"] > costs["frozen"] > 0
+    assert costs["learning"] - costs["frozen"] == pytest.approx(expected)

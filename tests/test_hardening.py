@@ -87,7 +87,16 @@ def test_pretraining_killed_mid_run_resumes_to_the_same_weights(six_class_dir, t
     assert full_meta["test_acc"] == cut_meta["test_acc"] and full_meta["history"] == cut_meta["history"]
 
 
-@pytest.mark.parametrize("method", [[], ["-baseline"]], ids=["hlop", "baseline"])
+@pytest.mark.parametrize(
+    "method",
+    [
+        [],
+        ["-baseline"],
+        ["-method", "derpp", "-memory_budget", "20", "-head", "analytic"],
+        ["-method", "er", "-head", "ncm"],
+    ],
+    ids=["hlop", "baseline", "derpp+analytic", "er+ncm"],
+)
 def test_continual_run_killed_inside_a_task_resumes_to_the_same_matrix(six_class_dir, tmp_path, method):
     cache = ["-cache_dir", str(tmp_path / "cache")]
     pretrained = pretrain_tiny(six_class_dir, tmp_path)

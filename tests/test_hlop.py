@@ -116,20 +116,20 @@ def test_hlop_sizes_follow_the_schedule_and_never_exceed_the_input():
     assert method.sizes(1) == method.sizes(2) == [10, 70, 70]
     assert method.sizes(3) == [7, 50, 50] and method.sizes(6) == [4, 30, 30] and method.sizes(9) == [1, 10, 10]
     model = SpikingMLP(12, 3, hidden=16, neuron=NeuronConfig(timesteps=4))
-    method = HLOP(HLOPConfig(out_num=(10, 10, 10), out_num_inc=(10, 10, 10)))
+    method = HLOP(HLOPConfig(out_num=(10, 10, 10), out_num_inc=(10, 10, 10), learning="online"))
     method.before_run(context(model))
     for task in range(3):
         method.before_task(context(model, task))
-        method.after_task(None)
+        method.after_task(context(model, task))
     assert [s.weight.shape[0] for s in method.subspaces] == [12, 16, 16]
 
 
 def test_hlop_state_round_trip_with_grown_subspaces():
     model = SpikingMLP(12, 3, hidden=16, neuron=NeuronConfig(timesteps=4))
-    method = HLOP(HLOPConfig(out_num=(3, 4, 5), out_num_inc=(2, 2, 2)))
+    method = HLOP(HLOPConfig(out_num=(3, 4, 5), out_num_inc=(2, 2, 2), learning="online"))
     method.before_run(context(model))
     method.before_task(context(model, 0))
-    method.after_task(None)
+    method.after_task(context(model, 0))
     method.before_task(context(model, 1))
     restored = HLOP(method.config)
     restored.before_run(context(model))
@@ -146,11 +146,13 @@ def test_hebbian_step_reusing_the_forward_projection_equals_recomputing_it():
     for spiking, with_wfr in ((False, True), (True, True), (True, False)):
         torch.manual_seed(0)
         model = SpikingMLP(12, 4, hidden=16, neuron=NeuronConfig(timesteps=4))
-        config = HLOPConfig(out_num=(3, 4, 4), out_num_inc=(2, 3, 3), spiking=spiking, with_wfr=with_wfr)
+        config = HLOPConfig(
+            out_num=(3, 4, 4), out_num_inc=(2, 3, 3), spiking=spiking, with_wfr=with_wfr, learning="online"
+        )
         method = HLOP(config)
         method.before_run(context(model))
         method.before_task(context(model, 0))
-        method.after_task(None)
+        method.after_task(context(model, 0))
         method.before_task(context(model, 1))
         twin, before = copy.deepcopy(method), [s.weight.clone() for s in method.subspaces]
         output = model(torch.rand(8, 12), method.projector(context(None, 1)), keep_spikes=method.needs_spikes)
@@ -174,3 +176,55 @@ def test_new_rows_can_start_orthogonal_to_the_old_subspace():
     torch.testing.assert_close(new @ new.t(), torch.eye(5), atol=1e-5, rtol=0)
     subspace.add_subspace(4)  # the reference's initialisation: orthonormal among themselves only
     assert (subspace.weight[11:] @ old.t()).abs().max() > 0.05
+
+
+def _low_rank_rows(rows=400, n=64, rank=8, seed=0):
+    """Rows in a known ``rank``-dimensional subspace whose directions' energies span two orders of magnitude."""
+    generator = torch.Generator().manual_seed(seed)
+    basis = torch.linalg.qr(torch.randn(n, rank, generator=generator)).Q.t()  # (rank, n) orthonormal
+    energies = torch.logspace(0, -2, rank)
+    return (torch.randn(rows, rank, generator=generator) * energies.sqrt()) @ basis, basis
+
+
+def _largest_principal_angle(rows: torch.Tensor, basis: torch.Tensor) -> float:
+    """Degrees between the span of ``rows`` and that of ``basis`` (test-side check: an SVD is fine here)."""
+    ours = torch.linalg.qr(rows.t().double()).Q
+    cosines = torch.linalg.svdvals(basis.double() @ ours).clamp(max=1)
+    return float(torch.rad2deg(torch.arccos(cosines.min())))
+
+
+def test_hebbian_passes_reach_a_subspace_whose_energies_span_two_orders_of_magnitude():
+    """The default task-end passes find every direction, the weakest too; Oja's rule on every batch, with the
+    updates a task gives it by default (20 iterations x 7 batches x 20 epochs), leaves the weak ones out."""
+    x, basis = _low_rank_rows()
+    config = HLOPConfig()
+    passes = HebbianSubspace(64, lr=0.01)
+    torch.manual_seed(1)
+    passes.add_subspace(8)
+    passes.consolidate(x.t() @ x / len(x), config.passes)
+    assert _largest_principal_angle(passes.weight, basis) < 1.0
+    torch.testing.assert_close(passes.weight @ passes.weight.t(), torch.eye(8), atol=1e-3, rtol=0)
+    online = HebbianSubspace(64, lr=0.01)
+    torch.manual_seed(1)
+    online.add_subspace(8)
+    order = torch.Generator().manual_seed(0)
+    for _ in range(20):  # epochs of one task, batches of 64
+        for batch in torch.randperm(len(x), generator=order).split(64):
+            online.hebbian_update(x[batch], config.iterations)
+    assert _largest_principal_angle(online.weight, basis) > 10.0, "the online rule was expected to fall short"
+
+
+def test_hebbian_passes_learn_only_what_the_frozen_rows_leave():
+    """A second task's rows learn the part of its inputs outside the first task's subspace, orthogonal to it."""
+    x, basis = _low_rank_rows(rank=8)
+    subspace = HebbianSubspace(64, lr=0.01)
+    torch.manual_seed(0)
+    subspace.add_subspace(4)
+    first = x @ basis[:4].t() @ basis[:4]  # the first task lives in four of the directions
+    subspace.consolidate(first.t() @ first / len(first), 10)
+    subspace.merge()
+    subspace.add_subspace(4)
+    residual = subspace.residual(x)
+    subspace.consolidate(residual.t() @ residual / len(residual), 10)
+    assert _largest_principal_angle(subspace.weight, basis) < 1.0
+    assert subspace.weight[4:].matmul(subspace.weight[:4].t()).abs().max() < 1e-3

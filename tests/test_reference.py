@@ -31,7 +31,12 @@ def inputs(seed=1) -> torch.Tensor:
 def protecting_hlop(model: SpikingMLP, spiking: bool, placement: str = "timestep") -> HLOP:
     """HLOP after one task: 3, 5 and 4 frozen lateral rows (orthonormal) on fc1, fc2 and the classifier."""
     config = HLOPConfig(
-        out_num=(3, 5, 4), spiking=spiking, spiking_scale=20.0, spiking_timesteps=40, spiking_projection=placement
+        out_num=(3, 5, 4),
+        spiking=spiking,
+        spiking_scale=20.0,
+        spiking_timesteps=40,
+        spiking_projection=placement,
+        learning="online",
     )
     hlop = HLOP(config)
     hlop.before_run(context(model))

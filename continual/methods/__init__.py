@@ -6,6 +6,7 @@ adding a method is adding its module and one entry here.
 
 from continual.methods.base import HOOKS, Baseline, Context, Method
 from continual.methods.compose import Composite, compose
+from continual.methods.er import DERPP, ER, ERConfig
 from continual.methods.ewc import EWC, EWCConfig
 from continual.methods.gpm import GPM, GPMConfig
 from continual.methods.hlop import HLOP, HLOPConfig
@@ -20,9 +21,13 @@ METHODS = {
     "gpm": GPM,
     "replay": Replay,
     "latent_replay": LatentReplay,
+    "er": ER,
+    "derpp": DERPP,
 }
 
 __all__ = [
+    "DERPP",
+    "ER",
     "EWC",
     "GPM",
     "HLOP",
@@ -31,6 +36,7 @@ __all__ = [
     "Baseline",
     "Composite",
     "Context",
+    "ERConfig",
     "EWCConfig",
     "GPMConfig",
     "HLOPConfig",

@@ -136,9 +136,15 @@ class Method(nn.Module):
         return None
 
     def protection_macs(self, context: Context) -> float:
-        """Multiply-accumulates per training sample the method spends protecting old tasks while
-        ``context.task`` is learned (Hebbian updates, projections), for the energy estimate (``continual.energy``)."""
+        """Multiply-accumulates per training sample the method spent protecting old tasks while ``context.task``
+        was learned (Hebbian updates, projections), asked after ``after_task``, for the energy estimate
+        (``continual.energy``)."""
         return 0.0
+
+    def subspaces_of(self, context: Context) -> list[dict]:
+        """After ``after_task``, each protected layer's subspace: ``layer`` (name), ``basis`` (rows),
+        ``old_rows`` (how many it had before the task) and ``quantize`` (or None), for ``hlop.diagnostics``."""
+        return []
 
     def divergence(self) -> str | None:
         """What in the method's state has diverged, if anything (NaN and infinities are checked for every method)."""

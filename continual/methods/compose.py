@@ -78,6 +78,9 @@ class Composite(Method):
     def protection_macs(self, context: Context) -> float:
         return sum(m.protection_macs(context) for m in self.methods)
 
+    def subspaces_of(self, context: Context) -> list[dict]:
+        return [entry for m in self.methods for entry in m.subspaces_of(context)]
+
     def divergence(self) -> str | None:
         return next((found for found in (m.divergence() for m in self.methods) if found), None)
 

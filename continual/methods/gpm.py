@@ -58,6 +58,8 @@ class GPM(Method, SubspaceProjector):
         super().__init__()
         self.config = config
         self.update_projection = UpdateProjection()
+        self.old_rows: list[int] = []  # each basis's rows before the task that just ended
+        self.task_work = 0.0  # multiply-accumulates per training sample of the task that just ended
 
     @classmethod
     def add_flags(cls, parser) -> None:
@@ -118,25 +120,53 @@ class GPM(Method, SubspaceProjector):
 
     @torch.no_grad()
     def after_task(self, context: Context) -> None:
+        """The task's bases from its training rows' layer inputs (GPM's threshold rule), after counting the
+        projections the task's training spent."""
         dist, model = distributed(), context.model
         rows = dist.shard(context.rows[: self.config.samples])
         model.eval()
         model.record_encoder_inputs(True)
         output = model(context.data.inputs(rows))
         model.record_encoder_inputs(False)
-        for i, (x, threshold) in enumerate(zip(output.layer_inputs, self.config.threshold, strict=True)):
+        inputs = [*output.layer_inputs, *(output.encoder_inputs or [])]
+        thresholds = [*self.config.threshold, *[self.config.encoder_threshold] * len(model.encoder_layers)]
+        names = [f"basis{i}" for i in range(len(output.layer_inputs))]
+        names += [f"encoder_basis{i}" for i in range(len(model.encoder_layers))]
+        self.old_rows = [self.get_buffer(name).shape[0] for name in names]
+        self.task_work = self._training_work(context)
+        gram_macs = 0.0
+        for name, x, threshold in zip(names, inputs, thresholds, strict=True):
             gram = dist.all_reduce(x.double().t() @ x.double())
-            setattr(self, f"basis{i}", extend_basis(self.basis(i), gram, threshold))
-        for i, x in enumerate(output.encoder_inputs or []):
-            gram = dist.all_reduce(x.double().t() @ x.double())
-            setattr(self, f"encoder_basis{i}", extend_basis(self.encoder_basis(i), gram, self.config.encoder_threshold))
+            gram_macs += len(x) * x.shape[1] ** 2
+            setattr(self, name, extend_basis(self.get_buffer(name), gram, threshold))
+        self.task_work += gram_macs / (len(context.rows) * context.config.epochs)  # its eigendecompositions not counted
 
-    def protection_macs(self, context: Context) -> float:
-        """Per training sample: the projection's two products with each layer's basis (from task 1 on)."""
+    def _training_work(self, context: Context) -> float:
+        """Per training sample while the task was learned (from task 1 on): the projection's two products with
+        each spiking-MLP layer's basis, and for learning encoders the projections of each batch's gradients
+        and of its whole update."""
         if context.task == 0:
             return 0.0
-        layers = range(len(context.model.projected_layers))
-        return float(sum(2 * self.basis(i).shape[0] * self.basis(i).shape[1] for i in layers))
+        model = context.model
+        total = float(
+            sum(2 * self.basis(i).shape[0] * self.basis(i).shape[1] for i in range(len(model.projected_layers)))
+        )
+        for i, layer in enumerate(model.encoder_layers):
+            basis = self.encoder_basis(i)
+            total += 2 * 2 * basis.shape[0] * basis.shape[1] * layer.weight.shape[0] / context.config.batch_size
+        return total
+
+    def protection_macs(self, context: Context) -> float:
+        """Multiply-accumulates per training sample of the task that just ended (counted by ``after_task``)."""
+        return self.task_work
+
+    def subspaces_of(self, context: Context) -> list[dict]:
+        bases = [self.basis(i) for i in range(len(context.model.projected_layers))]
+        bases += [self.encoder_basis(i) for i in range(len(context.model.encoder_layers))]
+        return [
+            {"layer": name, "basis": basis, "old_rows": old, "quantize": None}
+            for name, basis, old in zip(context.model.protected_names, bases, self.old_rows, strict=True)
+        ]
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         for name in list(self._buffers):  # bases grow task by task: take the saved shapes

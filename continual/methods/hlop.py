@@ -26,14 +26,20 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from common.batching import batch_rows
 from common.cli import comma_numbers, fraction, non_negative_int, positive_float, positive_int, whole_number
 from common.distributed import current as distributed
 from common.errors import UserError
 from continual.methods.base import Context, Method
 from hlop.hebbian import HebbianSubspace
-from hlop.layers import UpdateProjection, input_dim
+from hlop.layers import UpdateProjection, input_dim, layer_input_batches
 from hlop.projection import SubspaceProjector
+from models.probes import MODALITY_PROBES
 from models.spiking_mlp import SpikingOutput
+
+LEARNINGS = ("online", "task_end", "both")
+THRESHOLD = (0.97, 0.97, 0.97)  # the spiking MLP's layers: GPM's default share of each task's input energy
+ENCODER_THRESHOLD = 0.999  # the encoders' layers (-encoder_mode continual)
 
 
 @dataclass(frozen=True)
@@ -56,9 +62,46 @@ class HLOPConfig:
     encoder_sizes: tuple[float, float] = (0.2, 0.05)  # task 0, each later task
     encoder_lr: float = 0.5  # on inputs rescaled to unit mean squared norm per batch
     encoder_iterations: int = 5
+    # when the lateral neurons learn: online (Oja's rule on every batch, the reference), task_end (Hebbian
+    # passes over the task's rows at its end) or both; None: task_end, and online with spiking lateral neurons
+    learning: str | None = None
+    passes: int = 10  # task_end: Hebbian passes over the task's inputs
+    # task_end: lateral neurons added until the subspace holds this share of each task's input energy (GPM's
+    # criterion, with no fixed size); "auto": THRESHOLD with task_end learning, None otherwise; None: the sizes above
+    threshold: tuple[float, float, float] | str | None = "auto"
+    encoder_threshold: float | str | None = "auto"  # the same for the encoder layers (-encoder_mode continual)
+    views: str = "fused"  # task_end: the rows as the network sees them, or also each modality alone ("modalities")
+
+    def __post_init__(self):
+        if self.learning is None:  # spiking answers are quantised: the passes' decorrelation needs graded ones
+            object.__setattr__(self, "learning", "online" if self.spiking else "task_end")
+        if self.learning not in LEARNINGS:
+            raise UserError(f"-hlop_learning {self.learning}: expected one of {', '.join(LEARNINGS)}")
+        for name, automatic in (("threshold", THRESHOLD), ("encoder_threshold", ENCODER_THRESHOLD)):
+            if getattr(self, name) == "auto":
+                object.__setattr__(self, name, automatic if self.learning == "task_end" else None)
+        if (self.threshold or self.encoder_threshold) and self.learning != "task_end":
+            raise UserError(f"-hlop_threshold: lateral neurons grow by energy at a task's end; it needs "
+                            f"-hlop_learning task_end, not {self.learning}")  # fmt: skip
+
+    @property
+    def online(self) -> bool:
+        return self.learning in ("online", "both")
+
+    @property
+    def at_task_end(self) -> bool:
+        return self.learning in ("task_end", "both")
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def _threshold(text: str, flag: str, count: int):
+    """A -hlop_threshold value: auto, none, or one share (or ``count`` of them)."""
+    if str(text) in ("auto", "none"):
+        return None if str(text) == "none" else "auto"
+    values = comma_numbers(text, flag, fraction, count=count)
+    return values if count > 1 else values[0]
 
 
 class HLOP(Method, SubspaceProjector):
@@ -72,6 +115,9 @@ class HLOP(Method, SubspaceProjector):
         self.subspaces = nn.ModuleList()
         self.encoder_subspaces = nn.ModuleList()
         self.update_projection = UpdateProjection()
+        self.old_rows: list[int] = []  # each subspace's rows before the task that just ended
+        self.encoder_rows: list[float] = []  # rows per sample each encoder layer's Hebbian update saw
+        self.task_work = 0.0  # multiply-accumulates per training sample of the task that just ended
 
     @classmethod
     def add_flags(cls, parser) -> None:
@@ -109,6 +155,22 @@ class HLOP(Method, SubspaceProjector):
              help="-encoder_mode continual: Hebbian iterations per batch of the encoder layers")  # fmt: skip
         flag("-not_hlop_with_wfr", action="store_true",
              help="Hebbian updates from each timestep's spikes instead of the weighted firing rate")  # fmt: skip
+        flag("-hlop_learning", default=None, choices=LEARNINGS,
+             help="when the lateral neurons learn: task_end (Hebbian passes over each task's inputs at its end, "
+             "converging to the principal subspace; the default), online (Oja's rule on every batch, the "
+             "reference; the default with -hlop_spiking), or both")  # fmt: skip
+        flag("-hlop_passes", type=positive_int, default=c.passes,
+             help="-hlop_learning task_end: Hebbian passes over the task's inputs")  # fmt: skip
+        flag("-hlop_threshold", default="auto",
+             help="-hlop_learning task_end: lateral neurons are added at each task's end until the subspace holds "
+             f"this share of the task's input energy (one value or fc1,fc2,classifier; auto: {THRESHOLD[0]:g}); "
+             "none: -hlop_out_num and -hlop_out_num_inc neurons per task")  # fmt: skip
+        flag("-hlop_views", default=c.views, choices=("fused", "modalities"),
+             help="-hlop_learning task_end: learn the subspaces from the task's rows as they are (fused), or also "
+             "as each modality alone sees them (modalities: the audio-only and image-only paths are protected too)")  # fmt: skip
+        flag("-hlop_encoder_threshold", default="auto",
+             help=f"-hlop_threshold for the encoder layers (-encoder_mode continual; auto: {ENCODER_THRESHOLD:g}); "
+             "none: -hlop_encoder_sizes neurons per task")  # fmt: skip
 
     @classmethod
     def from_args(cls, args) -> HLOP:
@@ -131,6 +193,11 @@ class HLOP(Method, SubspaceProjector):
             encoder_sizes=comma_numbers(args.hlop_encoder_sizes, "-hlop_encoder_sizes", fraction, count=2),
             encoder_lr=args.hlop_encoder_lr,
             encoder_iterations=args.hlop_encoder_iterations,
+            learning=args.hlop_learning,
+            passes=args.hlop_passes,
+            threshold=_threshold(args.hlop_threshold, "-hlop_threshold", 3),
+            encoder_threshold=_threshold(args.hlop_encoder_threshold, "-hlop_encoder_threshold", 1),
+            views=args.hlop_views,
         )
 
     def before_run(self, context: Context) -> None:
@@ -163,16 +230,21 @@ class HLOP(Method, SubspaceProjector):
         share = self.config.encoder_sizes[0 if task == 0 else 1]
         return max(1, round(share * in_features))
 
+    def budgets(self, task: int) -> list[tuple[int, float | None]]:
+        """Per subspace (the spiking MLP's three, then the encoders'): how many rows ``task`` adds (its size, or
+        with a threshold as many as the energy asks for, within the layer's room), and the threshold (or None)."""
+        c, every = self.config, [*self.subspaces, *self.encoder_subspaces]
+        sizes = self.sizes(task) + [self.encoder_size(task, s.in_features) for s in self.encoder_subspaces]
+        thresholds = list(c.threshold or [None] * 3) + [c.encoder_threshold] * len(self.encoder_subspaces)
+        rooms = [s.in_features - s.weight.shape[0] for s in every]  # with a threshold, the energy decides alone
+        return [(room if t else min(n, room), t) for n, room, t in zip(sizes, rooms, thresholds, strict=True)]
+
     def before_task(self, context: Context) -> None:
-        task, orthogonal = context.task, self.config.new_rows == "orthogonal"
-        for subspace, n in zip(self.subspaces, self.sizes(task), strict=True):
-            room = subspace.in_features - subspace.weight.shape[0]
-            subspace.add_subspace(min(n, room), orthogonal_to_old=orthogonal)
-        for subspace in self.encoder_subspaces:
-            room = subspace.in_features - subspace.weight.shape[0]
-            subspace.add_subspace(
-                min(self.encoder_size(task, subspace.in_features), room), orthogonal_to_old=orthogonal
-            )
+        orthogonal = self.config.new_rows == "orthogonal"
+        for subspace, (n, threshold) in zip([*self.subspaces, *self.encoder_subspaces], self.budgets(context.task),
+                                            strict=True):  # fmt: skip
+            if threshold is None:  # grown by energy at the task's end otherwise
+                subspace.add_subspace(n, orthogonal_to_old=orthogonal)
 
     def after_backward(self, context: Context) -> None:
         if context.task > 0:
@@ -182,7 +254,7 @@ class HLOP(Method, SubspaceProjector):
         """The whole update projected (learning encoders), then the lateral neurons' Hebbian learning."""
         if context.task > 0:
             self.project_update(context.model)
-        if context.epoch > self.config.start_epochs:
+        if self.config.online and context.epoch > self.config.start_epochs:
             self.hebbian_updates(context.output, context.batch_size)
 
     def projector(self, context: Context):
@@ -212,23 +284,51 @@ class HLOP(Method, SubspaceProjector):
             rows_per_sample = [1] + [spikes.shape[0] for spikes in output.layer_spikes]
         for subspace, x, residual, rows in zip(self.subspaces, inputs, residuals, rows_per_sample, strict=True):
             subspace.hebbian_update(x, self.config.iterations, all_reduce, batch_size * rows, residual)
+        self.encoder_rows = [len(x) / max(len(inputs[0]), 1) for x in output.encoder_inputs or []]
         for subspace, x in zip(self.encoder_subspaces, output.encoder_inputs or [], strict=False):
             x = x / x.pow(2).sum(1).mean().clamp(min=1e-12).sqrt()  # unit mean squared norm: one rate fits every layer
             subspace.hebbian_update(x, self.config.encoder_iterations, all_reduce)
 
     def protection_macs(self, context: Context) -> float:
-        """Per training sample, for the spiking MLP's three layers: each Hebbian iteration's three products
-        with the learning rows (answer, reconstruction, update), and the projection's two with the frozen rows
-        (each timestep's, T of them, for fc2 and the classifier with spiking lateral neurons)."""
-        timesteps = context.model.neurons[0].config.timesteps
-        total = 0.0
+        """Multiply-accumulates per training sample spent protecting old tasks during the task just ended
+        (``after_task`` counts them: its Hebbian learning, online or at the task's end, and its projections,
+        for every protected layer, the encoders' included)."""
+        return self.task_work
+
+    def _training_work(self, context: Context) -> float:
+        """Per training sample while the task was learned: each online Hebbian iteration's three products with
+        the learning rows (answer, reconstruction, update); from task 1 on the projections' two products with
+        the frozen rows (per timestep for fc2 and the classifier with spiking lateral neurons), and for
+        learning encoders the projections of each batch's gradients and of its whole update."""
+        c, model = self.config, context.model
+        total, timesteps = 0.0, model.neurons[0].config.timesteps
         for index, subspace in enumerate(self.subspaces):
-            learning = subspace.weight.shape[0] - subspace.frozen_rows
-            total += self.config.iterations * 3 * learning * subspace.in_features
+            learning, frozen, n = (
+                subspace.weight.shape[0] - subspace.frozen_rows,
+                subspace.frozen_rows,
+                subspace.in_features,
+            )
+            total += c.iterations * 3 * learning * n if c.online else 0.0
             if context.task > 0:
-                per_step = timesteps if index > 0 and self.quantizes_timesteps(index) else 1
-                total += 2 * subspace.frozen_rows * subspace.in_features * per_step
+                total += 2 * frozen * n * (timesteps if index > 0 and self.quantizes_timesteps(index) else 1)
+        for layer, subspace, rows in zip(model.encoder_layers, self.encoder_subspaces, self.encoder_rows, strict=False):
+            learning, frozen, n = (
+                subspace.weight.shape[0] - subspace.frozen_rows,
+                subspace.frozen_rows,
+                subspace.in_features,
+            )
+            total += c.encoder_iterations * 3 * learning * n * rows if c.online else 0.0
+            if context.task > 0:
+                total += 2 * 2 * frozen * n * layer.weight.shape[0] / context.config.batch_size
         return total
+
+    def subspaces_of(self, context: Context) -> list[dict]:
+        """Each protected layer's subspace after the task: its rows, those it had before, its quantiser."""
+        rows = [*self.subspaces, *self.encoder_subspaces]
+        return [
+            {"layer": name, "basis": s.frozen, "old_rows": old, "quantize": s.quantize if s.spiking else None}
+            for name, s, old in zip(context.model.protected_names, rows, self.old_rows, strict=True)
+        ]
 
     def divergence(self) -> str | None:
         """Oja's rule keeps lateral rows near unit norm; far above it, the Hebbian learning has diverged."""
@@ -241,5 +341,43 @@ class HLOP(Method, SubspaceProjector):
         return None
 
     def after_task(self, context: Context) -> None:
-        for subspace in [*self.subspaces, *self.encoder_subspaces]:
+        """The task's inputs learned at its end (``task_end``), then every subspace frozen for the next tasks."""
+        every = [*self.subspaces, *self.encoder_subspaces]
+        self.old_rows = [s.frozen_rows for s in every]
+        self.task_work = self._training_work(context)
+        if self.config.at_task_end:
+            self.task_work += self._consolidate(context, every) / (len(context.rows) * context.config.epochs)
+        for subspace in every:
             subspace.merge()
+
+    @torch.no_grad()
+    def _consolidate(self, context: Context, every: list[HebbianSubspace]) -> float:
+        """Hebbian passes over the task's training rows, as the network answers at the task's end (``consolidate``
+        in ``hlop.hebbian``); returns the multiply-accumulates spent."""
+        dist, data = distributed(), context.data
+        views = [None] + (
+            [p for p in data.probes if p.name in MODALITY_PROBES] if self.config.views == "modalities" else []
+        )
+        batches = (data.inputs(rows, view) for view in views for rows in batch_rows(dist.shard(context.rows), 32))
+        inputs_sum = [torch.zeros(s.in_features, s.in_features, dtype=torch.float64, device=s.weight.device)
+                      for s in every]  # fmt: skip
+        residual_sum = [torch.zeros_like(c) for c in inputs_sum]
+        counts, macs = torch.zeros(len(every), dtype=torch.float64, device=every[0].weight.device), 0.0
+        for inputs in layer_input_batches(context.model, batches, with_spikes=not self.config.with_wfr):
+            for index, (subspace, x) in enumerate(zip(every, inputs, strict=True)):
+                residual = subspace.residual(x).double()  # what the frozen rows leave
+                inputs_sum[index] += x.double().t() @ x.double()
+                residual_sum[index] += residual.t() @ residual
+                counts[index] += len(x)
+                macs += len(x) * subspace.in_features * (2 * subspace.in_features + 2 * subspace.frozen_rows)
+        dist.all_reduce(counts)
+        for subspace, x_sum, r_sum, count, (budget, threshold) in zip(
+            every, inputs_sum, residual_sum, counts, self.budgets(context.task), strict=True
+        ):
+            correlation, residual = dist.all_reduce(x_sum) / count, dist.all_reduce(r_sum) / count
+            if threshold is None:  # a fixed number of neurons: the task's rows (learned online, if) learn afresh
+                budget = subspace.weight.shape[0] - subspace.frozen_rows
+                subspace.drop_learning_rows()
+            macs += subspace.grow(correlation, residual, 1.0 if threshold is None else threshold, budget,
+                                  self.config.passes)  # fmt: skip
+        return macs

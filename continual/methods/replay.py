@@ -116,7 +116,12 @@ class Replay(Method):
             action="store_true",
             help="add memory replay after each task to the chosen method (with -baseline: replay only)",
         )
-        parser.flag("-memory_size", type=positive_int, default=r.memory_size, help="replay: stored samples per class")
+        parser.flag(
+            "-memory_size",
+            type=positive_int,
+            default=r.memory_size,
+            help="replay, er, derpp: stored training rows per class",
+        )
         parser.flag(
             "-replay_epochs",
             type=positive_int,

@@ -1,0 +1,184 @@
+"""Experience replay as the field means it: stored rows mixed into every training batch of later tasks.
+
+``ER`` (e.g. Chaudhry et al. 2019; mammoth's ``er``) keeps a memory of training rows and, from task 1
+on, appends stored rows to every training batch (``extend_batch``), so that the batch's loss is the
+mean over new and stored rows. The memory is class-balanced (``memory_size`` rows of each class,
+chosen when its task ends) or, with ``memory_budget``, a reservoir of that many rows over every
+row seen in training (Vitter's algorithm R, as mammoth's buffer).
+
+``DERPP`` (DER++, Buzzega et al., NeurIPS 2020; mammoth's ``derpp``) also stores the network's logits
+for each stored row and adds, per batch, ``alpha`` times the mean squared error between the
+network's logits on a memory batch and the stored ones, plus ``beta`` times the cross-entropy on
+another memory batch (both with the run's gradient projection, when a method projects).
+
+The memory holds row indices into the run's inputs (features with frozen encoders, raw images
+and MFCC with learning encoders) and is counted in bytes as the rows' inputs, labels and logits.
+Both compose with any other method (``-method hlop -replay`` is the reference's post-task phase,
+``continual.methods.replay``; these are the alternative).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+
+from common.cli import fraction, non_negative_float, non_negative_int
+from common.errors import UserError
+from continual.data import masked_logits, scenario_mask
+from continual.methods.base import Context, Method
+
+
+@dataclass(frozen=True)
+class ERConfig:
+    memory_size: int = 50  # stored rows per class (class-balanced memory)
+    memory_budget: int = 0  # > 0: a reservoir of this many rows over all training rows seen, instead
+    share: float = 0.5  # the share of each training batch (from task 1 on) that comes from the memory
+    alpha: float = 0.1  # DER++: weight of the stored logits' mean squared error
+    beta: float = 0.5  # DER++: weight of the stored labels' cross-entropy
+
+    def __post_init__(self):
+        if self.memory_size < 1 and self.memory_budget < 1:
+            raise UserError("-memory_size: expected at least one stored row per class (or -memory_budget > 0)")
+        if not 0 < self.share < 1:
+            raise UserError(f"-er_share {self.share}: expected a share strictly between 0 and 1")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class ER(Method):
+    name = "er"
+    stores_logits = False
+
+    def __init__(self, config: ERConfig = ERConfig()):
+        super().__init__()
+        self.config = config
+        self.register_buffer("rows", torch.zeros(0, dtype=torch.long))  # stored row indices
+        self.register_buffer("logits", torch.zeros(0, 0))  # DER++: their logits when stored
+        self.register_buffer("seen", torch.zeros((), dtype=torch.long))  # rows offered to the reservoir
+        self.sample_bytes = 0  # one row's input, in bytes
+        self.generator = torch.Generator().manual_seed(0)  # memory batches and reservoir draws; checkpointed
+
+    @classmethod
+    def add_flags(cls, parser) -> None:
+        e = ERConfig()
+        parser.flag("-memory_budget", type=non_negative_int, default=e.memory_budget,
+                    help="-method er/derpp: a reservoir of this many rows over all training rows seen, instead of "
+                    "-memory_size rows per class")  # fmt: skip
+        parser.flag("-er_share", type=fraction, default=e.share,
+                    help="-method er/derpp: share of each training batch (from task 1 on) drawn from the memory")  # fmt: skip
+        parser.flag("-derpp_alpha", type=non_negative_float, default=e.alpha,
+                    help="-method derpp: weight of the stored logits' mean squared error")  # fmt: skip
+        parser.flag("-derpp_beta", type=non_negative_float, default=e.beta,
+                    help="-method derpp: weight of the stored labels' cross-entropy")  # fmt: skip
+
+    @classmethod
+    def from_args(cls, args) -> ER:
+        return cls(ERConfig(args.memory_size, args.memory_budget, args.er_share, args.derpp_alpha, args.derpp_beta))
+
+    def get_extra_state(self) -> dict:
+        return {"generator": self.generator.get_state(), "sample_bytes": self.sample_bytes}
+
+    def set_extra_state(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+        self.sample_bytes = state["sample_bytes"]
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        for name in ("rows", "logits"):  # the memory grows: take the saved shapes
+            if prefix + name in state_dict:
+                self._buffers[name] = torch.empty_like(state_dict[prefix + name]).to(self._buffers[name].device)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def draw(self, count: int) -> torch.Tensor:
+        """``count`` positions in the memory, uniformly with replacement."""
+        return torch.randint(len(self.rows), (count,), generator=self.generator).to(self.rows.device)
+
+    def memory_rows_per_batch(self, batch: int) -> int:
+        return max(1, round(batch * self.config.share / (1 - self.config.share)))
+
+    def extend_batch(self, context: Context, rows: torch.Tensor) -> torch.Tensor:
+        if context.task == 0 or len(self.rows) == 0:
+            return rows
+        return torch.cat([rows, self.rows[self.draw(self.memory_rows_per_batch(len(rows)))]])
+
+    def after_optimizer_step(self, context: Context) -> None:
+        if self.config.memory_budget > 0:  # the batch's own rows are offered to the reservoir
+            own = context.rows
+            self._reservoir(context, own, context.output.logits[: len(own)].detach())
+
+    def after_task(self, context: Context) -> None:
+        self.sample_bytes = context.data.bytes_per_sample()
+        if self.config.memory_budget == 0:
+            self._store_per_class(context)
+
+    @torch.no_grad()
+    def _store_per_class(self, context: Context) -> None:
+        """``memory_size`` of the task's training rows of each of its classes, drawn with a seed of the task."""
+        data, generator = context.data, torch.Generator().manual_seed(context.task)
+        chosen = []
+        for label in data.task_classes[context.task]:
+            rows = context.rows[data.labels[context.rows] == label]
+            chosen.append(
+                rows[torch.randperm(len(rows), generator=generator)[: self.config.memory_size].to(rows.device)]
+            )
+        rows = torch.cat(chosen)
+        logits = self._logits_of(context, rows) if self.stores_logits else torch.zeros(len(rows), 0)
+        if len(self.rows) == 0:
+            self.logits = torch.zeros(0, logits.shape[1], device=rows.device)
+        self.rows = torch.cat([self.rows, rows])
+        self.logits = torch.cat([self.logits, logits.to(self.logits)])
+
+    @torch.no_grad()
+    def _logits_of(self, context: Context, rows: torch.Tensor) -> torch.Tensor:
+        context.model.eval()
+        return context.model(context.data.inputs(rows)).logits.float()
+
+    @torch.no_grad()
+    def _reservoir(self, context: Context, rows: torch.Tensor, logits: torch.Tensor) -> None:
+        """Algorithm R: the i-th row offered is stored while the memory has room, and afterwards replaces a
+        random stored row with probability ``budget / i``."""
+        budget, width = self.config.memory_budget, logits.shape[1] if self.stores_logits else 0
+        if self.logits.shape[1] != width:
+            self.logits = torch.zeros(len(self.rows), width, device=rows.device)
+        logits = logits if self.stores_logits else logits.new_zeros(len(rows), 0)
+        free = max(0, min(budget - len(self.rows), len(rows)))
+        self.rows = torch.cat([self.rows, rows[:free]])
+        self.logits = torch.cat([self.logits, logits[:free].to(self.logits)])
+        offered = torch.arange(1, len(rows) + 1) + int(self.seen)  # each row's place i in the stream
+        self.seen += len(rows)
+        slots = (torch.rand(len(rows), generator=self.generator) * offered).long()
+        for index in range(free, len(rows)):  # after the memory is full: few are kept (budget / i)
+            if slots[index] < budget:
+                self.rows[slots[index]] = rows[index]
+                self.logits[slots[index]] = logits[index].to(self.logits)
+
+    def memory_bytes(self) -> int:
+        """The stored rows' inputs, their labels (8 bytes each) and stored logits."""
+        return len(self.rows) * (self.sample_bytes + 8) + self.logits.numel() * self.logits.element_size()
+
+
+class DERPP(ER):
+    name = "derpp"
+    stores_logits = True
+
+    @classmethod
+    def add_flags(cls, parser) -> None:
+        """Declared by ``ER.add_flags``."""
+
+    def extend_batch(self, context: Context, rows: torch.Tensor) -> torch.Tensor:
+        return rows  # DER++ replays through its own penalty terms
+
+    def penalty(self, context: Context) -> torch.Tensor | None:
+        """``alpha`` MSE to the stored logits on one memory batch, ``beta`` cross-entropy on another."""
+        if context.task == 0 or len(self.rows) == 0:
+            return None
+        model, data, count = context.model, context.data, self.memory_rows_per_batch(len(context.rows))
+        first = self.draw(count)
+        logits = model(data.inputs(self.rows[first]), context.projector).logits.float()
+        loss = self.config.alpha * F.mse_loss(logits, self.logits[first])
+        second = self.rows[self.draw(count)]
+        logits = masked_logits(model(data.inputs(second), context.projector).logits.float(),
+                               scenario_mask(data, second, context.config))  # fmt: skip
+        return loss + self.config.beta * F.cross_entropy(logits, data.labels[second])

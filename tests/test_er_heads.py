@@ -1,0 +1,98 @@
+"""Experience replay (ER, DER++) and the class-incremental heads that store no rows (analytic, NCM)."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from common.errors import UserError
+from common.rundir import RunDir
+from continual.config import ContinualConfig
+from continual.methods import DERPP, ER, ERConfig
+from continual.methods.heads import AnalyticHead, HeadConfig, NCMHead
+from continual.trainer import build_model, run_continual
+from models.neurons import NeuronConfig
+from tests.fixtures import context, make_continual_data
+
+CONFIG = ContinualConfig(epochs=6, batch_size=16, hidden=64, neuron=NeuronConfig(timesteps=6))
+
+
+def run(tmp_path, methods, name="run", config=CONFIG, data=None):
+    folder = RunDir(tmp_path / name, ("results.json",), resume=False, overwrite=False, out_flag="-out_dir")
+    return run_continual(data or make_continual_data(n_tasks=3), methods, config, folder, torch.device("cpu"), {})
+
+
+def test_er_batches_hold_stored_rows_in_the_stated_share(tmp_path):
+    """From task 1 on, every training batch of 16 new rows carries 16 / (1 - share) - 16 stored ones."""
+    seen = []
+
+    class Spy(ER):
+        def extend_batch(self, context, rows):
+            extended = super().extend_batch(context, rows)
+            seen.append((context.task, len(rows), extended[len(rows) :].clone()))
+            return extended
+
+    data = make_continual_data(n_tasks=3)
+    method = Spy(ERConfig(memory_size=5, share=0.2))
+    run(tmp_path, method, data=data)
+    assert all(len(old) == 0 for task, _, old in seen if task == 0)
+    later = [(task, new, old) for task, new, old in seen if task > 0]
+    assert later and all(len(old) == round(new * 0.2 / 0.8) for _, new, old in later)
+    for task, _, old in later:  # stored rows are earlier tasks' training rows
+        earlier = torch.cat(data.rows["train"][:task])
+        assert torch.isin(old, earlier).all()
+    assert torch.bincount(data.labels[method.rows]).tolist() == [5] * 6  # class-balanced: 5 rows per class
+    assert method.memory_bytes() == 30 * (40 * 4 + 8)  # 30 rows of 40 float32 features, and their labels
+
+
+def test_a_reservoir_keeps_the_budget_and_der_stores_the_logits(tmp_path):
+    method = DERPP(ERConfig(memory_budget=12))
+    results = run(tmp_path, method)
+    assert len(method.rows) == 12 and method.logits.shape == (12, 6) and int(method.seen) == 3 * 80 * 6
+    assert results["memory_bytes"] == 12 * (40 * 4 + 8) + 12 * 6 * 4
+
+
+def test_replay_forgets_less_than_the_baseline(tmp_path):
+    from continual.methods import Baseline
+
+    config = ContinualConfig(epochs=8, batch_size=16, hidden=128, neuron=NeuronConfig(timesteps=8))
+    baseline = run(tmp_path, Baseline(), "base", config)
+    for name, method in (("er", ER(ERConfig(memory_size=10))), ("derpp", DERPP(ERConfig(memory_size=10)))):
+        results = run(tmp_path, method, name, config)
+        assert results["acc"] > baseline["acc"] + 0.2, name
+
+
+def test_er_share_must_leave_room_for_new_rows():
+    with pytest.raises(UserError, match="-er_share 1.0"):
+        ERConfig(share=1.0)
+
+
+def _feed(head, batches):
+    """Call the head's task-end update with given representations and labels, as after each task."""
+    for task, (phi, labels) in enumerate(batches):
+        head.representations = lambda context, p=phi, y=labels: (p, y)
+        head.after_task(context(None, task))
+
+
+def test_the_analytic_head_after_k_tasks_is_the_least_squares_fit_on_all_k_tasks_at_once():
+    torch.manual_seed(0)
+    classes, width, ridge = 6, 12, 0.5
+    model = build_model(make_continual_data(n_tasks=3), ContinualConfig(hidden=width), torch.device("cpu"))
+    head = AnalyticHead(HeadConfig(ridge=ridge))
+    head.before_run(context(model, data=make_continual_data(n_tasks=3)))
+    batches = [(torch.rand(30, width).double(), torch.randint(2 * t, 2 * t + 2, (30,))) for t in range(3)]
+    _feed(head, batches)
+    phi = torch.cat([p for p, _ in batches])
+    targets = F.one_hot(torch.cat([y for _, y in batches]), classes).double()
+    joint = torch.linalg.solve(phi.t() @ phi + ridge * torch.eye(width, dtype=phi.dtype), phi.t() @ targets)
+    torch.testing.assert_close(head.weight, joint, rtol=1e-8, atol=1e-10)
+    assert head.seen.all()
+
+
+def test_the_nearest_class_mean_head_answers_with_the_nearest_mean_of_seen_classes():
+    model = build_model(make_continual_data(n_tasks=3), ContinualConfig(hidden=2), torch.device("cpu"))
+    head = NCMHead()
+    head.before_run(context(model, data=make_continual_data(n_tasks=3)))
+    _feed(head, [(torch.tensor([[0.0, 0.0], [0.0, 2.0], [4.0, 0.0], [4.0, 2.0]]).double(), torch.tensor([0, 0, 1, 1]))])
+    output = type("Output", (), {"layer_inputs": [None, None, torch.tensor([[0.5, 1.0], [3.0, 1.0]])]})
+    logits = head.predict(None, output)
+    assert logits.argmax(1).tolist() == [0, 1] and torch.isinf(logits[:, 2:]).all()  # unseen classes never win
