@@ -2,8 +2,10 @@
 
     python compare.py RUN_DIR... [-plot FILE] [-markdown FILE]
 
-Each RUN_DIR is a finished run's -out_dir (a single run or a -seeds summary). The plot goes beside
-the runs (their common parent folder, comparison.png) unless -plot names a file.
+Each RUN_DIR is a finished run's -out_dir (a single run, a -seeds or an -order_seeds summary). Every row
+shows its protocol (scenario, encoders and what they saw, split); runs of different protocols are
+refused unless -allow_mixed. The plot goes beside the runs (their common parent folder,
+comparison.png) unless -plot names a file.
 """
 
 import os
@@ -13,7 +15,7 @@ from pathlib import Path
 from common import atomic
 from common.cli import FlagParser, run_cli
 from common.paths import shown
-from continual.report import load_results, markdown_table, plot_final_accuracy
+from continual.report import check_comparable, load_results, markdown_table, plot_final_accuracy
 
 
 def default_plot_path(run_dirs) -> Path:
@@ -31,6 +33,12 @@ def main(argv) -> None:
         help="where to save the plot of final accuracy per task (default: comparison.png in the runs' common parent)",
     )
     parser.flag("-markdown", default=None, help="also write the table to this file")
+    parser.flag(
+        "-allow_mixed",
+        action="store_true",
+        help="show runs of different protocols (scenario, encoders, what they saw, split, tasks) side by side; "
+        "refused otherwise",
+    )
     args = parser.parse_args(argv)
     runs = {}
     for run_dir in args.runs:
@@ -38,6 +46,10 @@ def main(argv) -> None:
         while name in runs:
             name += "'"
         runs[name] = load_results(run_dir)
+    if args.allow_mixed:
+        print("note: these runs differ in protocol; each row names its own (scenario, encoders, split)")
+    else:
+        check_comparable(runs)
     table = markdown_table(runs)
     print(table)
     plot = args.plot or default_plot_path(args.runs)

@@ -33,7 +33,7 @@ def build_parser():
 def main(argv) -> None:
     args = build_parser().parse_args(argv)
     experiment, config = experiment_from_args(args), config_from_args(args)
-    orders = cli.parse_seeds(args.order_seeds, "-order_seeds")
+    orders = cli.parse_seeds(args.order_seeds, "-order_seeds", least=0)
     make_methods = lambda: methods_from_args(args)  # noqa: E731 - one fresh set per seed
     make_methods()  # refuse bad method flags before anything starts
     init_distributed(use_cuda=wants_cuda(args.device))

@@ -11,6 +11,7 @@ import argparse
 import json
 import math
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -67,11 +68,27 @@ class FlagParser(argparse.ArgumentParser):
         )
 
     def parse_args(self, args=None, namespace=None):
-        args = list(sys.argv[1:] if args is None else args)
+        args = self._join_negative_values(list(sys.argv[1:] if args is None else args))
         path = _config_path(args)
         if path is not None:
             self._apply_config(path)
         return super().parse_args(args, namespace)
+
+    def _join_negative_values(self, args: list[str]) -> list[str]:
+        """``-seeds -1,0`` as ``-seeds=-1,0``: argparse reads a value that starts with a dash as a flag."""
+        joined, skip = [], False
+        for index, arg in enumerate(args):
+            if skip:
+                skip = False
+                continue
+            action = self._option_string_actions.get(arg)
+            following = args[index + 1] if index + 1 < len(args) else ""
+            if action is not None and action.nargs is None and re.fullmatch(r"-\d[\d.,eE+-]*", following):
+                joined.append(f"{arg}={following}")
+                skip = True
+            else:
+                joined.append(arg)
+        return joined
 
     def _apply_config(self, path: str) -> None:
         """Make the file's values the flags' defaults (checked and converted as on the command line).
@@ -325,6 +342,7 @@ def _number(kind, test, expected: str):
 positive_int = _number(int, lambda v: v >= 1, "an integer >= 1")
 non_negative_int = _number(int, lambda v: v >= 0, "an integer >= 0")
 positive_float = _number(float, lambda v: v > 0, "a finite number > 0")
+finite_float = _number(float, lambda v: True, "a finite number")
 non_negative_float = _number(float, lambda v: v >= 0, "a finite number >= 0")
 fraction = _number(float, lambda v: 0 <= v <= 1, "a number between 0 and 1")
 _whole_float = _number(float, lambda v: v >= 1 and v == int(v), "a whole number >= 1")

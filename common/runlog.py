@@ -95,18 +95,16 @@ class RunLog:
     def _check_same(self, saved: dict, verb: str) -> None:
         current = json.loads(json.dumps(self.settings))  # as saved: tuples are lists
         saved = json.loads(json.dumps(saved))
-        differing = [
-            k
-            for k in current
-            if k not in self.free
-            and (saved[k] != current[k] if k in saved else self.defaults.get(k, current[k]) != current[k])
-        ]
-        if differing:
-            key = differing[0]
-            raise UserError(
-                f"-resume {shown(self.folder)}: the run {verb} {key}={saved.get(key)!r}, not {current[key]!r}; pass "
-                "the same flags to resume it, or -overwrite / another output folder for a new run"
-            )
+        for key in current:
+            if key in self.free:
+                continue
+            was = saved[key] if key in saved else self.defaults.get(key, current[key])
+            if was != current[key]:
+                where, was, now = _first_difference(key, was, current[key])
+                raise UserError(
+                    f"-resume {shown(self.folder)}: the run {verb} {where}={was!r}, not {now!r}; pass the same "
+                    "flags and inputs to resume it, or -overwrite / another output folder for a new run"
+                )
 
     def finish(self) -> None:
         """Close the curves; an overwriting run's folder replaces the old one."""
@@ -115,3 +113,13 @@ class RunLog:
             self._writer = None
         if distributed().main:
             self.run.finish()
+
+
+def _first_difference(key: str, was, now) -> tuple[str, object, object]:
+    """The innermost setting that differs: ``method_config.hlop.encoder_lr``, not two whole dictionaries."""
+    while isinstance(was, dict) and isinstance(now, dict):
+        inner = next((k for k in [*now, *was] if was.get(k) != now.get(k)), None)
+        if inner is None:
+            break
+        key, was, now = f"{key}.{inner}", was.get(inner), now.get(inner)
+    return key, was, now

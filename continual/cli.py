@@ -13,13 +13,15 @@ from pathlib import Path
 
 from common.cli import FlagParser, fraction, non_negative_float, non_negative_int, positive_float, positive_int
 from common.errors import UserError
-from continual.config import OPTIMIZERS, SCHEDULERS, ContinualConfig
+from common.validation import check_seeds
+from continual.config import MODE_DEFAULTS, OPTIMIZERS, SCHEDULERS, ContinualConfig
 from continual.experiment import Experiment
 from continual.methods import METHODS, Method, Replay
 from continual.methods.base import ENCODER_MODES, SCENARIOS
 from continual.methods.heads import HEAD_METHODS, add_head_flags
 from dataloader.options import add_data_flags, tasks_from_args
 from dataloader.splits import SPLIT_MODES
+from models.fusion import FUSIONS
 from models.multimodal import MODALITIES
 from models.neurons import NeuronConfig
 from models.probes import corruption_names
@@ -65,7 +67,7 @@ def _pretrained_flags(group) -> None:
     )
     group.flag("-pretrain_classes", default="all", choices=("all", "first-task"),
                help="default folder: encoders pretrained on every class, or on task 0's only")  # fmt: skip
-    group.flag("-fusion", default=None, choices=("attention", "concat", "late"), help="default folder: the fusion")
+    group.flag("-fusion", default=None, choices=FUSIONS, help="default folder: the fusion (default reliability)")
     group.flag("-split", default="auto", choices=SPLIT_MODES,
                help="default folder: the split the encoders were pretrained with (group: held-out speakers/videos)")  # fmt: skip
 
@@ -97,13 +99,14 @@ def _method_flags(group) -> None:
 
 def _optimisation_flags(group) -> None:
     c = ContinualConfig()
-    group.flag("-b", "-batch_size", type=positive_int, default=c.batch_size, help="batch size")
-    group.flag("-epochs", type=positive_int, default=c.epochs, help="epochs per task")
-    group.flag("-opt", default=c.opt, choices=OPTIMIZERS, help="optimizer (a fresh one per task)")
-    group.flag("-lr", type=positive_float, default=c.lr, help="learning rate")
+    group.flag("-b", "-batch_size", type=int, default=c.batch_size, help="batch size")
+    group.flag("-epochs", type=int, default=c.epochs, help="epochs per task")
+    modes = ", ".join(f"{opt} {lr:g} with -encoder_mode {mode}" for mode, (opt, lr) in MODE_DEFAULTS.items())
+    group.flag("-opt", default=None, choices=OPTIMIZERS, help=f"optimizer, a fresh one per task (default: {modes})")
+    group.flag("-lr", type=float, default=None, help="learning rate (default: the -opt default's)")
     group.flag("-later_opt", default=None, choices=OPTIMIZERS,
                help="optimizer of the tasks after the first (default: -opt); e.g. -opt Adam -later_opt SGD")  # fmt: skip
-    group.flag("-later_lr", type=positive_float, default=None,
+    group.flag("-later_lr", type=float, default=None,
                help="learning rate of the tasks after the first, for the spiking MLP and (-encoder_mode continual) "
                "the encoders (default: -lr and -encoder_lr)")  # fmt: skip
     group.flag("-lr_scheduler", default=c.lr_scheduler, choices=SCHEDULERS,
@@ -116,8 +119,8 @@ def _optimisation_flags(group) -> None:
 
 def _neuron_flags(group) -> None:
     c, n = ContinualConfig(), NeuronConfig()
-    group.flag("-hidden", type=positive_int, default=c.hidden, help="hidden neurons per layer")
-    group.flag("-timesteps", type=positive_int, default=n.timesteps, help="simulation timesteps T")
+    group.flag("-hidden", type=int, default=c.hidden, help="hidden neurons per layer")
+    group.flag("-timesteps", type=int, default=n.timesteps, help="simulation timesteps T")
     group.flag("-Vth", type=positive_float, default=n.vth, help="firing threshold")
     group.flag("-tau", type=positive_float, default=n.tau, help="membrane time constant")
     group.flag("-delta_t", type=positive_float, default=n.delta_t, help="simulation step")
@@ -137,9 +140,9 @@ def _neuron_flags(group) -> None:
 
 def _probe_flags(group) -> None:
     group.flag("-test_corrupt", default="",
-               help="also test with a modality corrupted: comma-separated MODALITY[:KIND] "
-               f"({', '.join(corruption_names())}; KIND defaults to gaussian), one more accuracy matrix each "
-               "(audio-only and image-only matrices are always measured with both modalities)")  # fmt: skip
+               help="also test with a failed sensor: comma-separated MODALITY[:KIND] from "
+               f"{', '.join(corruption_names())} (KIND defaults to gaussian; MODALITY:all is every kind), one "
+               "more accuracy matrix each (audio-only and image-only matrices are always measured)")  # fmt: skip
     group.flag("-test_noise", type=positive_float, default=None,
                help="-test_corrupt gaussian and uniform noise in standard deviations of the input (pixels: 0.25 x "
                "255; MFCC: 1); default 1")  # fmt: skip
@@ -162,8 +165,8 @@ def _run_flags(parser: FlagParser) -> None:
     parser.batch_job_flags(checkpoint_every=ContinualConfig().checkpoint_every, group=group)
 
 
-def parse_seeds(text: str | None, flag: str = "-seeds") -> list[int]:
-    """``0,1,2`` -> [0, 1, 2]: distinct integers, none empty."""
+def parse_seeds(text: str | None, flag: str = "-seeds", least: int | None = None) -> list[int]:
+    """``0,1,2`` -> [0, 1, 2]: distinct integers (each at least ``least``), none empty."""
     if text is None:
         return []
     parts = [part.strip() for part in str(text).split(",")]
@@ -171,8 +174,7 @@ def parse_seeds(text: str | None, flag: str = "-seeds") -> list[int]:
         seeds = [int(part) for part in parts]
     except ValueError:
         raise UserError(f"{flag} {text}: expected distinct comma-separated integers such as 0,1,2") from None
-    if len(set(seeds)) != len(seeds):
-        raise UserError(f"{flag} {text}: expected distinct comma-separated integers such as 0,1,2")
+    check_seeds(seeds, flag, least)
     return seeds
 
 

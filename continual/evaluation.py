@@ -15,6 +15,7 @@ import torch
 from common.batching import batch_rows
 from common.distributed import current as distributed
 from common.paths import shown
+from common.provenance import provenance
 from common.runlog import RunLog
 from continual.config import ContinualConfig
 from continual.data import ContinualData, masked_logits, scenario_mask
@@ -177,6 +178,7 @@ def finish_run(log: RunLog, progress: Progress, model, method: Method, data: Con
         **forward_transfer_results(progress.acc_at_init, progress.acc_before_training),
         firing_rates=progress.firing_rates,
         subspaces=progress.subspaces,
+        provenance=provenance(str(data.device)),
     )
     if dist.enabled:
         results["replica_max_difference"] = difference

@@ -15,6 +15,7 @@ in a notebook (docs/python.md)::
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -25,6 +26,7 @@ from common.distributed import current as distributed
 from common.errors import UserError
 from common.paths import CACHE_DIR, REPO_ROOT, default_data_dir, shown
 from common.rundir import RunDir
+from common.validation import check_seeds, integer, positive
 from continual.config import ContinualConfig
 from continual.methods import Method, compose
 from continual.methods.base import ENCODER_MODES
@@ -32,15 +34,18 @@ from continual.seeds import run_seeds, summarize
 from continual.sources import converted_data, frozen_data, learning_data
 from continual.trainer import run_continual
 from dataloader.dataset import PreparedData, prepare_data
+from dataloader.images import image_fingerprint
 from dataloader.options import DataSpec
 from dataloader.scene import TASKS
 from dataloader.splits import SplitConfig
 from dataloader.tasks import RANDOM_ORDER
-from models.probes import parse_corruptions
+from models.probes import NOISY_KINDS, parse_corruptions
 from pretrain.artifacts import default_out_dir
 from pretrain.folder import PretrainedFolder
+from pretrain.trainer import PretrainConfig
 
 RESULT_MARKERS = ("results.json", "checkpoints")
+MAX_CONVERSION_STEPS = 4096  # -convert_encoders: beyond this a CPU needs hours, for no further accuracy
 
 
 @dataclass(frozen=True)
@@ -77,10 +82,23 @@ class Experiment:
             raise UserError(
                 "-pretrained none: only with -encoder_mode continual (frozen encoders must be trained first)"
             )
+        check_seeds(list(self.seeds), "-seeds")
+        if self.convert_encoders is not None:
+            integer(self.convert_encoders, "-convert_encoders")
+            if self.convert_encoders > MAX_CONVERSION_STEPS:
+                raise UserError(f"-convert_encoders {self.convert_encoders}: at most {MAX_CONVERSION_STEPS} timesteps")
+        if self.test_noise is not None:
+            positive(self.test_noise, "-test_noise")
+        if str(self.input_scale) not in ("auto", "none"):
+            try:
+                positive(float(self.input_scale), "-input_scale")
+            except ValueError:
+                raise UserError(f"-input_scale {self.input_scale}: expected auto, none or a positive number") from None
 
     @property
     def from_scratch(self) -> bool:
-        return self.encoder_mode == "continual" and str(self.pretrained) == "none"
+        """Learning encoders from random weights: ``pretrained="none"``, the default of ``encoder_mode="continual"``."""
+        return self.encoder_mode == "continual" and str(self.pretrained or "none") == "none"
 
     @property
     def corruptions(self) -> list[str]:
@@ -98,12 +116,19 @@ def open_data(e: Experiment) -> tuple[PretrainedFolder | None, PreparedData]:
         split = SplitConfig(mode=e.split)
         spec = DataSpec(data_dir, e.class_column or "CLASS2", split, Path(e.cache_dir), e.allow_outside_paths)
         return None, prepare_data(spec, e.tasks, TASKS)
-    default = default_out_dir(data_dir.name, e.modality or "both", e.fusion or "attention", e.pretrain_classes, e.split)
+    default = default_out_dir(
+        data_dir.name, e.modality or "both", e.fusion or "reliability", e.pretrain_classes, e.split
+    )
     folder = PretrainedFolder(Path(e.pretrained or default))
     folder.check_encoders(e.modality, e.fusion, e.class_column)
     spec = folder.data_spec(data_dir, Path(e.cache_dir), e.allow_outside_paths)
     data = prepare_data(spec, e.tasks, folder.tasks, f"{shown(folder.path / 'meta.json')} tasks")
-    folder.check(data)
+    folder.check(data, learning=e.encoder_mode == "continual")
+    if e.corruptions:  # a corruption of a modality the encoders do not read would be dropped silently
+        missing = [name for name in e.corruptions if name.split(":")[0] not in folder.modalities]
+        if missing:
+            raise UserError(f"-test_corrupt {missing[0]}: -pretrained {shown(folder.path)} holds encoders of "
+                            f"{' and '.join(folder.modalities)} only")  # fmt: skip
     return folder, data
 
 
@@ -114,13 +139,18 @@ def run_experiment(experiment: Experiment, make_methods: Callable[[], list[Metho
     combination of flags is known to work.
     """
     e, dist = experiment, distributed()
-    if not callable(make_methods):
+    if isinstance(make_methods, Method) or not callable(make_methods):
         raise UserError("make_methods: expected a function that builds the methods (e.g. lambda: [HLOP()])")
     method = compose(make_methods())
+    config = config.for_mode(e.encoder_mode)
     method.check(e.encoder_mode, config.scenario)
     if e.convert_encoders and e.encoder_mode == "continual":
         raise UserError("-convert_encoders: converts frozen encoders; it does not work with -encoder_mode continual")
     folder, data = open_data(e)
+    if e.convert_encoders and e.corruptions:
+        raise UserError("-test_corrupt: its probes run the ANN encoders; they are not measured with -convert_encoders")
+    if e.test_noise is not None and not any(name.split(":")[1] in NOISY_KINDS for name in e.corruptions):
+        raise UserError("-test_noise: sets the noise of -test_corrupt's gaussian and uniform kinds; give one of them")
     if e.convert_encoders and folder.spiking:
         raise UserError(f"-convert_encoders {e.convert_encoders}: converts ANN encoders, but -pretrained "
                         f"{shown(folder.path)} holds spiking ones; drop -convert_encoders to read their features")  # fmt: skip
@@ -158,6 +188,7 @@ def _tasks_source(e: Experiment, folder: PretrainedFolder | None) -> str:
 def _run_info(e: Experiment, method: Method, folder: PretrainedFolder | None, data, cdata) -> dict:
     """What the run was built on, recorded in results.json's config (a resume must match it)."""
     return {
+        "inputs": input_identity(folder, data, cdata),  # first: a resume on other inputs is refused naming them
         "method": method.name,
         "method_config": method.settings(),
         "encoders": e.encoder_mode,
@@ -174,6 +205,26 @@ def _run_info(e: Experiment, method: Method, folder: PretrainedFolder | None, da
         "test_noise": e.noise if e.corruptions else None,
         "input_scale_value": cdata.input_scale,
     }
+
+
+def input_identity(folder: PretrainedFolder | None, data, cdata) -> dict:
+    """What the run is built on, by content: the pretrained weights and meta.json, the CSV, the images'
+    fingerprint and the (cached) features it learns from. A resume on anything else is refused, naming
+    what changed (``common.runlog``)."""
+    identity = {}  # causes before effects: a changed weights file is named before the features it changes
+    if folder is not None:
+        for name in ("best.pt", "meta.json"):
+            identity[f"pretrained {name}"] = hashlib.sha256((folder.path / name).read_bytes()).hexdigest()[:16]
+        modalities = folder.modalities
+        size, fit = folder.meta["image_size"], folder.meta.get("image_fit", "squash")
+    else:
+        modalities, size, fit = ["image", "audio"], PretrainConfig().image_size, PretrainConfig().image_fit
+    identity["dataset.csv"] = data.table.csv_sha256
+    if "image" in modalities:
+        identity["images"] = image_fingerprint(data.table, size, fit)[:16]
+    if cdata.features is not None:
+        identity["features"] = hashlib.sha256(cdata.features.cpu().numpy().tobytes()).hexdigest()[:16]
+    return identity
 
 
 def _mean_line(summary: dict) -> str:

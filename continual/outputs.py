@@ -40,6 +40,8 @@ def probe_results(probe_matrices: dict) -> dict:
         record[f"acc_matrix_{name}"] = matrix
         record[f"acc_{name}"] = average_accuracy(matrix)
         record[f"bwt_{name}"] = backward_transfer(matrix)
+        record[f"avg_forgetting_{name}"] = average_forgetting(matrix)
+        record[f"avg_incremental_acc_{name}"] = average_incremental_accuracy(matrix)
     return record
 
 

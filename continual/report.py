@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 from pathlib import Path
 
 from common import atomic
@@ -12,6 +13,7 @@ from common.paths import shown
 
 
 def load_results(run_dir: str | Path) -> dict:
+    """A finished run's results.json, its numbers checked (a NaN or a string is refused, not printed)."""
     path = Path(run_dir) / "results.json"
     if not path.is_file():
         raise UserError(f"{shown(run_dir)}: no results.json (is it a finished run's -out_dir?)")
@@ -22,7 +24,54 @@ def load_results(run_dir: str | Path) -> dict:
     for key in ("method", "acc_matrix", "acc"):
         if key not in results:
             raise UserError(f"{shown(path)}: not a results file of a continual run (no {key!r})")
+    for key in ("acc", "bwt", "acc_std", "bwt_std", "avg_forgetting", "avg_incremental_acc"):
+        value = results.get(key)
+        if value is None and key != "acc":
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise UserError(f"{shown(path)}: {key} is {value!r}, not a finite number")
     return results
+
+
+PROTOCOL = ("scenario", "encoders", "encoders saw", "split", "tasks")
+
+
+def protocol(results: dict) -> dict:
+    """What a run's numbers mean: its scenario, whether the encoders learned, what they saw, the split, the tasks."""
+    config = results.get("config", {})
+    saw = {"all": "all classes", "first-task": "task 0", "none": "nothing"}.get(config.get("pretrain_classes"), "?")
+    tasks = results.get("tasks") or config.get("tasks") or []
+    if tasks and isinstance(tasks[0], list) and tasks[0] and isinstance(tasks[0][0], list):  # -order_seeds: one a order
+        tasks = "random orders"
+    return {
+        "scenario": results.get("scenario", config.get("scenario", "?")),
+        "encoders": config.get("encoders", "frozen"),
+        "encoders saw": saw,
+        "split": "held-out " + ",".join(config["split_groups"].get("test", []))
+        if config.get("split_groups")
+        else "rows",
+        "tasks": tasks if isinstance(tasks, str) else " | ".join("+".join(t) for t in tasks),
+    }
+
+
+def check_comparable(runs: dict[str, dict]) -> None:
+    """Refuse runs whose numbers do not measure the same thing, naming the first protocol field that differs."""
+    protocols = {name: protocol(r) for name, r in runs.items()}
+    first, *others = protocols.items()
+    for name, other in others:
+        for field in PROTOCOL:
+            if other[field] != first[1][field]:
+                raise UserError(
+                    f"{first[0]} and {name} differ in {field} ({first[1][field]} against {other[field]}): their numbers "
+                    "are not comparable; compare runs of one protocol, or pass -allow_mixed to show them with it"
+                )
+
+
+def repeats(results: dict) -> str:
+    """How many runs a row averages: seeds, or class orders."""
+    if results.get("order_seeds"):
+        return f"{len(results['order_seeds'])} orders"
+    return str(len(results.get("seeds", [])) or 1)
 
 
 def _percent(mean, std) -> str:
@@ -54,17 +103,19 @@ def _joules(value) -> str:
 
 
 def markdown_table(runs: dict[str, dict]) -> str:
-    """One row per run: its folder name, method, modality, ACC and BWT (mean ± std over seeds), memory, seconds."""
+    """One row per run: its folder name, method, protocol, modality, ACC and BWT (mean ± std over seeds), costs."""
     lines = [
-        "| run | method | modality | seeds | ACC % | BWT % | forgetting % | avg incremental ACC % | audio-only ACC % "
-        "| image-only ACC % | SynOps / sample | energy / sample | protection / training sample | memory | seconds |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| run | method | scenario | encoders (saw) | split | modality | seeds | ACC % | BWT % | forgetting % "
+        "| avg incremental ACC % | audio-only ACC % | image-only ACC % | SynOps / sample | energy / sample "
+        "| protection / training sample | memory | seconds |",
+        "| --- " * 18 + "|",
     ]
     for name, r in runs.items():
-        config = r.get("config", {})
-        seeds = len(r.get("seeds", [])) or 1
+        config, p = r.get("config", {}), protocol(r)
+        seeds = len(r.get("seeds", [])) or len(r.get("order_seeds", [])) or 1
         lines.append(
-            f"| {name} | {r['method']} | {config.get('modality', '?')} | {seeds} | {_percent(r['acc'], r.get('acc_std'))} "
+            f"| {name} | {r['method']} | {p['scenario']} | {p['encoders']} ({p['encoders saw']}) | {p['split']} "
+            f"| {config.get('modality', '?')} | {repeats(r)} | {_percent(r['acc'], r.get('acc_std'))} "
             f"| {_percent(r.get('bwt'), r.get('bwt_std'))} "
             f"| {_percent(r.get('avg_forgetting'), r.get('avg_forgetting_std'))} "
             f"| {_percent(r.get('avg_incremental_acc'), r.get('avg_incremental_acc_std'))} "

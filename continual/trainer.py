@@ -56,6 +56,7 @@ def run_continual(
 ) -> dict:
     """Train every task in order, fill the accuracy matrix, write the outputs; returns results.json's record."""
     method = compose(methods)
+    config = config.for_mode("continual" if data.continual_encoders else "frozen")
     method.check(info.get("encoders", "frozen"), config.scenario)
     settings = {**config.to_dict(), **info, "method": method.name}
     log = RunLog(

@@ -88,6 +88,10 @@ def tasks_from_args(args: argparse.Namespace) -> str | None:
         return args.tasks
     if args.tasks is not None:
         raise UserError("-tasks and -class_order random both set the task split; choose one")
+    if args.order_seed < 0:
+        raise UserError(
+            f"-order_seed {args.order_seed}: expected an integer >= 0 (a negative seed draws what its positive does)"
+        )
     return f"{RANDOM_ORDER}{args.order_seed}"
 
 

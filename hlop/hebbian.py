@@ -219,16 +219,18 @@ class HebbianSubspace(nn.Module):
             nn.init.orthogonal_(start)
             rows, spent = subspace_passes(start.to(left), left, passes, energy=total)
             macs += spent
-            if bool((_own_energy(rows, left, total) > 1e-6 * total).all()):
-                grown = torch.cat([grown, rows])
-            elif len(rows) > 1:  # fewer directions with energy left than new neurons: add them one at a time
-                group = 1
+            if len(rows) > 1 and not bool((_own_energy(rows, left, total) > 1e-6 * total).all()):
+                group = 1  # fewer directions with energy left than new neurons: add them one at a time
                 continue
-            else:  # one neuron found no energy: nothing left to learn
-                break
+            if len(rows) == 1 and float(_own_energy(rows, left, total)[0]) <= 1e-6 * total:
+                break  # one neuron found no energy: nothing left to learn
             gram_inverse = lateral_inverse(rows @ rows.t())[0]  # rows are orthonormal only to ~1e-3
-            held = rows.t() @ gram_inverse @ rows  # the projector onto their span: left -> (I - P) left (I - P)
-            left = left - held @ left - left @ held + held @ left @ held
+            held = rows.t() @ gram_inverse @ rows  # the projector onto their span
+            after = left - held @ left - left @ held + held @ left @ held  # what they would leave: (I - P) left (I - P)
+            if len(rows) > 1 and float(after.diagonal().sum()) < (1 - threshold) * total:
+                group = 1  # this group would hold more than the threshold asks: its last neurons one at a time
+                continue
+            grown, left = torch.cat([grown, rows]), after
         self.weight = torch.cat([self.weight, grown.to(self.weight.dtype)])
         self.velocity = torch.cat([self.velocity, torch.zeros_like(grown).to(self.velocity.dtype)])
         return macs

@@ -34,7 +34,10 @@ class EndToEndNet(nn.Module):
         self.modality_dropout = modality_dropout  # in training, as in pretraining: a row may see one modality only
         self.encoder, self.snn = encoder, snn
         self.encoder.head = nn.Identity()  # the spiking MLP classifies; the pretraining heads are unused
-        self.encoder.aux_heads = nn.ModuleDict()
+        if encoder.fusion is None or not encoder.fusion.uses_heads:  # a reliability fusion reads each modality's head
+            self.encoder.aux_heads = nn.ModuleDict()
+        else:
+            self.encoder.aux_heads.requires_grad_(False)  # it reads them; the spiking MLP does not train them
         self.register_buffer("input_scale", torch.tensor(float(input_scale)))
         parts = [self.encoder.encoders] + ([self.encoder.fusion] if self.encoder.fusion is not None else [])
         self.encoder_layers = protectable_layers(*parts)

@@ -20,7 +20,7 @@ from torch import nn
 
 from common.errors import UserError
 
-FUSIONS = ("attention", "concat", "late")
+FUSIONS = ("reliability", "attention", "concat", "late")
 
 
 class AttentionFusion(nn.Module):
@@ -38,9 +38,13 @@ class AttentionFusion(nn.Module):
             nn.init.zeros_(scorer[-1].weight)
             nn.init.zeros_(scorer[-1].bias)
 
-    def forward(self, embeddings: list[torch.Tensor], keep: torch.Tensor | None = None):
-        """Fused (B, dim) and modality weights (B, n_modalities)."""
+    uses_heads = False  # whether the fusion reads each modality's own head (ReliabilityFusion)
+
+    def forward(self, embeddings: list[torch.Tensor], keep: torch.Tensor | None = None, bonus=None):
+        """Fused (B, dim) and modality weights (B, n_modalities); ``bonus`` (B, n) is added to the scores."""
         scores = torch.cat([score(h) for score, h in zip(self.scorers, embeddings, strict=True)], dim=1).float()
+        if bonus is not None:
+            scores = scores + bonus
         if keep is not None:
             scores = scores.masked_fill(~keep, float("-inf"))
         weights = torch.softmax(scores, dim=1)
@@ -51,7 +55,39 @@ class AttentionFusion(nn.Module):
         return _mix(embeddings, weights), weights
 
 
+class ReliabilityFusion(AttentionFusion):
+    """Attention that also weighs how sure each modality's own head is, sample by sample.
+
+    Each modality's score is its attention score plus ``gain`` times its reliability ``r = 1 - H(p) / log C``
+    (1 for a head sure of one class, 0 for a uniform answer; ``p`` its own head's softmax, read without a
+    gradient). A failed sensor (noise, a blank frame, silence) makes its head unsure, so its weight
+    drops and the other modality answers; training views with one modality corrupted (the pretraining
+    script's ``-corrupt_views``) teach the scores the rest.
+    """
+
+    uses_heads = True
+
+    def __init__(self, dim: int, n_modalities: int = 2, hidden: int = 128, floor: float = 0.0, gain: float = 4.0):
+        super().__init__(dim, n_modalities, hidden, floor)
+        self.gain = nn.Parameter(torch.full((n_modalities,), gain))
+
+    def forward(self, embeddings: list[torch.Tensor], keep: torch.Tensor | None = None, head_logits=None):
+        if head_logits is None:
+            return super().forward(embeddings, keep)
+        reliability = torch.stack([_reliability(logits.detach().float()) for logits in head_logits], dim=1)
+        return super().forward(embeddings, keep, bonus=self.gain * reliability)
+
+
+def _reliability(logits: torch.Tensor) -> torch.Tensor:
+    """1 - entropy / log(classes) of the softmax of ``logits`` (B, C): in [0, 1]."""
+    log_p = torch.log_softmax(logits, dim=1)
+    entropy = -(log_p.exp() * log_p).sum(1)
+    return 1 - entropy / torch.log(torch.tensor(float(max(logits.shape[1], 2)), device=logits.device))
+
+
 class ConcatFusion(nn.Module):
+    uses_heads = False
+
     def __init__(self, dim: int, n_modalities: int = 2):
         super().__init__()
         self.mix = nn.Sequential(nn.Linear(dim * n_modalities, dim), nn.ReLU())
@@ -64,6 +100,8 @@ class ConcatFusion(nn.Module):
 
 
 class LateFusion(nn.Module):
+    uses_heads = False
+
     def __init__(self, dim: int, n_modalities: int = 2):
         super().__init__()
 
@@ -83,6 +121,8 @@ def _equal_weights(embeddings: list[torch.Tensor], keep: torch.Tensor | None) ->
 
 
 def make_fusion(kind: str, dim: int, n_modalities: int = 2, floor: float = 0.0) -> nn.Module:
+    if kind == "reliability":
+        return ReliabilityFusion(dim, n_modalities, floor=floor)
     if kind == "attention":
         return AttentionFusion(dim, n_modalities, floor=floor)
     return {"concat": ConcatFusion, "late": LateFusion}[kind](dim, n_modalities)

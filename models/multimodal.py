@@ -91,6 +91,9 @@ class MultimodalNet(nn.Module):
         """Fused feature and modality weights; ``keep`` (B, modalities) drops modalities per row."""
         if self.fusion is None:
             return next(iter(embeddings.values())), None
+        if self.fusion.uses_heads and len(self.aux_heads) == len(embeddings):
+            heads = [self.aux_heads[name](h) for name, h in embeddings.items()]
+            return self.fusion(list(embeddings.values()), keep, heads)
         return self.fusion(list(embeddings.values()), keep)
 
     def features(self, images: torch.Tensor | None, mfcc: torch.Tensor | None) -> torch.Tensor:

@@ -26,6 +26,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from common.validation import integer, non_negative, positive
+
 
 @dataclass(frozen=True)
 class NeuronConfig:
@@ -36,6 +38,12 @@ class NeuronConfig:
     alpha: float = 0.3
     train_vth: bool = True
     vth_bound: float = 0.0005
+
+    def __post_init__(self):
+        integer(self.timesteps, "-timesteps")
+        for name, flag in (("vth", "-Vth"), ("tau", "-tau"), ("delta_t", "-delta_t"), ("alpha", "-alpha")):
+            positive(getattr(self, name), flag)
+        non_negative(self.vth_bound, "-Vth_bound")
 
     def to_dict(self) -> dict:
         return asdict(self)

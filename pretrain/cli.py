@@ -51,7 +51,9 @@ def _encoder_flags(group) -> None:
                help="start resnet18 from ImageNet weights (needs them in torch's cache or a network)")  # fmt: skip
     group.flag("-audio_encoder", default="mlp", choices=AUDIO_ENCODERS,
                help="mlp over the MFCC vector, or conv over its 13-value windows")  # fmt: skip
-    group.flag("-fusion", default="attention", choices=FUSIONS, help="how the two embeddings are fused")
+    group.flag("-fusion", default="reliability", choices=FUSIONS,
+               help="how the two embeddings are fused: reliability (attention that also weighs how sure each "
+               "modality's own head is), attention, concat or late")  # fmt: skip
     group.flag("-fusion_floor", type=fraction, default=0.0,
                help="attention fusion: the least weight every modality keeps on every sample (0: none; at most 0.5)")  # fmt: skip
     group.flag(
@@ -77,6 +79,9 @@ def _training_flags(group) -> None:
                help="weight of each modality's own head in the loss")  # fmt: skip
     group.flag("-modality_dropout", type=fraction, default=d.modality_dropout,
                help="share of training samples that see one random modality only (keeps fusion from collapsing onto one)")  # fmt: skip
+    group.flag("-corrupt_views", type=fraction, default=d.corrupt_views,
+               help="share of training rows that see one modality as a failed sensor (noise, another row's input, "
+               "a constant, silence), so that the fusion learns which input to trust")  # fmt: skip
     group.flag("-image_size", type=positive_int, default=d.image_size, help="images are resized to this square size")
     group.flag("-image_fit", default=d.image_fit, choices=IMAGE_FITS,
                help="how a non-square frame becomes a square: squash (stretch), crop (centre square) or pad (letterbox)")  # fmt: skip
@@ -104,7 +109,7 @@ def encoder_choice(args) -> tuple[str, str]:
 
 
 def config_from_args(args) -> PretrainConfig:
-    names = ("epochs", "batch_size", "lr", "weight_decay", "aux_weight", "modality_dropout", "image_size",
+    names = ("epochs", "batch_size", "lr", "weight_decay", "aux_weight", "modality_dropout", "corrupt_views", "image_size",
              "image_fit", "pretrain_classes", "seed", "checkpoint_every")  # fmt: skip
     return PretrainConfig(**{name: getattr(args, name) for name in names})
 

@@ -36,15 +36,18 @@ class PretrainedFolder:
         split = SplitConfig.from_dict(dataset["split"])
         return DataSpec(data_dir, dataset["class_column"], split, cache_dir, allow_outside_paths)
 
-    def check(self, data: PreparedData) -> None:
-        """The encoders come from this dataset, and (first-task encoders) saw no later task's classes."""
+    def check(self, data: PreparedData, learning: bool = False) -> None:
+        """The encoders come from this dataset, and (first-task encoders) saw no later task's classes.
+
+        ``learning``: the encoders learn on from here (``-encoder_mode continual``), for the message."""
         check_same_data(self.meta, data.table, self.path)
         if self.meta["pretrain_classes"] == "first-task" and sorted(data.tasks[0]) != sorted(
             self.meta["trained_classes"]
         ):
             raise UserError(
                 f"-pretrained {shown(self.path)}: the encoders were trained on task 0 = {self.meta['trained_classes']}, "
-                f"but this run's task 0 is {data.tasks[0]}; later tasks' classes would leak into the frozen encoders"
+                f"but this run's task 0 is {data.tasks[0]}; later tasks' classes would leak into the "
+                f"{'starting' if learning else 'frozen'} encoders"
             )
 
     def check_encoders(self, modality: str | None, fusion: str | None, class_column: str | None = None) -> None:

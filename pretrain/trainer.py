@@ -30,6 +30,7 @@ from dataloader.dataset import PreparedData, mfcc_statistics, standardize
 from dataloader.table import SPLIT_NAMES
 from models.fusion import modality_dropout_mask
 from models.multimodal import EncoderConfig, MultimodalNet
+from models.probes import corrupt_views
 
 PRETRAIN_CLASSES = ("all", "first-task")
 
@@ -42,6 +43,7 @@ class PretrainConfig:
     weight_decay: float = 1e-4
     aux_weight: float = 1.0
     modality_dropout: float = 0.5
+    corrupt_views: float = 0.25  # share of training rows with one modality corrupted (models.probes.corrupt_views)
     image_size: int = 32
     image_fit: str = "squash"  # dataloader.images.IMAGE_FITS
     pretrain_classes: str = "all"
@@ -104,17 +106,20 @@ def to_device(data: PreparedData, config: PretrainConfig, encoder: EncoderConfig
     )
 
 
-def pretraining_loss(out: dict[str, torch.Tensor], labels: torch.Tensor, aux_weight: float, batch: int | None = None):
-    """Cross-entropy of the fused head plus ``aux_weight`` times that of each modality's own head.
+def pretraining_loss(out: dict[str, torch.Tensor], labels: torch.Tensor, aux_weight: float, batch: int | None = None,
+                     failed: torch.Tensor | None = None):  # fmt: skip
+    """Cross-entropy of the fused head plus ``aux_weight`` times that of each modality's own head (not on rows
+    whose input of that modality is a corrupted training view, ``failed`` (B, 2: image, audio)).
 
     Summed over ``labels`` and divided by ``batch`` (default: their number): under data
     parallelism each process passes the global batch size and contributes its share of the mean.
     """
     batch = batch or len(labels)
     loss = F.cross_entropy(out["fused"].float(), labels, reduction="sum")
-    for name in ("image", "audio"):
+    for index, name in enumerate(("image", "audio")):
         if name in out and out[name] is not out["fused"]:
-            loss = loss + aux_weight * F.cross_entropy(out[name].float(), labels, reduction="sum")
+            losses = F.cross_entropy(out[name].float(), labels, reduction="none")
+            loss = loss + aux_weight * (losses if failed is None else losses * ~failed[:, index]).sum()
     return loss / batch
 
 
@@ -283,9 +288,10 @@ def train_step(network, model, tensors: DeviceData, optimizer, config: PretrainC
     device = tensors.mfcc.device
     images, mfcc, labels = tensors.batch(dist.shard(rows))
     keep = modality_dropout_mask(len(labels), len(model.encoders), config.modality_dropout, device)
+    images, mfcc, failed = corrupt_views(images, mfcc, config.corrupt_views if len(model.encoders) > 1 else 0.0)
     with autocast(device):
         out = network(images, mfcc, keep)
-    loss = pretraining_loss(out, labels, config.aux_weight, batch=len(rows))
+    loss = pretraining_loss(out, labels, config.aux_weight, batch=len(rows), failed=failed)
     optimizer.zero_grad(set_to_none=True)
     (loss * dist.world).backward()  # DDP averages the processes' gradients: this makes it their sum
     optimizer.step()

@@ -70,7 +70,14 @@ def _write(folder, method, acc, bwt, **extra):
         "acc_matrix": [[acc, None], [acc, acc]],
         "acc": acc,
         "bwt": bwt,
-        "config": {"modality": "both"},
+        "config": {
+            "modality": "both",
+            "scenario": "class",
+            "encoders": "frozen",
+            "pretrain_classes": "all",
+            "split_groups": {"test": ["theo"]},
+        },
+        "tasks": [["A", "B"], ["C", "D"]],
         "seconds": 10,
         "memory_bytes": 2048,
         **extra,
@@ -111,12 +118,12 @@ def test_compare_prints_a_markdown_table_and_saves_a_plot(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0].startswith(
-        "| run | method | modality | seeds | ACC % | BWT % | forgetting % | avg incremental ACC %"
-    )
-    hlop = "| hlop | hlop | both | 3 | 90.00 ± 2.00 | -1.00 ± 0.50 | n/a | n/a | n/a | n/a | n/a | n/a | n/a | 2.0 KiB | 3 |"
+    assert lines[0].startswith("| run | method | scenario | encoders (saw) | split | modality | seeds | ACC % | BWT %")
+    protocol = "| class | frozen (all classes) | held-out theo |"
+    hlop = f"| hlop | hlop {protocol} both | 3 | 90.00 ± 2.00 | -1.00 ± 0.50 | n/a | n/a | n/a | n/a | n/a | n/a | n/a | 2.0 KiB | 3 |"
     assert hlop in lines
-    base = "| base | baseline | both | 1 | 20.00 | -90.00 | 45.00 | 60.00 | 12.00 | 19.60 | 207,739 | 53.29 µJ | 0 | 2.0 KiB | 10 |"
+    base = (f"| base | baseline {protocol} both | 1 | 20.00 | -90.00 | 45.00 | 60.00 | 12.00 | 19.60 | 207,739 "
+            "| 53.29 µJ | 0 | 2.0 KiB | 10 |")  # fmt: skip
     assert base in lines
     assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / "t.md").read_text().startswith("| run |")
@@ -161,3 +168,46 @@ def test_class_orders_run_in_their_own_folders_and_are_summarised(tmp_path):
     assert one["tasks"] != two["tasks"] and summary["tasks"] == [one["tasks"], two["tasks"]]
     assert summary["order_seeds"] == [1, 2] and summary["acc"] == pytest.approx((one["acc"] + two["acc"]) / 2)
     assert "over class orders 1,2: ACC" in result.stdout
+
+
+def _compare(*args, cwd=REPO_ROOT):
+    return subprocess.run([sys.executable, str(REPO_ROOT / "compare.py"), *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"scenario": "task"}, "scenario"),
+        ({"encoders": "continual"}, "encoders"),
+        ({"pretrain_classes": "first-task"}, "encoders saw"),
+        ({"split_groups": {}}, "split"),
+    ],
+)
+def test_compare_refuses_runs_of_different_protocols_unless_told(tmp_path, change, field):
+    _write(tmp_path / "a", "hlop", 0.9, -0.01)
+    _write(tmp_path / "b", "gpm", 0.8, -0.02)
+    record = json.loads((tmp_path / "b" / "results.json").read_text())
+    record["config"].update(change)
+    (tmp_path / "b" / "results.json").write_text(json.dumps(record))
+    refused = _compare(tmp_path / "a", tmp_path / "b")
+    assert refused.returncode == 2 and f"differ in {field}" in refused.stderr and refused.stderr.count("\n") == 1
+    shown = _compare(tmp_path / "a", tmp_path / "b", "-allow_mixed")
+    assert shown.returncode == 0 and "differ in protocol" in shown.stdout
+
+
+def test_compare_refuses_other_task_splits_and_shows_class_orders(tmp_path):
+    _write(tmp_path / "a", "hlop", 0.9, -0.01)
+    _write(tmp_path / "b", "hlop", 0.9, -0.01, tasks=[["A", "C"], ["B", "D"]])
+    assert "differ in tasks" in _compare(tmp_path / "a", tmp_path / "b").stderr
+    _write(tmp_path / "o", "hlop", 0.9, -0.01, order_seeds=[0, 1, 2], tasks=[[["A", "B"]], [["B", "A"]], [["A", "B"]]])
+    assert "| 3 orders |" in _compare(tmp_path / "o").stdout
+
+
+@pytest.mark.parametrize("acc", ["NaN", '"0.9"'])
+def test_compare_refuses_results_that_are_not_numbers(tmp_path, acc):
+    _write(tmp_path / "a", "hlop", 0.9, -0.01)
+    path = tmp_path / "a" / "results.json"
+    path.write_text(path.read_text().replace('"acc": 0.9', f'"acc": {acc}'))
+    result = _compare(tmp_path / "a")
+    assert result.returncode == 2 and "acc is" in result.stderr and "not a finite number" in result.stderr

@@ -21,20 +21,29 @@ through (README, "Faithfulness to the reference, and the settings that differ", 
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 
 from common.batching import batch_rows
-from common.cli import comma_numbers, fraction, non_negative_int, positive_float, positive_int, whole_number
+from common.cli import (
+    comma_numbers,
+    finite_float,
+    fraction,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    whole_number,
+)
 from common.distributed import current as distributed
 from common.errors import UserError
+from common.validation import integer, positive
 from continual.methods.base import Context, Method
 from hlop.hebbian import HebbianSubspace
 from hlop.layers import UpdateProjection, input_dim, layer_input_batches
 from hlop.projection import SubspaceProjector
-from models.probes import MODALITY_PROBES
 from models.spiking_mlp import SpikingOutput
 
 LEARNINGS = ("online", "task_end", "both")
@@ -70,9 +79,9 @@ class HLOPConfig:
     # criterion, with no fixed size); "auto": THRESHOLD with task_end learning, None otherwise; None: the sizes above
     threshold: tuple[float, float, float] | str | None = "auto"
     encoder_threshold: float | str | None = "auto"  # the same for the encoder layers (-encoder_mode continual)
-    views: str = "fused"  # task_end: the rows as the network sees them, or also each modality alone ("modalities")
 
     def __post_init__(self):
+        _check_numbers(self)
         if self.learning is None:  # spiking answers are quantised: the passes' decorrelation needs graded ones
             object.__setattr__(self, "learning", "online" if self.spiking else "task_end")
         if self.learning not in LEARNINGS:
@@ -94,6 +103,26 @@ class HLOPConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def _check_numbers(c: HLOPConfig) -> None:
+    """The same one-line errors from Python and from the flags (``common.validation``)."""
+    if not (isinstance(c.lr, (tuple, list)) and len(c.lr) == 3 and all(_finite_positive(v) for v in c.lr)):
+        shown = (
+            ",".join(f"{v:g}" if isinstance(v, (int, float)) else repr(v) for v in c.lr)
+            if isinstance(c.lr, (tuple, list))
+            else repr(c.lr)
+        )
+        raise UserError(f"-hlop_lr {shown}: expected three finite numbers > 0 (fc1, fc2, classifier), or one for all")
+    for name in ("iterations", "passes", "encoder_iterations", "spiking_timesteps"):
+        integer(getattr(c, name), f"-hlop_{name}")
+    integer(c.start_epochs, "-hlop_start_epochs", least=0)
+    positive(c.spiking_scale, "-hlop_spiking_scale")
+    positive(c.encoder_lr, "-hlop_encoder_lr")
+
+
+def _finite_positive(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
 
 
 def _threshold(text: str, flag: str, count: int):
@@ -165,9 +194,6 @@ class HLOP(Method, SubspaceProjector):
              help="-hlop_learning task_end: lateral neurons are added at each task's end until the subspace holds "
              f"this share of the task's input energy (one value or fc1,fc2,classifier; auto: {THRESHOLD[0]:g}); "
              "none: -hlop_out_num and -hlop_out_num_inc neurons per task")  # fmt: skip
-        flag("-hlop_views", default=c.views, choices=("fused", "modalities"),
-             help="-hlop_learning task_end: learn the subspaces from the task's rows as they are (fused), or also "
-             "as each modality alone sees them (modalities: the audio-only and image-only paths are protected too)")  # fmt: skip
         flag("-hlop_encoder_threshold", default="auto",
              help=f"-hlop_threshold for the encoder layers (-encoder_mode continual; auto: {ENCODER_THRESHOLD:g}); "
              "none: -hlop_encoder_sizes neurons per task")  # fmt: skip
@@ -179,7 +205,7 @@ class HLOP(Method, SubspaceProjector):
     @staticmethod
     def config_from_args(args) -> HLOPConfig:
         return HLOPConfig(
-            lr=comma_numbers(args.hlop_lr, "-hlop_lr"),
+            lr=comma_numbers(args.hlop_lr, "-hlop_lr", finite_float),
             iterations=args.hlop_iterations,
             out_num=comma_numbers(args.hlop_out_num, "-hlop_out_num", non_negative_int),
             out_num_inc=comma_numbers(args.hlop_out_num_inc, "-hlop_out_num_inc", non_negative_int),
@@ -197,7 +223,6 @@ class HLOP(Method, SubspaceProjector):
             passes=args.hlop_passes,
             threshold=_threshold(args.hlop_threshold, "-hlop_threshold", 3),
             encoder_threshold=_threshold(args.hlop_encoder_threshold, "-hlop_encoder_threshold", 1),
-            views=args.hlop_views,
         )
 
     def before_run(self, context: Context) -> None:
@@ -355,10 +380,7 @@ class HLOP(Method, SubspaceProjector):
         """Hebbian passes over the task's training rows, as the network answers at the task's end (``consolidate``
         in ``hlop.hebbian``); returns the multiply-accumulates spent."""
         dist, data = distributed(), context.data
-        views = [None] + (
-            [p for p in data.probes if p.name in MODALITY_PROBES] if self.config.views == "modalities" else []
-        )
-        batches = (data.inputs(rows, view) for view in views for rows in batch_rows(dist.shard(context.rows), 32))
+        batches = (data.inputs(rows) for rows in batch_rows(dist.shard(context.rows), 32))
         inputs_sum = [torch.zeros(s.in_features, s.in_features, dtype=torch.float64, device=s.weight.device)
                       for s in every]  # fmt: skip
         residual_sum = [torch.zeros_like(c) for c in inputs_sum]

@@ -1,0 +1,226 @@
+"""Results as code: run the presets of configs/ and write the tables of docs/results.md (and README's headline).
+
+    python benchmarks/tables.py run PRESET [PRESET ...]   # pretrain if needed, run each into logs/presets/<preset>
+    python benchmarks/tables.py run all                   # every preset of every table
+    python benchmarks/tables.py write                     # docs/results.md and README.md's table, from those runs
+
+A preset is one YAML file both scripts read (``-config``); ``run`` calls
+``spiking_pretrain_multimodal.py -config P -resume`` (unless the encoders start from random weights)
+and ``spiking_train_multimodal_end.py -config P -out_dir logs/presets/<P> -resume``. ``write`` fills
+each table below from the finished runs: every row names its preset and the commit it was measured
+at, and a row whose run is missing says so instead of a number.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import yaml
+
+from common import atomic
+from common.cli import FlagParser, run_cli
+from common.errors import UserError
+from common.paths import REPO_ROOT
+from common.provenance import commit, machine
+
+CONFIGS = REPO_ROOT / "configs"
+RUNS = REPO_ROOT / "logs" / "presets"
+
+
+@dataclass(frozen=True)
+class Table:
+    key: str  # its anchor in docs/results.md
+    title: str
+    about: str  # the protocol: what the encoders saw, the split, the scenario, the seeds
+    presets: tuple[str, ...]
+    columns: tuple[str, ...] = ("acc", "bwt", "avg_forgetting", "avg_incremental_acc", "memory")
+
+
+HELD_OUT = "held-out speaker (`split: group`: nicolas only in test, lucas only in validation), seeds 0, 1, 2"
+TABLES = (
+    Table(
+        "frozen",
+        "Frozen encoders pretrained on all classes (the reference's protocol), class scenario",
+        f"The encoders saw every class's training rows before task 0 (later tasks leak into the features); {HELD_OUT}.",
+        (
+            "frozen-joint",
+            "frozen-baseline",
+            "frozen-hlop",
+            "frozen-hlop-online",
+            "frozen-hlop-reference",
+            "frozen-gpm",
+            "frozen-ewc",
+            "frozen-replay",
+            "frozen-er",
+            "frozen-derpp",
+            "frozen-hlop-analytic",
+            "frozen-hlop-ncm",
+        ),
+        ("acc", "bwt", "acc_audio_only", "bwt_audio_only", "acc_image_only", "bwt_image_only", "memory"),
+    ),
+    Table(
+        "leak-free-task",
+        "Leak-free: the whole network learns task after task from random weights, task scenario",
+        f"No encoder ever saw a later task's rows (`encoder_mode: continual`, `pretrained: none`); {HELD_OUT}.",
+        ("leakfree-task-joint", "leakfree-task-baseline", "leakfree-task-hlop", "leakfree-task-gpm"),
+    ),
+    Table(
+        "leak-free-class",
+        "Leak-free, class scenario: one head over all classes, no task label at test time",
+        f"As above, with one head over every class seen so far; {HELD_OUT}.",
+        (
+            "leakfree-class-joint",
+            "leakfree-class-baseline",
+            "leakfree-class-hlop",
+            "leakfree-class-gpm",
+            "leakfree-class-hlop-analytic",
+            "leakfree-class-gpm-analytic",
+            "leakfree-class-hlop-ncm",
+            "leakfree-class-er",
+            "leakfree-class-derpp",
+            "leakfree-class-replay",
+        ),
+    ),
+    Table(
+        "failed-sensors",
+        "A failed sensor: every test image or every test MFCC replaced",
+        f"HLOP on frozen encoders pretrained on all classes, class scenario; {HELD_OUT}. ACC % of the fused "
+        "network with the modality removed (only) or failed in each way (`-test_corrupt image:all,audio:all`).",
+        ("sensors-reliability", "sensors-attention"),
+        (
+            "acc",
+            "acc_audio_only",
+            "acc_image_only",
+            *(f"acc_corrupt_{m}{k}" for m in ("image", "audio") for k in ("", "_uniform", "_swap", "_constant")),
+            "acc_corrupt_audio_silence",
+        ),
+    ),
+)
+QUICK_START = Table(
+    "quick-start",
+    "The README's first command, and the reference command",
+    "Encoders pretrained on all classes, the default stratified split (the same six speakers in training and "
+    "test: a random row split, optimistic), class scenario, seed 0.",
+    ("quickstart-baseline", "quickstart-hlop", "reference"),
+)
+TABLES = (QUICK_START, *TABLES)
+HEADLINE = ("frozen-joint", "frozen-hlop", "frozen-hlop-reference", "frozen-gpm", "leakfree-task-joint",
+            "leakfree-task-hlop", "leakfree-task-gpm", "leakfree-class-joint", "leakfree-class-hlop-analytic",
+            "leakfree-class-er")  # fmt: skip
+NAMES = {"acc": "ACC %", "bwt": "BWT %", "avg_forgetting": "avg forgetting %", "avg_incremental_acc":
+         "avg incremental ACC %", "memory": "memory", "acc_audio_only": "audio only ACC %", "bwt_audio_only":
+         "audio only BWT %", "acc_image_only": "image only ACC %", "bwt_image_only": "image only BWT %"}  # fmt: skip
+
+
+def preset_path(name: str) -> Path:
+    path = CONFIGS / f"{name}.yaml"
+    if not path.is_file():
+        raise UserError(f"preset {name}: no {path.relative_to(REPO_ROOT)}")
+    return path
+
+
+def run_preset(name: str, runs: Path = RUNS) -> None:
+    """Pretrain (unless the encoders start from random weights) and run the preset; both resume if done."""
+    path = preset_path(name)
+    values = yaml.safe_load(path.read_text()) or {}
+    steps = []
+    learning = {**values, **(values.get("continual") or {})}
+    if not (learning.get("encoder_mode") == "continual" and str(learning.get("pretrained", "none")) == "none"):
+        steps.append(["spiking_pretrain_multimodal.py", "-config", str(path), "-resume"])
+    steps.append(["spiking_train_multimodal_end.py", "-config", str(path), "-out_dir", str(runs / name), "-resume"])
+    for step in steps:
+        print("$ python " + " ".join(step), flush=True)
+        if subprocess.run([sys.executable, *step], cwd=REPO_ROOT).returncode != 0:
+            raise UserError(f"preset {name}: python {' '.join(step)} failed")
+
+
+def _cell(results: dict, column: str) -> str:
+    if column == "memory":
+        size = results.get("memory_bytes") or 0
+        return next((f"{size / unit:.1f} {name}" for name, unit in (("MiB", 2**20), ("KiB", 2**10)) if size >= unit),
+                    f"{size} B")  # fmt: skip
+    value = results.get(column)
+    if value is None:
+        return "n/a"
+    spread = results.get(f"{column}_std")
+    return f"{value * 100:.1f}" + (f" ± {spread * 100:.1f}" if spread is not None else "")
+
+
+def table_lines(table_presets: tuple[str, ...], columns: tuple[str, ...], runs: Path, head: str) -> list[str]:
+    """A markdown table: one row per preset, its method and columns, the seeds and the commit it was measured at."""
+    import json
+
+    names = [NAMES.get(c, c.replace("acc_corrupt_", "").replace("_", " ") + " ACC %") for c in columns]
+    lines = [
+        "| preset | method | " + " | ".join(names) + " | seeds | measured at |",
+        "| --- " * (len(columns) + 4) + "|",
+    ]
+    for name in table_presets:
+        path = runs / name / "results.json"
+        if not path.is_file():
+            lines.append(f"| `{name}` | not measured at {head} |" + " |" * (len(columns) + 2))
+            continue
+        results = json.loads(path.read_text())
+        measured = results.get("provenance", {}).get("commit", "unknown")
+        seeds = ",".join(map(str, results.get("seeds", [results.get("config", {}).get("seed", 0)])))
+        cells = " | ".join(_cell(results, c) for c in columns)
+        lines.append(f"| `{name}` | {results['method']} | {cells} | {seeds} | {measured} |")
+    return lines
+
+
+def write_tables(runs: Path, out: Path, readme: Path | None) -> None:
+    head = commit()
+    text = [
+        "# Measured results",
+        "",
+        "Written by `python benchmarks/tables.py write` from the runs of the presets in `configs/` "
+        f"(tables written at commit {head}, on {machine()}). Every row names its preset: "
+        "`python benchmarks/tables.py run PRESET` regenerates it (pretraining, then the continual run). "
+        "A row measured at an earlier commit says so in its last column. ACC, BWT and forgetting are in %, "
+        "mean ± sample standard deviation over the seeds; memory is what the method keeps between tasks.",
+        "",
+    ]
+    for table in TABLES:
+        text += [f"## {table.title}", "", f'<a id="{table.key}"></a>{table.about}', ""]
+        text += [*table_lines(table.presets, table.columns, runs, head), ""]
+    atomic.write_text(out, "\n".join(text))
+    if readme is not None:
+        lines = table_lines(HEADLINE, ("acc", "bwt", "memory"), runs, head)
+        _replace_between(readme, "<!-- headline table: benchmarks/tables.py write -->", "<!-- end of table -->", lines)
+
+
+def _replace_between(path: Path, start: str, end: str, lines: list[str]) -> None:
+    text = path.read_text()
+    if start not in text or end not in text:
+        raise UserError(f"{path}: no {start} ... {end} block to write the table into")
+    before, rest = text.split(start, 1)
+    after = rest.split(end, 1)[1]
+    atomic.write_text(path, before + start + "\n" + "\n".join(lines) + "\n" + end + after)
+
+
+def main(argv) -> None:
+    parser = FlagParser(prog="python benchmarks/tables.py", description=__doc__.splitlines()[0])
+    parser.add_argument("command", choices=("run", "write"), help="run presets, or write the tables")
+    parser.add_argument("presets", nargs="*", help="run: preset names (configs/<name>.yaml), or all")
+    parser.flag("-runs", default=str(RUNS), help="where the presets' runs are (logs/presets)")
+    parser.flag("-out", default=str(REPO_ROOT / "docs" / "results.md"), help="write: the tables' file")
+    parser.flag("-readme", default=str(REPO_ROOT / "README.md"), help="write: the README whose headline table is "
+                "replaced (none: leave it)")  # fmt: skip
+    args = parser.parse_args(argv)
+    if args.command == "write":
+        write_tables(Path(args.runs), Path(args.out), None if args.readme == "none" else Path(args.readme))
+        print(f"tables: {args.out}")
+        return
+    every = [p for t in TABLES for p in t.presets]
+    for name in every if args.presets == ["all"] else args.presets:
+        run_preset(name, Path(args.runs))
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

@@ -1,0 +1,48 @@
+"""Results as code: every preset loads in both scripts, every table row has a preset, and the table command
+writes rows from finished runs stamped with the commit they were measured at."""
+
+import json
+
+import pytest
+
+from benchmarks import tables
+from common.paths import REPO_ROOT
+
+PRESETS = sorted((REPO_ROOT / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", PRESETS, ids=[p.stem for p in PRESETS])
+def test_every_preset_parses_in_both_scripts_and_names_only_their_flags(path):
+    import spiking_pretrain_multimodal as pretraining
+    import spiking_train_multimodal_end as continual
+
+    pretraining.build_parser().parse_args(["-config", str(path)])  # a key of neither script is refused
+    args = continual.build_parser().parse_args(["-config", str(path)])
+    continual.methods_from_args(args)  # and the method flags build
+    lines = [line for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    assert lines and all("#" in line for line in lines), f"{path.name}: every key says why it differs"
+
+
+def test_every_table_row_has_a_preset_and_every_preset_a_row():
+    named = [p for t in tables.TABLES for p in t.presets]
+    assert sorted(named) == sorted(p.stem for p in PRESETS)
+    assert set(tables.HEADLINE) <= set(named)
+
+
+def test_the_table_command_writes_rows_from_runs_and_says_which_are_missing(tmp_path):
+    runs = tmp_path / "runs"
+    (runs / "frozen-hlop").mkdir(parents=True)
+    record = {"method": "hlop", "acc": 0.958, "acc_std": 0.0069, "bwt": -0.0267, "bwt_std": 0.0063,
+              "acc_audio_only": 0.6, "memory_bytes": 5 * 2**20, "seeds": [0, 1, 2], "provenance": {"commit": "abc1234"}}  # fmt: skip
+    (runs / "frozen-hlop" / "results.json").write_text(json.dumps(record))
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- headline table: benchmarks/tables.py write -->\nold\n<!-- end of table -->\nrest\n")
+    tables.write_tables(runs, tmp_path / "results.md", readme)
+    text = (tmp_path / "results.md").read_text()
+    assert (
+        "| `frozen-hlop` | hlop | 95.8 ± 0.7 | -2.7 ± 0.6 | 60.0 | n/a | n/a | n/a | 5.0 MiB | 0,1,2 | abc1234 |"
+        in text
+    )
+    assert "| `frozen-gpm` | not measured at " in text and "tables written at commit" in text
+    headline = readme.read_text()
+    assert "old" not in headline and "| `frozen-hlop` | hlop | 95.8 ± 0.7 |" in headline and headline.endswith("rest\n")
