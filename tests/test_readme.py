@@ -22,8 +22,8 @@ def test_ci_runs_the_readme_test_command():
     assert test_command in ci
 
 
-def test_the_readme_notebook_example_runs(tmp_path):
-    """The README's Python example, pointed at a tiny dataset and encoders (the rest as written)."""
+def test_the_notebook_example_runs(tmp_path):
+    """docs/python.md's Python example, pointed at a tiny dataset and encoders (the rest as written)."""
     import contextlib
     import io
     import re
@@ -32,7 +32,7 @@ def test_the_readme_notebook_example_runs(tmp_path):
 
     data = make_scene_dataset(tmp_path / "data", classes=("A", "B", "C", "D"), per_class=10)
     pretrained = pretrain_tiny(data, tmp_path)
-    block = re.search(r"```python\n(.*?)```", (REPO_ROOT / "README.md").read_text(), re.S).group(1)
+    block = re.search(r"```python\n(.*?)```", (REPO_ROOT / "docs" / "python.md").read_text(), re.S).group(1)
     for old, new in (
         ('"datasets/avdigits"', repr(str(data))),
         ('"pre_weight/avdigits"', repr(str(pretrained))),
@@ -49,3 +49,14 @@ def test_the_readme_notebook_example_runs(tmp_path):
         exec(compile(block, "README.md", "exec"), {})
     assert re.search(r"ACC 0\.\d{3}  BWT -?0\.\d{3}  audio only 0\.\d{3}", printed.getvalue())
     assert (tmp_path / "nb" / "results.json").is_file()
+
+
+def test_the_library_imports_from_a_notebook_elsewhere_as_docs_python_md_says(tmp_path):
+    import subprocess
+    import sys
+
+    code = (
+        f"import sys; sys.path.insert(0, {str(REPO_ROOT)!r}); from continual.experiment import Experiment; Experiment()"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr

@@ -71,8 +71,8 @@ class HLOPConfig:
     encoder_sizes: tuple[float, float] = (0.2, 0.05)  # task 0, each later task
     encoder_lr: float = 0.5  # on inputs rescaled to unit mean squared norm per batch
     encoder_iterations: int = 5
-    # when the lateral neurons learn: online (Oja's rule on every batch, the reference), task_end (Hebbian
-    # passes over the task's rows at its end) or both; None: task_end, and online with spiking lateral neurons
+    # when the lateral neurons learn: online (Oja's rule on every batch, the reference; the default), task_end
+    # (Hebbian passes over the task's rows at its end, grown by energy) or both
     learning: str | None = None
     passes: int = 10  # task_end: Hebbian passes over the task's inputs
     # task_end: lateral neurons added until the subspace holds this share of each task's input energy (GPM's
@@ -82,8 +82,8 @@ class HLOPConfig:
 
     def __post_init__(self):
         _check_numbers(self)
-        if self.learning is None:  # spiking answers are quantised: the passes' decorrelation needs graded ones
-            object.__setattr__(self, "learning", "online" if self.spiking else "task_end")
+        if self.learning is None:  # measured best on the held-out speaker (docs/reference.md, deviations)
+            object.__setattr__(self, "learning", "online")
         if self.learning not in LEARNINGS:
             raise UserError(f"-hlop_learning {self.learning}: expected one of {', '.join(LEARNINGS)}")
         for name, automatic in (("threshold", THRESHOLD), ("encoder_threshold", ENCODER_THRESHOLD)):
@@ -185,9 +185,9 @@ class HLOP(Method, SubspaceProjector):
         flag("-not_hlop_with_wfr", action="store_true",
              help="Hebbian updates from each timestep's spikes instead of the weighted firing rate")  # fmt: skip
         flag("-hlop_learning", default=None, choices=LEARNINGS,
-             help="when the lateral neurons learn: task_end (Hebbian passes over each task's inputs at its end, "
-             "converging to the principal subspace; the default), online (Oja's rule on every batch, the "
-             "reference; the default with -hlop_spiking), or both")  # fmt: skip
+             help="when the lateral neurons learn: online (Oja's rule on every batch, the reference; the default), "
+             "task_end (Hebbian passes over each task's inputs at its end, converging to the principal subspace, "
+             "grown by -hlop_threshold; an epoch costs the projection only), or both")  # fmt: skip
         flag("-hlop_passes", type=positive_int, default=c.passes,
              help="-hlop_learning task_end: Hebbian passes over the task's inputs")  # fmt: skip
         flag("-hlop_threshold", default="auto",
