@@ -77,7 +77,7 @@ class AnalyticHead(_ClassStatisticsHead):
 
     def before_run(self, context: Context) -> None:
         super().before_run(context)
-        width = context.model.classifier.in_features
+        width = context.model.snn.classifier.in_features
         dim = self.config.expansion or width
         device = context.data.device
         generator = torch.Generator().manual_seed(0)  # the same fixed expansion in every run
@@ -113,7 +113,7 @@ class NCMHead(_ClassStatisticsHead):
 
     def before_run(self, context: Context) -> None:
         super().before_run(context)
-        width, classes = context.model.classifier.in_features, context.data.n_classes
+        width, classes = context.model.snn.classifier.in_features, context.data.n_classes
         self.register_buffer("sums", torch.zeros(classes, width, dtype=torch.float64, device=context.data.device))
         self.register_buffer("counts", torch.zeros(classes, dtype=torch.float64, device=context.data.device))
 
