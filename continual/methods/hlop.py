@@ -22,7 +22,7 @@ through (README, "Faithfulness to the reference, and the settings that differ", 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 from torch import nn
@@ -47,13 +47,17 @@ from hlop.projection import SubspaceProjector
 from models.spiking_mlp import SpikingOutput
 
 LEARNINGS = ("online", "task_end", "both")
+REFERENCE_LR = (0.001, 0.01, 0.01)  # the official code's Hebbian rates: input layer, hidden layers
+LEARNING_ENCODERS_LR = (0.001, 0.001, 0.001)  # with learning encoders and Adam, 0.01 diverges in task 0
 THRESHOLD = (0.97, 0.97, 0.97)  # the spiking MLP's layers: GPM's default share of each task's input energy
 ENCODER_THRESHOLD = 0.999  # the encoders' layers (-encoder_mode continual)
 
 
 @dataclass(frozen=True)
 class HLOPConfig:
-    lr: tuple[float, float, float] = (0.001, 0.01, 0.01)  # the official code's: input layer, hidden layers
+    # the official code's: input layer, hidden layers; None: that, or 0.001 everywhere when the encoders learn
+    # (with Adam and learning encoders the hidden layers' Hebbian rows diverge at 0.01)
+    lr: tuple[float, float, float] | None = None
     iterations: int = 20  # the reference: 5, over ~7x more batches per task (PMNIST); README, deviations
     momentum: float = 0.9
     out_num: tuple[int, int, int] = (20, 200, 100)
@@ -68,7 +72,7 @@ class HLOPConfig:
     with_wfr: bool = True
     start_epochs: int = 0
     # -encoder_mode continual: each encoder layer's subspace, as fractions of its input size (a conv's C*k*k)
-    encoder_sizes: tuple[float, float] = (0.2, 0.05)  # task 0, each later task
+    encoder_sizes: tuple[float, float] = (0.5, 0.1)  # task 0, each later task
     encoder_lr: float = 0.5  # on inputs rescaled to unit mean squared norm per batch
     encoder_iterations: int = 5
     # when the lateral neurons learn: online (Oja's rule on every batch, the reference; the default), task_end
@@ -107,7 +111,9 @@ class HLOPConfig:
 
 def _check_numbers(c: HLOPConfig) -> None:
     """The same one-line errors from Python and from the flags (``common.validation``)."""
-    if not (isinstance(c.lr, (tuple, list)) and len(c.lr) == 3 and all(_finite_positive(v) for v in c.lr)):
+    if c.lr is not None and not (
+        isinstance(c.lr, (tuple, list)) and len(c.lr) == 3 and all(_finite_positive(v) for v in c.lr)
+    ):
         shown = (
             ",".join(f"{v:g}" if isinstance(v, (int, float)) else repr(v) for v in c.lr)
             if isinstance(c.lr, (tuple, list))
@@ -152,8 +158,10 @@ class HLOP(Method, SubspaceProjector):
     def add_flags(cls, parser) -> None:
         c = HLOPConfig()
         flag = parser.flag
-        flag("-hlop_lr", default=",".join(f"{v:g}" for v in c.lr),
-             help="Hebbian learning rate: one value, or one per layer (fc1,fc2,classifier)")  # fmt: skip
+        flag("-hlop_lr", default=None,
+             help="Hebbian learning rate: one value, or one per layer (fc1,fc2,classifier); default "
+             f"{','.join(f'{v:g}' for v in REFERENCE_LR)} (the reference's), "
+             f"{LEARNING_ENCODERS_LR[0]:g} with -encoder_mode continual")  # fmt: skip
         flag("-hlop_iterations", type=positive_int, default=c.iterations, help="Hebbian iterations per batch")
         flag("-hlop_out_num", default=",".join(map(str, c.out_num)), help="lateral neurons per layer added for task 0")
         flag("-hlop_out_num_inc", default=",".join(map(str, c.out_num_inc)),
@@ -205,7 +213,7 @@ class HLOP(Method, SubspaceProjector):
     @staticmethod
     def config_from_args(args) -> HLOPConfig:
         return HLOPConfig(
-            lr=comma_numbers(args.hlop_lr, "-hlop_lr", finite_float),
+            lr=None if args.hlop_lr is None else comma_numbers(args.hlop_lr, "-hlop_lr", finite_float),
             iterations=args.hlop_iterations,
             out_num=comma_numbers(args.hlop_out_num, "-hlop_out_num", non_negative_int),
             out_num_inc=comma_numbers(args.hlop_out_num_inc, "-hlop_out_num_inc", non_negative_int),
@@ -236,7 +244,7 @@ class HLOP(Method, SubspaceProjector):
         device = model.fc1.weight.device
         self.subspaces = nn.ModuleList(
             HebbianSubspace(layer.in_features, lr, c.momentum, c.spiking, c.spiking_scale, c.spiking_timesteps)
-            for layer, lr in zip(model.projected_layers, c.lr, strict=True)
+            for layer, lr in zip(model.projected_layers, c.lr or self._mode_lr(model), strict=True)
         ).to(device)
         self.needs_encoder_inputs = bool(model.encoder_layers)
         self.encoder_subspaces = nn.ModuleList(
@@ -254,6 +262,16 @@ class HLOP(Method, SubspaceProjector):
         """New lateral rows of an encoder layer with ``in_features`` inputs for ``task``."""
         share = self.config.encoder_sizes[0 if task == 0 else 1]
         return max(1, round(share * in_features))
+
+    def check(self, encoder_mode: str, scenario: str) -> None:
+        """Refuse what cannot work, and settle the Hebbian rates the encoder mode leaves open."""
+        super().check(encoder_mode, scenario)
+        if self.config.lr is None:
+            self.config = replace(self.config, lr=LEARNING_ENCODERS_LR if encoder_mode == "continual" else REFERENCE_LR)
+
+    @staticmethod
+    def _mode_lr(model) -> tuple[float, float, float]:
+        return LEARNING_ENCODERS_LR if model.encoder_layers else REFERENCE_LR
 
     def budgets(self, task: int) -> list[tuple[int, float | None]]:
         """Per subspace (the spiking MLP's three, then the encoders'): how many rows ``task`` adds (its size, or
