@@ -67,7 +67,7 @@ def _pretrained_flags(group) -> None:
     )
     group.flag("-pretrain_classes", default="all", choices=("all", "first-task"),
                help="default folder: encoders pretrained on every class, or on task 0's only")  # fmt: skip
-    group.flag("-fusion", default=None, choices=FUSIONS, help="default folder: the fusion (default reliability)")
+    group.flag("-fusion", default=None, choices=FUSIONS, help="default folder: the fusion (default attention)")
     group.flag("-split", default="auto", choices=SPLIT_MODES,
                help="default folder: the split the encoders were pretrained with (group: held-out speakers/videos)")  # fmt: skip
 

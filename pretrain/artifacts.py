@@ -23,7 +23,7 @@ MARKERS = ("meta.json", "best.pt", "last.pt")
 def default_out_dir(
     dataset: str,
     modality: str = "both",
-    fusion: str = "reliability",
+    fusion: str = "attention",
     pretrain_classes: str = "all",
     split: str = "auto",
     encoders: str = "ann",
@@ -32,7 +32,7 @@ def default_out_dir(
     parts = [dataset] + (["spiking"] if encoders == "spiking" else [])
     if modality != "both":
         parts.append(modality)
-    elif fusion != "reliability":  # the default fusion has no suffix
+    elif fusion != "attention":  # the default fusion has no suffix
         parts.append(fusion)
     if pretrain_classes != "all":
         parts.append(pretrain_classes)

@@ -51,9 +51,9 @@ def _encoder_flags(group) -> None:
                help="start resnet18 from ImageNet weights (needs them in torch's cache or a network)")  # fmt: skip
     group.flag("-audio_encoder", default="mlp", choices=AUDIO_ENCODERS,
                help="mlp over the MFCC vector, or conv over its 13-value windows")  # fmt: skip
-    group.flag("-fusion", default="reliability", choices=FUSIONS,
-               help="how the two embeddings are fused: reliability (attention that also weighs how sure each "
-               "modality's own head is), attention, concat or late")  # fmt: skip
+    group.flag("-fusion", default="attention", choices=FUSIONS,
+               help="how the two embeddings are fused: attention, reliability (attention that also weighs how sure "
+               "each modality's own head is; with -corrupt_views), concat or late")  # fmt: skip
     group.flag("-fusion_floor", type=fraction, default=0.0,
                help="attention fusion: the least weight every modality keeps on every sample (0: none; at most 0.5)")  # fmt: skip
     group.flag(

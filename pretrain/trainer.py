@@ -43,7 +43,7 @@ class PretrainConfig:
     weight_decay: float = 1e-4
     aux_weight: float = 1.0
     modality_dropout: float = 0.5
-    corrupt_views: float = 0.25  # share of training rows with one modality corrupted (models.probes.corrupt_views)
+    corrupt_views: float = 0.0  # share of training rows with one modality corrupted (models.probes.corrupt_views)
     image_size: int = 32
     image_fit: str = "squash"  # dataloader.images.IMAGE_FITS
     pretrain_classes: str = "all"
