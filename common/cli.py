@@ -209,6 +209,11 @@ def _config_value(path: str, key, value, action: argparse.Action):
         value = str(value)
     if action.choices is not None and value not in action.choices:
         raise UserError(f"-config {path}: {key} {value!r}: expected one of {', '.join(map(str, action.choices))}")
+    if getattr(action, "check", None) is not None and value is not None:
+        try:
+            action.check(value)
+        except UserError as exc:
+            raise UserError(f"-config {path}: {exc}") from None
     return value
 
 
@@ -227,7 +232,9 @@ def _add_flag(container, names: tuple[str, ...], kwargs: dict) -> argparse.Actio
     for name in names:
         spellings += [s for s in _spellings(name) if s not in spellings]
     kwargs.setdefault("dest", max(names, key=len).lstrip("-").replace("-", "_"))
+    check = kwargs.pop("check", None)  # checks a config file's value (the config objects check the rest)
     action = container.add_argument(*spellings, **kwargs)
+    action.check = check
     action.shown_names = [_spellings(name)[0] for name in names]  # the one documented spelling of each name
     return action
 

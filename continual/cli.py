@@ -13,7 +13,7 @@ from pathlib import Path
 
 from common.cli import FlagParser, fraction, non_negative_float, non_negative_int, positive_float, positive_int
 from common.errors import UserError
-from common.validation import check_seeds
+from common.validation import check_seeds, integer, positive
 from continual.config import MODE_DEFAULTS, OPTIMIZERS, SCHEDULERS, ContinualConfig
 from continual.experiment import Experiment
 from continual.methods import METHODS, Method, Replay
@@ -99,11 +99,13 @@ def _method_flags(group) -> None:
 
 def _optimisation_flags(group) -> None:
     c = ContinualConfig()
-    group.flag("-b", "-batch_size", type=int, default=c.batch_size, help="batch size")
-    group.flag("-epochs", type=int, default=c.epochs, help="epochs per task")
+    group.flag("-b", "-batch_size", type=int, default=c.batch_size, help="batch size",
+               check=lambda v: integer(v, "-batch_size"))  # fmt: skip
+    group.flag("-epochs", type=int, default=c.epochs, help="epochs per task", check=lambda v: integer(v, "-epochs"))
     modes = ", ".join(f"{opt} {lr:g} with -encoder_mode {mode}" for mode, (opt, lr) in MODE_DEFAULTS.items())
     group.flag("-opt", default=None, choices=OPTIMIZERS, help=f"optimizer, a fresh one per task (default: {modes})")
-    group.flag("-lr", type=float, default=None, help="learning rate (default: the -opt default's)")
+    group.flag("-lr", type=float, default=None, help="learning rate (default: the -opt default's)",
+               check=lambda v: positive(v, "-lr"))  # fmt: skip
     group.flag("-later_opt", default=None, choices=OPTIMIZERS,
                help="optimizer of the tasks after the first (default: -opt); e.g. -opt Adam -later_opt SGD")  # fmt: skip
     group.flag("-later_lr", type=float, default=None,

@@ -116,9 +116,7 @@ def open_data(e: Experiment) -> tuple[PretrainedFolder | None, PreparedData]:
         split = SplitConfig(mode=e.split)
         spec = DataSpec(data_dir, e.class_column or "CLASS2", split, Path(e.cache_dir), e.allow_outside_paths)
         return None, prepare_data(spec, e.tasks, TASKS)
-    default = default_out_dir(
-        data_dir.name, e.modality or "both", e.fusion or "attention", e.pretrain_classes, e.split
-    )
+    default = default_out_dir(data_dir.name, e.modality or "both", e.fusion or "attention", e.pretrain_classes, e.split)
     folder = PretrainedFolder(Path(e.pretrained or default))
     folder.check_encoders(e.modality, e.fusion, e.class_column)
     spec = folder.data_spec(data_dir, Path(e.cache_dir), e.allow_outside_paths)
