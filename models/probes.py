@@ -68,7 +68,8 @@ def probes_for(modalities: list[str], corrupt: list[str], noise: float) -> list[
     if len(modalities) == 2:
         found += [Probe("audio_only", keep=(False, True)), Probe("image_only", keep=(True, False))]
     for name in corrupt:
-        modality, kind = name.split(":")
+        modality, _, kind = name.partition(":")
+        kind = kind or "gaussian"
         if modality in modalities:
             label = f"corrupt_{modality}" if kind == "gaussian" else f"corrupt_{modality}_{kind}"
             found.append(Probe(label, corrupt=modality, noise=noise, kind=kind))
