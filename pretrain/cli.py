@@ -18,6 +18,7 @@ from models.spiking_encoders import ENCODER_KINDS, SPIKING_AUDIO_ENCODER, SPIKIN
 from pretrain.trainer import PRETRAIN_CLASSES, PretrainConfig
 
 PROG = "python spiking_pretrain_multimodal.py"
+SPIKING_FUSION_FLOOR = 0.25  # without it the spiking encoders' attention settles on audio alone (docs/pipeline.md)
 
 
 def build_parser(description: str = "", sibling=None) -> FlagParser:
@@ -54,8 +55,9 @@ def _encoder_flags(group) -> None:
     group.flag("-fusion", default="attention", choices=FUSIONS,
                help="how the two embeddings are fused: attention, reliability (attention that also weighs how sure "
                "each modality's own head is; with -corrupt_views), concat or late")  # fmt: skip
-    group.flag("-fusion_floor", type=fraction, default=0.0,
-               help="attention fusion: the least weight every modality keeps on every sample (0: none; at most 0.5)")  # fmt: skip
+    group.flag("-fusion_floor", type=fraction, default=None,
+               help="attention fusion: the least weight every modality keeps on every sample (at most 0.5; default "
+               f"{SPIKING_FUSION_FLOOR} for spiking encoders, whose attention otherwise settles on audio alone, else 0)")  # fmt: skip
     group.flag(
         "-feature_dim", type=positive_int, default=784, help="size of the fused feature the spiking network reads"
     )
@@ -108,6 +110,14 @@ def encoder_choice(args) -> tuple[str, str]:
     return SPIKING_IMAGE_BACKBONE, SPIKING_AUDIO_ENCODER
 
 
+def fusion_floor(requested: float | None, image_backbone: str, audio_encoder: str) -> float:
+    """The attention's least weight per modality: as requested, else the encoders' kind's default."""
+    if requested is not None:
+        return requested
+    spiking = image_backbone.startswith("spiking") or audio_encoder.startswith("spiking")
+    return SPIKING_FUSION_FLOOR if spiking else 0.0
+
+
 def config_from_args(args) -> PretrainConfig:
     names = ("epochs", "batch_size", "lr", "weight_decay", "aux_weight", "modality_dropout", "corrupt_views", "image_size",
              "image_fit", "pretrain_classes", "seed", "checkpoint_every")  # fmt: skip
@@ -124,6 +134,6 @@ def encoder_options(args, image_backbone: str, audio_encoder: str) -> dict:
         "spiking_timesteps": args.encoder_timesteps,
         "spiking_training": args.encoder_training,
         "fusion": args.fusion,
-        "fusion_floor": args.fusion_floor,
+        "fusion_floor": fusion_floor(args.fusion_floor, image_backbone, audio_encoder),
         "imagenet_weights": args.imagenet_weights,
     }

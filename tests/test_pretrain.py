@@ -228,3 +228,14 @@ def test_fusion_floor_keeps_every_kept_modality_above_it():
     assert torch.equal(weights[:32], torch.tensor([[1.0, 0.0]]).expand(32, 2))
     _, unfloored = AttentionFusion(8)(embeddings)
     assert torch.allclose(unfloored, torch.full_like(unfloored, 0.5))  # equal start without a floor too
+
+
+@pytest.mark.parametrize(
+    "flags, floor",
+    [([], 0.0), (["-encoder_type", "spiking"], 0.25), (["-encoder_type", "spiking", "-fusion_floor", "0"], 0.0)],
+)
+def test_spiking_encoders_keep_both_modalities_in_the_fusion_by_default(flags, floor):
+    from pretrain.cli import build_parser, encoder_choice, encoder_options
+
+    args = build_parser().parse_args(flags)
+    assert encoder_options(args, *encoder_choice(args))["fusion_floor"] == floor
