@@ -27,7 +27,7 @@ def main(argv) -> None:
     _, _, data = load(Path(args.pretrained) if args.pretrained else None, device)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with profile(activities=activities) as profiler:
-        epoch_seconds("hlop", data, ContinualConfig(), 1, device)
+        epoch_seconds("hlop", data, ContinualConfig().for_mode("frozen"), 1, device)
     key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
     print(profiler.key_averages().table(sort_by=key, row_limit=args.rows))
 

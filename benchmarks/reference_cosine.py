@@ -63,7 +63,7 @@ def main(argv) -> None:
     device = torch.device("cpu")
     data = continual_data(folder.features(prepared, device), prepared, device)
     data.task_classes, data.task_names = data.task_classes[:1], data.task_names[:1]  # train task 0 only
-    config = ContinualConfig(epochs=args.epochs)
+    config = ContinualConfig(epochs=args.epochs).for_mode("frozen")
     hlop = HLOP(HLOPConfig(spiking=True, spiking_scale=20.0, spiking_timesteps=40))
     with tempfile.TemporaryDirectory() as work:
         run = RunDir(Path(work) / "run", ("results.json",), resume=False, overwrite=False, out_flag="-out_dir")

@@ -182,7 +182,7 @@ def stage_continual(args) -> dict:
     generator = torch.Generator().manual_seed(0)
     features = torch.rand(len(data.table), 784, generator=generator) * 0.5  # non-negative, as fused features
     cdata = continual_data(features, data, torch.device("cpu"))
-    config = ContinualConfig()
+    config = ContinualConfig().for_mode("frozen")
     cpu = torch.device("cpu")
     figures = {name: float(np.median(epoch_seconds(name, cdata, config, 2, cpu))) for name in ("baseline", "hlop")}
     figures["task1_train_rows"] = len(cdata.rows["train"][1])

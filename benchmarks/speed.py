@@ -50,6 +50,11 @@ BENCHMARKED = {  # the methods timed, as a run builds them
 }
 
 
+def benchmark_config(batch_size: int) -> ContinualConfig:
+    """The continual script's defaults on frozen features (SGD 0.1), at ``batch_size``."""
+    return ContinualConfig(batch_size=batch_size).for_mode("frozen")
+
+
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -153,7 +158,7 @@ def main(argv) -> None:
     args = parser.parse_args(argv)
     device = select_device(args.gpu_id, args.device)
     folder, prepared, data = load(Path(args.pretrained) if args.pretrained else None, device)
-    config = ContinualConfig(batch_size=args.b)
+    config = benchmark_config(args.b)
     samples = len(data.rows["train"][1])
     figures = {
         "device": str(device),
