@@ -87,7 +87,9 @@ def _encoder_flags(group) -> None:
     group.flag("-encoder_momentum", type=fraction, default=c.encoder_momentum,
                help="-encoder_mode continual, with -opt SGD: momentum of the encoders and the fusion")  # fmt: skip
     group.flag("-modality_dropout", type=fraction, default=c.modality_dropout,
-               help="-encoder_mode continual: share of training rows that see one random modality only")  # fmt: skip
+               help="share of training rows that see one random modality only (frozen encoders: that modality's "
+               "features alone, as the audio_only / image_only probes read them); default 0 on frozen features, "
+               "0.5 with -encoder_mode continual")  # fmt: skip
 
 
 def _method_flags(group) -> None:
@@ -102,7 +104,7 @@ def _optimisation_flags(group) -> None:
     group.flag("-b", "-batch_size", type=int, default=c.batch_size, help="batch size",
                check=lambda v: integer(v, "-batch_size"))  # fmt: skip
     group.flag("-epochs", type=int, default=c.epochs, help="epochs per task", check=lambda v: integer(v, "-epochs"))
-    modes = ", ".join(f"{opt} {lr:g} with -encoder_mode {mode}" for mode, (opt, lr) in MODE_DEFAULTS.items())
+    modes = ", ".join(f"{opt} {lr:g} with -encoder_mode {mode}" for mode, (opt, lr, _) in MODE_DEFAULTS.items())
     group.flag("-opt", default=None, choices=OPTIMIZERS, help=f"optimizer, a fresh one per task (default: {modes})")
     group.flag("-lr", type=float, default=None, help="learning rate (default: the -opt default's)",
                check=lambda v: positive(v, "-lr"))  # fmt: skip

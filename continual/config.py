@@ -16,7 +16,10 @@ from models.neurons import NeuronConfig
 SCENARIOS = ("class", "task")
 OPTIMIZERS = ("SGD", "Adam")
 SCHEDULERS = ("StepLR", "CosALR")
-MODE_DEFAULTS = {"frozen": ("SGD", 0.1), "continual": ("Adam", 0.001)}  # -encoder_mode -> (-opt, -lr)
+MODE_DEFAULTS = {
+    "frozen": ("SGD", 0.1, 0.0),
+    "continual": ("Adam", 0.001, 0.5),
+}  # -encoder_mode -> -opt, -lr, -modality_dropout
 
 
 @dataclass(frozen=True)
@@ -29,7 +32,7 @@ class ContinualConfig:
     lr: float | None = None  # None: the encoder mode's
     encoder_lr: float = 0.001  # -encoder_mode continual: the encoders' and the fusion's learning rate
     encoder_momentum: float = 0.9  # -encoder_mode continual, with SGD: the encoders' momentum
-    modality_dropout: float = 0.5  # -encoder_mode continual: share of training rows that see one random modality
+    modality_dropout: float | None = None  # share of training rows that see one random modality; None: the mode's
     lr_scheduler: str = "StepLR"
     step_size: float = 100
     gamma: float = 0.1
@@ -54,8 +57,9 @@ class ContinualConfig:
                 positive(getattr(self, name), f"-{name}")
         for name in ("encoder_lr", "step_size", "gamma"):
             positive(getattr(self, name), f"-{name}")
-        for name in ("encoder_momentum", "modality_dropout"):
-            share(getattr(self, name), f"-{name}")
+        share(self.encoder_momentum, "-encoder_momentum")
+        if self.modality_dropout is not None:
+            share(self.modality_dropout, "-modality_dropout")
         non_negative(self.checkpoint_every, "-checkpoint_every")
         for name, choices in (("opt", OPTIMIZERS), ("later_opt", OPTIMIZERS)):
             if getattr(self, name) is not None:
@@ -70,9 +74,11 @@ class ContinualConfig:
             raise UserError(f"neuron: expected a NeuronConfig, got {self.neuron!r}")
 
     def for_mode(self, encoder_mode: str) -> ContinualConfig:
-        """``opt`` and ``lr`` where they are left to the mode: SGD 0.1 (frozen encoders), Adam 0.001 (continual)."""
-        opt, lr = MODE_DEFAULTS[encoder_mode]
-        return replace(self, opt=self.opt or opt, lr=self.lr or lr)
+        """``opt``, ``lr`` and ``modality_dropout`` where they are left to the mode: SGD 0.1 and none on frozen
+        features (the reference), Adam 0.001 and 0.5 when the encoders learn (continual)."""
+        opt, lr, dropout = MODE_DEFAULTS[encoder_mode]
+        dropout = dropout if self.modality_dropout is None else self.modality_dropout
+        return replace(self, opt=self.opt or opt, lr=self.lr or lr, modality_dropout=dropout)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -71,6 +71,24 @@ class ContinualData:
         images, mfcc = corrupted(images, mfcc, probe, rows)
         return images, mfcc, keep_mask(probe, len(rows), self.device)
 
+    def training_inputs(self, rows: torch.Tensor, modality_dropout: float | None):
+        """``inputs(rows)`` to train on: with frozen encoders, ``modality_dropout`` of the rows read one random
+        modality's features alone (the ``audio_only`` / ``image_only`` probes' features), so that the spiking MLP
+        and the subspaces HLOP learns from its inputs hold each modality's path as well as the fused one.
+        Which rows, and which modality, is drawn from the rows themselves: a resumed run draws the same.
+        (With continual encoders the network drops modalities itself: ``models.end_to_end``.)"""
+        single = ("audio_only", "image_only")
+        if self.encoder is not None or not modality_dropout or not set(single) <= self.probe_features.keys():
+            return self.inputs(rows)
+        generator = torch.Generator().manual_seed(int(rows[0]) * 100_003 + len(rows) if len(rows) else 0)
+        dropped = (torch.rand(len(rows), generator=generator) < modality_dropout).to(self.device)
+        kept = torch.randint(2, (len(rows),), generator=generator).to(self.device)
+        features = self.features[rows].clone()
+        for index, name in enumerate(single):
+            chosen = dropped & (kept == index)
+            features[chosen] = self.probe_features[name][rows[chosen]]
+        return features
+
     def bytes_per_sample(self) -> int:
         """What storing one row's input costs (replay memories)."""
         if self.encoder is None:

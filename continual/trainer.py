@@ -203,7 +203,8 @@ def train_step(training: TaskTraining, method: Method, context: Context) -> torc
     own = dist.shard(batch)
     local = method.extend_batch(context, own)
     labels = data.labels[local]
-    output = training.network(data.inputs(local), context.projector, keep_spikes=method.needs_spikes)
+    inputs = data.training_inputs(local, context.config.modality_dropout)
+    output = training.network(inputs, context.projector, keep_spikes=method.needs_spikes)
     logits = masked_logits(output.logits.float(), scenario_mask(data, local, context.config))
     loss_sum = F.cross_entropy(logits, labels, reduction="sum")
     loss = loss_sum / (len(batch) * len(local) / len(own)) * dist.world

@@ -61,3 +61,18 @@ def test_runs_report_a_matrix_per_modality_and_per_corruption(six_class_dir, tmp
         "-out_dir", str(tmp_path / "run2"), "-test_corrupt", "smell",
     )  # fmt: skip
     assert bad.returncode == 2 and "-test_corrupt smell" in bad.stderr
+
+
+def test_frozen_modality_dropout_trains_on_each_modality_alone_the_same_way_every_time():
+    from continual.data import ContinualData
+
+    fused, audio, image = torch.zeros(40, 3), torch.ones(40, 3), torch.full((40, 3), 2.0)
+    data = ContinualData(fused, torch.arange(40) % 2, [[0, 1]], [["a", "b"]], ["a", "b"],
+                         {"train": [torch.arange(40)]}, probe_features={"audio_only": audio, "image_only": image})  # fmt: skip
+    rows = torch.randperm(40)
+    assert torch.equal(data.training_inputs(rows, 0.0), fused[rows])
+    half = data.training_inputs(rows, 0.5)
+    assert torch.equal(half, data.training_inputs(rows, 0.5))  # a resumed run draws the same rows
+    read = half[:, 0].tolist()
+    assert 0.0 in read and 1.0 in read and 2.0 in read  # fused, audio alone, image alone
+    assert set(data.training_inputs(rows, 1.0)[:, 0].tolist()) == {1.0, 2.0}
