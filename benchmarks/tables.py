@@ -58,6 +58,7 @@ TABLES = (
             "frozen-ewc",
             "frozen-replay",
             "frozen-er",
+            "frozen-hlop-er",
             "frozen-derpp",
             "frozen-hlop-analytic",
             "frozen-hlop-ncm",

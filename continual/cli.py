@@ -9,6 +9,7 @@ conventions are accepted too (``common.cli``).
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from common.cli import FlagParser, fraction, non_negative_float, non_negative_int, positive_float, positive_int
@@ -93,7 +94,9 @@ def _encoder_flags(group) -> None:
 
 
 def _method_flags(group) -> None:
-    group.flag("-method", default="hlop", choices=sorted(METHODS), help="continual-learning method")
+    group.flag("-method", default="hlop", type=method_names,
+               help=f"continual-learning method: {', '.join(sorted(METHODS))}; several joined by commas run together "
+               "(-method hlop,er: HLOP's projection with a replay memory in every batch)")  # fmt: skip
     group.flag("-baseline", action="store_true", help="plain sequential training (the same as -method baseline)")
     group.flag("-scenario", default=ContinualConfig().scenario, choices=SCENARIOS,
                help="class: one head over all classes (the reference); task: predict among the task's classes")  # fmt: skip
@@ -182,12 +185,24 @@ def parse_seeds(text: str | None, flag: str = "-seeds", least: int | None = None
     return seeds
 
 
+def method_names(text: str) -> str:
+    """``-method``: one method's name, or several joined by commas (each at most once)."""
+    names = [name.strip() for name in text.split(",")]
+    if any(name not in METHODS for name in names) or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(
+            f"expected one of {', '.join(sorted(METHODS))}, or several joined by commas (each once), got {text!r}"
+        )
+    return ",".join(names)
+
+
 def methods_from_args(args) -> list[Method]:
-    """The ``-method`` (or ``-baseline``) built from its own flags, and replay after it with ``-replay``."""
+    """The ``-method`` methods (or ``-baseline``), each built from its own flags, and replay after them with
+    ``-replay``."""
     if args.baseline and args.method not in ("hlop", "baseline"):  # hlop: the default, i.e. -method not given
         raise UserError(f"-baseline and -method {args.method}: -baseline is -method baseline; give one of the two")
-    methods = [METHODS["baseline" if args.baseline else args.method].from_args(args)]
-    if args.replay and not isinstance(methods[0], Replay):
+    names = ["baseline"] if args.baseline else args.method.split(",")
+    methods = [METHODS[name].from_args(args) for name in names]
+    if args.replay and not any(isinstance(method, Replay) for method in methods):
         methods.append(Replay.from_args(args))
     if args.head != "linear":
         methods.append(HEAD_METHODS[args.head].from_args(args))

@@ -61,6 +61,18 @@ def test_replay_forgets_less_than_the_baseline(tmp_path):
         assert results["acc"] > baseline["acc"] + 0.2, name
 
 
+def test_methods_named_together_run_together_each_from_its_own_flags():
+    from continual.cli import build_parser, methods_from_args
+    from continual.methods import HLOP
+
+    args = build_parser().parse_args(["-method", "hlop,er", "-memory_size", "7", "-head", "ncm"])
+    methods = methods_from_args(args)
+    assert [type(m) for m in methods] == [HLOP, ER, NCMHead] and methods[1].config.memory_size == 7
+    for bad in ("hlop,nothing", "er,er"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["-method", bad])
+
+
 def test_er_share_must_leave_room_for_new_rows():
     with pytest.raises(UserError, match="-er_share 1.0"):
         ERConfig(share=1.0)
