@@ -189,7 +189,8 @@ def write_tables(runs: Path, out: Path, readme: Path | None) -> None:
         "Written by `python benchmarks/tables.py write` from the runs of the presets in `configs/` "
         f"(tables written at commit {head}, on {machine()}). Every row names its preset: "
         "`python benchmarks/tables.py run PRESET` regenerates it (pretraining, then the continual run). "
-        "A row measured at an earlier commit says so in its last column. ACC, BWT and forgetting are in %, "
+        "A row measured at an earlier commit says so in its last column (`+changes`: the working tree then held "
+        "uncommitted edits beside that commit). ACC, BWT and forgetting are in %, "
         "mean ± sample standard deviation over the seeds; memory is what the method keeps between tasks.",
         "",
     ]
