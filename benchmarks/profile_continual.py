@@ -11,10 +11,9 @@ if __package__ in (None, ""):
 
 from torch.profiler import ProfilerActivity, profile
 
-from benchmarks.speed import epoch_seconds, load
+from benchmarks.speed import benchmark_config, epoch_seconds, load
 from common.cli import FlagParser, run_cli
 from common.device import select_device
-from continual.config import ContinualConfig
 
 
 def main(argv) -> None:
@@ -27,7 +26,7 @@ def main(argv) -> None:
     _, _, data = load(Path(args.pretrained) if args.pretrained else None, device)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with profile(activities=activities) as profiler:
-        epoch_seconds("hlop", data, ContinualConfig().for_mode("frozen"), 1, device)
+        epoch_seconds("hlop", data, benchmark_config(), 1, device)
     key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
     print(profiler.key_averages().table(sort_by=key, row_limit=args.rows))
 

@@ -174,15 +174,14 @@ def stage_pretrain(args) -> dict:
 
 
 def stage_continual(args) -> dict:
-    from benchmarks.speed import epoch_seconds
-    from continual.config import ContinualConfig
+    from benchmarks.speed import benchmark_config, epoch_seconds
     from continual.data import continual_data
 
     data = prepare_data(spec(args.data_dir, args.cache_dir))
     generator = torch.Generator().manual_seed(0)
     features = torch.rand(len(data.table), 784, generator=generator) * 0.5  # non-negative, as fused features
     cdata = continual_data(features, data, torch.device("cpu"))
-    config = ContinualConfig().for_mode("frozen")
+    config = benchmark_config()
     cpu = torch.device("cpu")
     figures = {name: float(np.median(epoch_seconds(name, cdata, config, 2, cpu))) for name in ("baseline", "hlop")}
     figures["task1_train_rows"] = len(cdata.rows["train"][1])

@@ -50,7 +50,7 @@ BENCHMARKED = {  # the methods timed, as a run builds them
 }
 
 
-def benchmark_config(batch_size: int) -> ContinualConfig:
+def benchmark_config(batch_size: int = ContinualConfig.batch_size) -> ContinualConfig:
     """The continual script's defaults on frozen features (SGD 0.1), at ``batch_size``."""
     return ContinualConfig(batch_size=batch_size).for_mode("frozen")
 

@@ -31,9 +31,8 @@ class EndToEndNet(nn.Module):
         max_rows: int = 1024,
     ):
         super().__init__()
-        self.modality_dropout = (
-            modality_dropout or 0.0
-        )  # in training, as in pretraining: a row may see one modality only
+        # in training, as in pretraining: a row may see one modality only (None: a config not yet resolved, none)
+        self.modality_dropout = modality_dropout or 0.0
         self.encoder, self.snn = encoder, snn
         self.encoder.head = nn.Identity()  # the spiking MLP classifies; the pretraining heads are unused
         if encoder.fusion is None or not encoder.fusion.uses_heads:  # a reliability fusion reads each modality's head
