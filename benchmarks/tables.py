@@ -73,7 +73,7 @@ TABLES = (
             "leakfree-task-joint",
             "leakfree-task-baseline",
             "leakfree-task-hlop",
-            "leakfree-task-hlop-taskend",
+            "leakfree-task-hlop-online",
             "leakfree-task-gpm",
         ),
     ),
@@ -159,8 +159,22 @@ def _cell(results: dict, column: str) -> str:
     return f"{value * 100:.1f}" + (f" ± {spread * 100:.1f}" if spread is not None else "")
 
 
-def table_lines(table_presets: tuple[str, ...], columns: tuple[str, ...], runs: Path, head: str) -> list[str]:
-    """A markdown table: one row per preset, its method and columns, the seeds and the commit it was measured at."""
+def written_rows(path: Path) -> dict[str, str]:
+    """The rows a file already holds, by preset: what ``write`` keeps for a preset whose run is not here
+    (runs stay on the machine that made them; a row keeps the commit it was measured at)."""
+    if not path.is_file():
+        return {}
+    rows = {}
+    for line in path.read_text().splitlines():
+        if line.startswith("| `") and "` | " in line and " | not measured at " not in line:
+            rows.setdefault(line[3:].split("`", 1)[0], line)
+    return rows
+
+
+def table_lines(table_presets: tuple[str, ...], columns: tuple[str, ...], runs: Path, head: str,
+                kept: dict[str, str] | None = None) -> list[str]:  # fmt: skip
+    """A markdown table: one row per preset, its method and columns, the seeds and the commit it was measured at;
+    a preset with no run in ``runs`` keeps its row of ``kept`` (with as many cells), or says it is not measured."""
     import json
 
     names = [NAMES.get(c, c.replace("acc_corrupt_", "").replace("_", " ") + " ACC %") for c in columns]
@@ -171,7 +185,10 @@ def table_lines(table_presets: tuple[str, ...], columns: tuple[str, ...], runs: 
     for name in table_presets:
         path = runs / name / "results.json"
         if not path.is_file():
-            lines.append(f"| `{name}` | not measured at {head} |" + " |" * (len(columns) + 2))
+            row = (kept or {}).get(name)
+            cells = len(columns) + 4
+            lines.append(row if row and row.count(" | ") == cells - 1 else
+                         f"| `{name}` | not measured at {head} |" + " |" * (cells - 2))  # fmt: skip
             continue
         results = json.loads(path.read_text())
         measured = results.get("provenance", {}).get("commit", "unknown")
@@ -182,7 +199,7 @@ def table_lines(table_presets: tuple[str, ...], columns: tuple[str, ...], runs: 
 
 
 def write_tables(runs: Path, out: Path, readme: Path | None) -> None:
-    head = commit()
+    head, kept = commit(), written_rows(out)
     text = [
         "# Measured results",
         "",
@@ -196,10 +213,10 @@ def write_tables(runs: Path, out: Path, readme: Path | None) -> None:
     ]
     for table in TABLES:
         text += [f"## {table.title}", "", f'<a id="{table.key}"></a>{table.about}', ""]
-        text += [*table_lines(table.presets, table.columns, runs, head), ""]
+        text += [*table_lines(table.presets, table.columns, runs, head, kept), ""]
     atomic.write_text(out, "\n".join(text))
     if readme is not None:
-        lines = table_lines(HEADLINE, ("acc", "bwt", "memory"), runs, head)
+        lines = table_lines(HEADLINE, ("acc", "bwt", "memory"), runs, head, written_rows(readme))
         _replace_between(readme, "<!-- headline table: benchmarks/tables.py write -->", "<!-- end of table -->", lines)
 
 

@@ -228,3 +228,79 @@ def test_hebbian_passes_learn_only_what_the_frozen_rows_leave():
     subspace.consolidate(residual.t() @ residual / len(residual), 10)
     assert _largest_principal_angle(subspace.weight, basis) < 1.0
     assert subspace.weight[4:].matmul(subspace.weight[:4].t()).abs().max() < 1e-3
+
+
+def test_what_grown_rows_leave_equals_the_dense_projection():
+    """``grow``'s low-rank residual correlation equals ``(I - P) C (I - P)`` computed densely."""
+    from hlop.hebbian import _left_outside
+
+    generator = torch.Generator().manual_seed(0)
+    a = torch.randn(30, 30, generator=generator, dtype=torch.float64)
+    correlation = a @ a.t() / 30
+    rows = torch.randn(4, 30, generator=generator, dtype=torch.float64)  # not orthonormal: P needs (R R^T)^-1
+    projector = rows.t() @ torch.linalg.inv(rows @ rows.t()) @ rows
+    eye = torch.eye(30, dtype=torch.float64)
+    expected = (eye - projector) @ correlation @ (eye - projector)
+    torch.testing.assert_close(_left_outside(correlation, rows), expected, atol=1e-10, rtol=0)
+
+
+def test_grown_neurons_hold_the_threshold_share_as_few_as_an_svd_needs():
+    """Grown by energy, the lateral neurons are as many as GPM's SVD criterion picks, and leave outside at most
+    1.1 times the energy the SVD's directions leave."""
+    x, _ = _low_rank_rows(rank=8)
+    correlation = x.t().double() @ x.double() / len(x)
+    energies = torch.linalg.eigvalsh(correlation).flip(0)
+    threshold = 0.95
+    needed = int((energies.cumsum(0) / energies.sum() < threshold).sum()) + 1
+    subspace = HebbianSubspace(64, lr=0.01)
+    torch.manual_seed(0)
+    subspace.grow(correlation, correlation, threshold, budget=64)
+    assert subspace.weight.shape[0] == needed
+    ours = torch.linalg.qr(subspace.weight.t().double()).Q
+    outside = float(correlation.trace() - (ours.t() @ correlation @ ours).trace())
+    assert subspace.weight.shape[0] == needed
+    assert outside <= 1.1 * float(energies[needed:].sum()), (outside, float(energies[needed:].sum()))
+
+
+def test_orthonormal_rows_span_the_same_subspace_and_are_orthonormal():
+    from hlop.hebbian import orthonormal_rows
+
+    generator = torch.Generator().manual_seed(0)
+    rows = torch.randn(6, 20, generator=generator, dtype=torch.float64)
+    rows[3] = rows[2] + 0.3 * rows[3]  # far from orthogonal: Gram eigenvalues well away from 1
+    basis = orthonormal_rows(rows)
+    torch.testing.assert_close(basis @ basis.t(), torch.eye(6, dtype=torch.float64), atol=1e-8, rtol=0)
+    assert _largest_principal_angle(basis, torch.linalg.qr(rows.t()).Q.t()) < 1e-4
+    # the symmetric choice: the orthonormal rows closest to nearly orthonormal rows are nearly those rows
+    near = torch.linalg.qr(rows.t()).Q.t() + 1e-3 * torch.randn(6, 20, generator=generator, dtype=torch.float64)
+    assert (orthonormal_rows(near) - near).abs().max() < 5e-3
+
+
+def test_exact_projection_removes_the_span_of_rows_that_are_not_orthonormal():
+    """With rows at 0.6..1.6 Gram eigenvalues, ``x - W^T W x`` (the reference's, ``-hlop_projection rows``)
+    leaves part of an old input; the default exact projection leaves nothing."""
+    generator = torch.Generator().manual_seed(1)
+    rows = torch.linalg.qr(torch.randn(16, 5, generator=generator)).Q.t()
+    rows[1] = (rows[1] + 0.5 * rows[0]) / (1 + 0.25) ** 0.5  # unit norm, 0.45 overlap with row 0
+    old = torch.randn(8, 5, generator=generator) @ rows  # inputs inside the rows' span
+    for exact, leaves in ((True, False), (False, True)):
+        subspace = HebbianSubspace(16, lr=0.01, exact_projection=exact)
+        subspace.weight, subspace.velocity = rows.clone(), torch.zeros_like(rows)
+        subspace.merge()
+        left = subspace.orthogonal(old).norm() / old.norm()
+        assert (left > 0.1) == leaves, f"exact={exact}: {left:.3g} of the old inputs left"
+        if exact:
+            assert left < 1e-5
+
+
+def test_hlop_defaults_follow_the_encoder_mode():
+    """Online Oja on frozen features (the reference's); task-end passes grown by energy when encoders learn."""
+    frozen, learning = HLOP(), HLOP()
+    frozen.check("frozen", "class")
+    learning.check("continual", "task")
+    assert (frozen.config.learning, frozen.config.threshold, frozen.config.encoder_threshold) == ("online", None, None)
+    assert learning.config.learning == "task_end" and learning.config.encoder_threshold == 0.99999
+    assert learning.config.lr == (0.001, 0.001, 0.001) and frozen.config.lr == (0.001, 0.01, 0.01)
+    chosen = HLOP(HLOPConfig(learning="online"))
+    chosen.check("continual", "task")
+    assert chosen.config.learning == "online" and chosen.config.encoder_threshold is None

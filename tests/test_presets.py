@@ -46,3 +46,18 @@ def test_the_table_command_writes_rows_from_runs_and_says_which_are_missing(tmp_
     assert "| `frozen-gpm` | not measured at " in text and "tables written at commit" in text
     headline = readme.read_text()
     assert "old" not in headline and "| `frozen-hlop` | hlop | 95.8 ± 0.7 |" in headline and headline.endswith("rest\n")
+
+
+def test_the_table_command_keeps_a_written_row_whose_run_is_not_here(tmp_path):
+    """Runs stay on the machine that made them: writing again elsewhere keeps each row and its commit."""
+    runs = tmp_path / "runs"
+    (runs / "frozen-hlop").mkdir(parents=True)
+    record = {"method": "hlop", "acc": 0.958, "bwt": -0.0267, "seeds": [0], "provenance": {"commit": "abc1234"}}
+    (runs / "frozen-hlop" / "results.json").write_text(json.dumps(record))
+    out = tmp_path / "results.md"
+    tables.write_tables(runs, out, None)
+    row = next(line for line in out.read_text().splitlines() if line.startswith("| `frozen-hlop` |"))
+    (runs / "frozen-hlop" / "results.json").unlink()
+    tables.write_tables(runs, out, None)
+    assert row in out.read_text().splitlines() and "abc1234" in row
+    assert "| `frozen-gpm` | not measured at " in out.read_text()

@@ -47,10 +47,13 @@ from hlop.projection import SubspaceProjector
 from models.spiking_mlp import SpikingOutput
 
 LEARNINGS = ("online", "task_end", "both")
+PROJECTIONS = ("exact", "rows")
 REFERENCE_LR = (0.001, 0.01, 0.01)  # the official code's Hebbian rates: input layer, hidden layers
 LEARNING_ENCODERS_LR = (0.001, 0.001, 0.001)  # with learning encoders and Adam, 0.01 diverges in task 0
 THRESHOLD = (0.97, 0.97, 0.97)  # the spiking MLP's layers: GPM's default share of each task's input energy
-ENCODER_THRESHOLD = 0.999  # the encoders' layers (-encoder_mode continual)
+ENCODER_THRESHOLD = (
+    0.99999  # the encoders' layers (-encoder_mode continual): every direction with energy (0.9999 forgets)
+)
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,9 @@ class HLOPConfig:
     spiking_timesteps: int = 1000
     spiking_projection: str = "timestep"  # or "rate"
     new_rows: str = "random"  # new lateral rows at random angles to the old ones (the reference), or "orthogonal"
+    # exact: project with the frozen rows made orthonormal (products only), which removes exactly their span;
+    # rows: x - W^T W x with the rows as learned (the reference), exact only for orthonormal rows
+    projection: str = "exact"
     with_wfr: bool = True
     start_epochs: int = 0
     # -encoder_mode continual: each encoder layer's subspace, as fractions of its input size (a conv's C*k*k)
@@ -86,8 +92,10 @@ class HLOPConfig:
 
     def __post_init__(self):
         _check_numbers(self)
-        if self.learning is None:  # measured best on the held-out speaker (docs/reference.md, deviations)
-            object.__setattr__(self, "learning", "online")
+        if self.projection not in PROJECTIONS:
+            raise UserError(f"-hlop_projection {self.projection}: expected one of {', '.join(PROJECTIONS)}")
+        if self.learning is None:  # settled by ``for_mode``: read as online until then
+            return
         if self.learning not in LEARNINGS:
             raise UserError(f"-hlop_learning {self.learning}: expected one of {', '.join(LEARNINGS)}")
         for name, automatic in (("threshold", THRESHOLD), ("encoder_threshold", ENCODER_THRESHOLD)):
@@ -97,9 +105,20 @@ class HLOPConfig:
             raise UserError(f"-hlop_threshold: lateral neurons grow by energy at a task's end; it needs "
                             f"-hlop_learning task_end, not {self.learning}")  # fmt: skip
 
+    def for_mode(self, encoder_mode: str) -> HLOPConfig:
+        """The settings an encoder mode leaves open, settled: Hebbian rates, and when the lateral neurons learn
+        (measured best on the held-out speaker, docs/reference.md: online on frozen features, at each task's end
+        when the encoders learn)."""
+        continual = encoder_mode == "continual"
+        return replace(
+            self,
+            lr=self.lr or (LEARNING_ENCODERS_LR if continual else REFERENCE_LR),
+            learning=self.learning or ("task_end" if continual else "online"),
+        )
+
     @property
     def online(self) -> bool:
-        return self.learning in ("online", "both")
+        return self.learning in ("online", "both", None)
 
     @property
     def at_task_end(self) -> bool:
@@ -181,6 +200,10 @@ class HLOP(Method, SubspaceProjector):
              "or to their weighted firing rate")  # fmt: skip
         flag("-hlop_new_rows", default=c.new_rows, choices=("orthogonal", "random"),
              help="each task's new lateral neurons start orthogonal to the old ones, or at random angles (the reference)")  # fmt: skip
+        flag("-hlop_projection", default=c.projection, choices=PROJECTIONS,
+             help="exact: project away from the frozen lateral rows made orthonormal (products only), removing "
+             "exactly their span; rows: x - W^T W x with the rows as learned (the reference; exact only for "
+             "orthonormal rows)")  # fmt: skip
         flag("-hlop_start_epochs", type=non_negative_int, default=c.start_epochs,
              help="Hebbian learning starts after this many epochs of each task")  # fmt: skip
         flag("-hlop_encoder_sizes", default=",".join(f"{v:g}" for v in c.encoder_sizes),
@@ -193,9 +216,10 @@ class HLOP(Method, SubspaceProjector):
         flag("-not_hlop_with_wfr", action="store_true",
              help="Hebbian updates from each timestep's spikes instead of the weighted firing rate")  # fmt: skip
         flag("-hlop_learning", default=None, choices=LEARNINGS,
-             help="when the lateral neurons learn: online (Oja's rule on every batch, the reference; the default), "
-             "task_end (Hebbian passes over each task's inputs at its end, converging to the principal subspace, "
-             "grown by -hlop_threshold; an epoch costs the projection only), or both")  # fmt: skip
+             help="when the lateral neurons learn: online (Oja's rule on every batch, the reference; the default on "
+             "frozen features), task_end (Hebbian passes over each task's inputs at its end, converging to the "
+             "principal subspace, grown by -hlop_threshold; an epoch costs the projection only; the default with "
+             "-encoder_mode continual), or both")  # fmt: skip
         flag("-hlop_passes", type=positive_int, default=c.passes,
              help="-hlop_learning task_end: Hebbian passes over the task's inputs")  # fmt: skip
         flag("-hlop_threshold", default="auto",
@@ -222,6 +246,7 @@ class HLOP(Method, SubspaceProjector):
             spiking_timesteps=args.hlop_spiking_timesteps,
             spiking_projection=args.hlop_spiking_projection,
             new_rows=args.hlop_new_rows,
+            projection=args.hlop_projection,
             with_wfr=not args.not_hlop_with_wfr,
             start_epochs=args.hlop_start_epochs,
             encoder_sizes=comma_numbers(args.hlop_encoder_sizes, "-hlop_encoder_sizes", fraction, count=2),
@@ -234,21 +259,25 @@ class HLOP(Method, SubspaceProjector):
         )
 
     def before_run(self, context: Context) -> None:
-        c, model = self.config, context.model
+        model = context.model
+        if self.config.learning is None:  # built without ``check`` (benchmarks, tests): settle it here
+            self.config = self.config.for_mode("continual" if model.encoder_layers else "frozen")
+        c = self.config
         for name, layer, n in zip(("fc1", "fc2", "classifier"), model.projected_layers, c.out_num, strict=True):
             if n > layer.in_features:  # later increments are cut to the room left (see ``before_task``)
                 raise UserError(
                     f"-hlop_out_num {','.join(map(str, c.out_num))}: {n} lateral neurons for {name}, whose input has "
                     f"only {layer.in_features} values; use at most that many"
                 )
-        device = model.fc1.weight.device
+        device, exact = model.fc1.weight.device, c.projection == "exact"
         self.subspaces = nn.ModuleList(
-            HebbianSubspace(layer.in_features, lr, c.momentum, c.spiking, c.spiking_scale, c.spiking_timesteps)
+            HebbianSubspace(layer.in_features, lr, c.momentum, c.spiking, c.spiking_scale, c.spiking_timesteps, exact)
             for layer, lr in zip(model.projected_layers, c.lr or self._mode_lr(model), strict=True)
         ).to(device)
         self.needs_encoder_inputs = bool(model.encoder_layers)
         self.encoder_subspaces = nn.ModuleList(
-            HebbianSubspace(input_dim(layer), c.encoder_lr, c.momentum) for layer in model.encoder_layers
+            HebbianSubspace(input_dim(layer), c.encoder_lr, c.momentum, exact_projection=exact)
+            for layer in model.encoder_layers
         ).to(device)
 
     def sizes(self, task: int) -> list[int]:
@@ -264,10 +293,9 @@ class HLOP(Method, SubspaceProjector):
         return max(1, round(share * in_features))
 
     def check(self, encoder_mode: str, scenario: str) -> None:
-        """Refuse what cannot work, and settle the Hebbian rates the encoder mode leaves open."""
+        """Refuse what cannot work, and settle what the encoder mode leaves open (``HLOPConfig.for_mode``)."""
         super().check(encoder_mode, scenario)
-        if self.config.lr is None:
-            self.config = replace(self.config, lr=LEARNING_ENCODERS_LR if encoder_mode == "continual" else REFERENCE_LR)
+        self.config = self.config.for_mode(encoder_mode)
 
     @staticmethod
     def _mode_lr(model) -> tuple[float, float, float]:
@@ -304,10 +332,10 @@ class HLOP(Method, SubspaceProjector):
         return self if context.task > 0 else None
 
     def basis(self, layer: int) -> torch.Tensor:
-        return self.subspaces[layer].frozen
+        return self.subspaces[layer].basis
 
     def encoder_basis(self, layer: int) -> torch.Tensor:
-        return self.encoder_subspaces[layer].frozen
+        return self.encoder_subspaces[layer].basis
 
     def quantizer(self, layer: int):
         return self.subspaces[layer].quantize if self.config.spiking else None
@@ -369,7 +397,7 @@ class HLOP(Method, SubspaceProjector):
         """Each protected layer's subspace after the task: its rows, those it had before, its quantiser."""
         rows = [*self.subspaces, *self.encoder_subspaces]
         return [
-            {"layer": name, "basis": s.frozen, "old_rows": old, "quantize": s.quantize if s.spiking else None}
+            {"layer": name, "basis": s.basis, "old_rows": old, "quantize": s.quantize if s.spiking else None}
             for name, s, old in zip(context.model.protected_names, rows, self.old_rows, strict=True)
         ]
 
