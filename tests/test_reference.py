@@ -28,9 +28,10 @@ def inputs(seed=1) -> torch.Tensor:
     return torch.rand(6, 12, generator=torch.Generator().manual_seed(seed)) * 4
 
 
-def protecting_hlop(model: SpikingMLP, spiking: bool, placement: str = "timestep") -> HLOP:
+def protecting_hlop(model: SpikingMLP, spiking: bool, placement: str = "timestep", projection: str = "exact") -> HLOP:
     """HLOP after one task: 3, 5 and 4 frozen lateral rows (orthonormal) on fc1, fc2 and the classifier."""
     config = HLOPConfig(
+        projection=projection,
         out_num=(3, 5, 4),
         spiking=spiking,
         spiking_scale=20.0,
@@ -97,6 +98,24 @@ def test_projected_gradients_equal_the_reference(spiking):
     assert_all_close(ours, theirs)
     unprojected = mmhlop_gradients(model, x)
     assert cosine(unprojected[1], theirs[1]) < 0.999, "the projection changed nothing: the example tests nothing"
+
+
+@pytest.mark.parametrize("spiking", [False, True])
+def test_rows_projection_equals_the_reference_with_rows_that_are_not_orthonormal(spiking):
+    """``-hlop_projection rows`` projects as the reference does, with the learned rows as they are; the default
+    ``exact`` then differs, since it removes the rows' span exactly."""
+    model, x = tiny_model(), inputs()
+    hlops = {name: protecting_hlop(model, spiking, projection=name) for name in ("rows", "exact")}
+    for hlop in hlops.values():
+        for subspace in hlop.subspaces:  # rows learned over several tasks: overlapping, not of unit norm
+            rows = subspace.weight.clone()
+            rows[1:] += 0.3 * rows[:1]
+            subspace.weight = rows
+            subspace.merge()
+    theirs = reference_gradients(model, x, hlops["rows"], spiking)
+    assert_all_close(mmhlop_gradients(model, x, hlops["rows"].projector(context(None, 1))), theirs)
+    exact = mmhlop_gradients(model, x, hlops["exact"].projector(context(None, 1)))
+    assert not torch.allclose(exact[0], theirs[0], rtol=1e-3, atol=1e-4)
 
 
 def test_rate_placement_of_the_spiking_projection_is_not_the_reference():
