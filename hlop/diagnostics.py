@@ -46,6 +46,8 @@ class LayerEnergy:
         """The least share outside any subspace of as many directions that contains the first ``old_rows`` rows'
         span (those of earlier tasks): GPM's choice at the same number of directions."""
         directions, correlation = self.basis.shape[0], self.correlation
+        if self.total == 0:
+            return 0.0  # a layer whose inputs were all zero (a silent spiking layer) leaves nothing outside
         if directions == 0:
             return 1.0
         if old_rows:

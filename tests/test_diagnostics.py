@@ -1,0 +1,35 @@
+"""The subspace diagnostic (hlop.diagnostics) against explicit formulas on small inputs."""
+
+import torch
+
+from hlop.diagnostics import LayerEnergy, layer_report
+
+
+def _energy(basis, x):
+    energy = LayerEnergy(basis)
+    for rows in x.split(7):
+        energy.add(rows)
+    return energy
+
+
+def test_the_share_outside_is_what_the_basis_leaves_and_the_svd_share_is_the_eigen_tail():
+    torch.manual_seed(0)
+    x = torch.randn(40, 3) @ torch.randn(3, 6) + 0.01 * torch.randn(40, 6)
+    basis = torch.linalg.qr(torch.randn(6, 2)).Q.t()  # two orthonormal rows, not the principal ones
+    energy = _energy(basis, x)
+    expected = (x - x @ basis.t() @ basis).pow(2).sum() / x.pow(2).sum()
+    assert abs(energy.share_outside() - float(expected)) < 1e-5
+    tail = torch.linalg.svdvals(x.double())[2:].pow(2).sum() / x.double().pow(2).sum()
+    assert abs(energy.best_share_outside(old_rows=0) - float(tail)) < 1e-6
+    assert energy.best_share_outside(old_rows=0) <= energy.share_outside()
+    # with one old row kept, the best two-direction subspace holds it: never better than the free choice
+    assert energy.best_share_outside(old_rows=1) >= energy.best_share_outside(old_rows=0) - 1e-9
+
+
+def test_no_directions_leave_everything_and_silent_inputs_leave_nothing():
+    x = torch.randn(10, 4)
+    empty = _energy(torch.zeros(0, 4), x)
+    assert empty.share_outside() == 1.0 and empty.best_share_outside(0) == 1.0
+    silent = _energy(torch.zeros(0, 4), torch.zeros(10, 4))  # a spiking layer that never fired
+    report = layer_report("layer", silent, silent, old_rows=0)
+    assert (report["directions"], report["outside_train"], report["outside_svd_train"]) == (0, 0.0, 0.0)
