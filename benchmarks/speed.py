@@ -3,8 +3,9 @@
     python benchmarks/speed.py [-pretrained DIR] [-repeats 5] [-device cpu|cuda] [-json logs/benchmarks.json]
 
 (a) one training epoch of task 1 (after a short task 0) for the baseline, HLOP with its default
-    learning (Oja's rule on every batch: the projection and the Hebbian iterations) and HLOP with
-    ``-hlop_learning task_end`` (the projection only; the Hebbian passes run once per task):
+    learning (Oja's rule on every batch: the projection and 2 Hebbian iterations), HLOP with
+    ``-hlop_learning task_end`` (the projection only; the Hebbian passes run once per task) and HLOP
+    with the earlier default of 20 iterations at the reference's rates:
     samples/s and each HLOP's time over the baseline's;
 (b) the whole 5-task run of each, in seconds;
 (c) peak memory during (b): GPU memory allocated on CUDA, the process's resident memory on a CPU;
@@ -37,6 +38,7 @@ from common.seeding import seed_everything
 from continual.config import ContinualConfig
 from continual.data import continual_data
 from continual.methods import METHODS, Context, HLOPConfig
+from continual.methods.hlop import REFERENCE_LR
 from continual.stream import experiences
 from continual.trainer import build_model, run_continual, start_task, train_epoch
 from dataloader.dataset import prepare_data, standardize
@@ -47,6 +49,8 @@ BENCHMARKED = {  # the methods timed, as a run builds them
     "baseline": lambda: METHODS["baseline"](),
     "hlop": lambda: METHODS["hlop"](),
     "hlop_task_end": lambda: METHODS["hlop"](HLOPConfig(learning="task_end")),
+    # the default before: 20 Oja iterations per batch at the reference's rates (docs/reference.md)
+    "hlop_20_iterations": lambda: METHODS["hlop"](HLOPConfig(iterations=20, lr=REFERENCE_LR)),
 }
 
 

@@ -165,12 +165,12 @@ def _small_continual():
 
     return (
         ContinualConfig(epochs=8, batch_size=16, hidden=128, neuron=NeuronConfig(timesteps=8)),
-        HLOPConfig(lr=(0.05, 0.05, 0.05), out_num=(6, 32, 32), out_num_inc=(6, 32, 32)),
+        HLOPConfig(lr=(0.05, 0.05, 0.05), iterations=20, out_num=(6, 32, 32), out_num_inc=(6, 32, 32)),
     )
 
 
 CONFIG, SMALL_HLOP = _small_continual()  # a continual run small enough for a test, and HLOP sized (and its
-# Hebbian rate set) for its 200 Hebbian iterations per task on small inputs
+# Hebbian rate and iterations per batch set) for the few batches of small inputs each task has
 
 
 def run_small(out, method, config=CONFIG, data=None, resume=False, overwrite=False):

@@ -1,5 +1,6 @@
 """HLOP: the Hebbian subspace, the projection that protects old tasks, and the method's schedule."""
 
+import pytest
 import torch
 
 from continual.methods import HLOP, HLOPConfig
@@ -195,16 +196,17 @@ def _largest_principal_angle(rows: torch.Tensor, basis: torch.Tensor) -> float:
 
 def test_hebbian_passes_reach_a_subspace_whose_energies_span_two_orders_of_magnitude():
     """The default task-end passes find every direction, the weakest too; Oja's rule on every batch, with the
-    updates a task gives it by default (20 iterations x 7 batches x 20 epochs), leaves the weak ones out."""
+    updates a task gives it by default on frozen features (7 batches x 20 epochs at the default iterations and
+    hidden-layer rate), leaves the weak ones out."""
     x, basis = _low_rank_rows()
-    config = HLOPConfig()
+    config = HLOPConfig().for_mode("frozen")
     passes = HebbianSubspace(64, lr=0.01)
     torch.manual_seed(1)
     passes.add_subspace(8)
     passes.consolidate(x.t() @ x / len(x), config.passes)
     assert _largest_principal_angle(passes.weight, basis) < 1.0
     torch.testing.assert_close(passes.weight @ passes.weight.t(), torch.eye(8), atol=1e-3, rtol=0)
-    online = HebbianSubspace(64, lr=0.01)
+    online = HebbianSubspace(64, lr=config.lr[1])
     torch.manual_seed(1)
     online.add_subspace(8)
     order = torch.Generator().manual_seed(0)
@@ -294,13 +296,18 @@ def test_exact_projection_removes_the_span_of_rows_that_are_not_orthonormal():
 
 
 def test_hlop_defaults_follow_the_encoder_mode():
-    """Online Oja on frozen features (the reference's); task-end passes grown by energy when encoders learn."""
+    """Online Oja on frozen features (2 iterations at 10x the reference's rates); task-end passes grown by energy
+    when encoders learn; rates and iterations given explicitly stay."""
     frozen, learning = HLOP(), HLOP()
     frozen.check("frozen", "class")
     learning.check("continual", "task")
     assert (frozen.config.learning, frozen.config.threshold, frozen.config.encoder_threshold) == ("online", None, None)
     assert learning.config.learning == "task_end" and learning.config.encoder_threshold == 0.99999
-    assert learning.config.lr == (0.001, 0.001, 0.001) and frozen.config.lr == (0.001, 0.01, 0.01)
+    assert learning.config.lr == (0.001, 0.001, 0.001) and learning.config.iterations == 20
+    assert frozen.config.lr == pytest.approx((0.01, 0.1, 0.1)) and frozen.config.iterations == 2
+    reference = HLOP(HLOPConfig(lr=(0.001, 0.01, 0.01), iterations=5))
+    reference.check("frozen", "class")
+    assert (reference.config.lr, reference.config.iterations) == ((0.001, 0.01, 0.01), 5)
     chosen = HLOP(HLOPConfig(learning="online"))
     chosen.check("continual", "task")
     assert chosen.config.learning == "online" and chosen.config.encoder_threshold is None
