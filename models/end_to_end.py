@@ -71,6 +71,12 @@ class EndToEndNet(nn.Module):
             *(names[id(layer)].removeprefix("encoders.") for layer in self.encoder_layers),
         ]
 
+    @property
+    def encoder_input_layers(self) -> list[bool]:
+        """Per encoder layer, whether it is a modality encoder's first (the one that reads the image or the MFCC)."""
+        firsts = {id(layers[0]) for layers in map(protectable_layers, self.encoder.encoders.values()) if layers}
+        return [id(layer) in firsts for layer in self.encoder_layers]
+
     def encoder_parameters(self) -> list[nn.Parameter]:
         return list(self.encoder.parameters())
 

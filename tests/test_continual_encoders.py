@@ -123,6 +123,19 @@ def test_end_to_end_net_records_every_encoder_layer_and_fixes_norm_after_task_0(
     assert isinstance(InputRecorder(layers).take(), type(None))
 
 
+def test_hlop_keeps_more_of_each_modality_encoders_input_layer_than_of_the_later_layers():
+    """The encoder thresholds: the first of each modality encoder's layers (raw image patches, MFCC) at the first
+    share, every later encoder and fusion layer at the second."""
+    net = _tiny_net()
+    inputs = [name for name, first in zip(net.protected_names[3:], net.encoder_input_layers, strict=True) if first]
+    assert inputs == ["image.body.0", "audio.body.0"]
+    hlop = HLOP(HLOPConfig(out_num=(4, 4, 4), learning="task_end", encoder_threshold=(0.5, 0.25)))
+    hlop.before_run(context(net))
+    thresholds = [threshold for _, threshold in hlop.budgets(0)[3:]]
+    assert thresholds == [0.5 if first else 0.25 for first in net.encoder_input_layers]
+    assert HLOPConfig(learning="task_end", encoder_threshold=0.5).encoder_threshold == (0.5, 0.5)
+
+
 @pytest.mark.parametrize(
     "method",
     [HLOP(HLOPConfig(out_num=(4, 4, 4), out_num_inc=(2, 2, 2), learning="online")), GPM()],

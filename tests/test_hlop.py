@@ -302,7 +302,7 @@ def test_hlop_defaults_follow_the_encoder_mode():
     frozen.check("frozen", "class")
     learning.check("continual", "task")
     assert (frozen.config.learning, frozen.config.threshold, frozen.config.encoder_threshold) == ("online", None, None)
-    assert learning.config.learning == "task_end" and learning.config.encoder_threshold == 0.99999
+    assert learning.config.learning == "task_end" and learning.config.encoder_threshold == (0.99999, 0.9999)
     assert learning.config.lr == (0.001, 0.001, 0.001) and learning.config.iterations == 20
     assert frozen.config.lr == pytest.approx((0.01, 0.1, 0.1)) and frozen.config.iterations == 2
     reference = HLOP(HLOPConfig(lr=(0.001, 0.01, 0.01), iterations=5))

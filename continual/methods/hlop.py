@@ -56,9 +56,10 @@ FROZEN_ITERATIONS, FROZEN_LR = 2, tuple(10 * v for v in REFERENCE_LR)
 LEARNING_ENCODERS_ITERATIONS = 20
 LEARNING_ENCODERS_LR = (0.001, 0.001, 0.001)  # with learning encoders and Adam, 0.01 diverges in task 0
 THRESHOLD = (0.97, 0.97, 0.97)  # the spiking MLP's layers: GPM's default share of each task's input energy
-ENCODER_THRESHOLD = (
-    0.99999  # the encoders' layers (-encoder_mode continual): every direction with energy (0.9999 forgets)
-)
+# the encoders' layers (-encoder_mode continual): each modality encoder's input layer keeps every direction with
+# energy (at 0.9999 the first convolution loses its weakest and forgets), the later layers 0.9999 (at 0.99999 they
+# protect nearly every direction, and later tasks learn less); docs/reference.md
+ENCODER_THRESHOLD = (0.99999, 0.9999)
 
 
 @dataclass(frozen=True)
@@ -95,10 +96,13 @@ class HLOPConfig:
     # task_end: lateral neurons added until the subspace holds this share of each task's input energy (GPM's
     # criterion, with no fixed size); "auto": THRESHOLD with task_end learning, None otherwise; None: the sizes above
     threshold: tuple[float, float, float] | str | None = "auto"
-    encoder_threshold: float | str | None = "auto"  # the same for the encoder layers (-encoder_mode continual)
+    # the same for the encoder layers (-encoder_mode continual): each modality encoder's input layer, the later ones
+    encoder_threshold: tuple[float, float] | str | None = "auto"
 
     def __post_init__(self):
         _check_numbers(self)
+        if isinstance(self.encoder_threshold, (int, float)):  # one share for every encoder layer
+            object.__setattr__(self, "encoder_threshold", (float(self.encoder_threshold),) * 2)
         if self.projection not in PROJECTIONS:
             raise UserError(f"-hlop_projection {self.projection}: expected one of {', '.join(PROJECTIONS)}")
         if self.learning is None:  # settled by ``for_mode``: read as online until then
@@ -163,8 +167,7 @@ def _threshold(text: str, flag: str, count: int):
     """A -hlop_threshold value: auto, none, or one share (or ``count`` of them)."""
     if str(text) in ("auto", "none"):
         return None if str(text) == "none" else "auto"
-    values = comma_numbers(text, flag, fraction, count=count)
-    return values if count > 1 else values[0]
+    return comma_numbers(text, flag, fraction, count=count)
 
 
 class HLOP(Method, SubspaceProjector):
@@ -180,6 +183,7 @@ class HLOP(Method, SubspaceProjector):
         self.update_projection = UpdateProjection()
         self.old_rows: list[int] = []  # each subspace's rows before the task that just ended
         self.encoder_rows: list[float] = []  # rows per sample each encoder layer's Hebbian update saw
+        self.encoder_input_layers: list[bool] = []  # per encoder layer: whether it reads a modality's raw input
         self.task_work = 0.0  # multiply-accumulates per training sample of the task that just ended
 
     @classmethod
@@ -239,8 +243,9 @@ class HLOP(Method, SubspaceProjector):
              f"this share of the task's input energy (one value or fc1,fc2,classifier; auto: {THRESHOLD[0]:g}); "
              "none: -hlop_out_num and -hlop_out_num_inc neurons per task")  # fmt: skip
         flag("-hlop_encoder_threshold", default="auto",
-             help=f"-hlop_threshold for the encoder layers (-encoder_mode continual; auto: {ENCODER_THRESHOLD:g}); "
-             "none: -hlop_encoder_sizes neurons per task")  # fmt: skip
+             help="-hlop_threshold for the encoder layers (-encoder_mode continual): one value, or two (each "
+             "modality encoder's input layer, the later layers); auto: "
+             f"{','.join(f'{v:g}' for v in ENCODER_THRESHOLD)}; none: -hlop_encoder_sizes neurons per task")  # fmt: skip
 
     @classmethod
     def from_args(cls, args) -> HLOP:
@@ -267,7 +272,7 @@ class HLOP(Method, SubspaceProjector):
             learning=args.hlop_learning,
             passes=args.hlop_passes,
             threshold=_threshold(args.hlop_threshold, "-hlop_threshold", 3),
-            encoder_threshold=_threshold(args.hlop_encoder_threshold, "-hlop_encoder_threshold", 1),
+            encoder_threshold=_threshold(args.hlop_encoder_threshold, "-hlop_encoder_threshold", 2),
         )
 
     def before_run(self, context: Context) -> None:
@@ -287,6 +292,7 @@ class HLOP(Method, SubspaceProjector):
             for layer, lr in zip(model.projected_layers, c.lr or self._mode_lr(model), strict=True)
         ).to(device)
         self.needs_encoder_inputs = bool(model.encoder_layers)
+        self.encoder_input_layers = model.encoder_input_layers if model.encoder_layers else []
         self.encoder_subspaces = nn.ModuleList(
             HebbianSubspace(input_dim(layer), c.encoder_lr, c.momentum, exact_projection=exact)
             for layer in model.encoder_layers
@@ -318,7 +324,9 @@ class HLOP(Method, SubspaceProjector):
         with a threshold as many as the energy asks for, within the layer's room), and the threshold (or None)."""
         c, every = self.config, [*self.subspaces, *self.encoder_subspaces]
         sizes = self.sizes(task) + [self.encoder_size(task, s.in_features) for s in self.encoder_subspaces]
-        thresholds = list(c.threshold or [None] * 3) + [c.encoder_threshold] * len(self.encoder_subspaces)
+        encoders = [c.encoder_threshold[0 if first else 1] if c.encoder_threshold else None
+                    for first in self.encoder_input_layers]  # fmt: skip
+        thresholds = list(c.threshold or [None] * 3) + encoders
         rooms = [s.in_features - s.weight.shape[0] for s in every]  # with a threshold, the energy decides alone
         return [(room if t else min(n, room), t) for n, room, t in zip(sizes, rooms, thresholds, strict=True)]
 
