@@ -64,7 +64,7 @@ ENCODER_THRESHOLD = (0.99999, 0.9999)
 
 @dataclass(frozen=True)
 class HLOPConfig:
-    # the official code's: input layer, hidden layers; None: that, or 0.001 everywhere when the encoders learn
+    # input layer, hidden layers; None: FROZEN_LR on frozen features, LEARNING_ENCODERS_LR when the encoders learn
     # (with Adam and learning encoders the hidden layers' Hebbian rows diverge at 0.01)
     lr: tuple[float, float, float] | None = None
     # Oja iterations per batch; None: FROZEN_ITERATIONS on frozen features, LEARNING_ENCODERS_ITERATIONS when the
@@ -277,7 +277,7 @@ class HLOP(Method, SubspaceProjector):
 
     def before_run(self, context: Context) -> None:
         model = context.model
-        if None in (self.config.learning, self.config.iterations):  # built without ``check`` (benchmarks, tests)
+        if None in (self.config.learning, self.config.iterations, self.config.lr):  # built without ``check``
             self.config = self.config.for_mode("continual" if model.encoder_layers else "frozen")
         c = self.config
         for name, layer, n in zip(("fc1", "fc2", "classifier"), model.projected_layers, c.out_num, strict=True):
@@ -289,7 +289,7 @@ class HLOP(Method, SubspaceProjector):
         device, exact = model.fc1.weight.device, c.projection == "exact"
         self.subspaces = nn.ModuleList(
             HebbianSubspace(layer.in_features, lr, c.momentum, c.spiking, c.spiking_scale, c.spiking_timesteps, exact)
-            for layer, lr in zip(model.projected_layers, c.lr or self._mode_lr(model), strict=True)
+            for layer, lr in zip(model.projected_layers, c.lr, strict=True)
         ).to(device)
         self.needs_encoder_inputs = bool(model.encoder_layers)
         self.encoder_input_layers = model.encoder_input_layers if model.encoder_layers else []
@@ -314,10 +314,6 @@ class HLOP(Method, SubspaceProjector):
         """Refuse what cannot work, and settle what the encoder mode leaves open (``HLOPConfig.for_mode``)."""
         super().check(encoder_mode, scenario)
         self.config = self.config.for_mode(encoder_mode)
-
-    @staticmethod
-    def _mode_lr(model) -> tuple[float, float, float]:
-        return LEARNING_ENCODERS_LR if model.encoder_layers else FROZEN_LR
 
     def budgets(self, task: int) -> list[tuple[int, float | None]]:
         """Per subspace (the spiking MLP's three, then the encoders'): how many rows ``task`` adds (its size, or
