@@ -311,3 +311,34 @@ def test_hlop_defaults_follow_the_encoder_mode():
     chosen = HLOP(HLOPConfig(learning="online"))
     chosen.check("continual", "task")
     assert chosen.config.learning == "online" and chosen.config.encoder_threshold is None
+
+
+def test_learning_both_polishes_the_online_rows_at_the_task_end():
+    """``-hlop_learning both``: the task's rows learned online are the start of its end-of-task passes (one
+    pass here: one step of ``subspace_passes`` from them), not dropped and learned afresh."""
+    from continual.config import ContinualConfig
+    from hlop.hebbian import subspace_passes
+
+    generator = torch.Generator().manual_seed(0)
+    directions = torch.linalg.qr(torch.randn(12, 4, generator=generator)).Q.t()  # a known 4-dim subspace
+    x = (torch.randn(64, 4, generator=generator) * torch.tensor([3.0, 1.0, 0.3, 0.1])) @ directions
+    x = x + 0.03 * torch.randn(64, 12, generator=generator)  # every direction holds some energy
+    torch.manual_seed(0)
+    model = SpikingMLP(12, 3, hidden=16, neuron=NeuronConfig(timesteps=4))
+    method = HLOP(HLOPConfig(out_num=(4, 4, 4), out_num_inc=(2, 2, 2), learning="both", passes=1))
+    method.before_run(context(model))
+    method.before_task(context(model, 0))
+    online = method.subspaces[0].weight.clone()  # the rows as online learning left them
+
+    class Data:  # what after_task reads
+        def inputs(self, rows):
+            return x[rows]
+
+    method.after_task(context(model, 0, Data(), ContinualConfig(batch_size=8, epochs=1), rows=torch.arange(64)))
+    expected, _ = subspace_passes(online.double(), (x.t() @ x / len(x)).double(), 1)
+    torch.testing.assert_close(method.subspaces[0].weight, expected.float(), atol=1e-3, rtol=0)
+
+    def outside(rows):
+        return (orthogonal_to_rows(x, torch.linalg.qr(rows.t()).Q.t()).pow(2).sum() / x.pow(2).sum()).item()
+
+    assert outside(method.subspaces[0].weight) < 0.5 * outside(online)  # a step towards the principal subspace

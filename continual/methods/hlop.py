@@ -90,7 +90,7 @@ class HLOPConfig:
     encoder_lr: float = 0.5  # on inputs rescaled to unit mean squared norm per batch
     encoder_iterations: int = 5
     # when the lateral neurons learn: online (Oja's rule on every batch, the reference; the default), task_end
-    # (Hebbian passes over the task's rows at its end, grown by energy) or both
+    # (Hebbian passes over the task's rows at its end, grown by energy) or both (online, then the passes polish the rows it learned)
     learning: str | None = None
     passes: int = 10  # task_end: Hebbian passes over the task's inputs
     # task_end: lateral neurons added until the subspace holds this share of each task's input energy (GPM's
@@ -235,7 +235,7 @@ class HLOP(Method, SubspaceProjector):
              help="when the lateral neurons learn: online (Oja's rule on every batch, the reference; the default on "
              "frozen features), task_end (Hebbian passes over each task's inputs at its end, converging to the "
              "principal subspace, grown by -hlop_threshold; an epoch costs the projection only; the default with "
-             "-encoder_mode continual), or both")  # fmt: skip
+             "-encoder_mode continual), or both (online, then -hlop_passes from the rows it learned)")  # fmt: skip
         flag("-hlop_passes", type=positive_int, default=c.passes,
              help="-hlop_learning task_end: Hebbian passes over the task's inputs")  # fmt: skip
         flag("-hlop_threshold", default="auto",
@@ -459,7 +459,10 @@ class HLOP(Method, SubspaceProjector):
             every, inputs_sum, residual_sum, counts, self.budgets(context.task), strict=True
         ):
             correlation, residual = dist.all_reduce(x_sum) / count, dist.all_reduce(r_sum) / count
-            if threshold is None:  # a fixed number of neurons: the task's rows (learned online, if) learn afresh
+            if threshold is None and self.config.online:  # both: the rows learned online, polished
+                macs += subspace.consolidate(residual, self.config.passes)
+                continue
+            if threshold is None:  # a fixed number of neurons, learned at the task's end
                 budget = subspace.weight.shape[0] - subspace.frozen_rows
                 subspace.drop_learning_rows()
             macs += subspace.grow(correlation, residual, 1.0 if threshold is None else threshold, budget,
