@@ -43,7 +43,14 @@ def load_checkpoint(path: str | Path, what: str = "checkpoint") -> dict:
 
 
 def load_weights(module: nn.Module, state: dict, path: str | Path) -> None:
-    """``module.load_state_dict(state)``, with a mismatch reported in one line naming the file."""
+    """``module.load_state_dict(state)``, with a mismatch reported in one line naming the file.
+
+    A submodule with ``state_defaults()`` names state that files written before it existed lack, and the
+    values that make it answer as it did then."""
+    state = dict(state)
+    for name, sub in module.named_modules():
+        for key, value in (sub.state_defaults() if hasattr(sub, "state_defaults") else {}).items():
+            state.setdefault(f"{name}.{key}" if name else key, value)
     own = module.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]

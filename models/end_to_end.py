@@ -39,6 +39,7 @@ class EndToEndNet(nn.Module):
             self.encoder.aux_heads = nn.ModuleDict()
         else:
             self.encoder.aux_heads.requires_grad_(False)  # it reads them; the spiking MLP does not train them
+            self.encoder.fusion.forget_calibration()  # its embedding statistics go stale as the encoders learn
         self.register_buffer("input_scale", torch.tensor(float(input_scale)))
         parts = [self.encoder.encoders] + ([self.encoder.fusion] if self.encoder.fusion is not None else [])
         self.encoder_layers = protectable_layers(*parts)

@@ -145,6 +145,18 @@ def evaluate(model: MultimodalNet, tensors: DeviceData, rows: torch.Tensor, batc
     return result
 
 
+@torch.no_grad()
+def embeddings(model: MultimodalNet, tensors: DeviceData, rows: torch.Tensor, batch_size: int = 512) -> list:
+    """Each modality's clean embeddings of ``rows`` (rows, dim), in the encoders' order."""
+    model.eval()
+    parts = []
+    for batch in batch_rows(rows, batch_size):
+        images, mfcc, _ = tensors.batch(batch)
+        with autocast(tensors.mfcc.device):
+            parts.append([h.float() for h in model.embed(images, mfcc).values()])
+    return [torch.cat(column) for column in zip(*parts, strict=True)]
+
+
 def pretrain(
     data: PreparedData,
     encoder_options: dict,
@@ -241,6 +253,10 @@ def _test_and_write(log: RunLog, model, data, tensors, config, encoder, state, f
     dist.barrier()  # best.pt is complete before every process reads it
     best = load_checkpoint(log.folder / "best.pt", "pretrained weights")
     load_weights(model, best["model"], log.folder / "best.pt")
+    if hasattr(model.fusion, "calibrate"):  # the reliability fusion measures its clean embeddings
+        model.fusion.calibrate(embeddings(model, tensors, tensors.rows["train"]))
+        if dist.main:
+            atomic.save_torch(log.folder / "best.pt", {**best, "model": model.state_dict()})
     test = evaluate(model, tensors, tensors.rows["test"])
     meta = _meta(data, tensors, config, encoder, state, test, flags, seconds, device)
     meta["processes"] = dist.world
