@@ -31,7 +31,8 @@ def build_parser():
 def main(argv) -> None:
     args = build_parser().parse_args(argv)
     image_backbone, audio_encoder = cli.encoder_choice(args)
-    config, encoder = cli.config_from_args(args), cli.encoder_options(args, image_backbone, audio_encoder)
+    encoder = cli.encoder_options(args, image_backbone, audio_encoder)
+    config = cli.config_from_args(args, encoder["fusion"])
     dist = init_distributed(use_cuda=wants_cuda(args.device))
     meter.configure(every=args.progress_every)
     if args.deterministic:
@@ -40,7 +41,12 @@ def main(argv) -> None:
     data = prepare_data(spec, tasks_from_args(args), TASKS)
     spiking = image_backbone.startswith("spiking") or audio_encoder.startswith("spiking")
     out = args.out or default_out_dir(
-        data.table.name, args.modality, args.fusion, args.pretrain_classes, args.split, "spiking" if spiking else "ann"
+        data.table.name,
+        args.modality,
+        encoder["fusion"],
+        args.pretrain_classes,
+        args.split,
+        "spiking" if spiking else "ann",
     )
     run = RunDir(out, MARKERS, resume=args.resume, overwrite=args.overwrite, out_flag="-out")
     device = select_device(args.gpu_id, args.device, dist.local_rank if dist.enabled else None)

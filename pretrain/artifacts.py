@@ -32,7 +32,7 @@ def default_out_dir(
     parts = [dataset] + (["spiking"] if encoders == "spiking" else [])
     if modality != "both":
         parts.append(modality)
-    elif fusion != "attention":  # the default fusion has no suffix
+    elif fusion != ("reliability" if encoders == "spiking" else "attention"):  # the kind's default has no suffix
         parts.append(fusion)
     if pretrain_classes != "all":
         parts.append(pretrain_classes)
