@@ -1,4 +1,4 @@
-"""Pretrain the image and MFCC-audio encoders (ANN, or spiking with -encoder_type spiking) with attention fusion.
+"""Pretrain the image and MFCC-audio encoders (ANN, or spiking with -encoder_type spiking) and their fusion.
 
 Trains on the training split, selects on validation, tests once, and writes best.pt, last.pt
 and meta.json to pre_weight/<dataset>/ (or -out). The continual script reads them. The flags are
@@ -39,14 +39,9 @@ def main(argv) -> None:
         use_deterministic_algorithms()
     spec = data_spec_from_args(args)
     data = prepare_data(spec, tasks_from_args(args), TASKS)
-    spiking = image_backbone.startswith("spiking") or audio_encoder.startswith("spiking")
+    kind = "spiking" if cli.spiking_encoders(image_backbone, audio_encoder) else "ann"
     out = args.out or default_out_dir(
-        data.table.name,
-        args.modality,
-        encoder["fusion"],
-        args.pretrain_classes,
-        args.split,
-        "spiking" if spiking else "ann",
+        data.table.name, args.modality, encoder["fusion"], args.pretrain_classes, args.split, kind
     )
     run = RunDir(out, MARKERS, resume=args.resume, overwrite=args.overwrite, out_flag="-out")
     device = select_device(args.gpu_id, args.device, dist.local_rank if dist.enabled else None)

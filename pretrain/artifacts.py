@@ -15,6 +15,7 @@ import torch
 from common.checkpoint import load_checkpoint, load_weights
 from common.errors import UserError
 from common.paths import PRE_WEIGHT_DIR, shown
+from models.fusion import DEFAULT_FUSION
 from models.multimodal import EncoderConfig, MultimodalNet
 
 MARKERS = ("meta.json", "best.pt", "last.pt")
@@ -32,7 +33,7 @@ def default_out_dir(
     parts = [dataset] + (["spiking"] if encoders == "spiking" else [])
     if modality != "both":
         parts.append(modality)
-    elif fusion != ("reliability" if encoders == "spiking" else "attention"):  # the kind's default has no suffix
+    elif fusion != DEFAULT_FUSION[encoders]:  # the kind's default fusion has no suffix
         parts.append(fusion)
     if pretrain_classes != "all":
         parts.append(pretrain_classes)

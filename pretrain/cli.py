@@ -12,16 +12,13 @@ from common.errors import UserError
 from dataloader.images import IMAGE_FITS
 from dataloader.options import add_data_flags
 from models.encoders import AUDIO_ENCODERS, IMAGE_BACKBONES
-from models.fusion import FUSIONS
+from models.fusion import DEFAULT_FUSION, FUSIONS
 from models.multimodal import MODALITIES
 from models.spiking_encoders import ENCODER_KINDS, SPIKING_AUDIO_ENCODER, SPIKING_IMAGE_BACKBONE, TRAININGS
 from pretrain.trainer import PRETRAIN_CLASSES, PretrainConfig
 
 PROG = "python spiking_pretrain_multimodal.py"
 SPIKING_FUSION_FLOOR = 0.25  # without it the spiking encoders' attention settles on audio alone (docs/pipeline.md)
-# the spiking encoders' fusion: with attention the unheard speaker's audio kept 0.75 of the weight (fused test 0.730
-# on the held-out speaker), reliability with failed-sensor views reaches 0.926 (docs/pipeline.md)
-SPIKING_FUSION = "reliability"
 RELIABILITY_CORRUPT_VIEWS = 0.25  # the reliability fusion learns which input to trust from failed-sensor views
 
 
@@ -116,10 +113,13 @@ def encoder_choice(args) -> tuple[str, str]:
     return SPIKING_IMAGE_BACKBONE, SPIKING_AUDIO_ENCODER
 
 
+def spiking_encoders(image_backbone: str, audio_encoder: str) -> bool:
+    return image_backbone.startswith("spiking") or audio_encoder.startswith("spiking")
+
+
 def fusion_choice(requested: str | None, image_backbone: str, audio_encoder: str) -> str:
-    """The fusion as requested, else the encoders' kind's default (reliability for spiking encoders)."""
-    spiking = image_backbone.startswith("spiking") or audio_encoder.startswith("spiking")
-    return requested or (SPIKING_FUSION if spiking else "attention")
+    """The fusion as requested, else the encoders' kind's default (``DEFAULT_FUSION``)."""
+    return requested or DEFAULT_FUSION["spiking" if spiking_encoders(image_backbone, audio_encoder) else "ann"]
 
 
 def corrupt_views_share(requested: float | None, fusion: str) -> float:
@@ -133,8 +133,7 @@ def fusion_floor(requested: float | None, image_backbone: str, audio_encoder: st
     """The attention's least weight per modality: as requested, else the encoders' kind's default."""
     if requested is not None:
         return requested
-    spiking = image_backbone.startswith("spiking") or audio_encoder.startswith("spiking")
-    return SPIKING_FUSION_FLOOR if spiking else 0.0
+    return SPIKING_FUSION_FLOOR if spiking_encoders(image_backbone, audio_encoder) else 0.0
 
 
 def config_from_args(args, fusion: str) -> PretrainConfig:
