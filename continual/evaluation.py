@@ -24,6 +24,7 @@ from continual.methods.base import Context, Method
 from continual.metrics import average_incremental_accuracy, format_matrix, format_summary
 from continual.outputs import cost_results, forward_transfer_results, probe_results, results_record, write_results
 from continual.progress import Progress
+from continual.representation import format_representations, representation_report
 from continual.stream import Experience
 from hlop.diagnostics import LayerEnergy, layer_report
 from hlop.layers import layer_input_batches
@@ -90,6 +91,7 @@ def evaluate_task(progress: Progress, model, method: Method, data: ContinualData
     log.scalars("acc_matrix", scores, task)
     _spikes_and_costs(progress, model, data, experience, config, log, protection)
     progress.subspaces.append(subspace_reports(model, method, data, config, task))
+    progress.representations.append(representation_report(model, data, task, progress.class_means))
 
 
 def subspace_reports(model, method: Method, data: ContinualData, config: ContinualConfig, task: int) -> list[dict]:
@@ -162,6 +164,10 @@ def finish_run(log: RunLog, progress: Progress, model, method: Method, data: Con
         print("protected subspaces: directions and the share of each task's training-row input energy outside "
               "them (an SVD's at as many directions):")  # fmt: skip
         print("\n".join(format_subspaces(progress.subspaces)), flush=True)
+    if progress.representations:
+        print("last hidden representation: a fresh least-squares head's test accuracy on the tasks seen so far, "
+              "and each earlier task's class-mean drift (continual.representation):")  # fmt: skip
+        print("\n".join(format_representations(progress.representations)), flush=True)
     results = results_record(
         method.name,
         data.task_names,
@@ -178,6 +184,7 @@ def finish_run(log: RunLog, progress: Progress, model, method: Method, data: Con
         **forward_transfer_results(progress.acc_at_init, progress.acc_before_training),
         firing_rates=progress.firing_rates,
         subspaces=progress.subspaces,
+        representation=progress.representations,
         provenance=provenance(str(data.device)),
     )
     if dist.enabled:

@@ -46,6 +46,8 @@ class Progress:
     probe_matrices: dict = field(default_factory=dict)  # probe name -> its accuracy matrix (models.probes)
     costs: list = field(default_factory=list)  # per finished task: spikes, SynOps, MACs, joules (continual.energy)
     subspaces: list = field(default_factory=list)  # per finished task: each protected layer's (hlop.diagnostics)
+    representations: list = field(default_factory=list)  # per finished task: continual.representation's report
+    class_means: list = field(default_factory=list)  # per finished task: (classes, width) means, for the drift
     # task scenario: each task's test accuracy before it was trained, at initialisation and after the task before it
     acc_at_init: list = field(default_factory=list)
     acc_before_training: list = field(default_factory=list)
@@ -62,6 +64,8 @@ class Progress:
             "probe_matrices": self.probe_matrices,
             "costs": self.costs,
             "subspaces": self.subspaces,
+            "representations": self.representations,
+            "class_means": self.class_means,
             "acc_at_init": self.acc_at_init,
             "acc_before_training": self.acc_before_training,
             "shuffle": shuffle.get_state(),
@@ -97,6 +101,8 @@ class Progress:
         progress.probe_matrices = checkpoint.get("probe_matrices", {})
         progress.costs = checkpoint.get("costs", [])
         progress.subspaces = checkpoint.get("subspaces", [])
+        progress.representations = checkpoint.get("representations", [])
+        progress.class_means = checkpoint.get("class_means", [])
         progress.acc_at_init = checkpoint.get("acc_at_init", [])
         progress.acc_before_training = checkpoint.get("acc_before_training", [])
         if "training" in checkpoint:  # stopped inside a task

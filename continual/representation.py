@@ -1,0 +1,83 @@
+"""Why a class-incremental head forgets: how far the representation of old classes moved, and how much
+of the classes seen so far a fresh least-squares head could still tell apart on it.
+
+After each task, on the spiking MLP's last hidden representation (the classifier's input, which the
+``-head analytic|ncm`` heads read):
+
+- ``linear_probe_acc``: the test accuracy, over the tasks seen so far, of a ridge least-squares head
+  fitted afresh on the current network's representations of every seen task's training rows (the
+  ``-head analytic`` solution if its statistics were up to date). A diagnostic that reads the old
+  tasks' rows from the dataset, not a method: nothing it computes reaches training or a head. Below
+  the run's own accuracy it says the head is fine and the representation is the limit; above it, the
+  head's statistics (or the trained classifier) went stale while the representation moved.
+- ``class_mean_drift``: for each earlier task, ``|mu_now - mu_then| / |mu_then|`` averaged over its
+  classes, where ``mu`` is a class's mean representation on its training rows when its task ended and
+  now: how far the layers below moved the old classes (0: not at all; 1: as far as the mean's length).
+
+The class means at each task's end are kept (classes x hidden width, in the checkpoint) so that a
+resumed run reports the same drift.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from common.batching import batch_rows
+from continual.data import ContinualData
+
+RIDGE = 1.0  # the -head analytic default
+
+
+@torch.no_grad()
+def hidden_representation(model, data: ContinualData, rows: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """The last hidden representation (rows, width), float64, in eval mode."""
+    model.eval()
+    return torch.cat([model(data.inputs(b)).layer_inputs[2].double() for b in batch_rows(rows, batch_size)])
+
+
+def ridge_accuracy(train: torch.Tensor, train_labels, test: torch.Tensor, test_labels, classes: torch.Tensor,
+                   ridge: float = RIDGE) -> float:  # fmt: skip
+    """Accuracy on ``test`` of the ridge least-squares fit to one-hot labels on ``train``, answering only over
+    ``classes``."""
+    targets = F.one_hot(train_labels, len(classes)).double()
+    gram = train.t() @ train + ridge * torch.eye(train.shape[1], dtype=train.dtype, device=train.device)
+    weight = torch.linalg.solve(gram, train.t() @ targets)
+    logits = (test @ weight).masked_fill(~classes, float("-inf"))
+    return (logits.argmax(1) == test_labels).double().mean().item()
+
+
+def class_means(representation: torch.Tensor, labels: torch.Tensor, n_classes: int) -> torch.Tensor:
+    sums = torch.zeros(n_classes, representation.shape[1], dtype=representation.dtype, device=representation.device)
+    sums.index_add_(0, labels, representation)
+    counts = torch.bincount(labels, minlength=n_classes).clamp(min=1).to(sums)
+    return sums / counts[:, None]
+
+
+@torch.no_grad()
+def representation_report(model, data: ContinualData, task: int, saved_means: list[torch.Tensor]) -> dict:
+    """After ``task``: ``linear_probe_acc`` and, per earlier task, ``class_mean_drift``; appends the task's own
+    class means to ``saved_means`` (one (classes, width) tensor per task, the checkpointed state)."""
+    n_classes = data.n_classes
+    train_rows, test_rows = torch.cat(data.rows["train"][: task + 1]), torch.cat(data.rows["test"][: task + 1])
+    train = hidden_representation(model, data, train_rows)
+    seen = data.task_masks[: task + 1].any(0)
+    probe = ridge_accuracy(train, data.labels[train_rows], hidden_representation(model, data, test_rows),
+                           data.labels[test_rows], seen)  # fmt: skip
+    means = class_means(train, data.labels[train_rows], n_classes)
+    drift = []
+    for earlier in range(task):
+        classes = torch.tensor(data.task_classes[earlier], device=means.device)
+        then = saved_means[earlier].to(means)[classes]
+        drift.append(round(((means[classes] - then).norm(dim=1) / then.norm(dim=1).clamp(min=1e-12)).mean().item(), 4))
+    saved_means.append(means.float().cpu())
+    return {"linear_probe_acc": round(probe, 4), "class_mean_drift": drift}
+
+
+def format_representations(reports: list[dict]) -> list[str]:
+    """One line per task: the fresh least-squares head's accuracy and each earlier task's drift."""
+    lines = []
+    for task, report in enumerate(reports):
+        drift = ", ".join(f"{d:.3f}" for d in report["class_mean_drift"]) or "-"
+        lines.append(f"  after task {task}: linear probe {report['linear_probe_acc'] * 100:.1f}%  drift {drift}")
+    return lines

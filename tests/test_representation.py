@@ -1,0 +1,61 @@
+"""The class-incremental diagnostic: a fresh least-squares head on the last hidden representation, and
+how far old classes' mean representations moved (continual.representation)."""
+
+import torch
+
+from common.rundir import RunDir
+from continual.config import ContinualConfig
+from continual.methods import Baseline
+from continual.representation import class_means, representation_report, ridge_accuracy
+from continual.trainer import build_model, run_continual
+from models.neurons import NeuronConfig
+from tests.fixtures import make_continual_data
+
+CONFIG = ContinualConfig(epochs=8, batch_size=16, hidden=128, neuron=NeuronConfig(timesteps=8))
+
+
+def test_ridge_accuracy_is_the_least_squares_fit_answering_only_over_the_given_classes():
+    generator = torch.Generator().manual_seed(0)
+    train = torch.randn(60, 5, generator=generator, dtype=torch.float64)
+    labels = torch.randint(3, (60,), generator=generator)
+    test = torch.randn(30, 5, generator=generator, dtype=torch.float64)
+    weight = torch.linalg.lstsq(
+        torch.cat([train, torch.eye(5, dtype=torch.float64)]),  # ridge 1 as least squares on augmented rows
+        torch.cat([torch.nn.functional.one_hot(labels, 4).double(), torch.zeros(5, 4, dtype=torch.float64)]),
+    ).solution
+    classes = torch.tensor([True, True, True, False])
+    expected = (test @ weight)[:, :3].argmax(1)
+    for truth in (expected, (expected + 1) % 3):
+        assert ridge_accuracy(train, labels, test, truth, classes) == (expected == truth).double().mean().item()
+
+
+def test_drift_is_zero_for_a_network_that_did_not_move_and_measured_against_the_saved_means():
+    data = make_continual_data(n_tasks=3)
+    model = build_model(data, CONFIG, torch.device("cpu"))
+    saved = []
+    reports = [representation_report(model, data, task, saved) for task in range(3)]
+    assert [len(r["class_mean_drift"]) for r in reports] == [0, 1, 2]
+    assert all(d == 0 for r in reports for d in r["class_mean_drift"])
+    assert [s.shape for s in saved] == [(data.n_classes, CONFIG.hidden)] * 3
+    with torch.no_grad():  # move the last hidden layer: every old class's mean moves
+        model.fc2.weight.mul_(-1.0)
+    moved = representation_report(model, data, 2, saved[:2])
+    assert all(d > 0.1 for d in moved["class_mean_drift"])
+
+
+def test_runs_record_the_diagnostic_for_every_task(tmp_path):
+    folder = RunDir(tmp_path / "run", ("results.json",), resume=False, overwrite=False, out_flag="-out_dir")
+    data = make_continual_data(n_tasks=3)
+    results = run_continual(data, Baseline(), CONFIG, folder, torch.device("cpu"), {})
+    reports = results["representation"]
+    assert len(reports) == 3 and [len(r["class_mean_drift"]) for r in reports] == [0, 1, 2]
+    assert all(0 <= r["linear_probe_acc"] <= 1 for r in reports)
+    # the fixture's classes are well separated: a fresh head on the plain network's features tells them apart
+    # better than the plain network, which forgets (the diagnostic's point)
+    assert reports[-1]["linear_probe_acc"] > results["acc"]
+
+
+def test_class_means():
+    representation = torch.tensor([[1.0, 0.0], [3.0, 2.0], [0.0, 5.0]], dtype=torch.float64)
+    means = class_means(representation, torch.tensor([0, 0, 2]), 3)
+    assert means.tolist() == [[2.0, 1.0], [0.0, 0.0], [0.0, 5.0]]
