@@ -47,7 +47,7 @@ class Progress:
     costs: list = field(default_factory=list)  # per finished task: spikes, SynOps, MACs, joules (continual.energy)
     subspaces: list = field(default_factory=list)  # per finished task: each protected layer's (hlop.diagnostics)
     representations: list = field(default_factory=list)  # per finished task: continual.representation's report
-    class_means: list = field(default_factory=list)  # per finished task: (classes, width) means, for the drift
+    class_means: dict = field(default_factory=dict)  # str(task) -> (classes, width) means at its end, for the drift
     # task scenario: each task's test accuracy before it was trained, at initialisation and after the task before it
     acc_at_init: list = field(default_factory=list)
     acc_before_training: list = field(default_factory=list)
@@ -102,7 +102,7 @@ class Progress:
         progress.costs = checkpoint.get("costs", [])
         progress.subspaces = checkpoint.get("subspaces", [])
         progress.representations = checkpoint.get("representations", [])
-        progress.class_means = checkpoint.get("class_means", [])
+        progress.class_means = checkpoint.get("class_means", {})
         progress.acc_at_init = checkpoint.get("acc_at_init", [])
         progress.acc_before_training = checkpoint.get("acc_before_training", [])
         if "training" in checkpoint:  # stopped inside a task

@@ -14,7 +14,7 @@ After each task, on the spiking MLP's last hidden representation (the classifier
   classes, where ``mu`` is a class's mean representation on its training rows when its task ended and
   now: how far the layers below moved the old classes (0: not at all; 1: as far as the mean's length).
 
-The class means at each task's end are kept (classes x hidden width, in the checkpoint) so that a
+The class means at each task's end are kept (classes x hidden width per task, in the checkpoint) so that a
 resumed run reports the same drift.
 """
 
@@ -55,9 +55,10 @@ def class_means(representation: torch.Tensor, labels: torch.Tensor, n_classes: i
 
 
 @torch.no_grad()
-def representation_report(model, data: ContinualData, task: int, saved_means: list[torch.Tensor]) -> dict:
-    """After ``task``: ``linear_probe_acc`` and, per earlier task, ``class_mean_drift``; appends the task's own
-    class means to ``saved_means`` (one (classes, width) tensor per task, the checkpointed state)."""
+def representation_report(model, data: ContinualData, task: int, saved_means: dict[str, torch.Tensor]) -> dict:
+    """After ``task``: ``linear_probe_acc`` and, per earlier task trained before, ``class_mean_drift``; keeps the
+    class means in ``saved_means[str(task)]`` ((classes, width), the checkpointed state). A joint run trains
+    every task in one experience: it has no earlier task to drift from."""
     n_classes = data.n_classes
     train_rows, test_rows = torch.cat(data.rows["train"][: task + 1]), torch.cat(data.rows["test"][: task + 1])
     train = hidden_representation(model, data, train_rows)
@@ -66,11 +67,11 @@ def representation_report(model, data: ContinualData, task: int, saved_means: li
                            data.labels[test_rows], seen)  # fmt: skip
     means = class_means(train, data.labels[train_rows], n_classes)
     drift = []
-    for earlier in range(task):
+    for earlier in (t for t in range(task) if str(t) in saved_means):
         classes = torch.tensor(data.task_classes[earlier], device=means.device)
-        then = saved_means[earlier].to(means)[classes]
+        then = saved_means[str(earlier)].to(means)[classes]
         drift.append(round(((means[classes] - then).norm(dim=1) / then.norm(dim=1).clamp(min=1e-12)).mean().item(), 4))
-    saved_means.append(means.float().cpu())
+    saved_means[str(task)] = means.float().cpu()
     return {"linear_probe_acc": round(probe, 4), "class_mean_drift": drift}
 
 

@@ -32,14 +32,14 @@ def test_ridge_accuracy_is_the_least_squares_fit_answering_only_over_the_given_c
 def test_drift_is_zero_for_a_network_that_did_not_move_and_measured_against_the_saved_means():
     data = make_continual_data(n_tasks=3)
     model = build_model(data, CONFIG, torch.device("cpu"))
-    saved = []
+    saved = {}
     reports = [representation_report(model, data, task, saved) for task in range(3)]
     assert [len(r["class_mean_drift"]) for r in reports] == [0, 1, 2]
     assert all(d == 0 for r in reports for d in r["class_mean_drift"])
-    assert [s.shape for s in saved] == [(data.n_classes, CONFIG.hidden)] * 3
+    assert [s.shape for s in saved.values()] == [(data.n_classes, CONFIG.hidden)] * 3
     with torch.no_grad():  # move the last hidden layer: every old class's mean moves
         model.fc2.weight.mul_(-1.0)
-    moved = representation_report(model, data, 2, saved[:2])
+    moved = representation_report(model, data, 2, {key: saved[key] for key in ("0", "1")})
     assert all(d > 0.1 for d in moved["class_mean_drift"])
 
 
@@ -53,6 +53,14 @@ def test_runs_record_the_diagnostic_for_every_task(tmp_path):
     # the fixture's classes are well separated: a fresh head on the plain network's features tells them apart
     # better than the plain network, which forgets (the diagnostic's point)
     assert reports[-1]["linear_probe_acc"] > results["acc"]
+
+
+def test_a_joint_run_has_no_earlier_task_to_drift_from(tmp_path):
+    from continual.methods import Joint
+
+    folder = RunDir(tmp_path / "joint", ("results.json",), resume=False, overwrite=False, out_flag="-out_dir")
+    results = run_continual(make_continual_data(n_tasks=3), Joint(), CONFIG, folder, torch.device("cpu"), {})
+    assert [r["class_mean_drift"] for r in results["representation"]] == [[]]
 
 
 def test_class_means():
