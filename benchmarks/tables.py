@@ -90,6 +90,7 @@ TABLES = (
             "leakfree-class-gpm-analytic",
             "leakfree-class-hlop-ncm",
             "leakfree-class-er",
+            "leakfree-class-er-ace",
             "leakfree-class-derpp",
             "leakfree-class-replay",
         ),

@@ -205,7 +205,8 @@ def train_step(training: TaskTraining, method: Method, context: Context) -> torc
     labels = data.labels[local]
     inputs = data.training_inputs(local, context.config.modality_dropout)
     output = training.network(inputs, context.projector, keep_spikes=method.needs_spikes)
-    logits = masked_logits(output.logits.float(), scenario_mask(data, local, context.config))
+    class_mask = method.class_mask(context, local, scenario_mask(data, local, context.config))
+    logits = masked_logits(output.logits.float(), class_mask)
     loss_sum = F.cross_entropy(logits, labels, reduction="sum")
     loss = loss_sum / (len(batch) * len(local) / len(own)) * dist.world
     context.output, context.batch_size = output, len(batch)

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from common.errors import UserError
 from common.rundir import RunDir
 from continual.config import ContinualConfig
-from continual.methods import DERPP, ER, ERConfig
+from continual.methods import DERPP, ER, ERACE, ERConfig
 from continual.methods.heads import AnalyticHead, HeadConfig, NCMHead
 from continual.trainer import build_model, run_continual
 from models.neurons import NeuronConfig
@@ -59,6 +59,19 @@ def test_replay_forgets_less_than_the_baseline(tmp_path):
     for name, method in (("er", ER(ERConfig(memory_size=10))), ("derpp", DERPP(ERConfig(memory_size=10)))):
         results = run(tmp_path, method, name, config)
         assert results["acc"] > baseline["acc"] + 0.2, name
+
+
+def test_er_ace_keeps_new_rows_off_the_old_classes_and_stored_rows_on_every_class():
+    data = make_continual_data(n_tasks=3)
+    method, config = ERACE(ERConfig(memory_size=5)), ContinualConfig()
+    new, stored = data.rows["train"][2][:4], torch.cat([data.rows["train"][0][:3], data.rows["train"][1][:3]])
+    rows = torch.cat([new, stored])
+    assert method.class_mask(context(None, 0, data, config), rows, None) is None  # task 0: plain ER
+    mask = method.class_mask(context(None, 2, data, config), rows, None)
+    assert mask[:4].tolist() == [[False] * 4 + [True] * 2] * 4  # task 2's rows: only classes 4, 5
+    assert mask[4:].all()  # stored rows: every class
+    task_mask = data.row_masks(rows)  # the task scenario's mask is kept, and narrowed no further for old rows
+    assert torch.equal(method.class_mask(context(None, 2, data, config), rows, task_mask), task_mask)
 
 
 def test_methods_named_together_run_together_each_from_its_own_flags():

@@ -6,7 +6,7 @@ adding a method is adding its module and one entry here.
 
 from continual.methods.base import HOOKS, Baseline, Context, Method
 from continual.methods.compose import Composite, compose
-from continual.methods.er import DERPP, ER, ERConfig
+from continual.methods.er import DERPP, ER, ERACE, ERConfig
 from continual.methods.ewc import EWC, EWCConfig
 from continual.methods.gpm import GPM, GPMConfig
 from continual.methods.hlop import HLOP, HLOPConfig
@@ -23,11 +23,13 @@ METHODS = {
     "latent_replay": LatentReplay,
     "er": ER,
     "derpp": DERPP,
+    "er_ace": ERACE,
 }
 
 __all__ = [
     "DERPP",
     "ER",
+    "ERACE",
     "EWC",
     "GPM",
     "HLOP",

@@ -12,7 +12,8 @@ The loop (``continual.trainer``) trains the network task after task and calls, t
 
 Every hook receives one ``Context``. Where the methods' answers combine, the loop asks a reducer
 instead: ``projector`` (at most one method projects gradients), ``penalty`` (summed),
-``extend_batch`` (each method may add rows to a training batch, in turn), ``predict`` (at most
+``extend_batch`` (each method may add rows to a training batch, in turn), ``class_mask`` (each may narrow
+the classes a training row's loss spans, in turn), ``predict`` (at most
 one method replaces the classifier's logits at test time), ``protection_macs`` and
 ``memory_bytes`` (summed). A method also declares what it supports (``encoder_modes``,
 ``scenarios``, ``composes``), so an impossible combination is refused before anything trains.
@@ -130,6 +131,11 @@ class Method(nn.Module):
     def extend_batch(self, context: Context, rows: torch.Tensor) -> torch.Tensor:
         """The rows a training batch trains on: ``rows``, or more (experience replay mixes in stored rows)."""
         return rows
+
+    def class_mask(self, context: Context, rows: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor | None:
+        """(rows, classes) bool: the classes each training row's cross-entropy spans, given the scenario's ``mask``
+        (None: every class); a method may narrow it (ER-ACE keeps new rows off the old classes' logits)."""
+        return mask
 
     def predict(self, context: Context, output: SpikingOutput) -> torch.Tensor | None:
         """Test-time logits in place of the trained classifier's (a closed-form or prototype head), or None."""

@@ -75,6 +75,11 @@ class Composite(Method):
             rows = m.extend_batch(context, rows)
         return rows
 
+    def class_mask(self, context: Context, rows: torch.Tensor, mask):
+        for m in self.methods:
+            mask = m.class_mask(context, rows, mask)
+        return mask
+
     def protection_macs(self, context: Context) -> float:
         return sum(m.protection_macs(context) for m in self.methods)
 

@@ -11,6 +11,11 @@ for each stored row and adds, per batch, ``alpha`` times the mean squared error 
 network's logits on a memory batch and the stored ones, plus ``beta`` times the cross-entropy on
 another memory batch (both with the run's gradient projection, when a method projects).
 
+``ERACE`` (ER-ACE, Caccia et al., ICLR 2022; mammoth's ``er_ace``) is ER with an asymmetric cross-entropy:
+from task 1 on, the new rows' loss spans only the classes not seen in earlier tasks, so learning a new
+task no longer pushes the old classes' logits down (the class scenario's bias towards the newest
+classes); the stored rows' loss spans every class, as in ER.
+
 The memory holds row indices into the run's inputs (features with frozen encoders, raw images
 and MFCC with learning encoders) and is counted in bytes as the rows' inputs, labels and logits.
 Both compose with any other method (``-method hlop -replay`` is the reference's post-task phase,
@@ -182,3 +187,21 @@ class DERPP(ER):
         logits = masked_logits(model(data.inputs(second), context.projector).logits.float(),
                                scenario_mask(data, second, context.config))  # fmt: skip
         return loss + self.config.beta * F.cross_entropy(logits, data.labels[second])
+
+
+class ERACE(ER):
+    name = "er_ace"
+
+    @classmethod
+    def add_flags(cls, parser) -> None:
+        """Declared by ``ER.add_flags``."""
+
+    def class_mask(self, context: Context, rows: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor | None:
+        """New rows' logits without the earlier tasks' classes; stored rows' as the scenario gives them."""
+        data = context.data
+        if context.task == 0:
+            return mask
+        mask = torch.ones(len(rows), data.n_classes, dtype=torch.bool, device=rows.device) if mask is None else mask
+        new = data.row_task[rows] == context.task
+        old_classes = data.task_masks[: context.task].any(0)
+        return torch.where(new[:, None], mask & ~old_classes, mask)
