@@ -118,7 +118,7 @@ def start_task(model, method: Method, experience: Experience, data, config: Cont
 
     ``prepare=False`` when resuming inside the task: the restored method state already includes it.
     """
-    context = Context(model, data, config, experience.task)
+    context = Context(model, data, config, experience.task, rows=experience.train_rows)
     if prepare:
         method.hook("before_task", context)
     freeze(model, method, context)

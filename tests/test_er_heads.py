@@ -64,14 +64,37 @@ def test_replay_forgets_less_than_the_baseline(tmp_path):
 def test_er_ace_keeps_new_rows_off_the_old_classes_and_stored_rows_on_every_class():
     data = make_continual_data(n_tasks=3)
     method, config = ERACE(ERConfig(memory_size=5)), ContinualConfig()
-    new, stored = data.rows["train"][2][:4], torch.cat([data.rows["train"][0][:3], data.rows["train"][1][:3]])
+    new = data.rows["train"][2][:4]
+    stored = torch.cat([data.rows["train"][0][:3], data.rows["train"][1][:3], data.rows["train"][2][4:6]])
     rows = torch.cat([new, stored])
     assert method.class_mask(context(None, 0, data, config), rows, None) is None  # task 0: plain ER
+    method.incoming = len(new)  # as extend_batch leaves it: the batch's own rows, then the stored ones
     mask = method.class_mask(context(None, 2, data, config), rows, None)
     assert mask[:4].tolist() == [[False] * 4 + [True] * 2] * 4  # task 2's rows: only classes 4, 5
     assert mask[4:].all()  # stored rows: every class
     task_mask = data.row_masks(rows)  # the task scenario's mask is kept, and narrowed no further for old rows
     assert torch.equal(method.class_mask(context(None, 2, data, config), rows, task_mask), task_mask)
+
+
+def test_er_ace_memory_holds_the_task_being_learned_and_it_forgets_less_than_the_baseline(tmp_path):
+    from continual.methods import Baseline
+
+    drawn = []
+
+    class Spy(ERACE):
+        def extend_batch(self, context, rows):
+            extended = super().extend_batch(context, rows)
+            drawn.append((context.task, context.data.row_task[extended[len(rows) :]].clone()))
+            return extended
+
+    config = ContinualConfig(epochs=8, batch_size=16, hidden=128, neuron=NeuronConfig(timesteps=8))
+    baseline = run(tmp_path, Baseline(), "base", config)
+    results = run(tmp_path, Spy(ERConfig(memory_size=10)), "er_ace", config)
+    for task in (1, 2):  # stored rows of the task being learned meet the old ones in the memory batches
+        stored = torch.cat([tasks for t, tasks in drawn if t == task])
+        assert set(stored.tolist()) == set(range(task + 1))
+    assert min(results["acc_matrix"][i][i] for i in range(3)) > 0.5  # the newest task is predicted too
+    assert results["acc"] > baseline["acc"] + 0.2
 
 
 def test_methods_named_together_run_together_each_from_its_own_flags():

@@ -48,7 +48,7 @@ class Context:
     """What every hook sees: the network, the data, the run's settings, and where the loop is.
 
     ``rows`` are the batch's rows in the per-batch hooks and the task's training rows in
-    ``after_task``; ``output`` is the batch's forward output (``models.spiking_mlp.SpikingOutput``).
+    ``before_task`` and ``after_task``; ``output`` is the batch's forward output (``models.spiking_mlp.SpikingOutput``).
     ``model`` offers one interface whether the encoders are frozen (the spiking MLP) or learn
     (``models.end_to_end.EndToEndNet``): ``projected_layers``, ``encoder_layers``,
     ``record_encoder_inputs``.

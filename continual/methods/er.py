@@ -14,7 +14,10 @@ another memory batch (both with the run's gradient projection, when a method pro
 ``ERACE`` (ER-ACE, Caccia et al., ICLR 2022; mammoth's ``er_ace``) is ER with an asymmetric cross-entropy:
 from task 1 on, the new rows' loss spans only the classes not seen in earlier tasks, so learning a new
 task no longer pushes the old classes' logits down (the class scenario's bias towards the newest
-classes); the stored rows' loss spans every class, as in ER.
+classes); the stored rows' loss spans every class, as in ER. Its class-balanced memory takes each task's
+rows when the task starts, not when it ends, so that stored rows of the task being learned meet the old
+classes' in the memory batches (as ER-ACE's reservoir holds the incoming rows): without them nothing
+pushes the old classes' logits down on the new classes' rows, and the newest task is never predicted.
 
 The memory holds row indices into the run's inputs (features with frozen encoders, raw images
 and MFCC with learning encoders) and is counted in bytes as the rows' inputs, labels and logits.
@@ -192,16 +195,33 @@ class DERPP(ER):
 class ERACE(ER):
     name = "er_ace"
 
+    def __init__(self, config: ERConfig = ERConfig()):
+        super().__init__(config)
+        self.incoming = 0  # rows of the current batch that are its own (before the stored ones)
+
     @classmethod
     def add_flags(cls, parser) -> None:
         """Declared by ``ER.add_flags``."""
 
+    def before_task(self, context: Context) -> None:
+        self.sample_bytes = context.data.bytes_per_sample()
+        if self.config.memory_budget == 0:
+            self._store_per_class(context)
+
+    def after_task(self, context: Context) -> None:
+        """The task's rows were stored when it started."""
+
+    def extend_batch(self, context: Context, rows: torch.Tensor) -> torch.Tensor:
+        self.incoming = len(rows)  # the batch's own rows come first; class_mask narrows only theirs
+        return super().extend_batch(context, rows)
+
     def class_mask(self, context: Context, rows: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor | None:
-        """New rows' logits without the earlier tasks' classes; stored rows' as the scenario gives them."""
+        """The incoming rows' logits without the earlier tasks' classes; stored rows' (the task's own stored rows
+        too) as the scenario gives them."""
         data = context.data
         if context.task == 0:
             return mask
         mask = torch.ones(len(rows), data.n_classes, dtype=torch.bool, device=rows.device) if mask is None else mask
-        new = data.row_task[rows] == context.task
+        incoming = torch.arange(len(rows), device=rows.device) < self.incoming
         old_classes = data.task_masks[: context.task].any(0)
-        return torch.where(new[:, None], mask & ~old_classes, mask)
+        return torch.where(incoming[:, None], mask & ~old_classes, mask)
