@@ -165,8 +165,8 @@ def finish_run(log: RunLog, progress: Progress, model, method: Method, data: Con
               "them (an SVD's at as many directions):")  # fmt: skip
         print("\n".join(format_subspaces(progress.subspaces)), flush=True)
     if progress.representations:
-        print("last hidden representation: a fresh least-squares head's test accuracy on the tasks seen so far, "
-              "and each earlier task's class-mean drift (continual.representation):")  # fmt: skip
+        print("each layer's input: a fresh least-squares head's test accuracy on the tasks seen so far, and each "
+              "earlier task's class-mean drift (continual.representation):")  # fmt: skip
         print("\n".join(format_representations(progress.representations)), flush=True)
     results = results_record(
         method.name,

@@ -1,8 +1,9 @@
 """Why a class-incremental head forgets: how far the representation of old classes moved, and how much
 of the classes seen so far a fresh least-squares head could still tell apart on it.
 
-After each task, on the spiking MLP's last hidden representation (the classifier's input, which the
-``-head analytic|ncm`` heads read):
+After each task, on each input of the spiking MLP's layers: the fused feature (fc1's), the first hidden
+layer's weighted rate (fc2's) and the last hidden representation (the classifier's, which the
+``-head analytic|ncm`` heads read), so that a run says at which layer the old classes moved or merged:
 
 - ``linear_probe_acc``: the test accuracy, over the tasks seen so far, of a ridge least-squares head
   fitted afresh on the current network's representations of every seen task's training rows (the
@@ -29,11 +30,19 @@ from continual.data import ContinualData
 RIDGE = 1.0  # the -head analytic default
 
 
+LAYERS = (
+    "fused",
+    "hidden1",
+    "hidden2",
+)  # the spiking MLP's layer inputs: fc1's (the fused feature), fc2's, the classifier's
+
+
 @torch.no_grad()
-def hidden_representation(model, data: ContinualData, rows: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    """The last hidden representation (rows, width), float64, in eval mode."""
+def layer_representations(model, data: ContinualData, rows: torch.Tensor, batch_size: int = 256) -> list[torch.Tensor]:
+    """Each of ``LAYERS`` on ``rows`` (rows, width), float64, in eval mode."""
     model.eval()
-    return torch.cat([model(data.inputs(b)).layer_inputs[2].double() for b in batch_rows(rows, batch_size)])
+    parts = [model(data.inputs(b)).layer_inputs for b in batch_rows(rows, batch_size)]
+    return [torch.cat([p[i] for p in parts]).double() for i in range(len(LAYERS))]
 
 
 def ridge_accuracy(train: torch.Tensor, train_labels, test: torch.Tensor, test_labels, classes: torch.Tensor,
@@ -56,29 +65,34 @@ def class_means(representation: torch.Tensor, labels: torch.Tensor, n_classes: i
 
 @torch.no_grad()
 def representation_report(model, data: ContinualData, task: int, saved_means: dict[str, torch.Tensor]) -> dict:
-    """After ``task``: ``linear_probe_acc`` and, per earlier task trained before, ``class_mean_drift``; keeps the
-    class means in ``saved_means[str(task)]`` ((classes, width), the checkpointed state). A joint run trains
-    every task in one experience: it has no earlier task to drift from."""
-    n_classes = data.n_classes
+    """After ``task``, for each of ``LAYERS``: ``linear_probe_acc`` and, per earlier task trained before,
+    ``class_mean_drift``; keeps the class means in ``saved_means[f"{layer}/{task}"]`` ((classes, width), the
+    checkpointed state). A joint run trains every task in one experience: it has no earlier task to drift from."""
     train_rows, test_rows = torch.cat(data.rows["train"][: task + 1]), torch.cat(data.rows["test"][: task + 1])
-    train = hidden_representation(model, data, train_rows)
     seen = data.task_masks[: task + 1].any(0)
-    probe = ridge_accuracy(train, data.labels[train_rows], hidden_representation(model, data, test_rows),
-                           data.labels[test_rows], seen)  # fmt: skip
-    means = class_means(train, data.labels[train_rows], n_classes)
-    drift = []
-    for earlier in (t for t in range(task) if str(t) in saved_means):
-        classes = torch.tensor(data.task_classes[earlier], device=means.device)
-        then = saved_means[str(earlier)].to(means)[classes]
-        drift.append(round(((means[classes] - then).norm(dim=1) / then.norm(dim=1).clamp(min=1e-12)).mean().item(), 4))
-    saved_means[str(task)] = means.float().cpu()
-    return {"linear_probe_acc": round(probe, 4), "class_mean_drift": drift}
+    train_labels, test_labels = data.labels[train_rows], data.labels[test_rows]
+    report = {}
+    for layer, train, test in zip(LAYERS, layer_representations(model, data, train_rows),
+                                  layer_representations(model, data, test_rows), strict=True):  # fmt: skip
+        means = class_means(train, train_labels, data.n_classes)
+        drift = []
+        for earlier in (t for t in range(task) if f"{layer}/{t}" in saved_means):
+            classes = torch.tensor(data.task_classes[earlier], device=means.device)
+            then = saved_means[f"{layer}/{earlier}"].to(means)[classes]
+            moved = (means[classes] - then).norm(dim=1) / then.norm(dim=1).clamp(min=1e-12)
+            drift.append(round(moved.mean().item(), 4))
+        saved_means[f"{layer}/{task}"] = means.float().cpu()
+        probe = ridge_accuracy(train, train_labels, test, test_labels, seen)
+        report[layer] = {"linear_probe_acc": round(probe, 4), "class_mean_drift": drift}
+    return report
 
 
 def format_representations(reports: list[dict]) -> list[str]:
-    """One line per task: the fresh least-squares head's accuracy and each earlier task's drift."""
+    """One line per task and layer: the fresh least-squares head's accuracy and each earlier task's drift."""
     lines = []
     for task, report in enumerate(reports):
-        drift = ", ".join(f"{d:.3f}" for d in report["class_mean_drift"]) or "-"
-        lines.append(f"  after task {task}: linear probe {report['linear_probe_acc'] * 100:.1f}%  drift {drift}")
+        for layer, entry in report.items():
+            drift = ", ".join(f"{d:.3f}" for d in entry["class_mean_drift"]) or "-"
+            lines.append(f"  after task {task}, {layer}: linear probe {entry['linear_probe_acc'] * 100:.1f}%  "
+                         f"drift {drift}")  # fmt: skip
     return lines

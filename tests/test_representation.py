@@ -1,5 +1,5 @@
-"""The class-incremental diagnostic: a fresh least-squares head on the last hidden representation, and
-how far old classes' mean representations moved (continual.representation)."""
+"""The class-incremental diagnostic: a fresh least-squares head on each layer's input, and how far old
+classes' mean representations moved there (continual.representation)."""
 
 import torch
 
@@ -34,13 +34,18 @@ def test_drift_is_zero_for_a_network_that_did_not_move_and_measured_against_the_
     model = build_model(data, CONFIG, torch.device("cpu"))
     saved = {}
     reports = [representation_report(model, data, task, saved) for task in range(3)]
-    assert [len(r["class_mean_drift"]) for r in reports] == [0, 1, 2]
-    assert all(d == 0 for r in reports for d in r["class_mean_drift"])
-    assert [s.shape for s in saved.values()] == [(data.n_classes, CONFIG.hidden)] * 3
-    with torch.no_grad():  # move the last hidden layer: every old class's mean moves
+    assert [len(r["hidden2"]["class_mean_drift"]) for r in reports] == [0, 1, 2]
+    assert all(d == 0 for r in reports for entry in r.values() for d in entry["class_mean_drift"])
+    assert {key: tuple(means.shape) for key, means in saved.items() if key.endswith("/2")} == {
+        "fused/2": (data.n_classes, data.feature_dim),
+        "hidden1/2": (data.n_classes, CONFIG.hidden),
+        "hidden2/2": (data.n_classes, CONFIG.hidden),
+    }
+    with torch.no_grad():  # move the last hidden layer: every old class's mean moves there, and only there
         model.fc2.weight.mul_(-1.0)
-    moved = representation_report(model, data, 2, {key: saved[key] for key in ("0", "1")})
-    assert all(d > 0.1 for d in moved["class_mean_drift"])
+    moved = representation_report(model, data, 2, {key: means for key, means in saved.items() if key[-1] in "01"})
+    assert all(d > 0.1 for d in moved["hidden2"]["class_mean_drift"])
+    assert all(d == 0 for layer in ("fused", "hidden1") for d in moved[layer]["class_mean_drift"])
 
 
 def test_runs_record_the_diagnostic_for_every_task(tmp_path):
@@ -48,11 +53,12 @@ def test_runs_record_the_diagnostic_for_every_task(tmp_path):
     data = make_continual_data(n_tasks=3)
     results = run_continual(data, Baseline(), CONFIG, folder, torch.device("cpu"), {})
     reports = results["representation"]
-    assert len(reports) == 3 and [len(r["class_mean_drift"]) for r in reports] == [0, 1, 2]
-    assert all(0 <= r["linear_probe_acc"] <= 1 for r in reports)
+    assert len(reports) == 3 and [len(r["hidden2"]["class_mean_drift"]) for r in reports] == [0, 1, 2]
+    assert all(0 <= entry["linear_probe_acc"] <= 1 for r in reports for entry in r.values())
+    assert all(d == 0 for r in reports for d in r["fused"]["class_mean_drift"])  # frozen features do not move
     # the fixture's classes are well separated: a fresh head on the plain network's features tells them apart
     # better than the plain network, which forgets (the diagnostic's point)
-    assert reports[-1]["linear_probe_acc"] > results["acc"]
+    assert reports[-1]["hidden2"]["linear_probe_acc"] > results["acc"]
 
 
 def test_a_joint_run_has_no_earlier_task_to_drift_from(tmp_path):
@@ -60,7 +66,7 @@ def test_a_joint_run_has_no_earlier_task_to_drift_from(tmp_path):
 
     folder = RunDir(tmp_path / "joint", ("results.json",), resume=False, overwrite=False, out_flag="-out_dir")
     results = run_continual(make_continual_data(n_tasks=3), Joint(), CONFIG, folder, torch.device("cpu"), {})
-    assert [r["class_mean_drift"] for r in results["representation"]] == [[]]
+    assert [entry["class_mean_drift"] for entry in results["representation"][0].values()] == [[], [], []]
 
 
 def test_class_means():
