@@ -24,3 +24,23 @@ def test_every_benchmarked_method_trains_epochs_of_task_1(tmp_path):
     for name in BENCHMARKED:
         seconds = epoch_seconds(name, data, config, 2, torch.device("cpu"))
         assert len(seconds) == 2 and all(s > 0 for s in seconds)
+
+
+def test_the_closed_form_reference_learns_task_by_task_from_task_0_statistics_only(tmp_path, capsys):
+    from benchmarks.closed_form_reference import class_incremental_matrix, expand, feature_sets, main
+
+    inputs = torch.rand(30, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    first = torch.arange(10)
+    changed = inputs.clone()
+    changed[10:] *= 10  # later tasks' rows change: task 0's rows' features do not (statistics of task 0's rows)
+    same = [expand(x, first, 16, torch.Generator().manual_seed(1))[:10] for x in (inputs, changed)]
+    assert torch.equal(*same)
+    data_dir = make_scene_dataset(tmp_path / "data", classes=SIX_CLASSES, per_class=12)
+    prepared = prepare_data(DataSpec(data_dir=data_dir, cache_dir=tmp_path / "cache"))
+    labels = torch.from_numpy(prepared.labels).long()
+    for phi in feature_sets(prepared, 64, seed=0).values():
+        matrix = class_incremental_matrix(phi, labels, prepared, ridge=10.0)
+        assert [sum(v is not None for v in row) for row in matrix] == [1, 2, 3]
+    main(["-data_dir", str(data_dir), "-cache_dir", str(tmp_path / "cache"), "-split", "stratified",
+          "-expansion", "64", "-seeds", "0,1"])  # fmt: skip
+    assert "random encoders: ACC" in capsys.readouterr().out
