@@ -144,3 +144,23 @@ def test_the_nearest_class_mean_head_answers_with_the_nearest_mean_of_seen_class
     output = type("Output", (), {"layer_inputs": [None, None, torch.tensor([[0.5, 1.0], [3.0, 1.0]])]})
     logits = head.predict(None, output)
     assert logits.argmax(1).tolist() == [0, 1] and torch.isinf(logits[:, 2:]).all()  # unseen classes never win
+
+
+def test_weight_aligning_gives_the_new_classes_the_old_classes_mean_weight_norm():
+    from continual.methods import WA
+
+    data = make_continual_data(n_tasks=3)
+    model = build_model(data, CONFIG, torch.device("cpu"))
+    weight = model.snn.classifier.weight
+    with torch.no_grad():
+        weight[4:] *= 3.0  # task 2's classes: longer weight vectors, as after training on them
+    before = weight.detach().clone()
+    WA().after_task(context(model, 0, data))
+    assert torch.equal(weight, before)  # task 0: nothing to align
+    WA().after_task(context(model, 2, data))
+    norms = weight.detach().norm(dim=1)
+    assert torch.allclose(norms[4:].mean(), norms[:4].mean())
+    assert torch.equal(weight[:4], before[:4])
+    assert torch.allclose(weight[4:] / before[4:], (weight[4] / before[4])[0].expand(2, weight.shape[1]))
+    with pytest.raises(UserError, match="-scenario task"):
+        WA().check("frozen", "task")

@@ -12,6 +12,7 @@ from continual.methods.gpm import GPM, GPMConfig
 from continual.methods.hlop import HLOP, HLOPConfig
 from continual.methods.joint import Joint
 from continual.methods.replay import LatentReplay, Replay, ReplayConfig
+from continual.methods.wa import WA
 
 METHODS = {
     "baseline": Baseline,
@@ -24,6 +25,7 @@ METHODS = {
     "er": ER,
     "derpp": DERPP,
     "er_ace": ERACE,
+    "wa": WA,
 }
 
 __all__ = [
@@ -35,6 +37,7 @@ __all__ = [
     "HLOP",
     "HOOKS",
     "METHODS",
+    "WA",
     "Baseline",
     "Composite",
     "Context",
