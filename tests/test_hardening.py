@@ -94,8 +94,9 @@ def test_pretraining_killed_mid_run_resumes_to_the_same_weights(six_class_dir, t
         ["-baseline"],
         ["-method", "derpp", "-memory_budget", "20", "-head", "analytic"],
         ["-method", "er", "-head", "ncm"],
+        ["-method", "er_ace,wa"],
     ],
-    ids=["hlop", "baseline", "derpp+analytic", "er+ncm"],
+    ids=["hlop", "baseline", "derpp+analytic", "er+ncm", "er_ace+wa"],
 )
 def test_continual_run_killed_inside_a_task_resumes_to_the_same_matrix(six_class_dir, tmp_path, method):
     cache = ["-cache_dir", str(tmp_path / "cache")]
@@ -125,6 +126,7 @@ def test_continual_run_killed_inside_a_task_resumes_to_the_same_matrix(six_class
         assert (tmp_path / "cut" / name).read_bytes() == (tmp_path / "full" / name).read_bytes()
     full, cut = (json.loads((tmp_path / name / "results.json").read_text()) for name in ("full", "cut"))
     assert cut["acc_matrix"] == full["acc_matrix"]
+    assert cut["representation"] == full["representation"]  # the class means it drifts from are checkpointed
 
 
 def test_the_same_seed_gives_a_byte_identical_matrix_on_the_cpu(tmp_path):
