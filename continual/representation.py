@@ -3,7 +3,8 @@ of the classes seen so far a fresh least-squares head could still tell apart on 
 
 After each task, on each input of the spiking MLP's layers: the fused feature (fc1's), the first hidden
 layer's weighted rate (fc2's) and the last hidden representation (the classifier's, which the
-``-head analytic|ncm`` heads read), so that a run says at which layer the old classes moved or merged:
+``-head analytic|ncm`` heads read), and with learning encoders each modality's embedding, so that a
+run says at which layer the old classes moved or merged:
 
 - ``linear_probe_acc``: the test accuracy, over the tasks seen so far, of a ridge least-squares head
   fitted afresh on the current network's representations of every seen task's training rows (the
@@ -14,6 +15,10 @@ layer's weighted rate (fc2's) and the last hidden representation (the classifier
 - ``class_mean_drift``: for each earlier task, ``|mu_now - mu_then| / |mu_then|`` averaged over its
   classes, where ``mu`` is a class's mean representation on its training rows when its task ended and
   now: how far the layers below moved the old classes (0: not at all; 1: as far as the mean's length).
+
+- ``fusion_weights`` (learning encoders with a weighting fusion): each seen task's training rows' mean
+  fusion weight per modality, after this task: a fusion that moves its weights between modalities
+  moves the fused feature even where each encoder holds still.
 
 The class means at each task's end are kept (classes x hidden width per task, in the checkpoint) so that a
 resumed run reports the same drift.
@@ -38,11 +43,23 @@ LAYERS = (
 
 
 @torch.no_grad()
-def layer_representations(model, data: ContinualData, rows: torch.Tensor, batch_size: int = 256) -> list[torch.Tensor]:
-    """Each of ``LAYERS`` on ``rows`` (rows, width), float64, in eval mode."""
+def layer_representations(model, data: ContinualData, rows: torch.Tensor, batch_size: int = 256) -> dict:
+    """Each of ``LAYERS`` on ``rows`` (rows, width), float64, in eval mode; with learning encoders also each
+    modality's embedding (``image``, ``audio``) and the fusion's weights (``fusion_weights``, rows x modalities)."""
     model.eval()
-    parts = [model(data.inputs(b)).layer_inputs for b in batch_rows(rows, batch_size)]
-    return [torch.cat([p[i] for p in parts]).double() for i in range(len(LAYERS))]
+    parts: dict[str, list[torch.Tensor]] = {}
+    for batch in batch_rows(rows, batch_size):
+        inputs = data.inputs(batch)
+        for name, value in zip(LAYERS, model(inputs).layer_inputs, strict=True):
+            parts.setdefault(name, []).append(value)
+        if model.encoder is not None:
+            embeddings = model.encoder.embed(*inputs[:2])
+            for name, value in embeddings.items():
+                parts.setdefault(name, []).append(value)
+            weights = model.encoder.fuse(embeddings)[1]
+            if weights is not None:
+                parts.setdefault("fusion_weights", []).append(weights)
+    return {name: torch.cat(values).double() for name, values in parts.items()}
 
 
 def ridge_accuracy(train: torch.Tensor, train_labels, test: torch.Tensor, test_labels, classes: torch.Tensor,
@@ -72,8 +89,9 @@ def representation_report(model, data: ContinualData, task: int, saved_means: di
     seen = data.task_masks[: task + 1].any(0)
     train_labels, test_labels = data.labels[train_rows], data.labels[test_rows]
     report = {}
-    for layer, train, test in zip(LAYERS, layer_representations(model, data, train_rows),
-                                  layer_representations(model, data, test_rows), strict=True):  # fmt: skip
+    train_all, test_all = layer_representations(model, data, train_rows), layer_representations(model, data, test_rows)
+    for layer in (name for name in train_all if name != "fusion_weights"):
+        train, test = train_all[layer], test_all[layer]
         means = class_means(train, train_labels, data.n_classes)
         drift = []
         for earlier in (t for t in range(task) if f"{layer}/{t}" in saved_means):
@@ -84,6 +102,12 @@ def representation_report(model, data: ContinualData, task: int, saved_means: di
         saved_means[f"{layer}/{task}"] = means.float().cpu()
         probe = ridge_accuracy(train, train_labels, test, test_labels, seen)
         report[layer] = {"linear_probe_acc": round(probe, 4), "class_mean_drift": drift}
+    if "fusion_weights" in train_all:  # each seen task's mean fusion weight per modality, now
+        task_of = data.row_task[train_rows]
+        weights = train_all["fusion_weights"]
+        report["fusion_weights"] = [
+            [round(w, 4) for w in weights[task_of == t].mean(0).tolist()] for t in range(task + 1)
+        ]
     return report
 
 
@@ -92,6 +116,9 @@ def format_representations(reports: list[dict]) -> list[str]:
     lines = []
     for task, report in enumerate(reports):
         for layer, entry in report.items():
+            if layer == "fusion_weights":
+                lines.append(f"  after task {task}, fusion weights of each task's rows: {entry}")
+                continue
             drift = ", ".join(f"{d:.3f}" for d in entry["class_mean_drift"]) or "-"
             lines.append(f"  after task {task}, {layer}: linear probe {entry['linear_probe_acc'] * 100:.1f}%  "
                          f"drift {drift}")  # fmt: skip

@@ -192,6 +192,12 @@ def test_continual_encoder_run_killed_inside_a_task_resumes_to_the_same_matrix(s
     assert "resuming" in resumed.stdout
     full, cut = (json.loads((tmp_path / name / "results.json").read_text()) for name in ("full", "cut"))
     assert cut["acc_matrix"] == full["acc_matrix"] and full["config"]["encoders"] == "continual"
+    assert cut["representation"] == full["representation"]
+    last = full["representation"][-1]  # learning encoders: each modality's embedding and the fusion's weights too
+    assert {"fused", "hidden1", "hidden2", "image", "audio"} <= last.keys()
+    assert len(last["image"]["class_mean_drift"]) == len(full["acc_matrix"]) - 1
+    assert len(last["fusion_weights"]) == len(full["acc_matrix"])
+    assert all(abs(sum(weights) - 1) < 1e-3 for weights in last["fusion_weights"])
 
 
 def test_pretrained_none_needs_continual_encoders(six_class_dir, tmp_path):
