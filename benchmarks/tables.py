@@ -88,6 +88,8 @@ TABLES = (
             "leakfree-class-gpm",
             "leakfree-class-hlop-analytic",
             "leakfree-class-gpm-analytic",
+            "leakfree-class-gpm-analytic-embeddings",
+            "leakfree-class-hlop-analytic-embeddings",
             "leakfree-class-hlop-ncm",
             "leakfree-class-er",
             "leakfree-class-er-ace",

@@ -100,15 +100,25 @@ class EndToEndNet(nn.Module):
 
     def features(self, inputs) -> torch.Tensor:
         """Fused features of (images, mfcc) or (images, mfcc, keep): a test probe's modality mask."""
+        return self._fused_and_embeddings(inputs)[0]
+
+    def _fused_and_embeddings(self, inputs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         images, mfcc, *probe_keep = inputs
         embeddings = self.encoder.embed(images, mfcc)
         keep = probe_keep[0] if probe_keep else None
         if self.training and self.modality_dropout > 0 and len(embeddings) > 1:
             rows = next(iter(embeddings.values())).shape[0]
             keep = modality_dropout_mask(rows, len(embeddings), self.modality_dropout, self.input_scale.device)
-        return self.encoder.fuse(embeddings, keep)[0].float() * self.input_scale
+        return self.encoder.fuse(embeddings, keep)[0].float() * self.input_scale, embeddings
 
     def forward(self, inputs, projector=None, keep_spikes: bool = False) -> SpikingOutput:
-        output = self.snn(self.features(inputs), projector, keep_spikes)
+        fused, embeddings = self._fused_and_embeddings(inputs)
+        output = self.snn(fused, projector, keep_spikes)
         output.encoder_inputs = self.recorder.take()
+        output.embeddings = torch.cat([e.detach().float() for e in embeddings.values()], 1)
         return output
+
+    @property
+    def embedding_width(self) -> int:
+        """The width of ``SpikingOutput.embeddings``: every modality encoder's embedding, concatenated."""
+        return self.encoder.config.feature_dim * len(self.encoder.encoders)

@@ -52,6 +52,8 @@ class SpikingOutput:
     layer_orthogonal: list[torch.Tensor | None] | None = None
     # with -encoder_mode continual: each encoder layer's input rows (models.end_to_end), when recorded
     encoder_inputs: list[torch.Tensor] | None = None
+    # with -encoder_mode continual: the modality encoders' embeddings, concatenated (B, sum of dims), detached
+    embeddings: torch.Tensor | None = None
 
 
 class SpikingMLP(nn.Module):

@@ -225,3 +225,21 @@ def test_later_tasks_can_switch_optimizer_and_the_encoders_learn_at_their_own_ra
     encoder_params = {id(p) for p in net.encoder.parameters()}
     assert all(id(p) in encoder_params for p in later.param_groups[1]["params"])
     assert all(p.dim() > 1 for group in later.param_groups for p in group["params"])  # biases, norms: task 0 only
+
+
+def test_heads_can_read_the_encoders_embeddings_before_the_fusion():
+    from common.errors import UserError
+    from continual.methods.heads import AnalyticHead, HeadConfig
+
+    net = _tiny_net().eval()
+    images, mfcc = torch.randint(0, 255, (5, 32, 32, 3), dtype=torch.uint8), torch.randn(5, 104)
+    output = net((images, mfcc))
+    embeddings = net.encoder.embed(images, mfcc)
+    assert net.embedding_width == 32 and output.embeddings.shape == (5, 32)
+    assert torch.equal(output.embeddings, torch.cat([embeddings["image"], embeddings["audio"]], 1))
+    head = AnalyticHead(HeadConfig(input="embeddings"))
+    assert head.representation(output) is output.embeddings
+    assert AnalyticHead().representation(output) is output.layer_inputs[2]
+    head.check("continual", "class")
+    with pytest.raises(UserError, match="-head_input embeddings"):
+        head.check("frozen", "class")

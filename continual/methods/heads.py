@@ -13,6 +13,9 @@ spiking MLP's last hidden representation (the classifier's input, the weighted r
 Both learn only when a task ends (their statistics come from the network as it is then), compose
 with every method (HLOP, GPM, ... keep the layers below protected), and answer only over the
 classes seen so far. The validation accuracy printed during a task is the trained classifier's.
+``-head_input embeddings`` (learning encoders) has them read the modality encoders' embeddings,
+concatenated, before the fusion: in the leak-free class scenario the encoders under GPM or HLOP keep
+more of the classes apart there than the fusion and the spiking MLP do (docs/protocols.md).
 """
 
 from __future__ import annotations
@@ -24,16 +27,19 @@ import torch.nn.functional as F
 
 from common.batching import batch_rows
 from common.cli import non_negative_int, positive_float
+from common.errors import UserError
 from continual.methods.base import Context, Method
 from models.spiking_mlp import SpikingOutput
 
 HEADS = ("linear", "analytic", "ncm")
+HEAD_INPUTS = ("hidden", "embeddings")
 
 
 @dataclass(frozen=True)
 class HeadConfig:
     expansion: int = 0  # analytic: a fixed random ReLU expansion of the representation to this size (0: none)
     ridge: float = 1.0  # analytic: gamma, the ridge regulariser
+    input: str = "hidden"  # what the head reads: the spiking MLP's last hidden layer, or the encoders' embeddings
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -55,17 +61,33 @@ class _ClassStatisticsHead(Method):
 
     @classmethod
     def from_args(cls, args) -> Method:
-        return cls(HeadConfig(expansion=args.head_expansion, ridge=args.head_ridge))
+        return cls(HeadConfig(expansion=args.head_expansion, ridge=args.head_ridge, input=args.head_input))
+
+    def check(self, encoder_mode: str, scenario: str) -> None:
+        super().check(encoder_mode, scenario)
+        if self.config.input == "embeddings" and encoder_mode != "continual":
+            raise UserError("-head_input embeddings: reads the learning encoders' embeddings; it needs "
+                            "-encoder_mode continual (frozen features: -head_input hidden)")  # fmt: skip
 
     def before_run(self, context: Context) -> None:
         self.seen = torch.zeros(context.data.n_classes, dtype=torch.bool, device=context.data.device)
 
+    def width(self, context: Context) -> int:
+        """The size of the representation the head reads."""
+        if self.config.input == "embeddings":
+            return context.model.embedding_width
+        return context.model.snn.classifier.in_features
+
+    def representation(self, output: SpikingOutput) -> torch.Tensor:
+        """What the head reads of a forward pass: the last hidden layer's rate, or the encoders' embeddings."""
+        return output.embeddings if self.config.input == "embeddings" else output.layer_inputs[2]
+
     @torch.no_grad()
     def representations(self, context: Context) -> tuple[torch.Tensor, torch.Tensor]:
-        """The task's training rows' last hidden representations (float64) and labels, in eval mode."""
+        """The task's training rows' representations (float64) and labels, in eval mode."""
         model, data = context.model, context.data
         model.eval()
-        chunks = [model(data.inputs(rows)).layer_inputs[2].double() for rows in batch_rows(context.rows, 256)]
+        chunks = [self.representation(model(data.inputs(rows))).double() for rows in batch_rows(context.rows, 256)]
         return torch.cat(chunks), data.labels[context.rows]
 
     def only_seen(self, logits: torch.Tensor) -> torch.Tensor:
@@ -77,7 +99,7 @@ class AnalyticHead(_ClassStatisticsHead):
 
     def before_run(self, context: Context) -> None:
         super().before_run(context)
-        width = context.model.snn.classifier.in_features
+        width = self.width(context)
         dim = self.config.expansion or width
         device = context.data.device
         generator = torch.Generator().manual_seed(0)  # the same fixed expansion in every run
@@ -105,7 +127,7 @@ class AnalyticHead(_ClassStatisticsHead):
     def predict(self, context: Context, output: SpikingOutput) -> torch.Tensor | None:
         if not self.seen.any():
             return None
-        return self.only_seen((self.features(output.layer_inputs[2]) @ self.weight).float())
+        return self.only_seen((self.features(self.representation(output)) @ self.weight).float())
 
 
 class NCMHead(_ClassStatisticsHead):
@@ -113,7 +135,7 @@ class NCMHead(_ClassStatisticsHead):
 
     def before_run(self, context: Context) -> None:
         super().before_run(context)
-        width, classes = context.model.snn.classifier.in_features, context.data.n_classes
+        width, classes = self.width(context), context.data.n_classes
         self.register_buffer("sums", torch.zeros(classes, width, dtype=torch.float64, device=context.data.device))
         self.register_buffer("counts", torch.zeros(classes, dtype=torch.float64, device=context.data.device))
 
@@ -128,7 +150,7 @@ class NCMHead(_ClassStatisticsHead):
         if not self.seen.any():
             return None
         means = self.sums / self.counts.clamp(min=1)[:, None]
-        return self.only_seen(-torch.cdist(output.layer_inputs[2].double(), means).float())
+        return self.only_seen(-torch.cdist(self.representation(output).double(), means).float())
 
 
 HEAD_METHODS = {"analytic": AnalyticHead, "ncm": NCMHead}
@@ -142,3 +164,6 @@ def add_head_flags(group) -> None:
     group.flag("-head_expansion", type=non_negative_int, default=c.expansion,
                help="-head analytic: a fixed random ReLU expansion of the representation to this size (0: none)")  # fmt: skip
     group.flag("-head_ridge", type=positive_float, default=c.ridge, help="-head analytic: the ridge regulariser")
+    group.flag("-head_input", default=c.input, choices=HEAD_INPUTS,
+               help="what the head reads: hidden (the spiking MLP's last hidden layer) or, with -encoder_mode "
+               "continual, embeddings (the modality encoders' embeddings, concatenated, before the fusion)")  # fmt: skip
