@@ -16,6 +16,8 @@ run says at which layer the old classes moved or merged:
   classes, where ``mu`` is a class's mean representation on its training rows when its task ended and
   now: how far the layers below moved the old classes (0: not at all; 1: as far as the mean's length).
 
+- ``features`` (learning encoders): every modality encoder's features, concatenated, as ``-head_input features``
+  reads them (``models.encoders``).
 - ``fusion_weights`` (learning encoders with a weighting fusion): each seen task's training rows' mean
   fusion weight per modality, after this task: a fusion that moves its weights between modalities
   moves the fused feature even where each encoder holds still.
@@ -31,9 +33,7 @@ import torch.nn.functional as F
 
 from common.batching import batch_rows
 from continual.data import ContinualData
-
-RIDGE = 1.0  # the -head analytic default
-
+from continual.methods.heads import RIDGE  # the analytic head's, for rows of unit mean squared norm
 
 LAYERS = (
     "fused",
@@ -53,9 +53,10 @@ def layer_representations(model, data: ContinualData, rows: torch.Tensor, batch_
         for name, value in zip(LAYERS, model(inputs).layer_inputs, strict=True):
             parts.setdefault(name, []).append(value)
         if model.encoder is not None:
-            embeddings = model.encoder.embed(*inputs[:2])
+            embeddings, features = model.encoder.encode(*inputs[:2])
             for name, value in embeddings.items():
                 parts.setdefault(name, []).append(value)
+            parts.setdefault("features", []).append(torch.cat(list(features.values()), 1))
             weights = model.encoder.fuse(embeddings)[1]
             if weights is not None:
                 parts.setdefault("fusion_weights", []).append(weights)
@@ -64,8 +65,10 @@ def layer_representations(model, data: ContinualData, rows: torch.Tensor, batch_
 
 def ridge_accuracy(train: torch.Tensor, train_labels, test: torch.Tensor, test_labels, classes: torch.Tensor,
                    ridge: float = RIDGE) -> float:  # fmt: skip
-    """Accuracy on ``test`` of the ridge least-squares fit to one-hot labels on ``train``, answering only over
-    ``classes``."""
+    """Accuracy on ``test`` of the ridge least-squares fit to one-hot labels on ``train`` (both scaled so that
+    ``train``'s rows have unit mean squared norm), answering only over ``classes``."""
+    scale = train.pow(2).sum(1).mean().clamp(min=1e-12).rsqrt()  # as the analytic head scales its rows
+    train, test = train * scale, test * scale
     targets = F.one_hot(train_labels, len(classes)).double()
     gram = train.t() @ train + ridge * torch.eye(train.shape[1], dtype=train.dtype, device=train.device)
     weight = torch.linalg.solve(gram, train.t() @ targets)

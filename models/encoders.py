@@ -3,11 +3,19 @@
 Each encoder ends in a ReLU so that the fused feature is non-negative, like the pixel
 intensities the reference spiking MLP was built for: it enters the spiking network as a
 constant input current.
+
+``encode`` also returns each encoder's *features*, what a closed-form class-incremental head reads
+(``-head_input features``): the body's output before the projection, with the image CNN's last block
+average-pooled to a ``HEAD_GRID`` x ``HEAD_GRID`` grid instead of to one value per channel. The embedding
+is trained on the classes seen so far; the pooled grid keeps the spatial layout that tells later classes
+apart (a 10-digit least-squares head on the 2 x 2 grid of an encoder trained on two digits: 95% on the
+held-out speaker, on its embedding 84-90%; docs/protocols.md).
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from common.errors import UserError
@@ -15,6 +23,7 @@ from common.errors import UserError
 IMAGE_BACKBONES = ("cnn", "resnet18", "spiking_cnn")  # spiking_*: models.spiking_encoders
 AUDIO_ENCODERS = ("mlp", "conv", "spiking_mlp")
 MFCC_PER_WINDOW = 13  # the scene data: 8 windows x 13 coefficients
+HEAD_GRID = 2  # the image CNN's features for the closed-form heads: its last block pooled to this grid
 
 
 class ImageEncoder(nn.Module):
@@ -22,6 +31,7 @@ class ImageEncoder(nn.Module):
 
     def __init__(self, dim: int, backbone: str = "cnn", imagenet_weights: bool = False):
         super().__init__()
+        self.grid = backbone == "cnn"  # the small CNN's features keep a spatial grid; resnet18's are its pooled output
         if backbone == "cnn":
             self.body, width = _small_cnn(), 128
             mean, std = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
@@ -30,14 +40,22 @@ class ImageEncoder(nn.Module):
             mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
         else:
             raise UserError(f"-image_backbone {backbone}: expected one of {', '.join(IMAGE_BACKBONES)}")
+        self.feature_width = width * HEAD_GRID**2 if self.grid else width
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1) * 255, persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1) * 255, persistent=False)
         self.project = nn.Sequential(nn.Linear(width, dim), nn.ReLU())
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = images.permute(0, 3, 1, 2).float()
-        x = (x - self.mean) / self.std
-        return self.project(self.body(x))
+        return self.encode(images)[0]
+
+    def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The embedding (B, dim) and the features (B, feature_width) of one pass."""
+        x = (images.permute(0, 3, 1, 2).float() - self.mean) / self.std
+        if not self.grid:
+            pooled = self.body(x)
+            return self.project(pooled), pooled
+        maps = self.body[:-2](x)  # the convolution blocks; the body ends in global pooling and flattening
+        return self.project(self.body[-2:](maps)), F.adaptive_avg_pool2d(maps, HEAD_GRID).flatten(1)
 
 
 class AudioEncoder(nn.Module):
@@ -61,11 +79,17 @@ class AudioEncoder(nn.Module):
         else:
             raise UserError(f"-audio_encoder {kind}: expected one of {', '.join(AUDIO_ENCODERS)}")
         self.project = nn.Sequential(nn.Linear(width, dim), nn.ReLU())
+        self.feature_width = width
 
     def forward(self, mfcc: torch.Tensor) -> torch.Tensor:
+        return self.encode(mfcc)[0]
+
+    def encode(self, mfcc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The embedding (B, dim) and the features (B, feature_width): the body's output."""
         if self.kind == "conv":  # (B, windows * 13) -> (B, 13 coefficients as channels, windows)
             mfcc = mfcc.view(mfcc.shape[0], -1, MFCC_PER_WINDOW).transpose(1, 2)
-        return self.project(self.body(mfcc))
+        features = self.body(mfcc)
+        return self.project(features), features
 
 
 def _small_cnn() -> nn.Sequential:

@@ -19,6 +19,7 @@ from models.multimodal import MultimodalNet
 from models.spiking_mlp import SpikingMLP, SpikingOutput
 
 NORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d)
+MODALITY_COLUMNS = ("image", "audio")  # the columns of a test probe's keep mask (models.probes)
 
 
 class EndToEndNet(nn.Module):
@@ -100,25 +101,45 @@ class EndToEndNet(nn.Module):
 
     def features(self, inputs) -> torch.Tensor:
         """Fused features of (images, mfcc) or (images, mfcc, keep): a test probe's modality mask."""
-        return self._fused_and_embeddings(inputs)[0]
+        return self._encoded(inputs)[0]
 
-    def _fused_and_embeddings(self, inputs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def _encoded(self, inputs) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """The fused feature (scaled), and each modality's embedding and features (``models.encoders``)."""
         images, mfcc, *probe_keep = inputs
-        embeddings = self.encoder.embed(images, mfcc)
+        embeddings, features = self.encoder.encode(images, mfcc)
         keep = probe_keep[0] if probe_keep else None
         if self.training and self.modality_dropout > 0 and len(embeddings) > 1:
             rows = next(iter(embeddings.values())).shape[0]
             keep = modality_dropout_mask(rows, len(embeddings), self.modality_dropout, self.input_scale.device)
-        return self.encoder.fuse(embeddings, keep)[0].float() * self.input_scale, embeddings
+        return self.encoder.fuse(embeddings, keep)[0].float() * self.input_scale, embeddings, features
 
     def forward(self, inputs, projector=None, keep_spikes: bool = False) -> SpikingOutput:
-        fused, embeddings = self._fused_and_embeddings(inputs)
+        fused, embeddings, features = self._encoded(inputs)
         output = self.snn(fused, projector, keep_spikes)
         output.encoder_inputs = self.recorder.take()
-        output.embeddings = torch.cat([e.detach().float() for e in embeddings.values()], 1)
+        probe_keep = inputs[2] if len(inputs) > 2 else None
+        output.embeddings = _for_head(embeddings, probe_keep)
+        output.encoder_features = _for_head(features, probe_keep)
         return output
 
     @property
     def embedding_width(self) -> int:
         """The width of ``SpikingOutput.embeddings``: every modality encoder's embedding, concatenated."""
         return self.encoder.config.feature_dim * len(self.encoder.encoders)
+
+    @property
+    def feature_width(self) -> int:
+        """The width of ``SpikingOutput.encoder_features``: every modality encoder's features, concatenated."""
+        return self.encoder.feature_width
+
+
+def _for_head(per_modality: dict[str, torch.Tensor], keep: torch.Tensor | None) -> torch.Tensor:
+    """Each modality's tensor, detached and concatenated, for a head to read; a test probe's missing modality
+    (``keep`` (B, 2): image, audio) is zero there too, as it is in the fusion."""
+    parts = []
+    for name, value in per_modality.items():
+        value = value.detach().float()
+        if keep is not None:
+            value = value * keep[:, MODALITY_COLUMNS.index(name), None]
+        parts.append(value)
+    return torch.cat(parts, 1)

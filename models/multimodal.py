@@ -87,6 +87,17 @@ class MultimodalNet(nn.Module):
         inputs = {"image": images, "audio": mfcc}
         return {name: encoder(inputs[name]) for name, encoder in self.encoders.items()}
 
+    def encode(self, images: torch.Tensor | None, mfcc: torch.Tensor | None):
+        """Each modality's embedding and its features (``models.encoders``), as two dicts, from one pass."""
+        inputs = {"image": images, "audio": mfcc}
+        both = {name: encoder.encode(inputs[name]) for name, encoder in self.encoders.items()}
+        return {name: pair[0] for name, pair in both.items()}, {name: pair[1] for name, pair in both.items()}
+
+    @property
+    def feature_width(self) -> int:
+        """The width of every modality's features, concatenated."""
+        return sum(encoder.feature_width for encoder in self.encoders.values())
+
     def fuse(self, embeddings: dict[str, torch.Tensor], keep: torch.Tensor | None = None):
         """Fused feature and modality weights; ``keep`` (B, modalities) drops modalities per row."""
         if self.fusion is None:

@@ -180,6 +180,15 @@ class SpikingEncoder(nn.Module):
             x = stage(x)
         return x.rate
 
+    def encode(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The embedding, and the features a closed-form head reads: the same firing rates."""
+        rate = self.forward(inputs)
+        return rate, rate
+
+    @property
+    def feature_width(self) -> int:
+        return self.stages[-1].layer.out_features
+
     def blocks(self) -> list[LIFBlock]:
         return [stage for stage in self.stages if isinstance(stage, LIFBlock)]
 

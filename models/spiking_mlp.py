@@ -54,6 +54,8 @@ class SpikingOutput:
     encoder_inputs: list[torch.Tensor] | None = None
     # with -encoder_mode continual: the modality encoders' embeddings, concatenated (B, sum of dims), detached
     embeddings: torch.Tensor | None = None
+    # with -encoder_mode continual: the modality encoders' features (models.encoders), concatenated, detached
+    encoder_features: torch.Tensor | None = None
 
 
 class SpikingMLP(nn.Module):

@@ -239,7 +239,31 @@ def test_heads_can_read_the_encoders_embeddings_before_the_fusion():
     assert torch.equal(output.embeddings, torch.cat([embeddings["image"], embeddings["audio"]], 1))
     head = AnalyticHead(HeadConfig(input="embeddings"))
     assert head.representation(output) is output.embeddings
-    assert AnalyticHead().representation(output) is output.layer_inputs[2]
+    assert AnalyticHead(HeadConfig(input="hidden")).representation(output) is output.layer_inputs[2]
     head.check("continual", "class")
     with pytest.raises(UserError, match="-head_input embeddings"):
         head.check("frozen", "class")
+
+
+def test_the_encoders_features_keep_the_image_cnn_s_spatial_grid_and_the_audio_body_output():
+    """-head_input features: the image CNN's last block pooled to 2 x 2 (its embedding pools it to 1 x 1) and
+    the audio MLP's last hidden layer, from the same pass as the embeddings; auto picks them with learning
+    encoders and the last hidden layer on frozen features; a probe's missing modality is zero there."""
+    from continual.methods.heads import AnalyticHead
+
+    net = _tiny_net().eval()
+    images, mfcc = torch.randint(0, 255, (5, 32, 32, 3), dtype=torch.uint8), torch.randn(5, 104)
+    output = net((images, mfcc))
+    image, audio = net.encoder.encoders["image"], net.encoder.encoders["audio"]
+    maps = image.body[:-2]((images.permute(0, 3, 1, 2).float() - image.mean) / image.std)
+    grid = maps.view(5, 128, 2, 4, 2, 4).mean((3, 5)).flatten(1)  # 8 x 8 maps, averaged over 4 x 4 blocks
+    assert net.feature_width == 128 * 4 + 256 and output.encoder_features.shape == (5, 768)
+    torch.testing.assert_close(output.encoder_features, torch.cat([grid, audio.body(mfcc)], 1))
+    torch.testing.assert_close(image.project(maps.mean((2, 3))), net.encoder.embed(images, mfcc)["image"])
+    for mode, read in (("continual", output.encoder_features), ("frozen", output.layer_inputs[2])):
+        head = AnalyticHead()
+        head.check(mode, "class")
+        assert head.representation(output) is read
+    audio_only = net((images, mfcc, torch.tensor([[False, True]]).expand(5, 2)))
+    assert not audio_only.encoder_features[:, :512].any() and not audio_only.embeddings[:, :16].any()
+    torch.testing.assert_close(audio_only.encoder_features[:, 512:], output.encoder_features[:, 512:])

@@ -6,6 +6,7 @@ import torch
 from common.rundir import RunDir
 from continual.config import ContinualConfig
 from continual.methods import Baseline
+from continual.methods.heads import RIDGE
 from continual.representation import class_means, representation_report, ridge_accuracy
 from continual.trainer import build_model, run_continual
 from models.neurons import NeuronConfig
@@ -19,12 +20,13 @@ def test_ridge_accuracy_is_the_least_squares_fit_answering_only_over_the_given_c
     train = torch.randn(60, 5, generator=generator, dtype=torch.float64)
     labels = torch.randint(3, (60,), generator=generator)
     test = torch.randn(30, 5, generator=generator, dtype=torch.float64)
-    weight = torch.linalg.lstsq(
-        torch.cat([train, torch.eye(5, dtype=torch.float64)]),  # ridge 1 as least squares on augmented rows
+    scale = 1 / train.pow(2).sum(1).mean().sqrt()  # the analytic head's: training rows of unit mean squared norm
+    weight = torch.linalg.lstsq(  # the ridge as least squares on augmented rows
+        torch.cat([train * scale, RIDGE**0.5 * torch.eye(5, dtype=torch.float64)]),
         torch.cat([torch.nn.functional.one_hot(labels, 4).double(), torch.zeros(5, 4, dtype=torch.float64)]),
     ).solution
     classes = torch.tensor([True, True, True, False])
-    expected = (test @ weight)[:, :3].argmax(1)
+    expected = (test * scale @ weight)[:, :3].argmax(1)
     for truth in (expected, (expected + 1) % 3):
         assert ridge_accuracy(train, labels, test, truth, classes) == (expected == truth).double().mean().item()
 

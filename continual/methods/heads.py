@@ -1,26 +1,34 @@
 """Class-incremental heads that store no rows (``-head analytic|ncm``; ``linear``, the trained classifier, is
-the default): at test time they answer in place of the classifier, from class statistics of the
-spiking MLP's last hidden representation (the classifier's input, the weighted rate ``r2``).
+the default): at test time they answer in place of the classifier, from class statistics of a representation
+of the rows (``-head_input``):
+
+- ``hidden``: the spiking MLP's last hidden representation (the classifier's input, the weighted rate ``r2``),
+  the default on frozen features;
+- ``features`` (learning encoders; their default): each modality encoder's features before its projection,
+  concatenated (``models.encoders``: the image CNN's last block pooled to a 2 x 2 grid, the audio MLP's last
+  hidden layer). In the leak-free class scenario the encoders, kept in place by HLOP or GPM, still tell every
+  class apart there, where the fusion and the spiking MLP trained on two classes at a time do not
+  (docs/protocols.md);
+- ``embeddings`` (learning encoders): the modality encoders' embeddings, concatenated, before the fusion.
 
 - ``AnalyticHead``: recursive least squares, as ACIL / GKEAL / DS-AL (Zhuang et al.): after each task,
   with the task's training rows' representations ``Phi`` (optionally through a fixed random ReLU
   expansion, as RanPAC) and one-hot labels ``Y``, ``R = (sum Phi^T Phi + gamma I)^-1`` and
   ``W = R sum Phi^T Y`` are updated by the Woodbury identity, so that after ``k`` tasks ``W`` equals
-  the ridge least-squares fit on all ``k`` tasks' rows at once. It stores ``R`` (D x D) and ``W``.
+  the ridge least-squares fit on all ``k`` tasks' rows at once. ``Phi`` is scaled by one number fixed
+  when task 0 ends (task 0's rows then have a mean squared norm of 1), so that ``gamma`` means the same
+  whatever the representation's size and units. It stores ``R`` (D x D), ``W`` and the scale.
 - ``NCMHead``: nearest class mean: each class's mean representation (sum and count); a row goes to
   the class whose mean is nearest (Euclidean).
 
 Both learn only when a task ends (their statistics come from the network as it is then), compose
 with every method (HLOP, GPM, ... keep the layers below protected), and answer only over the
 classes seen so far. The validation accuracy printed during a task is the trained classifier's.
-``-head_input embeddings`` (learning encoders) has them read the modality encoders' embeddings,
-concatenated, before the fusion: in the leak-free class scenario the encoders under GPM or HLOP keep
-more of the classes apart there than the fusion and the spiking MLP do (docs/protocols.md).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -31,15 +39,18 @@ from common.errors import UserError
 from continual.methods.base import Context, Method
 from models.spiking_mlp import SpikingOutput
 
+RIDGE = 0.1  # -head_ridge: the best validation ACC of leakfree-class-hlop-analytic (docs/protocols.md)
 HEADS = ("linear", "analytic", "ncm")
-HEAD_INPUTS = ("hidden", "embeddings")
+HEAD_INPUTS = ("auto", "hidden", "features", "embeddings")
+AUTO_INPUT = {"frozen": "hidden", "continual": "features"}  # -head_input auto, by -encoder_mode
+ENCODER_INPUTS = ("features", "embeddings")  # what only learning encoders provide
 
 
 @dataclass(frozen=True)
 class HeadConfig:
     expansion: int = 0  # analytic: a fixed random ReLU expansion of the representation to this size (0: none)
-    ridge: float = 1.0  # analytic: gamma, the ridge regulariser
-    input: str = "hidden"  # what the head reads: the spiking MLP's last hidden layer, or the encoders' embeddings
+    ridge: float = RIDGE  # analytic: gamma, the ridge regulariser, for rows scaled to unit mean squared norm
+    input: str = "auto"  # what the head reads (HEAD_INPUTS): auto is hidden on frozen features, else features
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -64,9 +75,12 @@ class _ClassStatisticsHead(Method):
         return cls(HeadConfig(expansion=args.head_expansion, ridge=args.head_ridge, input=args.head_input))
 
     def check(self, encoder_mode: str, scenario: str) -> None:
+        """Also settles ``-head_input auto`` for the encoder mode (results.json records what was read)."""
         super().check(encoder_mode, scenario)
-        if self.config.input == "embeddings" and encoder_mode != "continual":
-            raise UserError("-head_input embeddings: reads the learning encoders' embeddings; it needs "
+        if self.config.input == "auto":
+            self.config = replace(self.config, input=AUTO_INPUT[encoder_mode])
+        if self.config.input in ENCODER_INPUTS and encoder_mode != "continual":
+            raise UserError(f"-head_input {self.config.input}: reads the learning encoders; it needs "
                             "-encoder_mode continual (frozen features: -head_input hidden)")  # fmt: skip
 
     def before_run(self, context: Context) -> None:
@@ -74,13 +88,19 @@ class _ClassStatisticsHead(Method):
 
     def width(self, context: Context) -> int:
         """The size of the representation the head reads."""
+        if self.config.input == "features":
+            return context.model.feature_width
         if self.config.input == "embeddings":
             return context.model.embedding_width
         return context.model.snn.classifier.in_features
 
     def representation(self, output: SpikingOutput) -> torch.Tensor:
-        """What the head reads of a forward pass: the last hidden layer's rate, or the encoders' embeddings."""
-        return output.embeddings if self.config.input == "embeddings" else output.layer_inputs[2]
+        """What the head reads of a forward pass (``-head_input``)."""
+        if self.config.input == "features":
+            return output.encoder_features
+        if self.config.input == "embeddings":
+            return output.embeddings
+        return output.layer_inputs[2]
 
     @torch.no_grad()
     def representations(self, context: Context) -> tuple[torch.Tensor, torch.Tensor]:
@@ -107,16 +127,24 @@ class AnalyticHead(_ClassStatisticsHead):
         self.register_buffer("expansion", expansion.double().to(device) if self.config.expansion else None)
         self.register_buffer("inverse", torch.eye(dim, dtype=torch.float64, device=device) / self.config.ridge)
         self.register_buffer("weight", torch.zeros(dim, context.data.n_classes, dtype=torch.float64, device=device))
+        self.register_buffer("scale", torch.zeros((), dtype=torch.float64, device=device))  # set when task 0 ends
 
-    def features(self, representation: torch.Tensor) -> torch.Tensor:
+    def expanded(self, representation: torch.Tensor) -> torch.Tensor:
         representation = representation.double()
         return representation if self.expansion is None else F.relu(representation @ self.expansion)
+
+    def features(self, representation: torch.Tensor) -> torch.Tensor:
+        """``Phi``: the representation, expanded if asked, times the scale fixed at task 0's end."""
+        return self.expanded(representation) * self.scale
 
     @torch.no_grad()
     def after_task(self, context: Context) -> None:
         """The Woodbury update: R <- R - R Phi^T (I + Phi R Phi^T)^-1 Phi R;  W <- W + R Phi^T (Y - Phi W)."""
         representation, labels = self.representations(context)
-        phi = self.features(representation)
+        phi = self.expanded(representation)
+        if not self.scale:  # task 0's rows: unit mean squared norm, from now on
+            self.scale.fill_(phi.pow(2).sum(1).mean().clamp(min=1e-12).rsqrt().item())
+        phi = phi * self.scale
         targets = F.one_hot(labels, self.weight.shape[1]).double()
         gain = self.inverse @ phi.t()  # R Phi^T
         inner = torch.eye(len(phi), dtype=phi.dtype, device=phi.device) + phi @ gain
@@ -163,7 +191,11 @@ def add_head_flags(group) -> None:
                "squares on the last hidden representation, no stored rows) or ncm (nearest class mean)")  # fmt: skip
     group.flag("-head_expansion", type=non_negative_int, default=c.expansion,
                help="-head analytic: a fixed random ReLU expansion of the representation to this size (0: none)")  # fmt: skip
-    group.flag("-head_ridge", type=positive_float, default=c.ridge, help="-head analytic: the ridge regulariser")
+    group.flag("-head_ridge", type=positive_float, default=c.ridge,
+               help="-head analytic: the ridge regulariser, for representations scaled so that task 0's rows have "
+               "unit mean squared norm")  # fmt: skip
     group.flag("-head_input", default=c.input, choices=HEAD_INPUTS,
                help="what the head reads: hidden (the spiking MLP's last hidden layer) or, with -encoder_mode "
-               "continual, embeddings (the modality encoders' embeddings, concatenated, before the fusion)")  # fmt: skip
+               "continual, features (each modality encoder's features before its projection, the image CNN's last "
+               "block pooled to a 2 x 2 grid) or embeddings (the encoders' embeddings, before the fusion); auto: "
+               "hidden on frozen features, features with -encoder_mode continual")  # fmt: skip
