@@ -115,7 +115,8 @@ def _optimisation_flags(group) -> None:
                help="optimizer of the tasks after the first (default: -opt); e.g. -opt Adam -later_opt SGD")  # fmt: skip
     group.flag("-later_lr", type=float, default=None,
                help="learning rate of the tasks after the first, for the spiking MLP and (-encoder_mode continual) "
-               "the encoders (default: -lr and -encoder_lr)")  # fmt: skip
+               "the encoders (default: -lr and -encoder_lr; 0: the network stays as task 0 left it, no epochs are run, only "
+               "a -head analytic or ncm learns)")  # fmt: skip
     group.flag("-lr_scheduler", default=c.lr_scheduler, choices=SCHEDULERS,
                help="StepLR or CosALR (cosine with warm-up), stepped per epoch")  # fmt: skip
     group.flag("-step_size", type=positive_float, default=c.step_size, help="StepLR step size in epochs")

@@ -28,7 +28,7 @@ class ContinualConfig:
     batch_size: int = 64
     opt: str | None = None  # None: the encoder mode's (MODE_DEFAULTS)
     later_opt: str | None = None  # tasks after the first: another optimizer (None: opt), e.g. Adam then SGD
-    later_lr: float | None = None  # its learning rate, also the encoders' (None: lr and encoder_lr)
+    later_lr: float | None = None  # its learning rate, also the encoders' (None: lr and encoder_lr; 0: nothing learns)
     lr: float | None = None  # None: the encoder mode's
     encoder_lr: float = 0.001  # -encoder_mode continual: the encoders' and the fusion's learning rate
     encoder_momentum: float = 0.9  # -encoder_mode continual, with SGD: the encoders' momentum
@@ -52,9 +52,10 @@ class ContinualConfig:
             integer(getattr(self, name), f"-{name}")
         integer(self.warmup, "-warmup", least=0)
         integer(self.seed, "-seed", least=-(2**63))
-        for name in ("lr", "later_lr"):
-            if getattr(self, name) is not None:
-                positive(getattr(self, name), f"-{name}")
+        if self.lr is not None:
+            positive(self.lr, "-lr")
+        if self.later_lr is not None:
+            non_negative(self.later_lr, "-later_lr")
         for name in ("encoder_lr", "step_size", "gamma"):
             positive(getattr(self, name), f"-{name}")
         share(self.encoder_momentum, "-encoder_momentum")
@@ -90,5 +91,11 @@ class ContinualConfig:
         """
         if self.later_opt is None and self.later_lr is None:
             return self
-        lr = self.later_lr or self.lr
-        return replace(self, opt=self.later_opt or self.opt, lr=lr, encoder_lr=self.later_lr or self.encoder_lr)
+        if not self.later_lr:  # None: the first task's rates; 0: no epoch is run (``epochs_of``)
+            return replace(self, opt=self.later_opt or self.opt)
+        return replace(self, opt=self.later_opt or self.opt, lr=self.later_lr, encoder_lr=self.later_lr)
+
+    def epochs_of(self, task: int) -> int:
+        """Epochs of ``task``: none after the first with ``later_lr`` 0, where the network stays as task 0 left it
+        and only a closed-form head learns (the protocol of analytic class-incremental learning, ACIL)."""
+        return 0 if task > 0 and self.later_lr == 0 else self.epochs

@@ -81,11 +81,13 @@ def evaluate_task(progress: Progress, model, method: Method, data: ContinualData
     if progress.acc_at_init and task + 1 < data.n_tasks:  # the next task, before it is trained
         progress.acc_before_training.append(accuracy(model, data, data.rows["test"][task + 1], config, method))
     progress.task, progress.training = task + 1, None
-    print(
-        f"task {task} ({experience.name}): loss {loss:.4f}  train {train_acc:.4f}  val {val_acc:.4f}  "
-        f"test {progress.matrix[task][task]:.4f}  ({progress.task_seconds[-1]:.1f}s)",
-        flush=True,
+    trained = (
+        f"loss {loss:.4f}  train {train_acc:.4f}  val {val_acc:.4f}"
+        if config.epochs_of(task)
+        else "not trained (-later_lr 0)"
     )
+    print(f"task {task} ({experience.name}): {trained}  test {progress.matrix[task][task]:.4f}  "
+          f"({progress.task_seconds[-1]:.1f}s)", flush=True)  # fmt: skip
     scores = {"ACC": sum(progress.matrix[task][: task + 1]) / (task + 1)}
     scores["avg_incremental_ACC"] = average_incremental_accuracy(progress.matrix[: task + 1])
     log.scalars("acc_matrix", scores, task)

@@ -85,7 +85,7 @@ def run_continual(
     for experience in (e for e in stream if e.task >= progress.task):
         started = time.time()
         training = progress.training = progress.training or start_task(model, method, experience, data, config)
-        for epoch in range(training.epochs_done + 1, config.epochs + 1):
+        for epoch in range(training.epochs_done + 1, config.epochs_of(experience.task) + 1):
             loss, train_acc = train_epoch(training, method, data, epoch, config, shuffle, clock, save_last)
             check_diverged(f"task {experience.task} epoch {epoch}", loss, data.n_classes, model, method,
                            keep=_kept(log, progress))  # fmt: skip

@@ -129,7 +129,9 @@ def test_the_analytic_head_after_k_tasks_is_the_least_squares_fit_on_all_k_tasks
     head.before_run(context(model, data=make_continual_data(n_tasks=3)))
     batches = [(torch.rand(30, width).double(), torch.randint(2 * t, 2 * t + 2, (30,))) for t in range(3)]
     _feed(head, batches)
-    phi = torch.cat([p for p, _ in batches])
+    scale = 1 / batches[0][0].pow(2).sum(1).mean().sqrt()  # fixed by task 0's rows: unit mean squared norm
+    assert head.scale.item() == pytest.approx(scale.item(), rel=1e-12)
+    phi = torch.cat([p for p, _ in batches]) * scale
     targets = F.one_hot(torch.cat([y for _, y in batches]), classes).double()
     joint = torch.linalg.solve(phi.t() @ phi + ridge * torch.eye(width, dtype=phi.dtype), phi.t() @ targets)
     torch.testing.assert_close(head.weight, joint, rtol=1e-8, atol=1e-10)
@@ -164,3 +166,19 @@ def test_weight_aligning_gives_the_new_classes_the_old_classes_mean_weight_norm(
     assert torch.allclose(weight[4:] / before[4:], (weight[4] / before[4])[0].expand(2, weight.shape[1]))
     with pytest.raises(UserError, match="-scenario task"):
         WA().check("frozen", "task")
+
+
+def test_later_lr_zero_keeps_the_network_as_task_0_left_it_while_the_analytic_head_learns_every_class(tmp_path):
+    """-later_lr 0 (the analytic-learning protocol): no epoch after task 0, so the task-0 checkpoint's network is
+    the last one; the closed-form head alone learns the later classes, and answers them."""
+    from continual.methods import Baseline
+
+    config = ContinualConfig(epochs=8, batch_size=16, hidden=128, later_lr=0.0, neuron=NeuronConfig(timesteps=8))
+    assert [config.epochs_of(task) for task in range(3)] == [8, 0, 0]
+    results = run(tmp_path, [Baseline(), AnalyticHead(HeadConfig(input="hidden"))], config=config)
+    first, last = (torch.load(tmp_path / "run" / f"checkpoints/task{t}.pt", weights_only=False) for t in (0, 2))
+    for name, value in first["model"].items():
+        assert torch.equal(value, last["model"][name]), name
+    assert min(results["acc_matrix"][2]) > 0.5  # every task's classes, from one head over all six
+    with pytest.raises(UserError, match="-later_lr"):
+        ContinualConfig(later_lr=-0.1)
