@@ -94,7 +94,7 @@ def run_continual(
             training.epochs_done, training.summary = epoch, (loss, train_acc, val_acc)
             log.scalars(f"task{experience.task}", dict(zip(SUMMARY, training.summary, strict=True)), epoch)
             save_last()
-        ended = Context(model, data, config, experience.task, rows=data.rows["train"][experience.task])
+        ended = Context(model, data, config, experience.task, rows=experience.train_rows)
         method.hook("after_task", ended)
         protection = method.protection_macs(ended)
         evaluate_task(progress, model, method, data, experience, config, log, started, protection)

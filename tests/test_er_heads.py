@@ -1,5 +1,7 @@
 """Experience replay (ER, DER++) and the class-incremental heads that store no rows (analytic, NCM)."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -182,3 +184,12 @@ def test_later_lr_zero_keeps_the_network_as_task_0_left_it_while_the_analytic_he
     assert min(results["acc_matrix"][2]) > 0.5  # every task's classes, from one head over all six
     with pytest.raises(UserError, match="-later_lr"):
         ContinualConfig(later_lr=-0.1)
+
+
+def test_a_head_beside_joint_training_learns_from_every_task_s_rows(tmp_path):
+    """Joint training is one experience over all tasks: the task-end hooks see all its rows, not the last task's."""
+    from continual.methods import Joint
+
+    head = NCMHead(HeadConfig(input="hidden"))
+    run(tmp_path, [Joint(), head], config=replace(CONFIG, epochs=1))
+    assert head.seen.all() and head.counts.tolist() == [40.0] * 6
