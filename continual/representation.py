@@ -64,10 +64,12 @@ def layer_representations(model, data: ContinualData, rows: torch.Tensor, batch_
 
 
 def ridge_accuracy(train: torch.Tensor, train_labels, test: torch.Tensor, test_labels, classes: torch.Tensor,
-                   ridge: float = RIDGE) -> float:  # fmt: skip
-    """Accuracy on ``test`` of the ridge least-squares fit to one-hot labels on ``train`` (both scaled so that
-    ``train``'s rows have unit mean squared norm), answering only over ``classes``."""
-    scale = train.pow(2).sum(1).mean().clamp(min=1e-12).rsqrt()  # as the analytic head scales its rows
+                   ridge: float = RIDGE, reference: torch.Tensor | None = None) -> float:  # fmt: skip
+    """Accuracy on ``test`` of the ridge least-squares fit to one-hot labels on ``train``, answering only over
+    ``classes``; both are scaled so that the ``reference`` rows (default ``train``; the analytic head's: task
+    0's) have unit mean squared norm."""
+    reference = train if reference is None else reference
+    scale = reference.pow(2).sum(1).mean().clamp(min=1e-12).rsqrt()  # as the analytic head scales its rows
     train, test = train * scale, test * scale
     targets = F.one_hot(train_labels, len(classes)).double()
     gram = train.t() @ train + ridge * torch.eye(train.shape[1], dtype=train.dtype, device=train.device)
@@ -103,7 +105,8 @@ def representation_report(model, data: ContinualData, task: int, saved_means: di
             moved = (means[classes] - then).norm(dim=1) / then.norm(dim=1).clamp(min=1e-12)
             drift.append(round(moved.mean().item(), 4))
         saved_means[f"{layer}/{task}"] = means.float().cpu()
-        probe = ridge_accuracy(train, train_labels, test, test_labels, seen)
+        first = train[: len(data.rows["train"][0])]  # task 0's rows come first: the head's scale
+        probe = ridge_accuracy(train, train_labels, test, test_labels, seen, reference=first)
         report[layer] = {"linear_probe_acc": round(probe, 4), "class_mean_drift": drift}
     if "fusion_weights" in train_all:  # each seen task's mean fusion weight per modality, now
         task_of = data.row_task[train_rows]
