@@ -44,3 +44,30 @@ def test_the_closed_form_reference_learns_task_by_task_from_task_0_statistics_on
     main(["-data_dir", str(data_dir), "-cache_dir", str(tmp_path / "cache"), "-split", "stratified",
           "-expansion", "64", "-seeds", "0,1"])  # fmt: skip
     assert "random encoders: ACC" in capsys.readouterr().out
+
+
+def test_the_ridge_benchmark_refits_the_run_s_own_head_from_its_task_checkpoints(tmp_path, capsys):
+    """At the run's own ridge, the head refitted from the per-task checkpoints answers as the run's head did."""
+    import json
+
+    from benchmarks.head_ridge import main, refitted
+    from continual.cli import build_parser
+    from pretrain import cli as pretrain_cli
+    from tests.fixtures import run_script
+
+    data_dir = make_scene_dataset(tmp_path / "data", classes=SIX_CLASSES, per_class=12)
+    flags = ["-data_dir", str(data_dir), "-cache_dir", str(tmp_path / "cache"), "-encoder_mode", "continual",
+             "-method", "baseline", "-head", "analytic", "-epochs", "2", "-hidden", "32", "-timesteps", "4",
+             "-b", "8", "-out_dir", str(tmp_path / "run")]  # fmt: skip
+    done = run_script("spiking_train_multimodal_end.py", *flags)
+    assert done.returncode == 0, done.stderr
+    acc = json.loads((tmp_path / "run" / "results.json").read_text())["acc"]
+    state = torch.load(tmp_path / "run" / "checkpoints" / "task2.pt", weights_only=True)["method"]
+    saved = next(value for name, value in state.items() if name.endswith(".weight"))  # the run's head
+    args = build_parser(sibling=pretrain_cli.build_parser).parse_args(flags)
+    [(_, _, _, _, (refitted_head,))] = list(refitted(args, [0.1]))
+    torch.testing.assert_close(refitted_head.weight, saved, rtol=1e-9, atol=1e-12)
+    main([*flags, "-ridges", "1,0.1"])
+    rows = {line.split(" | ")[0]: line for line in capsys.readouterr().out.splitlines() if " | " in line}
+    assert rows["0.1"].endswith(f"{100 * acc:.1f}; {100 * acc:.1f}")  # the default ridge: the run's test ACC
+    assert set(rows) >= {"1", "0.1"}

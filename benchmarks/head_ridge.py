@@ -1,0 +1,92 @@
+"""The analytic head's ridge, chosen on the validation rows of a finished run.
+
+    python benchmarks/head_ridge.py -config configs/leakfree-class-hlop-analytic.yaml \
+        -out_dir logs/presets/leakfree-class-hlop-analytic [-ridges 0.001,0.01,0.1,1]
+
+Takes the run's flags (the same ``-config`` and flags as the continual script) and its folder, and refits
+the closed-form head (``-head analytic``, with the run's ``-head_input`` and ``-head_expansion``) at each
+ridge from the run's per-task checkpoints: task ``t``'s training rows are read by the network as it was
+when task ``t`` ended, exactly as the head did during the run. For each ridge it prints the final ACC on
+the validation rows (the validation speaker or video) and on the test rows, per seed and their mean:
+choose by the validation column; the test column is there to report, not to choose.
+"""
+
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+from common.checkpoint import load_checkpoint
+from common.cli import run_cli
+from common.device import select_device
+from common.errors import UserError
+from continual import cli
+from continual.evaluation import accuracy
+from continual.experiment import open_data
+from continual.methods.base import Context
+from continual.methods.heads import AnalyticHead, HeadConfig
+from continual.sources import frozen_data, learning_data
+from continual.trainer import build_model
+from pretrain import cli as pretrain_cli
+
+
+def refit(model, data, config, folder: Path, heads: list[AnalyticHead]) -> None:
+    """Feed every head each task's training rows, read at that task's checkpoint."""
+    for head in heads:
+        head.before_run(Context(model, data, config))
+    for task in range(data.n_tasks):
+        path = folder / "checkpoints" / f"task{task}.pt"
+        if not path.exists():
+            raise UserError(f"{path}: no checkpoint of task {task}; run the preset to its end first")
+        model.load_state_dict(load_checkpoint(path)["model"])
+        for head in heads:
+            head.after_task(Context(model, data, config, task, rows=data.rows["train"][task]))
+
+
+def final_acc(model, data, config, head: AnalyticHead, split: str) -> float:
+    return sum(accuracy(model, data, rows, config, head) for rows in data.rows[split]) / data.n_tasks
+
+
+def refitted(args, ridges: list[float]):
+    """For each of the run's seeds: (seed, model, data, config, one refitted head per ridge), the model at the
+    last task's checkpoint."""
+    experiment, config = cli.experiment_from_args(args), cli.config_from_args(args).for_mode(args.encoder_mode)
+    folder, prepared = open_data(experiment)
+    build = learning_data if args.encoder_mode == "continual" else frozen_data
+    data, _ = build(folder, prepared, select_device(args.gpu_id, args.device), experiment)
+    model = build_model(data, config, data.device)
+    base = HeadConfig(expansion=args.head_expansion, input=args.head_input)
+    for seed in list(experiment.seeds) or [None]:
+        heads = [AnalyticHead(replace(base, ridge=ridge)) for ridge in ridges]
+        for head in heads:
+            head.check(args.encoder_mode, args.scenario)
+        refit(
+            model, data, config, Path(args.out_dir) / f"seed{seed}" if seed is not None else Path(args.out_dir), heads
+        )
+        yield seed, model, data, config, heads
+
+
+def main(argv) -> None:
+    parser = cli.build_parser(description=__doc__.split("\n\n")[0], sibling=pretrain_cli.build_parser)
+    parser.flag("-ridges", default="0.001,0.01,0.1,1", help="the ridges to compare, comma-separated")
+    args = parser.parse_args(argv)
+    ridges = [float(r) for r in args.ridges.split(",")]
+    scores = {ridge: {"val": [], "test": []} for ridge in ridges}
+    seeds = []
+    for seed, model, data, config, heads in refitted(args, ridges):
+        seeds.append(seed)
+        for ridge, head in zip(ridges, heads, strict=True):
+            for split in ("val", "test"):
+                scores[ridge][split].append(100 * final_acc(model, data, config, head, split))
+    print(f"ridge | validation ACC % (seeds {','.join(map(str, seeds))}; mean) | test ACC % (mean)")
+    for ridge, split in scores.items():
+        val, test = split["val"], split["test"]
+        print(f"{ridge:g} | {' '.join(f'{v:.1f}' for v in val)}; {sum(val) / len(val):.1f} | "
+              f"{' '.join(f'{t:.1f}' for t in test)}; {sum(test) / len(test):.1f}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    run_cli(main)
