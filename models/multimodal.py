@@ -84,8 +84,7 @@ class MultimodalNet(nn.Module):
         return NeuronConfig(timesteps=self.config.spiking_timesteps)
 
     def embed(self, images: torch.Tensor | None, mfcc: torch.Tensor | None) -> dict[str, torch.Tensor]:
-        inputs = {"image": images, "audio": mfcc}
-        return {name: encoder(inputs[name]) for name, encoder in self.encoders.items()}
+        return self.encode(images, mfcc)[0]
 
     def encode(self, images: torch.Tensor | None, mfcc: torch.Tensor | None):
         """Each modality's embedding and its features (``models.encoders``), as two dicts, from one pass."""
