@@ -81,6 +81,9 @@ def _encoder_flags(group) -> None:
     group.flag("-convert_encoders", type=positive_int, default=None,
                help="frozen ANN encoders converted to integrate-and-fire networks (as the pretraining script's "
                "-convert), run this many timesteps to make the features; their SynOps count in the energy")  # fmt: skip
+    group.flag("-image_grid", type=positive_int, default=None,
+               help="-encoder_mode continual -pretrained none: the image CNN's embedding reads its last block "
+               "average-pooled to this grid (default 2); pretrained encoders bring their own (checked against it)")  # fmt: skip
     group.flag("-input_scale", default="auto",
                help="factor on the features: auto maps task 0's training features into [0, 1]; none; or a number")  # fmt: skip
     group.flag("-encoder_lr", type=positive_float, default=c.encoder_lr,
@@ -248,6 +251,7 @@ def experiment_from_args(args) -> Experiment:
         label=args.cnf,
         encoder_mode=args.encoder_mode,
         convert_encoders=args.convert_encoders,
+        image_grid=args.image_grid,
         test_corrupt=args.test_corrupt,
         test_noise=args.test_noise,
     )

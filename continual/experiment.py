@@ -74,6 +74,9 @@ class Experiment:
     test_corrupt: str | tuple[str, ...] = ""  # modalities to test corrupted too (models.probes)
     test_noise: float | None = None  # their noise, in standard deviations of the input (default 1)
     convert_encoders: int | None = None  # frozen encoders converted to IF networks, run this many timesteps
+    image_grid: int | None = (
+        None  # the image CNN's embedding grid: with pretrained, must match it; else FROM_SCRATCH_GRID
+    )
 
     def __post_init__(self):
         if self.encoder_mode not in ENCODER_MODES:
@@ -118,7 +121,7 @@ def open_data(e: Experiment) -> tuple[PretrainedFolder | None, PreparedData]:
         return None, prepare_data(spec, e.tasks, TASKS)
     default = default_out_dir(data_dir.name, e.modality or "both", e.fusion or "attention", e.pretrain_classes, e.split)
     folder = PretrainedFolder(Path(e.pretrained or default))
-    folder.check_encoders(e.modality, e.fusion, e.class_column)
+    folder.check_encoders(e.modality, e.fusion, e.class_column, e.image_grid)
     spec = folder.data_spec(data_dir, Path(e.cache_dir), e.allow_outside_paths)
     data = prepare_data(spec, e.tasks, folder.tasks, f"{shown(folder.path / 'meta.json')} tasks")
     folder.check(data, learning=e.encoder_mode == "continual")
@@ -191,6 +194,7 @@ def _run_info(e: Experiment, method: Method, folder: PretrainedFolder | None, da
         "method_config": method.settings(),
         "encoders": e.encoder_mode,
         "spiking_encoders": e.convert_encoders,
+        "image_grid": (folder.meta["encoder"].get("image_grid", 1) if folder else cdata.encoder.config.image_grid),
         "pretrained": str(folder.path) if folder else "none",
         "pretrain_classes": folder.meta["pretrain_classes"] if folder else "none",
         "modality": folder.meta["modality"] if folder else (e.modality or "both"),

@@ -4,6 +4,11 @@ Each encoder ends in a ReLU so that the fused feature is non-negative, like the 
 intensities the reference spiking MLP was built for: it enters the spiking network as a
 constant input current.
 
+The image CNN's embedding reads its last block average-pooled to a ``grid`` x ``grid`` grid (``-image_grid``):
+1, one value per channel, for pretrained encoders (the default of the pretraining script); 2 for encoders that
+learn from random weights (the continual script's default), where the layout of the strokes tells the classes
+not yet seen apart from those already learned (docs/protocols.md).
+
 ``encode`` also returns each encoder's *features*, what a closed-form class-incremental head reads
 (``-head_input features``): the body's output before the projection, with the image CNN's last block
 average-pooled to a ``HEAD_GRID`` x ``HEAD_GRID`` grid instead of to one value per channel. The embedding
@@ -29,9 +34,12 @@ HEAD_GRID = 2  # the image CNN's features for the closed-form heads: its last bl
 class ImageEncoder(nn.Module):
     """uint8 images (B, H, W, 3) to embeddings (B, dim); conversion and normalisation happen inside."""
 
-    def __init__(self, dim: int, backbone: str = "cnn", imagenet_weights: bool = False):
+    def __init__(self, dim: int, backbone: str = "cnn", imagenet_weights: bool = False, grid: int = 1):
         super().__init__()
-        self.grid = backbone == "cnn"  # the small CNN's features keep a spatial grid; resnet18's are its pooled output
+        self.spatial = backbone == "cnn"  # the small CNN's maps can be pooled to a grid; resnet18 pools its own
+        if grid != 1 and not self.spatial:
+            raise UserError(f"-image_grid {grid}: only the cnn image backbone pools to a grid (-image_backbone cnn)")
+        self.grid = grid
         if backbone == "cnn":
             self.body, width = _small_cnn(), 128
             mean, std = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
@@ -40,10 +48,10 @@ class ImageEncoder(nn.Module):
             mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
         else:
             raise UserError(f"-image_backbone {backbone}: expected one of {', '.join(IMAGE_BACKBONES)}")
-        self.feature_width = width * HEAD_GRID**2 if self.grid else width
+        self.feature_width = width * HEAD_GRID**2 if self.spatial else width
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1) * 255, persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1) * 255, persistent=False)
-        self.project = nn.Sequential(nn.Linear(width, dim), nn.ReLU())
+        self.project = nn.Sequential(nn.Linear(width * grid**2, dim), nn.ReLU())
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.encode(images)[0]
@@ -51,11 +59,13 @@ class ImageEncoder(nn.Module):
     def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The embedding (B, dim) and the features (B, feature_width) of one pass."""
         x = (images.permute(0, 3, 1, 2).float() - self.mean) / self.std
-        if not self.grid:
+        if not self.spatial:
             pooled = self.body(x)
             return self.project(pooled), pooled
         maps = self.body[:-2](x)  # the convolution blocks; the body ends in global pooling and flattening
-        return self.project(self.body[-2:](maps)), F.adaptive_avg_pool2d(maps, HEAD_GRID).flatten(1)
+        features = F.adaptive_avg_pool2d(maps, HEAD_GRID).flatten(1)
+        pooled = features if self.grid == HEAD_GRID else F.adaptive_avg_pool2d(maps, self.grid).flatten(1)
+        return self.project(pooled), features
 
 
 class AudioEncoder(nn.Module):

@@ -36,6 +36,7 @@ class EncoderConfig:
     audio_encoder: str = "mlp"
     fusion: str = "attention"
     imagenet_weights: bool = False
+    image_grid: int = 1  # the image CNN's embedding reads its last block pooled to this grid (models.encoders)
     fusion_floor: float = 0.0  # attention fusion: the least weight of each kept modality
     spiking_timesteps: int = 8  # spiking encoders (models.spiking_encoders): LIF steps per sample
     spiking_training: str = "dsr"  # spiking encoders: dsr, or bptt (surrogate gradients through time)
@@ -57,6 +58,8 @@ class MultimodalNet(nn.Module):
             raise UserError(f"-fusion {config.fusion}: expected one of {', '.join(FUSIONS)}")
         if config.feature_dim < 1:
             raise UserError(f"-feature_dim {config.feature_dim}: expected a positive size")
+        if config.image_grid < 1:
+            raise UserError(f"-image_grid {config.image_grid}: expected a positive grid size")
         self.config = config
         dim = config.feature_dim
         self.encoders = nn.ModuleDict()
@@ -64,7 +67,9 @@ class MultimodalNet(nn.Module):
             if config.image_backbone == SPIKING_IMAGE_BACKBONE:
                 self.encoders["image"] = SpikingImageEncoder(dim, self.neuron_config, config.spiking_training)
             else:
-                self.encoders["image"] = ImageEncoder(dim, config.image_backbone, config.imagenet_weights)
+                self.encoders["image"] = ImageEncoder(
+                    dim, config.image_backbone, config.imagenet_weights, config.image_grid
+                )
         if "audio" in config.modalities:
             if config.audio_encoder == SPIKING_AUDIO_ENCODER:
                 self.encoders["audio"] = SpikingAudioEncoder(

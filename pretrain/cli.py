@@ -49,6 +49,9 @@ def _encoder_flags(group) -> None:
                help="ann, or spiking: LIF encoders trained directly (-image_backbone spiking_cnn -audio_encoder "
                "spiking_mlp), attention fusion on their firing rates")  # fmt: skip
     group.flag("-image_backbone", default="cnn", choices=IMAGE_BACKBONES, help="image encoder")
+    group.flag("-image_grid", type=positive_int, default=1,
+               help="cnn: the image embedding reads the last block average-pooled to this grid (1: one value per "
+               "channel; the continual script's encoders from random weights use 2)")  # fmt: skip
     group.flag("-imagenet_weights", action="store_true",
                help="start resnet18 from ImageNet weights (needs them in torch's cache or a network)")  # fmt: skip
     group.flag("-audio_encoder", default="mlp", choices=AUDIO_ENCODERS,
@@ -155,4 +158,5 @@ def encoder_options(args, image_backbone: str, audio_encoder: str) -> dict:
         "fusion": fusion_choice(args.fusion, image_backbone, audio_encoder),
         "fusion_floor": fusion_floor(args.fusion_floor, image_backbone, audio_encoder),
         "imagenet_weights": args.imagenet_weights,
+        "image_grid": args.image_grid,
     }

@@ -50,14 +50,20 @@ class PretrainedFolder:
                 f"{'starting' if learning else 'frozen'} encoders"
             )
 
-    def check_encoders(self, modality: str | None, fusion: str | None, class_column: str | None = None) -> None:
+    def check_encoders(self, modality: str | None, fusion: str | None, class_column: str | None = None,
+                       image_grid: int | None = None) -> None:  # fmt: skip
         """Flags that name the encoders or their data (None: not given) must describe this folder's, not be ignored."""
         trained = {
             "-modality": self.meta["modality"],
             "-fusion": self.meta.get("fusion"),
             "-class_column": self.meta["dataset"]["class_column"],
+            "-image_grid": self.meta["encoder"].get(
+                "image_grid", 1
+            ),  # folders written before it: one value per channel
         }
-        for flag, wanted in (("-modality", modality), ("-fusion", fusion), ("-class_column", class_column)):
+        given = (("-modality", modality), ("-fusion", fusion), ("-class_column", class_column),
+                 ("-image_grid", image_grid))  # fmt: skip
+        for flag, wanted in given:
             if wanted is not None and trained[flag] is not None and wanted != trained[flag]:
                 raise UserError(
                     f"{flag} {wanted}: -pretrained {shown(self.path)} holds encoders trained with {flag} "

@@ -267,3 +267,34 @@ def test_the_encoders_features_keep_the_image_cnn_s_spatial_grid_and_the_audio_b
     audio_only = net((images, mfcc, torch.tensor([[False, True]]).expand(5, 2)))
     assert not audio_only.encoder_features[:, :512].any() and not audio_only.embeddings[:, :16].any()
     torch.testing.assert_close(audio_only.encoder_features[:, 512:], output.encoder_features[:, 512:])
+
+
+def test_the_image_embedding_reads_a_grid_of_the_last_block_two_by_two_when_encoders_learn_from_random_weights(
+    six_class_dir, tmp_path
+):
+    """-image_grid: pretraining keeps one value per channel (1), encoders from random weights read a 2 x 2 grid;
+    a pretrained folder brings its own, and another value is refused naming the flag."""
+    from continual.experiment import Experiment, open_data
+    from continual.sources import learning_data
+    from models.encoders import ImageEncoder
+    from tests.fixtures import pretrain_tiny
+
+    torch.manual_seed(0)
+    images = torch.randint(0, 255, (3, 32, 32, 3), dtype=torch.uint8)
+    one, two = ImageEncoder(16).eval(), ImageEncoder(16, grid=2).eval()
+    assert one.project[0].in_features == 128 and two.project[0].in_features == 512
+    two.body.load_state_dict(one.body.state_dict())
+    maps = two.body[:-2]((images.permute(0, 3, 1, 2).float() - two.mean) / two.std)
+    grid = maps.view(3, 128, 2, 4, 2, 4).mean((3, 5)).flatten(1)  # 8 x 8 maps, 4 x 4 blocks
+    torch.testing.assert_close(two(images), two.project(grid))
+    torch.testing.assert_close(one(images), one.project(maps.mean((2, 3))))
+    e = Experiment(data_dir=six_class_dir, cache_dir=tmp_path / "cache", encoder_mode="continual", pretrained="none")
+    folder, data = open_data(e)
+    cdata, _ = learning_data(folder, data, torch.device("cpu"), e)
+    assert cdata.encoder.encoders["image"].project[0].in_features == 512
+    pretrained = pretrain_tiny(six_class_dir, tmp_path)
+    result = run_script(
+        "spiking_train_multimodal_end.py", "-data_dir", str(six_class_dir), "-pretrained", str(pretrained),
+        "-encoder_mode", "continual", "-image_grid", "2", "-out_dir", str(tmp_path / "run"),
+    )  # fmt: skip
+    assert result.returncode == 2 and "-image_grid 2: -pretrained" in result.stderr and "-image_grid 1" in result.stderr
