@@ -57,9 +57,8 @@ class PretrainedFolder:
             "-modality": self.meta["modality"],
             "-fusion": self.meta.get("fusion"),
             "-class_column": self.meta["dataset"]["class_column"],
-            "-image_grid": self.meta["encoder"].get(
-                "image_grid", 1
-            ),  # folders written before it: one value per channel
+            # folders written before -image_grid existed pooled the whole image: grid 1
+            "-image_grid": self.meta.get("encoder", {}).get("image_grid", 1),
         }
         given = (("-modality", modality), ("-fusion", fusion), ("-class_column", class_column),
                  ("-image_grid", image_grid))  # fmt: skip
