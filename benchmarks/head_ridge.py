@@ -8,7 +8,9 @@ the closed-form head (``-head analytic``, with the run's ``-head_input`` and ``-
 ridge from the run's per-task checkpoints: task ``t``'s training rows are read by the network as it was
 when task ``t`` ended, exactly as the head did during the run. For each ridge it prints the final ACC on
 the validation rows (the validation speaker or video) and on the test rows, per seed and their mean:
-choose by the validation column; the test column is there to report, not to choose.
+choose by the validation column; the test column is there to report, not to choose. ``-read_at last``
+reads every task's rows with the last task's network instead: the head the run would have had if the
+hidden representation had not moved after each task, so the difference is what drift costs the head.
 """
 
 import sys
@@ -33,12 +35,13 @@ from continual.trainer import build_model
 from pretrain import cli as pretrain_cli
 
 
-def refit(model, data, config, folder: Path, heads: list[AnalyticHead]) -> None:
-    """Feed every head each task's training rows, read at that task's checkpoint."""
+def refit(model, data, config, folder: Path, heads: list[AnalyticHead], read_at: str = "task") -> None:
+    """Feed every head each task's training rows, read at that task's checkpoint (``read_at="task"``, as the
+    run did) or at the last task's (``"last"``: the head as it would be if the representation never drifted)."""
     for head in heads:
         head.before_run(Context(model, data, config))
     for task in range(data.n_tasks):
-        path = folder / "checkpoints" / f"task{task}.pt"
+        path = folder / "checkpoints" / f"task{task if read_at == 'task' else data.n_tasks - 1}.pt"
         if not path.exists():
             raise UserError(f"{path}: no checkpoint of task {task}; run the preset to its end first")
         model.load_state_dict(load_checkpoint(path)["model"])
@@ -50,7 +53,7 @@ def final_acc(model, data, config, head: AnalyticHead, split: str) -> float:
     return sum(accuracy(model, data, rows, config, head) for rows in data.rows[split]) / data.n_tasks
 
 
-def refitted(args, ridges: list[float]):
+def refitted(args, ridges: list[float], read_at: str = "task"):
     """For each of the run's seeds: (seed, model, data, config, one refitted head per ridge), the model at the
     last task's checkpoint."""
     experiment, config = cli.experiment_from_args(args), cli.config_from_args(args).for_mode(args.encoder_mode)
@@ -64,7 +67,12 @@ def refitted(args, ridges: list[float]):
         for head in heads:
             head.check(args.encoder_mode, args.scenario)
         refit(
-            model, data, config, Path(args.out_dir) / f"seed{seed}" if seed is not None else Path(args.out_dir), heads
+            model,
+            data,
+            config,
+            Path(args.out_dir) / f"seed{seed}" if seed is not None else Path(args.out_dir),
+            heads,
+            read_at,
         )
         yield seed, model, data, config, heads
 
@@ -72,11 +80,18 @@ def refitted(args, ridges: list[float]):
 def main(argv) -> None:
     parser = cli.build_parser(description=__doc__.split("\n\n")[0], sibling=pretrain_cli.build_parser)
     parser.flag("-ridges", default="0.001,0.01,0.1,1", help="the ridges to compare, comma-separated")
+    parser.flag(
+        "-read_at",
+        default="task",
+        choices=("task", "last"),
+        help="read each task's rows with the network of that task's end (as the run did) or of the last task's "
+        "(no drift: what the head loses to the representation's movement is the difference)",
+    )
     args = parser.parse_args(argv)
     ridges = [float(r) for r in args.ridges.split(",")]
     scores = {ridge: {"val": [], "test": []} for ridge in ridges}
     seeds = []
-    for seed, model, data, config, heads in refitted(args, ridges):
+    for seed, model, data, config, heads in refitted(args, ridges, args.read_at):
         seeds.append(seed)
         for ridge, head in zip(ridges, heads, strict=True):
             for split in ("val", "test"):

@@ -71,3 +71,34 @@ def test_the_ridge_benchmark_refits_the_run_s_own_head_from_its_task_checkpoints
     rows = {line.split(" | ")[0]: line for line in capsys.readouterr().out.splitlines() if " | " in line}
     assert rows["0.1"].endswith(f"{100 * acc:.1f}; {100 * acc:.1f}")  # the default ridge: the run's test ACC
     assert set(rows) >= {"1", "0.1"}
+
+
+def test_the_ridge_benchmark_reads_every_task_at_the_last_checkpoint_when_asked(tmp_path):
+    """``-read_at last`` refits as if every task's checkpoint were the last one (no drift), and that differs
+    from the run's own head when the network moved after task 0."""
+    import shutil
+
+    from benchmarks.head_ridge import refitted
+    from continual.cli import build_parser
+    from pretrain import cli as pretrain_cli
+    from tests.fixtures import run_script
+
+    data_dir = make_scene_dataset(tmp_path / "data", classes=SIX_CLASSES, per_class=12)
+    flags = ["-data_dir", str(data_dir), "-cache_dir", str(tmp_path / "cache"), "-encoder_mode", "continual",
+             "-method", "baseline", "-head", "analytic", "-epochs", "2", "-hidden", "32", "-timesteps", "4",
+             "-b", "8"]  # fmt: skip
+    done = run_script("spiking_train_multimodal_end.py", *flags, "-out_dir", str(tmp_path / "run"))
+    assert done.returncode == 0, done.stderr
+    frozen_in_time = tmp_path / "copy" / "checkpoints"
+    frozen_in_time.mkdir(parents=True)
+    for task in range(3):
+        shutil.copy(tmp_path / "run" / "checkpoints" / "task2.pt", frozen_in_time / f"task{task}.pt")
+
+    def head(out_dir, read_at):
+        args = build_parser(sibling=pretrain_cli.build_parser).parse_args([*flags, "-out_dir", str(out_dir)])
+        [(_, _, _, _, (fitted,))] = list(refitted(args, [0.1], read_at))
+        return fitted.weight
+
+    at_last = head(tmp_path / "run", "last")
+    torch.testing.assert_close(at_last, head(tmp_path / "copy", "task"), rtol=1e-9, atol=1e-12)
+    assert not torch.allclose(at_last, head(tmp_path / "run", "task"))
