@@ -65,7 +65,8 @@ def learning_data(folder: PretrainedFolder | None, data: PreparedData, device, e
     Their costs are counted after each task, as they learn (``continual.evaluation``).
     """
     if folder is not None:
-        meta, encoder = folder.meta, folder.encoder(device)
+        # a folder's encoders load frozen (for cached features); here they are the starting point and learn
+        meta, encoder = folder.meta, folder.encoder(device).requires_grad_(True)
         mean, std = (np.asarray(meta[key], np.float32) for key in ("mfcc_mean", "mfcc_std"))
         size, fit, modalities = meta["image_size"], meta.get("image_fit", "squash"), folder.modalities
     else:

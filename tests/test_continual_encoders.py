@@ -298,3 +298,21 @@ def test_the_image_embedding_reads_a_grid_of_the_last_block_two_by_two_when_enco
         "-encoder_mode", "continual", "-image_grid", "2", "-out_dir", str(tmp_path / "run"),
     )  # fmt: skip
     assert result.returncode == 2 and "-image_grid 2: -pretrained" in result.stderr and "-image_grid 1" in result.stderr
+
+
+def test_encoders_from_a_pretrained_folder_learn_in_the_continual_mode(six_class_dir, tmp_path):
+    """-encoder_mode continual -pretrained FOLDER: the folder's encoders are where learning starts, not frozen
+    (every encoder weight changes on task 0; later tasks move the weights HLOP leaves free)."""
+    from tests.fixtures import continual_tiny, pretrain_tiny
+
+    pretrained = pretrain_tiny(six_class_dir, tmp_path)
+    out = tmp_path / "run"
+    done = continual_tiny(six_class_dir, pretrained, out, "-encoder_mode", "continual", "-method", "baseline")
+    assert done.returncode == 0, done.stderr
+    start = torch.load(pretrained / "best.pt", weights_only=True)["model"]
+    after = [torch.load(out / "checkpoints" / f"task{t}.pt", weights_only=True)["model"] for t in (0, 2)]
+    weights = [k for k, v in start.items() if k.startswith("encoders.") and k.endswith("weight") and v.dim() > 1]
+    assert len(weights) >= 6  # three convolutions, the projections and the audio layers
+    for name in weights:
+        assert not torch.equal(after[0]["encoder." + name], start[name]), name
+        assert not torch.equal(after[1]["encoder." + name], after[0]["encoder." + name]), name
