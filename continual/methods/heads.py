@@ -5,8 +5,8 @@ of the rows (``-head_input``):
 - ``hidden``: the spiking MLP's last hidden representation (the classifier's input, the weighted rate ``r2``),
   the default on frozen features;
 - ``features`` (learning encoders; their default): each modality encoder's features before its projection,
-  concatenated (``models.encoders``: the image CNN's last block pooled to a 2 x 2 grid, the audio MLP's last
-  hidden layer). In the leak-free class scenario the encoders, kept in place by HLOP or GPM, still tell every
+  concatenated (``models.encoders``: the image CNN's last block pooled to its ``-image_grid``, 2 x 2 for
+  encoders from random weights, the audio MLP's last hidden layer). In the leak-free class scenario the encoders, kept in place by HLOP or GPM, still tell every
   class apart there, where the fusion and the spiking MLP trained on two classes at a time do not
   (docs/protocols.md);
 - ``embeddings`` (learning encoders): the modality encoders' embeddings, concatenated, before the fusion.
@@ -39,7 +39,7 @@ from common.errors import UserError
 from continual.methods.base import Context, Method
 from models.spiking_mlp import SpikingOutput
 
-RIDGE = 0.1  # -head_ridge: the best validation ACC of leakfree-class-hlop-analytic (docs/protocols.md)
+RIDGE = 0.1  # -head_ridge: chosen on the validation speaker of leakfree-class-hlop-analytic (docs/protocols.md)
 HEADS = ("linear", "analytic", "ncm")
 HEAD_INPUTS = ("auto", "hidden", "features", "embeddings")
 AUTO_INPUT = {"frozen": "hidden", "continual": "features"}  # -head_input auto, by -encoder_mode
@@ -197,5 +197,5 @@ def add_head_flags(group) -> None:
     group.flag("-head_input", default=c.input, choices=HEAD_INPUTS,
                help="what the head reads: hidden (the spiking MLP's last hidden layer) or, with -encoder_mode "
                "continual, features (each modality encoder's features before its projection, the image CNN's last "
-               "block pooled to a 2 x 2 grid) or embeddings (the encoders' embeddings, before the fusion); auto: "
+               "block pooled to its -image_grid) or embeddings (the encoders' embeddings, before the fusion); auto: "
                "hidden on frozen features, features with -encoder_mode continual")  # fmt: skip
