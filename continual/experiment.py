@@ -194,7 +194,7 @@ def _run_info(e: Experiment, method: Method, folder: PretrainedFolder | None, da
         "method_config": method.settings(),
         "encoders": e.encoder_mode,
         "spiking_encoders": e.convert_encoders,
-        "image_grid": (folder.meta["encoder"].get("image_grid", 1) if folder else cdata.encoder.config.image_grid),
+        "image_grid": folder.image_grid if folder else cdata.encoder.config.image_grid,
         "pretrained": str(folder.path) if folder else "none",
         "pretrain_classes": folder.meta["pretrain_classes"] if folder else "none",
         "modality": folder.meta["modality"] if folder else (e.modality or "both"),

@@ -57,8 +57,7 @@ class PretrainedFolder:
             "-modality": self.meta["modality"],
             "-fusion": self.meta.get("fusion"),
             "-class_column": self.meta["dataset"]["class_column"],
-            # folders written before -image_grid existed pooled the whole image: grid 1
-            "-image_grid": self.meta.get("encoder", {}).get("image_grid", 1),
+            "-image_grid": self.image_grid,
         }
         given = (("-modality", modality), ("-fusion", fusion), ("-class_column", class_column),
                  ("-image_grid", image_grid))  # fmt: skip
@@ -68,6 +67,11 @@ class PretrainedFolder:
                     f"{flag} {wanted}: -pretrained {shown(self.path)} holds encoders trained with {flag} "
                     f"{trained[flag]}; drop {flag} or pretrain with it"
                 )
+
+    @property
+    def image_grid(self) -> int:
+        """The grid the image CNN's embedding pools to (folders written before ``-image_grid`` existed: 1)."""
+        return self.meta.get("encoder", {}).get("image_grid", 1)
 
     @property
     def modalities(self) -> list[str]:

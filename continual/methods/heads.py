@@ -5,8 +5,8 @@ of the rows (``-head_input``):
 - ``hidden``: the spiking MLP's last hidden representation (the classifier's input, the weighted rate ``r2``),
   the default on frozen features;
 - ``features`` (learning encoders; their default): each modality encoder's features before its projection,
-  concatenated (``models.encoders``: the image CNN's last block pooled to its ``-image_grid``, 2 x 2 for
-  encoders from random weights, the audio MLP's last hidden layer). In the leak-free class scenario the encoders, kept in place by HLOP or GPM, still tell every
+  concatenated (``models.encoders``: the image CNN's last block pooled to a 2 x 2 grid whatever its
+  ``-image_grid``, the audio MLP's last hidden layer). In the leak-free class scenario the encoders, kept in place by HLOP or GPM, still tell every
   class apart there, where the fusion and the spiking MLP trained on two classes at a time do not
   (docs/protocols.md);
 - ``embeddings`` (learning encoders): the modality encoders' embeddings, concatenated, before the fusion.
@@ -197,5 +197,5 @@ def add_head_flags(group) -> None:
     group.flag("-head_input", default=c.input, choices=HEAD_INPUTS,
                help="what the head reads: hidden (the spiking MLP's last hidden layer) or, with -encoder_mode "
                "continual, features (each modality encoder's features before its projection, the image CNN's last "
-               "block pooled to its -image_grid) or embeddings (the encoders' embeddings, before the fusion); auto: "
+               "block pooled to a 2 x 2 grid) or embeddings (the encoders' embeddings, before the fusion); auto: "
                "hidden on frozen features, features with -encoder_mode continual")  # fmt: skip
