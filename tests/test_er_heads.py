@@ -46,6 +46,25 @@ def test_er_batches_hold_stored_rows_in_the_stated_share(tmp_path):
     assert method.memory_bytes() == 30 * (40 * 4 + 8)  # 30 rows of 40 float32 features, and their labels
 
 
+def test_er_balanced_batches_give_each_earlier_class_as_many_rows_as_each_new_class(tmp_path):
+    """ER's default share: a batch of n new rows of the task's c classes carries n / c rows per earlier class."""
+    seen = []
+
+    class Spy(ER):
+        def extend_batch(self, context, rows):
+            extended = super().extend_batch(context, rows)
+            seen.append((context.task, len(rows), extended[len(rows) :].clone()))
+            return extended
+
+    data = make_continual_data(n_tasks=3)  # two classes per task
+    method = Spy(ERConfig(memory_size=5))
+    assert method.config.share == "balanced" and DERPP().config.share == ERACE().config.share == 0.5
+    run(tmp_path, method, data=data)
+    later = [(task, new, old) for task, new, old in seen if task > 0]
+    assert {task for task, _, _ in later} == {1, 2}
+    assert all(len(old) == new * task for task, new, old in later)  # 2 new classes, 2 * task earlier ones
+
+
 def test_a_reservoir_keeps_the_budget_and_der_stores_the_logits(tmp_path):
     method = DERPP(ERConfig(memory_budget=12))
     results = run(tmp_path, method)
@@ -114,6 +133,11 @@ def test_methods_named_together_run_together_each_from_its_own_flags():
 def test_er_share_must_leave_room_for_new_rows():
     with pytest.raises(UserError, match="-er_share 1.0"):
         ERConfig(share=1.0)
+    from continual.cli import build_parser
+
+    assert build_parser().parse_args(["-er_share", "balanced"]).er_share == "balanced"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["-er_share", "balance"])
 
 
 def _feed(head, batches):

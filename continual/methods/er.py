@@ -4,7 +4,11 @@
 on, appends stored rows to every training batch (``extend_batch``), so that the batch's loss is the
 mean over new and stored rows. The memory is class-balanced (``memory_size`` rows of each class,
 chosen when its task ends) or, with ``memory_budget``, a reservoir of that many rows over every
-row seen in training (Vitter's algorithm R, as mammoth's buffer).
+row seen in training (Vitter's algorithm R, as mammoth's buffer). ER's batches are class-balanced too
+(``-er_share balanced``, its default): a batch of ``n`` new rows of ``c`` new classes carries ``n / c`` stored
+rows for each earlier class, so that every class seen so far weighs the same in the loss. With mammoth's
+half-and-half batches (``-er_share 0.5``) the two newest classes outweigh each of eight old ones four to one
+by task 4, and the old classes are what is lost (docs/protocols.md).
 
 ``DERPP`` (DER++, Buzzega et al., NeurIPS 2020; mammoth's ``derpp``) also stores the network's logits
 for each stored row and adds, per batch, ``alpha`` times the mean squared error between the
@@ -27,7 +31,7 @@ Both compose with any other method (``-method hlop -replay`` is the reference's 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -37,20 +41,28 @@ from common.errors import UserError
 from continual.data import masked_logits, scenario_mask
 from continual.methods.base import Context, Method
 
+BALANCED = "balanced"  # -er_share: as many stored rows per earlier class as the batch has new rows per new class
+
+
+def share_flag(value: str) -> float | str:
+    """``-er_share``: a number in (0, 1), or ``balanced``."""
+    return value if value == BALANCED else fraction(value)
+
 
 @dataclass(frozen=True)
 class ERConfig:
     memory_size: int = 50  # stored rows per class (class-balanced memory)
     memory_budget: int = 0  # > 0: a reservoir of this many rows over all training rows seen, instead
-    share: float = 0.5  # the share of each training batch (from task 1 on) that comes from the memory
+    share: float | str | None = None  # of each training batch (from task 1 on) drawn from the memory, or BALANCED;
+    # None: the method's default_share
     alpha: float = 0.1  # DER++: weight of the stored logits' mean squared error
     beta: float = 0.5  # DER++: weight of the stored labels' cross-entropy
 
     def __post_init__(self):
         if self.memory_size < 1 and self.memory_budget < 1:
             raise UserError("-memory_size: expected at least one stored row per class (or -memory_budget > 0)")
-        if not 0 < self.share < 1:
-            raise UserError(f"-er_share {self.share}: expected a share strictly between 0 and 1")
+        if self.share not in (None, BALANCED) and not 0 < self.share < 1:
+            raise UserError(f"-er_share {self.share}: expected a share strictly between 0 and 1, or {BALANCED}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -59,10 +71,11 @@ class ERConfig:
 class ER(Method):
     name = "er"
     stores_logits = False
+    default_share = BALANCED  # -er_share unless given: DER++ and ER-ACE keep their papers' half-and-half batches
 
     def __init__(self, config: ERConfig = ERConfig()):
         super().__init__()
-        self.config = config
+        self.config = config if config.share is not None else replace(config, share=self.default_share)
         self.register_buffer("rows", torch.zeros(0, dtype=torch.long))  # stored row indices
         self.register_buffer("logits", torch.zeros(0, 0))  # DER++: their logits when stored
         self.register_buffer("seen", torch.zeros((), dtype=torch.long))  # rows offered to the reservoir
@@ -75,8 +88,10 @@ class ER(Method):
         parser.flag("-memory_budget", type=non_negative_int, default=e.memory_budget,
                     help="-method er/derpp: a reservoir of this many rows over all training rows seen, instead of "
                     "-memory_size rows per class")  # fmt: skip
-        parser.flag("-er_share", type=fraction, default=e.share,
-                    help="-method er/derpp: share of each training batch (from task 1 on) drawn from the memory")  # fmt: skip
+        parser.flag("-er_share", type=share_flag, default=None,
+                    help="-method er/derpp/er_ace: share of each training batch (from task 1 on) drawn from the "
+                    f"memory, or {BALANCED} (as many stored rows of each earlier class as new rows of each new "
+                    f"class; default: {ER.default_share} for er, {DERPP.default_share} for derpp and er_ace)")  # fmt: skip
         parser.flag("-derpp_alpha", type=non_negative_float, default=e.alpha,
                     help="-method derpp: weight of the stored logits' mean squared error")  # fmt: skip
         parser.flag("-derpp_beta", type=non_negative_float, default=e.beta,
@@ -103,13 +118,18 @@ class ER(Method):
         """``count`` positions in the memory, uniformly with replacement."""
         return torch.randint(len(self.rows), (count,), generator=self.generator).to(self.rows.device)
 
-    def memory_rows_per_batch(self, batch: int) -> int:
+    def memory_rows_per_batch(self, context: Context, batch: int) -> int:
+        """Stored rows to add to a batch of ``batch`` new rows: ``share`` of the whole, or (``balanced``) ``batch``
+        times the earlier tasks' classes over the current task's."""
+        if self.config.share == BALANCED:
+            masks = context.data.task_masks
+            return max(1, round(batch * int(masks[: context.task].any(0).sum()) / int(masks[context.task].sum())))
         return max(1, round(batch * self.config.share / (1 - self.config.share)))
 
     def extend_batch(self, context: Context, rows: torch.Tensor) -> torch.Tensor:
         if context.task == 0 or len(self.rows) == 0:
             return rows
-        return torch.cat([rows, self.rows[self.draw(self.memory_rows_per_batch(len(rows)))]])
+        return torch.cat([rows, self.rows[self.draw(self.memory_rows_per_batch(context, len(rows)))]])
 
     def after_optimizer_step(self, context: Context) -> None:
         if self.config.memory_budget > 0:  # the batch's own rows are offered to the reservoir
@@ -170,6 +190,7 @@ class ER(Method):
 class DERPP(ER):
     name = "derpp"
     stores_logits = True
+    default_share = 0.5
 
     @classmethod
     def add_flags(cls, parser) -> None:
@@ -182,7 +203,7 @@ class DERPP(ER):
         """``alpha`` MSE to the stored logits on one memory batch, ``beta`` cross-entropy on another."""
         if context.task == 0 or len(self.rows) == 0:
             return None
-        model, data, count = context.model, context.data, self.memory_rows_per_batch(len(context.rows))
+        model, data, count = context.model, context.data, self.memory_rows_per_batch(context, len(context.rows))
         first = self.draw(count)
         logits = model(data.inputs(self.rows[first]), context.projector).logits.float()
         loss = self.config.alpha * F.mse_loss(logits, self.logits[first])
@@ -194,6 +215,7 @@ class DERPP(ER):
 
 class ERACE(ER):
     name = "er_ace"
+    default_share = 0.5
 
     def __init__(self, config: ERConfig = ERConfig()):
         super().__init__(config)
