@@ -164,14 +164,16 @@ def test_the_analytic_head_after_k_tasks_is_the_least_squares_fit_on_all_k_tasks
     assert head.seen.all()
 
 
-def test_the_nearest_class_mean_head_answers_with_the_nearest_mean_of_seen_classes():
+@pytest.mark.parametrize("metric, nearest", [("cosine", [0, 1, 1]), ("euclidean", [0, 1, 0])])
+def test_the_nearest_class_mean_head_answers_with_the_nearest_mean_of_seen_classes(metric, nearest):
+    """Class means (0, 1) and (4, 1): (1, 0.25) is nearer (0, 1) but points the way of (4, 1)."""
     model = build_model(make_continual_data(n_tasks=3), ContinualConfig(hidden=2), torch.device("cpu"))
-    head = NCMHead()
+    head = NCMHead(HeadConfig(metric=metric))
     head.before_run(context(model, data=make_continual_data(n_tasks=3)))
     _feed(head, [(torch.tensor([[0.0, 0.0], [0.0, 2.0], [4.0, 0.0], [4.0, 2.0]]).double(), torch.tensor([0, 0, 1, 1]))])
-    output = type("Output", (), {"layer_inputs": [None, None, torch.tensor([[0.5, 1.0], [3.0, 1.0]])]})
-    logits = head.predict(None, output)
-    assert logits.argmax(1).tolist() == [0, 1] and torch.isinf(logits[:, 2:]).all()  # unseen classes never win
+    rows = torch.tensor([[0.5, 1.0], [3.0, 1.0], [1.0, 0.25]])
+    logits = head.predict(None, type("Output", (), {"layer_inputs": [None, None, rows]}))
+    assert logits.argmax(1).tolist() == nearest and torch.isinf(logits[:, 2:]).all()  # unseen classes never win
 
 
 def test_weight_aligning_gives_the_new_classes_the_old_classes_mean_weight_norm():

@@ -19,7 +19,9 @@ of the rows (``-head_input``):
   when task 0 ends (task 0's rows then have a mean squared norm of 1), so that ``gamma`` means the same
   whatever the representation's size and units. It stores ``R`` (D x D), ``W`` and the scale.
 - ``NCMHead``: nearest class mean: each class's mean representation (sum and count); a row goes to
-  the class whose mean is nearest (Euclidean).
+  the class whose mean is nearest, by cosine (``-ncm_metric cosine``, the default: row and means
+  L2-normalised, as iCaRL's nearest-mean-of-exemplars classifier) or Euclidean distance (``euclidean``),
+  which the channels of largest spread dominate.
 
 Both learn only when a task ends (their statistics come from the network as it is then), compose
 with every method (HLOP, GPM, ... keep the layers below protected), and answer only over the
@@ -42,6 +44,7 @@ from models.spiking_mlp import SpikingOutput
 RIDGE = 0.1  # -head_ridge: chosen on the validation speaker of leakfree-class-hlop-analytic (docs/protocols.md)
 HEADS = ("linear", "analytic", "ncm")
 HEAD_INPUTS = ("auto", "hidden", "features", "embeddings")
+NCM_METRICS = ("cosine", "euclidean")
 AUTO_INPUT = {"frozen": "hidden", "continual": "features"}  # -head_input auto, by -encoder_mode
 ENCODER_INPUTS = ("features", "embeddings")  # what only learning encoders provide
 
@@ -51,6 +54,7 @@ class HeadConfig:
     expansion: int = 0  # analytic: a fixed random ReLU expansion of the representation to this size (0: none)
     ridge: float = RIDGE  # analytic: gamma, the ridge regulariser, for rows scaled to unit mean squared norm
     input: str = "auto"  # what the head reads (HEAD_INPUTS): auto is hidden on frozen features, else features
+    metric: str = "cosine"  # ncm: how a row's nearest class mean is found (NCM_METRICS)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -72,7 +76,7 @@ class _ClassStatisticsHead(Method):
 
     @classmethod
     def from_args(cls, args) -> Method:
-        return cls(HeadConfig(expansion=args.head_expansion, ridge=args.head_ridge, input=args.head_input))
+        return cls(HeadConfig(args.head_expansion, args.head_ridge, args.head_input, args.ncm_metric))
 
     def check(self, encoder_mode: str, scenario: str) -> None:
         """Also settles ``-head_input auto`` for the encoder mode (results.json records what was read)."""
@@ -178,7 +182,10 @@ class NCMHead(_ClassStatisticsHead):
         if not self.seen.any():
             return None
         means = self.sums / self.counts.clamp(min=1)[:, None]
-        return self.only_seen(-torch.cdist(self.representation(output).double(), means).float())
+        representation = self.representation(output).double()
+        if self.config.metric == "euclidean":
+            return self.only_seen(-torch.cdist(representation, means).float())
+        return self.only_seen((F.normalize(representation, dim=1) @ F.normalize(means, dim=1).t()).float())
 
 
 HEAD_METHODS = {"analytic": AnalyticHead, "ncm": NCMHead}
@@ -194,6 +201,8 @@ def add_head_flags(group) -> None:
     group.flag("-head_ridge", type=positive_float, default=c.ridge,
                help="-head analytic: the ridge regulariser, for representations scaled so that task 0's rows have "
                "unit mean squared norm")  # fmt: skip
+    group.flag("-ncm_metric", default=c.metric, choices=NCM_METRICS,
+               help="-head ncm: cosine (row and class means L2-normalised, as iCaRL) or euclidean distance")  # fmt: skip
     group.flag("-head_input", default=c.input, choices=HEAD_INPUTS,
                help="what the head reads: hidden (the spiking MLP's last hidden layer) or, with -encoder_mode "
                "continual, features (each modality encoder's features before its projection, the image CNN's last "
