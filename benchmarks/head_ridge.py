@@ -1,11 +1,14 @@
-"""The analytic head's ridge, chosen on the validation rows of a finished run.
+"""The analytic head's ridge (or the NCM head's metric), chosen on the validation rows of a finished run.
 
     python benchmarks/head_ridge.py -config configs/leakfree-class-hlop-analytic.yaml \
         -out_dir logs/presets/leakfree-class-hlop-analytic [-ridges 0.001,0.01,0.1,1]
+    python benchmarks/head_ridge.py -config configs/frozen-hlop-ncm.yaml \
+        -out_dir logs/presets/frozen-hlop-ncm [-metrics cosine,euclidean]
 
 Takes the run's flags (the same ``-config`` and flags as the continual script) and its folder, and refits
 the closed-form head (``-head analytic``, with the run's ``-head_input`` and ``-head_expansion``) at each
-ridge from the run's per-task checkpoints: task ``t``'s training rows are read by the network as it was
+ridge (a run with ``-head ncm``: the nearest-class-mean head at each ``-metrics``) from the run's per-task
+checkpoints: task ``t``'s training rows are read by the network as it was
 when task ``t`` ended, exactly as the head did during the run. For each ridge it prints the final ACC on
 the validation rows (the validation speaker or video) and on the test rows, per seed and their mean:
 choose by the validation column; the test column is there to report, not to choose. ``-read_at last``
@@ -29,13 +32,13 @@ from continual import cli
 from continual.evaluation import accuracy
 from continual.experiment import open_data
 from continual.methods.base import Context
-from continual.methods.heads import AnalyticHead, HeadConfig
+from continual.methods.heads import NCM_METRICS, AnalyticHead, HeadConfig, NCMHead
 from continual.sources import frozen_data, learning_data
 from continual.trainer import build_model
 from pretrain import cli as pretrain_cli
 
 
-def refit(model, data, config, folder: Path, heads: list[AnalyticHead], read_at: str = "task") -> None:
+def refit(model, data, config, folder: Path, heads: list, read_at: str = "task") -> None:
     """Feed every head each task's training rows, read at that task's checkpoint (``read_at="task"``, as the
     run did) or at the last task's (``"last"``: the head as it would be if the representation never drifted)."""
     for head in heads:
@@ -49,13 +52,13 @@ def refit(model, data, config, folder: Path, heads: list[AnalyticHead], read_at:
             head.after_task(Context(model, data, config, task, rows=data.rows["train"][task]))
 
 
-def final_acc(model, data, config, head: AnalyticHead, split: str) -> float:
+def final_acc(model, data, config, head, split: str) -> float:
     return sum(accuracy(model, data, rows, config, head) for rows in data.rows[split]) / data.n_tasks
 
 
-def refitted(args, ridges: list[float], read_at: str = "task"):
-    """For each of the run's seeds: (seed, model, data, config, one refitted head per ridge), the model at the
-    last task's checkpoint."""
+def refitted(args, values: list, read_at: str = "task"):
+    """For each of the run's seeds: (seed, model, data, config, one refitted head per ridge, or per metric with
+    ``-head ncm``), the model at the last task's checkpoint."""
     experiment, config = cli.experiment_from_args(args), cli.config_from_args(args).for_mode(args.encoder_mode)
     folder, prepared = open_data(experiment)
     build = learning_data if args.encoder_mode == "continual" else frozen_data
@@ -63,7 +66,11 @@ def refitted(args, ridges: list[float], read_at: str = "task"):
     model = build_model(data, config, data.device)
     base = HeadConfig(expansion=args.head_expansion, input=args.head_input)
     for seed in list(experiment.seeds) or [None]:
-        heads = [AnalyticHead(replace(base, ridge=ridge)) for ridge in ridges]
+        heads = (
+            [NCMHead(replace(base, metric=metric)) for metric in values]
+            if args.head == "ncm"
+            else [AnalyticHead(replace(base, ridge=ridge)) for ridge in values]
+        )
         for head in heads:
             head.check(args.encoder_mode, args.scenario)
         refit(
@@ -87,19 +94,27 @@ def main(argv) -> None:
         help="read each task's rows with the network of that task's end (as the run did) or of the last task's "
         "(no drift: what the head loses to the representation's movement is the difference)",
     )
+    parser.flag("-metrics", default="cosine,euclidean", help="-head ncm: the metrics to compare, comma-separated")
     args = parser.parse_args(argv)
-    ridges = [float(r) for r in args.ridges.split(",")]
-    scores = {ridge: {"val": [], "test": []} for ridge in ridges}
+    if args.head == "ncm":
+        values = args.metrics.split(",")
+        if not set(values) <= set(NCM_METRICS):
+            raise UserError(f"-metrics {args.metrics}: expected some of {','.join(NCM_METRICS)}")
+    else:
+        values = [float(r) for r in args.ridges.split(",")]
+    scores = {value: {"val": [], "test": []} for value in values}
     seeds = []
-    for seed, model, data, config, heads in refitted(args, ridges, args.read_at):
+    for seed, model, data, config, heads in refitted(args, values, args.read_at):
         seeds.append(seed)
-        for ridge, head in zip(ridges, heads, strict=True):
+        for value, head in zip(values, heads, strict=True):
             for split in ("val", "test"):
-                scores[ridge][split].append(100 * final_acc(model, data, config, head, split))
-    print(f"ridge | validation ACC % (seeds {','.join(map(str, seeds))}; mean) | test ACC % (mean)")
-    for ridge, split in scores.items():
+                scores[value][split].append(100 * final_acc(model, data, config, head, split))
+    label = "metric" if args.head == "ncm" else "ridge"
+    print(f"{label} | validation ACC % (seeds {','.join(map(str, seeds))}; mean) | test ACC % (mean)")
+    for value, split in scores.items():
         val, test = split["val"], split["test"]
-        print(f"{ridge:g} | {' '.join(f'{v:.1f}' for v in val)}; {sum(val) / len(val):.1f} | "
+        name = value if isinstance(value, str) else f"{value:g}"
+        print(f"{name} | {' '.join(f'{v:.1f}' for v in val)}; {sum(val) / len(val):.1f} | "
               f"{' '.join(f'{t:.1f}' for t in test)}; {sum(test) / len(test):.1f}")  # fmt: skip
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
 import torch
 
 from benchmarks.speed import BENCHMARKED, benchmark_config, epoch_seconds
@@ -71,6 +72,30 @@ def test_the_ridge_benchmark_refits_the_run_s_own_head_from_its_task_checkpoints
     rows = {line.split(" | ")[0]: line for line in capsys.readouterr().out.splitlines() if " | " in line}
     assert rows["0.1"].endswith(f"{100 * acc:.1f}; {100 * acc:.1f}")  # the default ridge: the run's test ACC
     assert set(rows) >= {"1", "0.1"}
+
+
+def test_the_head_benchmark_compares_the_ncm_head_s_metrics_from_the_run_s_checkpoints(tmp_path, capsys):
+    """With -head ncm it refits the nearest-class-mean head at each metric; the run's own metric (cosine) answers
+    as the run did, and a metric that is not one is refused."""
+    import json
+
+    from benchmarks.head_ridge import main
+    from common.errors import UserError
+    from tests.fixtures import run_script
+
+    data_dir = make_scene_dataset(tmp_path / "data", classes=SIX_CLASSES, per_class=12)
+    flags = ["-data_dir", str(data_dir), "-cache_dir", str(tmp_path / "cache"), "-encoder_mode", "continual",
+             "-method", "baseline", "-head", "ncm", "-epochs", "2", "-hidden", "32", "-timesteps", "4",
+             "-b", "8", "-out_dir", str(tmp_path / "run")]  # fmt: skip
+    done = run_script("spiking_train_multimodal_end.py", *flags)
+    assert done.returncode == 0, done.stderr
+    acc = json.loads((tmp_path / "run" / "results.json").read_text())["acc"]
+    main(flags)
+    rows = {line.split(" | ")[0]: line for line in capsys.readouterr().out.splitlines() if " | " in line}
+    assert set(rows) == {"metric", "cosine", "euclidean"}
+    assert rows["cosine"].endswith(f"{100 * acc:.1f}; {100 * acc:.1f}")
+    with pytest.raises(UserError, match="-metrics"):
+        main([*flags, "-metrics", "cosine,manhattan"])
 
 
 def test_the_ridge_benchmark_reads_every_task_at_the_last_checkpoint_when_asked(tmp_path):
