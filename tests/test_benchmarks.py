@@ -47,22 +47,28 @@ def test_the_closed_form_reference_learns_task_by_task_from_task_0_statistics_on
     assert "random encoders: ACC" in capsys.readouterr().out
 
 
-def test_the_ridge_benchmark_refits_the_run_s_own_head_from_its_task_checkpoints(tmp_path, capsys):
-    """At the run's own ridge, the head refitted from the per-task checkpoints answers as the run's head did."""
+def small_head_run(tmp_path, head: str) -> tuple[list[str], float]:
+    """A finished small leak-free run with ``-head head`` in ``tmp_path / "run"``: its flags and its ACC."""
     import json
 
-    from benchmarks.head_ridge import main, refitted
-    from continual.cli import build_parser
-    from pretrain import cli as pretrain_cli
     from tests.fixtures import run_script
 
     data_dir = make_scene_dataset(tmp_path / "data", classes=SIX_CLASSES, per_class=12)
     flags = ["-data_dir", str(data_dir), "-cache_dir", str(tmp_path / "cache"), "-encoder_mode", "continual",
-             "-method", "baseline", "-head", "analytic", "-epochs", "2", "-hidden", "32", "-timesteps", "4",
+             "-method", "baseline", "-head", head, "-epochs", "2", "-hidden", "32", "-timesteps", "4",
              "-b", "8", "-out_dir", str(tmp_path / "run")]  # fmt: skip
     done = run_script("spiking_train_multimodal_end.py", *flags)
     assert done.returncode == 0, done.stderr
-    acc = json.loads((tmp_path / "run" / "results.json").read_text())["acc"]
+    return flags, json.loads((tmp_path / "run" / "results.json").read_text())["acc"]
+
+
+def test_the_ridge_benchmark_refits_the_run_s_own_head_from_its_task_checkpoints(tmp_path, capsys):
+    """At the run's own ridge, the head refitted from the per-task checkpoints answers as the run's head did."""
+    from benchmarks.head_ridge import main, refitted
+    from continual.cli import build_parser
+    from pretrain import cli as pretrain_cli
+
+    flags, acc = small_head_run(tmp_path, "analytic")
     state = torch.load(tmp_path / "run" / "checkpoints" / "task2.pt", weights_only=True)["method"]
     saved = next(value for name, value in state.items() if name.endswith(".weight"))  # the run's head
     args = build_parser(sibling=pretrain_cli.build_parser).parse_args(flags)
@@ -77,19 +83,11 @@ def test_the_ridge_benchmark_refits_the_run_s_own_head_from_its_task_checkpoints
 def test_the_head_benchmark_compares_the_ncm_head_s_metrics_from_the_run_s_checkpoints(tmp_path, capsys):
     """With -head ncm it refits the nearest-class-mean head at each metric; the run's own metric (cosine) answers
     as the run did, and a metric that is not one is refused."""
-    import json
 
     from benchmarks.head_ridge import main
     from common.errors import UserError
-    from tests.fixtures import run_script
 
-    data_dir = make_scene_dataset(tmp_path / "data", classes=SIX_CLASSES, per_class=12)
-    flags = ["-data_dir", str(data_dir), "-cache_dir", str(tmp_path / "cache"), "-encoder_mode", "continual",
-             "-method", "baseline", "-head", "ncm", "-epochs", "2", "-hidden", "32", "-timesteps", "4",
-             "-b", "8", "-out_dir", str(tmp_path / "run")]  # fmt: skip
-    done = run_script("spiking_train_multimodal_end.py", *flags)
-    assert done.returncode == 0, done.stderr
-    acc = json.loads((tmp_path / "run" / "results.json").read_text())["acc"]
+    flags, acc = small_head_run(tmp_path, "ncm")
     main(flags)
     rows = {line.split(" | ")[0]: line for line in capsys.readouterr().out.splitlines() if " | " in line}
     assert set(rows) == {"metric", "cosine", "euclidean"}

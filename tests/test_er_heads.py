@@ -23,8 +23,8 @@ def run(tmp_path, methods, name="run", config=CONFIG, data=None):
     return run_continual(data or make_continual_data(n_tasks=3), methods, config, folder, torch.device("cpu"), {})
 
 
-def test_er_batches_hold_stored_rows_in_the_stated_share(tmp_path):
-    """From task 1 on, every training batch of 16 new rows carries 16 / (1 - share) - 16 stored ones."""
+def extended_batches(tmp_path, config: ERConfig, data) -> tuple[ER, list]:
+    """Run ER on ``data``; with every training batch it extended: (task, new rows, the stored rows it added)."""
     seen = []
 
     class Spy(ER):
@@ -33,9 +33,15 @@ def test_er_batches_hold_stored_rows_in_the_stated_share(tmp_path):
             seen.append((context.task, len(rows), extended[len(rows) :].clone()))
             return extended
 
-    data = make_continual_data(n_tasks=3)
-    method = Spy(ERConfig(memory_size=5, share=0.2))
+    method = Spy(config)
     run(tmp_path, method, data=data)
+    return method, seen
+
+
+def test_er_batches_hold_stored_rows_in_the_stated_share(tmp_path):
+    """From task 1 on, every training batch of 16 new rows carries 16 / (1 - share) - 16 stored ones."""
+    data = make_continual_data(n_tasks=3)
+    method, seen = extended_batches(tmp_path, ERConfig(memory_size=5, share=0.2), data)
     assert all(len(old) == 0 for task, _, old in seen if task == 0)
     later = [(task, new, old) for task, new, old in seen if task > 0]
     assert later and all(len(old) == round(new * 0.2 / 0.8) for _, new, old in later)
@@ -48,18 +54,8 @@ def test_er_batches_hold_stored_rows_in_the_stated_share(tmp_path):
 
 def test_er_balanced_batches_give_each_earlier_class_as_many_rows_as_each_new_class(tmp_path):
     """ER's default share: a batch of n new rows of the task's c classes carries n / c rows per earlier class."""
-    seen = []
-
-    class Spy(ER):
-        def extend_batch(self, context, rows):
-            extended = super().extend_batch(context, rows)
-            seen.append((context.task, len(rows), extended[len(rows) :].clone()))
-            return extended
-
-    data = make_continual_data(n_tasks=3)  # two classes per task
-    method = Spy(ERConfig(memory_size=5))
-    assert method.config.share == "balanced" and DERPP().config.share == ERACE().config.share == 0.5
-    run(tmp_path, method, data=data)
+    assert ER().config.share == "balanced" and DERPP().config.share == ERACE().config.share == 0.5
+    _, seen = extended_batches(tmp_path, ERConfig(memory_size=5), make_continual_data(n_tasks=3))  # 2 classes a task
     later = [(task, new, old) for task, new, old in seen if task > 0]
     assert {task for task, _, _ in later} == {1, 2}
     assert all(len(old) == new * task for task, new, old in later)  # 2 new classes, 2 * task earlier ones
