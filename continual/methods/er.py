@@ -121,9 +121,9 @@ class ER(Method):
     def memory_rows_per_batch(self, context: Context, batch: int) -> int:
         """Stored rows to add to a batch of ``batch`` new rows: ``share`` of the whole, or (``balanced``) ``batch``
         times the earlier tasks' classes over the current task's."""
-        if self.config.share == BALANCED:
-            masks = context.data.task_masks
-            return max(1, round(batch * int(masks[: context.task].any(0).sum()) / int(masks[context.task].sum())))
+        if self.config.share == BALANCED:  # from the task split's class lists: no device read on a hot path
+            classes = context.data.task_classes
+            return max(1, round(batch * sum(map(len, classes[: context.task])) / len(classes[context.task])))
         return max(1, round(batch * self.config.share / (1 - self.config.share)))
 
     def extend_batch(self, context: Context, rows: torch.Tensor) -> torch.Tensor:
