@@ -101,7 +101,10 @@ def main(argv) -> None:
         if not set(values) <= set(NCM_METRICS):
             raise UserError(f"-metrics {args.metrics}: expected some of {','.join(NCM_METRICS)}")
     else:
-        values = [float(r) for r in args.ridges.split(",")]
+        try:
+            values = [float(r) for r in args.ridges.split(",")]
+        except ValueError:
+            raise UserError(f"-ridges {args.ridges}: expected comma-separated numbers") from None
     scores = {value: {"val": [], "test": []} for value in values}
     seeds = []
     for seed, model, data, config, heads in refitted(args, values, args.read_at):

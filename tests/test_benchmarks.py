@@ -94,6 +94,8 @@ def test_the_head_benchmark_compares_the_ncm_head_s_metrics_from_the_run_s_check
     assert rows["cosine"].endswith(f"{100 * acc:.1f}; {100 * acc:.1f}")
     with pytest.raises(UserError, match="-metrics"):
         main([*flags, "-metrics", "cosine,manhattan"])
+    with pytest.raises(UserError, match="-ridges"):
+        main([*flags[: flags.index("-head") + 1], "analytic", *flags[flags.index("-head") + 2 :], "-ridges", "0.1,x"])
 
 
 def test_the_ridge_benchmark_reads_every_task_at_the_last_checkpoint_when_asked(tmp_path):
