@@ -32,7 +32,7 @@ def main(argv) -> None:
     args = build_parser().parse_args(argv)
     image_backbone, audio_encoder = cli.encoder_choice(args)
     encoder = cli.encoder_options(args, image_backbone, audio_encoder)
-    config = cli.config_from_args(args, encoder["fusion"])
+    config = cli.config_from_args(args, encoder["fusion"], audio_encoder)
     dist = init_distributed(use_cuda=wants_cuda(args.device))
     meter.configure(every=args.progress_every)
     if args.deterministic:

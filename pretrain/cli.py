@@ -20,6 +20,7 @@ from pretrain.trainer import PRETRAIN_CLASSES, PretrainConfig
 PROG = "python spiking_pretrain_multimodal.py"
 SPIKING_FUSION_FLOOR = 0.25  # without it the spiking encoders' attention settles on audio alone (docs/pipeline.md)
 RELIABILITY_CORRUPT_VIEWS = 0.25  # the reliability fusion learns which input to trust from failed-sensor views
+ANN_MFCC_NOISE = 1.0  # chosen on the validation speaker (docs/pipeline.md); spiking audio encoders keep 0 (unmeasured)
 
 
 def build_parser(description: str = "", sibling=None) -> FlagParser:
@@ -90,6 +91,10 @@ def _training_flags(group) -> None:
                help="share of training rows that see one modality as a failed sensor (noise, another row's input, "
                f"a constant, silence), so that the fusion learns which input to trust (default "
                f"{RELIABILITY_CORRUPT_VIEWS} with -fusion reliability, else {d.corrupt_views:g})")  # fmt: skip
+    group.flag("-mfcc_noise", type=non_negative_float, default=None,
+               help="std of the Gaussian noise added to the training rows' standardised MFCC, so that the fusion "
+               f"still answers for speakers never heard in training (default {ANN_MFCC_NOISE:g} for ANN audio encoders, "
+               "0 for spiking ones)")  # fmt: skip
     group.flag("-image_size", type=positive_int, default=d.image_size, help="images are resized to this square size")
     group.flag("-image_fit", default=d.image_fit, choices=IMAGE_FITS,
                help="how a non-square frame becomes a square: squash (stretch), crop (centre square) or pad (letterbox)")  # fmt: skip
@@ -139,11 +144,19 @@ def fusion_floor(requested: float | None, image_backbone: str, audio_encoder: st
     return SPIKING_FUSION_FLOOR if spiking_encoders(image_backbone, audio_encoder) else 0.0
 
 
-def config_from_args(args, fusion: str) -> PretrainConfig:
+def mfcc_noise(requested: float | None, audio_encoder: str) -> float:
+    """The MFCC noise as requested, else ANN_MFCC_NOISE for ANN audio encoders and 0 for spiking ones."""
+    if requested is not None:
+        return requested
+    return 0.0 if audio_encoder.startswith("spiking") else ANN_MFCC_NOISE
+
+
+def config_from_args(args, fusion: str, audio_encoder: str) -> PretrainConfig:
     names = ("epochs", "batch_size", "lr", "weight_decay", "aux_weight", "modality_dropout", "image_size",
              "image_fit", "pretrain_classes", "seed", "checkpoint_every")  # fmt: skip
     views = corrupt_views_share(args.corrupt_views, fusion)
-    return PretrainConfig(**{name: getattr(args, name) for name in names}, corrupt_views=views)
+    noise = mfcc_noise(args.mfcc_noise, audio_encoder)
+    return PretrainConfig(**{name: getattr(args, name) for name in names}, corrupt_views=views, mfcc_noise=noise)
 
 
 def encoder_options(args, image_backbone: str, audio_encoder: str) -> dict:

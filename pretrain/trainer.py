@@ -44,6 +44,8 @@ class PretrainConfig:
     aux_weight: float = 1.0
     modality_dropout: float = 0.5
     corrupt_views: float = 0.0  # share of training rows with one modality corrupted (models.probes.corrupt_views)
+    mfcc_noise: float = 0.0  # std of the Gaussian noise on the training rows' standardised MFCC (pretrain.cli sets
+    # ANN_MFCC_NOISE for ANN audio encoders)
     image_size: int = 32
     image_fit: str = "squash"  # dataloader.images.IMAGE_FITS
     pretrain_classes: str = "all"
@@ -303,6 +305,7 @@ def train_step(network, model, tensors: DeviceData, optimizer, config: PretrainC
     dist = distributed()
     device = tensors.mfcc.device
     images, mfcc, labels = tensors.batch(dist.shard(rows))
+    mfcc = noisy_mfcc(mfcc, config.mfcc_noise)
     keep = modality_dropout_mask(len(labels), len(model.encoders), config.modality_dropout, device)
     images, mfcc, failed = corrupt_views(images, mfcc, config.corrupt_views if len(model.encoders) > 1 else 0.0)
     with autocast(device):
@@ -313,6 +316,16 @@ def train_step(network, model, tensors: DeviceData, optimizer, config: PretrainC
     optimizer.step()
     correct = (out["fused"].argmax(1) == labels).sum().float()
     return torch.stack([loss.detach() * len(rows), correct, torch.tensor(float(len(labels)), device=device)])
+
+
+def noisy_mfcc(mfcc: torch.Tensor, std: float) -> torch.Tensor:
+    """Training rows' standardised MFCC plus Gaussian noise of ``std`` (``-mfcc_noise``).
+
+    The noise keeps the audio encoder from fitting the training speakers' exact coefficients: on an
+    unheard speaker its embeddings then stay ones the fusion can weigh, where without it the attention trusts
+    an audio embedding that is wrong (docs/pipeline.md, "Pretraining the encoders").
+    """
+    return mfcc + std * torch.randn_like(mfcc) if std > 0 else mfcc
 
 
 def _epoch_line(record: dict, epochs: int) -> str:

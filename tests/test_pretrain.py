@@ -16,6 +16,7 @@ from pretrain.artifacts import MARKERS, read_meta
 from pretrain.features import feature_cache_path
 from pretrain.folder import PretrainedFolder
 from pretrain.trainer import PretrainConfig, pretrain
+from tests.fixtures import pretrain_tiny, run_script
 
 TINY = PretrainConfig(epochs=2, batch_size=8, image_size=16)
 ENCODER = {"feature_dim": 24}
@@ -258,4 +259,46 @@ def test_spiking_encoders_default_to_the_reliability_fusion_with_failed_sensor_v
 
     args = build_parser().parse_args(flags)
     options = encoder_options(args, *encoder_choice(args))
-    assert options["fusion"] == fusion and config_from_args(args, options["fusion"]).corrupt_views == views
+    config = config_from_args(args, options["fusion"], options["audio_encoder"])
+    assert options["fusion"] == fusion and config.corrupt_views == views
+
+
+@pytest.mark.parametrize(
+    "flags, noise",
+    [
+        ([], 1.0),
+        (["-audio_encoder", "conv"], 1.0),
+        (["-encoder_type", "spiking"], 0.0),
+        (["-mfcc_noise", "0"], 0.0),
+        (["-encoder_type", "spiking", "-mfcc_noise", "0.5"], 0.5),
+    ],
+)
+def test_ann_audio_encoders_train_on_noisy_mfcc_by_default(flags, noise):
+    from pretrain.cli import build_parser, config_from_args, encoder_choice, encoder_options
+
+    args = build_parser().parse_args(flags)
+    options = encoder_options(args, *encoder_choice(args))
+    assert config_from_args(args, options["fusion"], options["audio_encoder"]).mfcc_noise == noise
+
+
+def test_mfcc_noise_has_the_requested_spread_and_zero_leaves_the_rows_alone():
+    from pretrain.trainer import noisy_mfcc
+
+    mfcc = torch.zeros(200, 104)
+    torch.manual_seed(0)
+    noisy = noisy_mfcc(mfcc, 0.5)
+    assert abs(noisy.std().item() - 0.5) < 0.01 and abs(noisy.mean().item()) < 0.01
+    assert noisy_mfcc(mfcc, 0.0) is mfcc
+
+
+def test_a_folder_pretrained_before_mfcc_noise_resumes_only_as_noise_free(scene_dir, tmp_path):
+    """Folders written before -mfcc_noise existed were trained without it: the new default must not adopt them."""
+    out = pretrain_tiny(scene_dir, tmp_path, "-mfcc_noise", "0")
+    meta = json.loads((out / "meta.json").read_text())
+    del meta["train"]["mfcc_noise"]
+    (out / "meta.json").write_text(json.dumps(meta))
+    common = ["-data_dir", str(scene_dir), "-out", str(out), "-cache_dir", str(tmp_path / "cache"), "-resume"]
+    common += ["-epochs", "1", "-image_size", "16", "-feature_dim", "16"]
+    refused = run_script("spiking_pretrain_multimodal.py", *common)
+    assert refused.returncode == 2 and "mfcc_noise=0.0, not 1.0" in refused.stderr, refused.stderr
+    assert run_script("spiking_pretrain_multimodal.py", *common, "-mfcc_noise", "0").returncode == 0
