@@ -38,4 +38,6 @@ def check_diverged(where: str, loss: float, n_classes: int, *modules: nn.Module,
     if what is None:
         what = next((found for m in modules if (found := getattr(m, "divergence", lambda: None)())), None)
     if what:
-        raise UserError(f"{where}: the run diverged ({what}); {keep}. Lower the learning rate (-lr, -hlop_lr)")
+        raise UserError(
+            f"{where}: the run diverged ({what}); {keep}. Lower the learning rate (-lr, -hlop_lr) or EWC's pull (-ewc_lambda)"
+        )

@@ -25,7 +25,7 @@ from continual.methods.base import Context, Method
 
 @dataclass(frozen=True)
 class EWCConfig:
-    lambda_: float = 1e5
+    lambda_: float = 1e4  # 1e5 diverged on frozen features with SGD at 0.1 (docs/methods.md)
     samples: int = 1024  # training rows per task used to estimate the Fisher information
     encoder_samples: int = 256  # -encoder_mode continual: rows per task for the encoder layers' (one pass each)
 
