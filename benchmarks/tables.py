@@ -47,7 +47,8 @@ TABLES = (
     Table(
         "frozen",
         "Frozen encoders pretrained on all classes (the reference's protocol), class scenario",
-        f"The encoders saw every class's training rows before task 0 (later tasks leak into the features); {HELD_OUT}.",
+        "The encoders saw every class's training rows before task 0 (later tasks leak into the features), pretrained "
+        f"with the defaults (MFCC noise of 1.0 since commit 0945f3f, docs/pipeline.md); {HELD_OUT}.",
         (
             "frozen-joint",
             "frozen-baseline",
