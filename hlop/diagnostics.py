@@ -50,10 +50,13 @@ class LayerEnergy:
             return 0.0  # a layer whose inputs were all zero (a silent spiking layer) leaves nothing outside
         if directions == 0:
             return 1.0
+        if directions >= len(correlation):
+            return 0.0  # the subspace spans every input direction
         if old_rows:
             q = torch.linalg.qr(self.basis[:old_rows].double().t()).Q  # the old rows' span, orthonormal
             outside = torch.eye(len(q), dtype=q.dtype, device=q.device) - q @ q.t()
             correlation = outside @ correlation @ outside
+            correlation = (correlation + correlation.t()) / 2  # symmetric to rounding: eigh may not converge else
         energies = torch.linalg.eigvalsh(correlation).flip(0).clamp(min=0)
         return float(energies[max(directions - old_rows, 0) :].sum() / max(self.total, 1e-30))
 

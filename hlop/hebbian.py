@@ -287,10 +287,16 @@ class HebbianSubspace(nn.Module):
         """Forget the rows of the task in progress (``grow`` learns them again at its end)."""
         self.weight, self.velocity = self.weight[: self.frozen_rows], self.velocity[: self.frozen_rows]
 
-    def residual(self, x: torch.Tensor) -> torch.Tensor:
-        """``x`` without what the frozen rows answer for: the part the learning rows are to learn."""
+    def residual(self, x: torch.Tensor, quantized: bool = True) -> torch.Tensor:
+        """``x`` without what the frozen rows answer for: the part the learning rows are to learn.
+
+        ``quantized`` off: without their span, whether or not the lateral neurons spike. Spike-count answers
+        leave a rounding error in every frozen direction, noise rather than a direction of the inputs; learned
+        at a task's end it would be taken for energy still to protect (``grow`` then fills the layer)."""
         x = x.float()
-        return self.orthogonal(x) if self.frozen_rows else x
+        if not self.frozen_rows:
+            return x
+        return self.orthogonal(x) if quantized else orthogonal_to_rows(x, self.basis.to(x.dtype))
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # the number of rows grows task by task: take the saved shapes before loading

@@ -33,3 +33,13 @@ def test_no_directions_leave_everything_and_silent_inputs_leave_nothing():
     silent = _energy(torch.zeros(0, 4), torch.zeros(10, 4))  # a spiking layer that never fired
     report = layer_report("layer", silent, silent, old_rows=0)
     assert (report["directions"], report["outside_train"], report["outside_svd_train"]) == (0, 0.0, 0.0)
+
+
+def test_a_subspace_of_every_input_direction_leaves_nothing():
+    """A layer whose lateral neurons span all its inputs (old rows included) has nothing outside, by either share."""
+    torch.manual_seed(0)
+    x = (torch.rand(50, 5) < 0.3).float()  # spikes
+    basis = torch.linalg.qr(torch.randn(5, 5)).Q.t()
+    energy = _energy(basis, x)
+    assert energy.share_outside() < 1e-10
+    assert energy.best_share_outside(old_rows=5) == 0.0 and energy.best_share_outside(old_rows=3) == 0.0

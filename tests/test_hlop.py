@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from common.errors import UserError
 from continual.methods import HLOP, HLOPConfig
 from hlop.hebbian import HebbianSubspace
 from hlop.projection import orthogonal_to_rows, projected_linear
@@ -311,6 +312,33 @@ def test_hlop_defaults_follow_the_encoder_mode():
     chosen = HLOP(HLOPConfig(learning="online"))
     chosen.check("continual", "task")
     assert chosen.config.learning == "online" and chosen.config.encoder_threshold is None
+
+
+def test_task_end_threshold_defaults_follow_the_encoder_mode():
+    """-hlop_learning task_end grows the lateral neurons to 0.99 of each task's energy on frozen features, 0.97
+    when the encoders learn; a threshold given explicitly stays, and without task_end learning it is refused."""
+    frozen, learning = HLOP(HLOPConfig(learning="task_end")), HLOP(HLOPConfig(learning="task_end"))
+    frozen.check("frozen", "class")
+    learning.check("continual", "task")
+    assert frozen.config.threshold == (0.99, 0.99, 0.99) and learning.config.threshold == (0.97, 0.97, 0.97)
+    chosen = HLOP(HLOPConfig(learning="task_end", threshold=(0.9, 0.8, 0.7)))
+    chosen.check("frozen", "class")
+    assert chosen.config.threshold == (0.9, 0.8, 0.7)
+    with pytest.raises(UserError, match="-hlop_threshold"):
+        HLOPConfig(learning="online", threshold=(0.9, 0.9, 0.9))
+
+
+def test_the_task_end_residual_of_spiking_lateral_neurons_is_free_of_their_rounding():
+    """What spiking frozen rows leave of an input they span: their spike-count answers leave a rounding error
+    (the projection's, as the reference), while the residual the task's end learns from is zero."""
+    torch.manual_seed(0)
+    subspace = HebbianSubspace(8, lr=0.01, spiking=True, spiking_scale=20.0, spiking_timesteps=40)
+    rows = torch.linalg.qr(torch.randn(8, 3)).Q.t().contiguous()
+    subspace.weight, subspace.velocity = rows.clone(), torch.zeros_like(rows)
+    subspace.merge()
+    x = torch.randn(16, 3) @ rows * 3  # inside the frozen span
+    assert subspace.residual(x).norm() > 0.05 * x.norm()  # rounding to steps of 0.5
+    assert subspace.residual(x, quantized=False).norm() < 1e-5 * x.norm()
 
 
 def test_learning_both_polishes_the_online_rows_at_the_task_end():

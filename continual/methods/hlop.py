@@ -56,6 +56,8 @@ FROZEN_ITERATIONS, FROZEN_LR = 2, tuple(10 * v for v in REFERENCE_LR)
 LEARNING_ENCODERS_ITERATIONS = 20
 LEARNING_ENCODERS_LR = (0.001, 0.001, 0.001)  # with learning encoders and Adam, 0.01 diverges in task 0
 THRESHOLD = (0.97, 0.97, 0.97)  # the spiking MLP's layers: GPM's default share of each task's input energy
+# on frozen features, task_end keeps more: chosen among 0.97-0.995 on the validation speaker (docs/reference.md)
+FROZEN_THRESHOLD = (0.99, 0.99, 0.99)
 # the encoders' layers (-encoder_mode continual): each modality encoder's input layer keeps every direction with
 # energy (at 0.9999 the first convolution loses its weakest and forgets), the later layers 0.9999 (at 0.99999 they
 # protect nearly every direction, and later tasks learn less); docs/reference.md
@@ -94,7 +96,8 @@ class HLOPConfig:
     learning: str | None = None
     passes: int = 10  # task_end: Hebbian passes over the task's inputs
     # task_end: lateral neurons added until the subspace holds this share of each task's input energy (GPM's
-    # criterion, with no fixed size); "auto": THRESHOLD with task_end learning, None otherwise; None: the sizes above
+    # criterion, with no fixed size); "auto": with task_end learning FROZEN_THRESHOLD on frozen features,
+    # THRESHOLD when the encoders learn (settled by ``for_mode``), None otherwise; None: the sizes above
     threshold: tuple[float, float, float] | str | None = "auto"
     # the same for the encoder layers (-encoder_mode continual): each modality encoder's input layer, the later ones
     encoder_threshold: tuple[float, float] | str | None = "auto"
@@ -109,10 +112,11 @@ class HLOPConfig:
             return
         if self.learning not in LEARNINGS:
             raise UserError(f"-hlop_learning {self.learning}: expected one of {', '.join(LEARNINGS)}")
-        for name, automatic in (("threshold", THRESHOLD), ("encoder_threshold", ENCODER_THRESHOLD)):
-            if getattr(self, name) == "auto":
-                object.__setattr__(self, name, automatic if self.learning == "task_end" else None)
-        if (self.threshold or self.encoder_threshold) and self.learning != "task_end":
+        if self.encoder_threshold == "auto":
+            object.__setattr__(self, "encoder_threshold", ENCODER_THRESHOLD if self.learning == "task_end" else None)
+        if self.threshold == "auto" and self.learning != "task_end":
+            object.__setattr__(self, "threshold", None)
+        if (self.threshold not in (None, "auto") or self.encoder_threshold) and self.learning != "task_end":
             raise UserError(f"-hlop_threshold: lateral neurons grow by energy at a task's end; it needs "
                             f"-hlop_learning task_end, not {self.learning}")  # fmt: skip
 
@@ -121,12 +125,20 @@ class HLOPConfig:
         (measured best on the held-out speaker, docs/reference.md: online on frozen features, at each task's end
         when the encoders learn)."""
         continual = encoder_mode == "continual"
-        return replace(
+        settled = replace(
             self,
             lr=self.lr or (LEARNING_ENCODERS_LR if continual else FROZEN_LR),
             iterations=self.iterations or (LEARNING_ENCODERS_ITERATIONS if continual else FROZEN_ITERATIONS),
             learning=self.learning or ("task_end" if continual else "online"),
         )
+        if settled.threshold == "auto":
+            settled = replace(settled, threshold=THRESHOLD if continual else FROZEN_THRESHOLD)
+        return settled
+
+    @property
+    def thresholds(self) -> tuple[float, float, float] | None:
+        """The task-end threshold per spiking MLP layer; "auto" before ``for_mode`` reads as THRESHOLD."""
+        return THRESHOLD if self.threshold == "auto" else self.threshold
 
     @property
     def online(self) -> bool:
@@ -240,7 +252,8 @@ class HLOP(Method, SubspaceProjector):
              help="-hlop_learning task_end: Hebbian passes over the task's inputs")  # fmt: skip
         flag("-hlop_threshold", default="auto",
              help="-hlop_learning task_end: lateral neurons are added at each task's end until the subspace holds "
-             f"this share of the task's input energy (one value or fc1,fc2,classifier; auto: {THRESHOLD[0]:g}); "
+             f"this share of the task's input energy (one value or fc1,fc2,classifier; auto: {FROZEN_THRESHOLD[0]:g} "
+             f"on frozen features, {THRESHOLD[0]:g} with -encoder_mode continual); "
              "none: -hlop_out_num and -hlop_out_num_inc neurons per task")  # fmt: skip
         flag("-hlop_encoder_threshold", default="auto",
              help="-hlop_threshold for the encoder layers (-encoder_mode continual): one value, or two (each "
@@ -322,7 +335,7 @@ class HLOP(Method, SubspaceProjector):
         sizes = self.sizes(task) + [self.encoder_size(task, s.in_features) for s in self.encoder_subspaces]
         encoders = [c.encoder_threshold[0 if first else 1] if c.encoder_threshold else None
                     for first in self.encoder_input_layers]  # fmt: skip
-        thresholds = list(c.threshold or [None] * 3) + encoders
+        thresholds = list(c.thresholds or [None] * 3) + encoders
         rooms = [s.in_features - s.weight.shape[0] for s in every]  # with a threshold, the energy decides alone
         return [(room if t else min(n, room), t) for n, room, t in zip(sizes, rooms, thresholds, strict=True)]
 
@@ -449,7 +462,7 @@ class HLOP(Method, SubspaceProjector):
         counts, macs = torch.zeros(len(every), dtype=torch.float64, device=every[0].weight.device), 0.0
         for inputs in layer_input_batches(context.model, batches, with_spikes=not self.config.with_wfr):
             for index, (subspace, x) in enumerate(zip(every, inputs, strict=True)):
-                residual = subspace.residual(x).double()  # what the frozen rows leave
+                residual = subspace.residual(x, quantized=False).double()  # what the frozen rows' span leaves
                 inputs_sum[index] += x.double().t() @ x.double()
                 residual_sum[index] += residual.t() @ residual
                 counts[index] += len(x)
