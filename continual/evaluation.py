@@ -93,6 +93,8 @@ def evaluate_task(progress: Progress, model, method: Method, data: ContinualData
     log.scalars("acc_matrix", scores, task)
     _spikes_and_costs(progress, model, data, experience, config, log, protection)
     progress.subspaces.append(subspace_reports(model, method, data, config, task))
+    for line in full_layer_warnings(progress.subspaces[-1], task, data.n_tasks):
+        print(line, flush=True)
     progress.representations.append(representation_report(model, data, task, progress.class_means))
 
 
@@ -113,6 +115,19 @@ def subspace_reports(model, method: Method, data: ContinualData, config: Continu
     return [
         layer_report(e["layer"], train, test, e["old_rows"])
         for e, train, test in zip(entries, energies["train"], energies["test"], strict=True)
+    ]
+
+
+def full_layer_warnings(reports: list[dict], task: int, n_tasks: int) -> list[str]:
+    """A line for each protected layer whose subspace spans all its inputs after ``task``: every later task's
+    update of that layer is projected to nothing, so those tasks learn without it (or not at all)."""
+    if task + 1 >= n_tasks:
+        return []
+    return [
+        f"  warning: {r['layer']}'s protected subspace spans all {r['inputs']} of its inputs: tasks after {task} "
+        f"cannot change this layer (keep fewer directions: -hlop_threshold, -hlop_out_num_inc or -gpm_threshold)"
+        for r in reports
+        if r["directions"] >= r["inputs"]
     ]
 
 

@@ -67,6 +67,7 @@ def layer_report(name: str, train: LayerEnergy, test: LayerEnergy, old_rows: int
     return {
         "layer": name,
         "directions": int(basis.shape[0]),
+        "inputs": int(basis.shape[1]),
         "effective_directions": int((basis.norm(dim=1) > 0.5).sum()) if basis.shape[0] else 0,
         "outside_train": train.share_outside(),
         "outside_svd_train": train.best_share_outside(old_rows),

@@ -2,6 +2,7 @@
 
 import torch
 
+from continual.evaluation import full_layer_warnings
 from hlop.diagnostics import LayerEnergy, layer_report
 
 
@@ -43,3 +44,15 @@ def test_a_subspace_of_every_input_direction_leaves_nothing():
     energy = _energy(basis, x)
     assert energy.share_outside() < 1e-10
     assert energy.best_share_outside(old_rows=5) == 0.0 and energy.best_share_outside(old_rows=3) == 0.0
+
+
+def test_a_layer_whose_subspace_spans_its_inputs_is_named_while_tasks_remain():
+    """After a task, a protected layer with as many directions as inputs gets a warning line (later tasks cannot
+    change it); a layer with room left, or the last task, gets none."""
+    x = torch.randn(20, 4)
+    full = layer_report("fc2", _energy(torch.eye(4), x), _energy(torch.eye(4), x), old_rows=2)
+    room = layer_report("fc1", _energy(torch.eye(4)[:3], x), _energy(torch.eye(4)[:3], x), old_rows=2)
+    assert (full["directions"], full["inputs"]) == (4, 4)
+    lines = full_layer_warnings([room, full], task=3, n_tasks=5)
+    assert len(lines) == 1 and "fc2" in lines[0] and "all 4 of its inputs" in lines[0] and "after 3" in lines[0]
+    assert full_layer_warnings([room, full], task=4, n_tasks=5) == []
