@@ -77,6 +77,8 @@ def evaluate_task(progress: Progress, model, method: Method, data: ContinualData
             progress.probe_matrices[probe.name][task][j] = accuracy(
                 model, data, data.rows["test"][j], config, method, probe=probe
             )
+        if progress.val_matrix is not None:  # for choosing settings on the validation rows
+            progress.val_matrix[task][j] = accuracy(model, data, data.rows["val"][j], config, method)
     progress.task_seconds.append(round(time.time() - started, 3))
     if progress.acc_at_init and task + 1 < data.n_tasks:  # the next task, before it is trained
         progress.acc_before_training.append(accuracy(model, data, data.rows["test"][task + 1], config, method))
@@ -177,6 +179,8 @@ def finish_run(log: RunLog, progress: Progress, model, method: Method, data: Con
     print(format_summary(progress.matrix), flush=True)
     for name, matrix in progress.probe_matrices.items():
         print(f"{name}: {format_summary(matrix)}", flush=True)
+    if progress.val_matrix is not None:
+        print(f"validation rows: {format_summary(progress.val_matrix)}", flush=True)
     if any(progress.subspaces):
         print("protected subspaces: directions and the share of each task's training-row input energy outside "
               "them (an SVD's at as many directions):")  # fmt: skip
@@ -197,6 +201,7 @@ def finish_run(log: RunLog, progress: Progress, model, method: Method, data: Con
         processes=dist.world,
         train_rows=sum(len(rows) for rows in data.rows["train"]),
         **probe_results(progress.probe_matrices),
+        **probe_results({"val": progress.val_matrix} if progress.val_matrix is not None else {}),
         **cost_results(progress.costs),
         **forward_transfer_results(progress.acc_at_init, progress.acc_before_training),
         firing_rates=progress.firing_rates,

@@ -44,6 +44,9 @@ class Progress:
     task_seconds: list = field(default_factory=list)
     firing_rates: list = field(default_factory=list)  # per finished task: each LIF layer's rate (-rate_stat)
     probe_matrices: dict = field(default_factory=dict)  # probe name -> its accuracy matrix (models.probes)
+    # the same matrix on the validation rows, for choosing settings without the test rows (None: no validation rows
+    # for some task, or resumed from a checkpoint written before it was kept)
+    val_matrix: list | None = None
     costs: list = field(default_factory=list)  # per finished task: spikes, SynOps, MACs, joules (continual.energy)
     subspaces: list = field(default_factory=list)  # per finished task: each protected layer's (hlop.diagnostics)
     representations: list = field(default_factory=list)  # per finished task: continual.representation's report
@@ -62,6 +65,7 @@ class Progress:
             "task_seconds": self.task_seconds,
             "firing_rates": self.firing_rates,
             "probe_matrices": self.probe_matrices,
+            "val_matrix": self.val_matrix,
             "costs": self.costs,
             "subspaces": self.subspaces,
             "representations": self.representations,
@@ -99,6 +103,7 @@ class Progress:
         progress = cls(checkpoint["task"], checkpoint["acc_matrix"], checkpoint["task_seconds"])
         progress.firing_rates = checkpoint.get("firing_rates", [])
         progress.probe_matrices = checkpoint.get("probe_matrices", {})
+        progress.val_matrix = checkpoint.get("val_matrix")
         progress.costs = checkpoint.get("costs", [])
         progress.subspaces = checkpoint.get("subspaces", [])
         progress.representations = checkpoint.get("representations", [])

@@ -71,7 +71,9 @@ def run_continual(
     shuffle = torch.Generator().manual_seed(config.seed)
     stream = experiences(data, method.stream)
     progress = _resume(log, model, method, shuffle, stream, data, config) or Progress(
-        matrix=empty_matrix(data.n_tasks), probe_matrices={p.name: empty_matrix(data.n_tasks) for p in data.probes}
+        matrix=empty_matrix(data.n_tasks),
+        probe_matrices={p.name: empty_matrix(data.n_tasks) for p in data.probes},
+        val_matrix=empty_matrix(data.n_tasks) if all(len(rows) for rows in data.rows["val"]) else None,
     )
     if config.scenario == "task" and not progress.acc_at_init and method.stream == "sequential":
         # forward transfer needs every task's accuracy before it is learned, starting from the untrained network
