@@ -3,6 +3,7 @@ speakers, none of them the test speaker.
 
     python benchmarks/speaker_cv.py                # frozen-joint, frozen-hlop, frozen-hlop-taskend; 4 speakers, seeds 0-4
     python benchmarks/speaker_cv.py -presets frozen-hlop,frozen-gpm -speakers george -seeds 0,1,2
+    python benchmarks/speaker_cv.py -presets frozen-hlop -flags="-hlop_out_num 40,200,100" -tag fc1-40
 
 One validation speaker gives a noisy answer (100 rows per task). Here each training speaker of the tables' split
 is held out in turn as the validation speaker (``-val_groups``), the test speaker stays the test speaker, and the
@@ -11,7 +12,7 @@ encoders are pretrained again without either, so that no encoder heard the speak
     python spiking_pretrain_multimodal.py -config configs/frozen-joint.yaml -split group -val_groups V \\
         -test_groups nicolas -out logs/speaker_cv/pre-V -resume
     python spiking_train_multimodal_end.py -config configs/P.yaml -pretrained logs/speaker_cv/pre-V \\
-        -seeds S -out_dir logs/speaker_cv/V/P -resume
+        -seeds S -out_dir logs/speaker_cv/V/P[+TAG] -resume [FLAGS]
 
 The table printed at the end reads the validation rows only (results.json's ``acc_val`` and ``bwt_val``; for a
 preset that trains on every task at once, its last row's earlier tasks against 100%, the later classes'
@@ -21,6 +22,7 @@ confusions alone), per speaker and as the mean over speakers.
 from __future__ import annotations
 
 import json
+import shlex
 import statistics
 import subprocess
 import sys
@@ -42,15 +44,17 @@ def _run(step: list[str]) -> None:
         raise UserError(f"python {' '.join(step)} failed")
 
 
-def run_world(speaker: str, test: str, presets: list[str], seeds: str, out: Path) -> None:
-    """Encoders pretrained without ``speaker`` and ``test``, then each preset on them (both steps resume)."""
+def run_world(speaker: str, test: str, presets: list[str], seeds: str, out: Path, flags: list[str], tag: str) -> None:
+    """Encoders pretrained without ``speaker`` and ``test``, then each preset (with ``flags``) on them (both steps
+    resume)."""
     encoders = out / f"pre-{speaker}"
     split = ["-split", "group", "-val_groups", speaker, "-test_groups", test]
     _run(["spiking_pretrain_multimodal.py", "-config", str(CONFIGS / "frozen-joint.yaml"), *split,
           "-out", str(encoders), "-resume"])  # fmt: skip
     for preset in presets:
         _run(["spiking_train_multimodal_end.py", "-config", str(CONFIGS / f"{preset}.yaml"), "-pretrained",
-              str(encoders), "-seeds", seeds, "-out_dir", str(out / speaker / preset), "-resume"])  # fmt: skip
+              str(encoders), "-seeds", seeds, "-out_dir", str(out / speaker / f"{preset}{tag}"), "-resume",
+              *flags])  # fmt: skip
 
 
 def validation_scores(folder: Path) -> tuple[float, float]:
@@ -69,7 +73,7 @@ def validation_scores(folder: Path) -> tuple[float, float]:
 
 
 def table(speakers: list[str], presets: list[str], out: Path) -> list[str]:
-    """Markdown: one row per speaker, one column per preset (validation ACC / BWT %), then the mean row."""
+    """Markdown: one row per speaker, one column per run name (validation ACC / BWT %), then the mean row."""
     lines = ["| validation speaker | " + " | ".join(f"`{p}`" for p in presets) + " |"]
     lines.append("| --- |" + " --- |" * len(presets))
     scores = {p: [] for p in presets}
@@ -96,9 +100,14 @@ def main(argv) -> None:
     parser.flag("-test_speaker", default="nicolas", help="the test speaker, kept out of every world's training")
     parser.flag("-seeds", default="0,1,2,3,4", help="training seeds of every run")
     parser.flag("-out", default=str(REPO_ROOT / "logs" / "speaker_cv"), help="where the worlds' runs go")
+    parser.flag("-flags", default="", help='flags added to every continual run, as -flags="-hlop_lr 0.02" (needs -tag)')
+    parser.flag("-tag", default="", help="names the runs with -flags: logs/speaker_cv/<speaker>/<preset>+<tag>")
     parser.flag("-only_table", action="store_true", help="print the table of finished runs, run nothing")
     args = parser.parse_args(argv)
     presets, speakers, out = args.presets.split(","), args.speakers.split(","), Path(args.out)
+    if bool(args.flags) != bool(args.tag):
+        raise UserError("-flags and -tag go together: the tag names the runs the flags change")
+    tag = f"+{args.tag}" if args.tag else ""
     for preset in presets:
         if not (CONFIGS / f"{preset}.yaml").is_file():
             raise UserError(f"-presets: no configs/{preset}.yaml")
@@ -106,8 +115,8 @@ def main(argv) -> None:
         raise UserError(f"-speakers: {args.test_speaker} is the test speaker (-test_speaker)")
     if not args.only_table:
         for speaker in speakers:
-            run_world(speaker, args.test_speaker, presets, args.seeds, out)
-    print("\n".join(table(speakers, presets, out)))
+            run_world(speaker, args.test_speaker, presets, args.seeds, out, shlex.split(args.flags), tag)
+    print("\n".join(table(speakers, [f"{p}{tag}" for p in presets], out)))
 
 
 if __name__ == "__main__":
