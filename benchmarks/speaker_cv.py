@@ -24,24 +24,16 @@ from __future__ import annotations
 import json
 import shlex
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.tables import CONFIGS, run_step
 from common.cli import FlagParser, run_cli
 from common.errors import UserError
 from common.paths import REPO_ROOT
-
-CONFIGS = REPO_ROOT / "configs"
-
-
-def _run(step: list[str]) -> None:
-    print("$ python " + " ".join(step), flush=True)
-    if subprocess.run([sys.executable, *step], cwd=REPO_ROOT).returncode != 0:
-        raise UserError(f"python {' '.join(step)} failed")
 
 
 def run_world(speaker: str, test: str, presets: list[str], seeds: str, out: Path, flags: list[str], tag: str) -> None:
@@ -49,12 +41,14 @@ def run_world(speaker: str, test: str, presets: list[str], seeds: str, out: Path
     resume)."""
     encoders = out / f"pre-{speaker}"
     split = ["-split", "group", "-val_groups", speaker, "-test_groups", test]
-    _run(["spiking_pretrain_multimodal.py", "-config", str(CONFIGS / "frozen-joint.yaml"), *split,
-          "-out", str(encoders), "-resume"])  # fmt: skip
+    pretrain = ["spiking_pretrain_multimodal.py", "-config", str(CONFIGS / "frozen-joint.yaml"), *split]
+    run_step([*pretrain, "-out", str(encoders), "-resume"], f"speaker {speaker}")
     for preset in presets:
-        _run(["spiking_train_multimodal_end.py", "-config", str(CONFIGS / f"{preset}.yaml"), "-pretrained",
-              str(encoders), "-seeds", seeds, "-out_dir", str(out / speaker / f"{preset}{tag}"), "-resume",
-              *flags])  # fmt: skip
+        folder = out / speaker / f"{preset}{tag}"
+        train = ["spiking_train_multimodal_end.py", "-config", str(CONFIGS / f"{preset}.yaml"), "-pretrained"]
+        run_step(
+            [*train, str(encoders), "-seeds", seeds, "-out_dir", str(folder), "-resume", *flags], f"speaker {speaker}"
+        )
 
 
 def validation_scores(folder: Path) -> tuple[float, float]:

@@ -151,9 +151,14 @@ def run_preset(name: str, runs: Path = RUNS) -> None:
         steps.append(["spiking_pretrain_multimodal.py", "-config", str(path), "-resume"])
     steps.append(["spiking_train_multimodal_end.py", "-config", str(path), "-out_dir", str(runs / name), "-resume"])
     for step in steps:
-        print("$ python " + " ".join(step), flush=True)
-        if subprocess.run([sys.executable, *step], cwd=REPO_ROOT).returncode != 0:
-            raise UserError(f"preset {name}: python {' '.join(step)} failed")
+        run_step(step, f"preset {name}")
+
+
+def run_step(step: list[str], what: str) -> None:
+    """``python *step`` from the repository root, shown first; a failure names ``what`` it was for."""
+    print("$ python " + " ".join(step), flush=True)
+    if subprocess.run([sys.executable, *step], cwd=REPO_ROOT).returncode != 0:
+        raise UserError(f"{what}: python {' '.join(step)} failed")
 
 
 def _cell(results: dict, column: str) -> str:
