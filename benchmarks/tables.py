@@ -63,6 +63,7 @@ TABLES = (
             "frozen-derpp",
             "frozen-hlop-analytic",
             "frozen-hlop-ncm",
+            "frozen-hlop-reference-ncm",
         ),
         ("acc", "bwt", "acc_audio_only", "bwt_audio_only", "acc_image_only", "bwt_image_only", "memory"),
     ),
