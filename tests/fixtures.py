@@ -6,9 +6,16 @@ them; every other image is written as grayscale to exercise the 3-channel conver
 
 from __future__ import annotations
 
+import atexit
 import csv
+import os
+import runpy
+import signal
 import subprocess
 import sys
+import tempfile
+import time
+import traceback
 from pathlib import Path
 
 import cv2
@@ -130,9 +137,93 @@ def make_continual_data(
     )
 
 
-def run_script(*args, timeout=300):
-    """Run a repository script as a user does (its own process, from the repository root)."""
-    return subprocess.run([sys.executable, *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout)
+def run_script(*args, timeout=300, fresh=False):
+    """Run a repository script as a user does: its own process, from the repository root.
+
+    The process is forked from the test worker with torch, its compiler stack and matplotlib
+    already imported, which spares each run the ten-odd seconds a fresh interpreter spends
+    importing them (most of a tiny run's time). ``fresh=True``, or a worker whose torch runs
+    several threads (a forked OpenMP pool can hang), starts a new interpreter instead; the first
+    tests of each script (test_scripts.py) and the kill tests run that way, so both scripts are
+    also run from scratch.
+    """
+    if fresh or not _can_fork():
+        return subprocess.run([sys.executable, *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout)
+    return _run_forked([str(a) for a in args], timeout)
+
+
+def _can_fork() -> bool:
+    import torch
+
+    return hasattr(os, "fork") and sys.platform == "linux" and torch.get_num_threads() == 1
+
+
+_PRELOADED = False
+
+
+def _preload():
+    """What every script imports first and a fresh interpreter is slowest at, imported once per worker."""
+    global _PRELOADED
+    if not _PRELOADED:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot
+        import torch._dynamo  # noqa: F401  (torch.optim's first optimizer imports it)
+
+        _PRELOADED = True
+
+
+def _run_forked(args, timeout):
+    _preload()
+    with tempfile.TemporaryDirectory() as scratch:
+        out_path, err_path = Path(scratch) / "stdout", Path(scratch) / "stderr"
+        pid = os.fork()
+        if pid == 0:  # the child: behave as `python script.py args` would, then leave without cleanup
+            _exec_script_in_child(args, out_path, err_path)
+        deadline = time.monotonic() + timeout
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                raise subprocess.TimeoutExpired([sys.executable, *args], timeout)
+            time.sleep(0.01)
+        return subprocess.CompletedProcess(
+            [sys.executable, *args], os.waitstatus_to_exitcode(status), out_path.read_text(), err_path.read_text()
+        )
+
+
+def _exec_script_in_child(args, out_path, err_path):
+    code = 1
+    try:
+        os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+        os.dup2(os.open(out_path, os.O_WRONLY | os.O_CREAT, 0o644), 1)
+        os.dup2(os.open(err_path, os.O_WRONLY | os.O_CREAT, 0o644), 2)
+        sys.stdin = sys.__stdin__ = open(0, closefd=False)
+        sys.stdout = sys.__stdout__ = open(1, "w", closefd=False)  # block-buffered, as to a pipe
+        sys.stderr = sys.__stderr__ = open(2, "w", buffering=1, closefd=False)
+        atexit._clear()  # the worker's exit handlers are not the script's
+        os.chdir(REPO_ROOT)
+        sys.argv = list(args)
+        sys.path.insert(0, str((REPO_ROOT / args[0]).parent))  # as `python script.py` puts it first
+        try:
+            runpy.run_path(args[0], run_name="__main__")
+            code = 0
+        except SystemExit as stop:
+            if stop.code is None or isinstance(stop.code, int):
+                code = stop.code or 0
+            else:
+                print(stop.code, file=sys.stderr)
+        except BaseException:  # noqa: BLE001  (an uncaught error: traceback and exit 1, as the interpreter does)
+            traceback.print_exc()
+        atexit._run_exitfuncs()
+        sys.stdout.flush()
+        sys.stderr.flush()
+    finally:
+        os._exit(code)
 
 
 def pretrain_tiny(data_dir, tmp_path, *extra):

@@ -9,7 +9,7 @@ def test_pretrain_script_prints_three_accuracies_and_refuses_to_clobber(scene_di
     out = tmp_path / "pw"
     common = ["-data_dir", str(scene_dir), "-out", str(out), "-cache_dir", str(tmp_path / "cache")]
     first = run_script(
-        "spiking_pretrain_multimodal.py", *common, "-epochs", "1", "-image_size", "16", "-feature_dim", "16"
+        "spiking_pretrain_multimodal.py", *common, "-epochs", "1", "-image_size", "16", "-feature_dim", "16", fresh=True
     )
     assert first.returncode == 0, first.stderr
     last = first.stdout.strip().splitlines()[-1]
@@ -39,7 +39,7 @@ REFERENCE_FLAGS = (
 
 
 def test_continual_help_explains_every_reference_flag():
-    result = run_script("spiking_train_multimodal_end.py", "--help")
+    result = run_script("spiking_train_multimodal_end.py", "--help", fresh=True)
     assert result.returncode == 0
     lines = result.stdout.splitlines()
     for flag in REFERENCE_FLAGS:
