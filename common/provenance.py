@@ -1,5 +1,8 @@
 """Where a result was measured: the commit (and whether the tree had changes), the machine, the library versions.
 
+The same seed repeats exactly on the same machine, thread count and libraries; another CPU model or
+library release can sum in another order and move a run, so each of them is recorded.
+
 Recorded in every results.json, so that a table row says which code produced it (``benchmarks/tables.py``).
 """
 
@@ -34,7 +37,33 @@ def machine(device: str = "cpu") -> str:
     return f"{platform.machine()} CPU, {os.cpu_count()} cores, {threads} thread{'s' if threads != '1' else ''}"
 
 
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux): CPU kernels differ by model, and so do results."""
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def library_versions() -> dict:
+    """The versions of the libraries that read the data (CSV, images) besides torch."""
+    import cv2
+    import numpy
+    import pandas
+
+    return {"numpy": numpy.__version__, "pandas": pandas.__version__, "opencv": cv2.__version__}
+
+
 def provenance(device: str = "cpu") -> dict:
     import torch
 
-    return {"commit": commit(), "machine": machine(device), "torch": torch.__version__}
+    return {
+        "commit": commit(),
+        "machine": machine(device),
+        "cpu": cpu_model(),
+        "torch": torch.__version__,
+        **library_versions(),
+    }

@@ -2,6 +2,11 @@
 
 import json
 
+import cv2
+import numpy
+import pandas
+import torch
+
 from tests.fixtures import continual_tiny, pretrain_tiny, run_script
 
 
@@ -56,6 +61,11 @@ def test_pretrain_then_baseline_and_hlop_end_to_end(scene_dir, tmp_path):
         assert "ACC " in result.stdout and "BWT " in result.stdout
         results = json.loads((out / "results.json").read_text())
         assert results["method"] == name and len(results["acc_matrix"]) == 2
+        provenance = results["provenance"]  # what a result depends on besides the code
+        assert provenance["cpu"] and provenance["machine"].endswith(("thread", "threads"))
+        assert (provenance["torch"], provenance["numpy"], provenance["pandas"], provenance["opencv"]) == (
+            torch.__version__, numpy.__version__, pandas.__version__, cv2.__version__
+        )  # fmt: skip
         assert results["config"]["method_config"].get("spiking", False) is (name == "hlop")
 
 
