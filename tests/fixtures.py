@@ -206,11 +206,12 @@ def _exec_script_in_child(args, out_path, err_path):
         sys.stdout = sys.__stdout__ = open(1, "w", closefd=False)  # block-buffered, as to a pipe
         sys.stderr = sys.__stderr__ = open(2, "w", buffering=1, closefd=False)
         atexit._clear()  # the worker's exit handlers are not the script's
+        _undo_pytest_capture()
         os.chdir(REPO_ROOT)
         sys.argv = list(args)
         sys.path.insert(0, str((REPO_ROOT / args[0]).parent))  # as `python script.py` puts it first
         try:
-            runpy.run_path(args[0], run_name="__main__")
+            runpy.run_path(str(REPO_ROOT / args[0]), run_name="__main__")
             code = 0
         except SystemExit as stop:
             if stop.code is None or isinstance(stop.code, int):
@@ -224,6 +225,20 @@ def _exec_script_in_child(args, out_path, err_path):
         sys.stderr.flush()
     finally:
         os._exit(code)
+
+
+def _undo_pytest_capture():
+    """Warnings and log records go to stderr, as in a new interpreter, not to the test's recorders."""
+    import logging
+    import warnings
+
+    logging.root.handlers.clear()
+    warnings.resetwarnings()
+    for action, category in (("ignore", DeprecationWarning), ("ignore", PendingDeprecationWarning),
+                             ("ignore", ImportWarning), ("ignore", ResourceWarning)):  # fmt: skip
+        warnings.filterwarnings(action, category=category)  # the interpreter's default filters
+    warnings.filterwarnings("default", category=DeprecationWarning, module="__main__")
+    warnings._showwarnmsg_impl = lambda message: sys.stderr.write(warnings._formatwarnmsg(message))
 
 
 def pretrain_tiny(data_dir, tmp_path, *extra):
