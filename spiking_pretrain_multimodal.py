@@ -8,7 +8,7 @@ declared in ``pretrain.cli``.
 import sys
 
 from common import meter
-from common.cli import run_cli
+from common.cli import refuse_unused, run_cli
 from common.device import select_device, wants_cuda
 from common.distributed import init_distributed
 from common.paths import shown
@@ -30,6 +30,7 @@ def build_parser():
 
 def main(argv) -> None:
     args = build_parser().parse_args(argv)
+    refuse_unused(args, cli.APPLIES)
     image_backbone, audio_encoder = cli.encoder_choice(args)
     encoder = cli.encoder_options(args, image_backbone, audio_encoder)
     config = cli.config_from_args(args, encoder["fusion"], audio_encoder)
@@ -48,7 +49,7 @@ def main(argv) -> None:
     print(f"pretraining on {shown(spec.data_dir)} -> {shown(run.path)}", flush=True)
     for name, groups in data.groups().items():
         print(f"  {name} {data.table.group_column}: {', '.join(groups)}", flush=True)
-    flags = {k: v for k, v in vars(args).items() if not k.startswith("refused_")}
+    flags = {k: v for k, v in vars(args).items() if not k.startswith("refused_") and k != "given"}
     meta = pretrain(data, encoder, config, run, device, flags=flags, compile_model=args.compile)
     if args.convert:
         print("converting the encoders to spiking networks (integrate-and-fire, threshold balancing) ...", flush=True)

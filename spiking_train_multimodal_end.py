@@ -10,11 +10,12 @@ checkpoints go to -out_dir.
 import sys
 
 from common import meter
-from common.cli import run_cli
+from common.cli import refuse_unused, run_cli
 from common.device import wants_cuda
 from common.distributed import init_distributed
 from common.seeding import use_deterministic_algorithms
 from continual import cli
+from continual.applies import APPLIES
 from continual.experiment import run_experiment, run_orders
 from models.neurons import compile_neurons
 from pretrain import cli as pretrain_cli
@@ -32,6 +33,7 @@ def build_parser():
 
 def main(argv) -> None:
     args = build_parser().parse_args(argv)
+    refuse_unused(args, APPLIES)
     experiment, config = experiment_from_args(args), config_from_args(args)
     orders = cli.parse_seeds(args.order_seeds, "-order_seeds", least=0)
     make_methods = lambda: methods_from_args(args)  # noqa: E731 - one fresh set per seed

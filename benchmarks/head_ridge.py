@@ -122,4 +122,4 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    sys.exit(run_cli(main))

@@ -31,11 +31,13 @@ def _spellings(name: str) -> list[str]:
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows only the documented spellings of each flag, not every accepted alias."""
+    """Shows only the documented spellings of each flag, not every accepted alias, and every default but None."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
-        if action.default in (None, False) or action.help is argparse.SUPPRESS:
+        if action.default is None or action.help is argparse.SUPPRESS or action.dest == "help":
             return action.help or ""
+        if action.default is False:
+            return f"{action.help} (default: false)"
         return super()._get_help_string(action)
 
     def _format_action_invocation(self, action: argparse.Action) -> str:
@@ -68,11 +70,22 @@ class FlagParser(argparse.ArgumentParser):
         )
 
     def parse_args(self, args=None, namespace=None):
+        """The flags' values; ``given``, the set of flags the command line or the -config file set (by dest),
+        lets a flag that does not apply to the chosen run be refused rather than ignored."""
         args = self._join_negative_values(list(sys.argv[1:] if args is None else args))
         path = _config_path(args)
-        if path is not None:
-            self._apply_config(path)
-        return super().parse_args(args, namespace)
+        from_config = self._apply_config(path) if path is not None else set()
+        parsed = super().parse_args(args, namespace)
+        parsed.given = frozenset(from_config | self._given_on_command_line(args))
+        return parsed
+
+    def _given_on_command_line(self, args: list[str]) -> set[str]:
+        given = set()
+        for arg in args:
+            action = self._option_string_actions.get(arg.partition("=")[0]) if arg.startswith("-") else None
+            if action is not None and action.dest not in ("help", "config", "debug"):
+                given.add(action.dest)
+        return given
 
     def _join_negative_values(self, args: list[str]) -> list[str]:
         """``-seeds -1,0`` as ``-seeds=-1,0``: argparse reads a value that starts with a dash as a flag."""
@@ -90,7 +103,7 @@ class FlagParser(argparse.ArgumentParser):
                 joined.append(arg)
         return joined
 
-    def _apply_config(self, path: str) -> None:
+    def _apply_config(self, path: str) -> set[str]:
         """Make the file's values the flags' defaults (checked and converted as on the command line).
 
         One file serves both scripts: a key sets the flag of that name in every script that has
@@ -105,6 +118,7 @@ class FlagParser(argparse.ArgumentParser):
         mine = sections.get(self.section, {})
         elsewhere = set(self.sibling()._by_name()) if self.sibling else set()
         by_name = self._by_name()
+        given = set()
         for key, value in [*values.items(), *mine.items()]:
             action = by_name.get(_key(key))
             if action is None and _key(key) in elsewhere and key not in mine:
@@ -112,6 +126,8 @@ class FlagParser(argparse.ArgumentParser):
             if action is None or action.dest in ("config", "help"):
                 raise UserError(f"-config {path}: {key!r} is not a flag of {self.prog}")
             self.set_defaults(**{action.dest: _config_value(path, key, value, action)})
+            given.add(action.dest)
+        return given
 
     def _by_name(self) -> dict[str, argparse.Action]:
         """Every flag under every spelling of its name: b, batch_size, batch-size."""
@@ -194,7 +210,7 @@ def _config_value(path: str, key, value, action: argparse.Action):
     """``value`` from a config file, checked and converted as the command line would."""
     if hasattr(action, "refusal"):
         raise UserError(f"-config {path}: {key}: {action.refusal}")
-    if isinstance(action, argparse._StoreTrueAction):
+    if getattr(action, "boolean", False):
         if not isinstance(value, bool):
             raise UserError(f"-config {path}: {key} takes true or false, not {value!r}")
         return value
@@ -227,7 +243,22 @@ class FlagGroup:
         return _add_flag(self._group, names, kwargs)
 
 
+def boolean(text: str) -> bool:
+    """A true/false flag's optional value: ``-baseline``, ``-baseline true``, ``-baseline false``."""
+    lowered = text.lower()
+    if lowered not in ("true", "false", "1", "0", "yes", "no"):
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    return lowered in ("true", "1", "yes")
+
+
+boolean.__name__ = "true or false"
+
+
 def _add_flag(container, names: tuple[str, ...], kwargs: dict) -> argparse.Action:
+    is_boolean = kwargs.get("action") == "store_true"
+    if is_boolean:  # -flag alone is true; -flag false turns off what a -config file turned on
+        kwargs.update(action="store", nargs="?", const=True, type=boolean, metavar="true|false")
+        kwargs.setdefault("default", False)
     spellings: list[str] = []
     for name in names:
         spellings += [s for s in _spellings(name) if s not in spellings]
@@ -235,19 +266,21 @@ def _add_flag(container, names: tuple[str, ...], kwargs: dict) -> argparse.Actio
     check = kwargs.pop("check", None)  # checks a config file's value (the config objects check the rest)
     action = container.add_argument(*spellings, **kwargs)
     action.check = check
+    action.boolean = is_boolean
     action.shown_names = [_spellings(name)[0] for name in names]  # the one documented spelling of each name
     return action
 
 
 def _config_path(args: list[str]) -> str | None:
+    """The one -config file (a second one is refused: which would win is not obvious)."""
+    paths = []
     for index, arg in enumerate(args):
         name, _, inline = arg.partition("=")
         if name in ("-config", "--config"):
-            if inline:
-                return inline
-            if index + 1 < len(args):
-                return args[index + 1]
-    return None
+            paths.append(inline or (args[index + 1] if index + 1 < len(args) else None))
+    if len(paths) > 1:
+        raise UserError(f"-config {paths[0]} and -config {paths[1]}: give one -config file (a preset is one file)")
+    return paths[0] if paths else None
 
 
 def _no_duplicates(pairs: list) -> dict:
@@ -361,3 +394,14 @@ def whole_number(text: str) -> int:
 
 
 whole_number.__name__ = _whole_float.__name__
+
+
+def refuse_unused(args, rules: dict[str, Callable]) -> None:
+    """One line naming the first flag given (``args.given``) that the chosen run would not use: ``rules`` maps a
+    flag's dest to a function of the parsed flags that says why it does not apply (None: it applies)."""
+    for dest in sorted(getattr(args, "given", ())):
+        rule = rules.get(dest)
+        why = rule(args) if rule is not None else None
+        if why:
+            value = getattr(args, dest)
+            raise UserError(f"-{dest}{'' if value is True else f' {value}'}: {why}")

@@ -202,8 +202,6 @@ def method_names(text: str) -> str:
 def methods_from_args(args) -> list[Method]:
     """The ``-method`` methods (or ``-baseline``), each built from its own flags, and replay after them with
     ``-replay``."""
-    if args.baseline and args.method not in ("hlop", "baseline"):  # hlop: the default, i.e. -method not given
-        raise UserError(f"-baseline and -method {args.method}: -baseline is -method baseline; give one of the two")
     names = ["baseline"] if args.baseline else args.method.split(",")
     methods = [METHODS[name].from_args(args) for name in names]
     if args.replay and not any(isinstance(method, Replay) for method in methods):

@@ -16,8 +16,9 @@ in a notebook (docs/python.md)::
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from common import atomic
@@ -36,7 +37,7 @@ from continual.trainer import run_continual
 from dataloader.dataset import PreparedData, prepare_data
 from dataloader.images import image_fingerprint
 from dataloader.options import DataSpec
-from dataloader.scene import TASKS
+from dataloader import scene
 from dataloader.splits import SplitConfig
 from dataloader.tasks import RANDOM_ORDER
 from models.probes import NOISY_KINDS, parse_corruptions
@@ -62,7 +63,7 @@ class Experiment:
     tasks: str | None = None  # a -tasks value; else the task split of the pretrained folder
     cache_dir: Path = CACHE_DIR
     allow_outside_paths: bool = False
-    out_dir: Path | None = None  # else logs/<dataset>-<method>
+    out_dir: Path | None = None  # else logs/<dataset>-<method>-<spec digest> (``default_out_dir``)
     input_scale: str = "auto"
     seeds: tuple[int, ...] = ()  # several: one run per seed and a summary
     resume: bool = False
@@ -118,12 +119,12 @@ def open_data(e: Experiment) -> tuple[PretrainedFolder | None, PreparedData]:
     if e.from_scratch:
         split = SplitConfig(mode=e.split)
         spec = DataSpec(data_dir, e.class_column or "CLASS2", split, Path(e.cache_dir), e.allow_outside_paths)
-        return None, prepare_data(spec, e.tasks, TASKS)
+        return None, prepare_data(spec, e.tasks, scene.TASKS)
     default = default_out_dir(data_dir.name, e.modality or "both", e.fusion or "attention", e.pretrain_classes, e.split)
     folder = PretrainedFolder(Path(e.pretrained or default))
     folder.check_encoders(e.modality, e.fusion, e.class_column, e.image_grid)
     spec = folder.data_spec(data_dir, Path(e.cache_dir), e.allow_outside_paths)
-    data = prepare_data(spec, e.tasks, folder.tasks, f"{shown(folder.path / 'meta.json')} tasks")
+    data = prepare_data(spec, e.tasks, scene.TASKS)  # the user's task split, not the one pretraining happened to see
     folder.check(data, learning=e.encoder_mode == "continual")
     if e.corruptions:  # a corruption of a modality the encoders do not read would be dropped silently
         missing = [name for name in e.corruptions if name.split(":")[0] not in folder.modalities]
@@ -143,7 +144,7 @@ def run_experiment(experiment: Experiment, make_methods: Callable[[], list[Metho
     if isinstance(make_methods, Method) or not callable(make_methods):
         raise UserError("make_methods: expected a function that builds the methods (e.g. lambda: [HLOP()])")
     method = compose(make_methods())
-    config = config.for_mode(e.encoder_mode)
+    requested_dropout, config = config.modality_dropout, config.for_mode(e.encoder_mode)
     method.check(e.encoder_mode, config.scenario)
     if e.convert_encoders and e.encoder_mode == "continual":
         raise UserError("-convert_encoders: converts frozen encoders; it does not work with -encoder_mode continual")
@@ -155,7 +156,9 @@ def run_experiment(experiment: Experiment, make_methods: Callable[[], list[Metho
     if e.convert_encoders and folder.spiking:
         raise UserError(f"-convert_encoders {e.convert_encoders}: converts ANN encoders, but -pretrained "
                         f"{shown(folder.path)} holds spiking ones; drop -convert_encoders to read their features")  # fmt: skip
-    out_dir = Path(e.out_dir) if e.out_dir else REPO_ROOT / "logs" / f"{data.table.name}-{method.name}"
+    config = _single_modality_dropout(config, folder, requested_dropout)
+    digest = spec_digest(e, method, config, data, folder)
+    out_dir = Path(e.out_dir) if e.out_dir else REPO_ROOT / "logs" / f"{data.table.name}-{method.name}-{digest}"
     markers = ("results.json", "seed*") if e.seeds else RESULT_MARKERS
     run = RunDir(out_dir, markers, resume=e.resume, overwrite=e.overwrite, out_flag="-out_dir")
     device = select_device(e.gpu_id, e.device, dist.local_rank if dist.enabled else None)
@@ -165,7 +168,7 @@ def run_experiment(experiment: Experiment, make_methods: Callable[[], list[Metho
           f"{what} -> {shown(run.path)}", flush=True)  # fmt: skip
     for name, groups in data.groups().items():
         print(f"  {name} {data.table.group_column}: {', '.join(groups)}", flush=True)
-    info = _run_info(e, method, folder, data, cdata)
+    info = _run_info(e, method, folder, data, cdata) | {"spec_digest": digest}
     if not e.seeds:
         return run_continual(cdata, method, config, run, device, info)
 
@@ -178,12 +181,42 @@ def run_experiment(experiment: Experiment, make_methods: Callable[[], list[Metho
     return summary
 
 
+def _single_modality_dropout(config: ContinualConfig, folder: PretrainedFolder | None, requested) -> ContinualConfig:
+    """Encoders of one modality have no other to drop to: a requested dropout is refused, the mode's becomes 0."""
+    if folder is None or len(folder.modalities) > 1 or not config.modality_dropout:
+        return config
+    if requested:
+        raise UserError(f"-modality_dropout {requested:g}: -pretrained {shown(folder.path)} holds encoders of "
+                        f"{folder.modalities[0]} only, so no row can see the other modality alone; drop it")  # fmt: skip
+    return replace(config, modality_dropout=0.0)
+
+
+def spec_digest(e: Experiment, method: Method, config: ContinualConfig, data, folder) -> str:
+    """Eight hex digits of the resolved settings that make one run differ from another (not where it is written,
+    nor how it is run): the default -out_dir ends with it, so runs of different settings never collide and
+    ``-resume`` finds the run of the same ones."""
+    run_management = ("out_dir", "resume", "overwrite", "device", "gpu_id", "cache_dir")
+    spec = {
+        "experiment": {k: str(v) for k, v in asdict(e).items() if k not in run_management},
+        "config": {
+            k: v for k, v in config.to_dict().items() if k != "checkpoint_every" and not (e.seeds and k == "seed")
+        },
+        "method": method.name,
+        "method_config": method.settings(),
+        "dataset": data.table.name,
+        "tasks": data.tasks,
+        "split": data.spec.split.to_dict(),
+        "pretrained": str(folder.path) if folder else "none",
+    }
+    return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
 def _tasks_source(e: Experiment, folder: PretrainedFolder | None) -> str:
     if e.tasks is not None and e.tasks.startswith(RANDOM_ORDER):
         return f"-class_order random -order_seed {e.tasks[len(RANDOM_ORDER) :]}"
     if e.tasks is not None:
         return "-tasks"
-    return shown(folder.path / "meta.json") if folder else "dataloader/scene.py TASKS"
+    return "dataloader/scene.py TASKS" if scene.TASKS is not None else "the default pairs of dataloader/scene.py"
 
 
 def _run_info(e: Experiment, method: Method, folder: PretrainedFolder | None, data, cdata) -> dict:
@@ -200,6 +233,7 @@ def _run_info(e: Experiment, method: Method, folder: PretrainedFolder | None, da
         "modality": folder.meta["modality"] if folder else (e.modality or "both"),
         "dataset": data.table.name,
         "tasks": data.tasks,
+        "split": data.spec.split.to_dict(),
         "split_groups": data.groups(),
         "cnf": e.label,
         "input_scale": e.input_scale,

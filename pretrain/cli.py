@@ -101,6 +101,26 @@ def _training_flags(group) -> None:
     group.flag("-seed", type=int, default=d.seed, help="seed of Python, NumPy and torch")
 
 
+def _both(args) -> str | None:
+    return None if args.modality == "both" else f"fuses two modalities; -modality {args.modality} has one"
+
+
+def _attention(args) -> str | None:
+    if args.fusion not in (None, "attention", "reliability"):
+        return "applies to -fusion attention or reliability only"
+    return _both(args)
+
+
+# flag (its dest) -> when it applies (``common.cli.refuse_unused``); a flag not named applies to every run
+APPLIES = {
+    "fusion": _both,
+    "fusion_floor": _attention,
+    "corrupt_views": _both,
+    "modality_dropout": _both,
+    "mfcc_noise": lambda a: None if a.modality != "image" else "adds noise to the MFCC; -modality image reads none",
+}  # fmt: skip
+
+
 def encoder_choice(args) -> tuple[str, str]:
     """The image backbone and audio encoder that -encoder_type names (spiking) or the flags name (ann)."""
     named = (args.image_backbone, args.audio_encoder)

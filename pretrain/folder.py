@@ -7,6 +7,7 @@ trained with, whether a dataset is the one they were trained on, and the frozen 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -47,7 +48,9 @@ class PretrainedFolder:
             raise UserError(
                 f"-pretrained {shown(self.path)}: the encoders were trained on task 0 = {self.meta['trained_classes']}, "
                 f"but this run's task 0 is {data.tasks[0]}; later tasks' classes would leak into the "
-                f"{'starting' if learning else 'frozen'} encoders"
+                f"{'starting' if learning else 'frozen'} encoders; pretrain again on this task split: python "
+                f"spiking_pretrain_multimodal.py -pretrain_classes first-task -split {self.meta['dataset']['split']['mode']} "
+                f"-out {shown(self.path)} -overwrite (or give -tasks '{json.dumps(self.tasks)}')"
             )
 
     def check_encoders(self, modality: str | None, fusion: str | None, class_column: str | None = None,

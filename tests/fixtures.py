@@ -6,16 +6,15 @@ them; every other image is written as grayscale to exercise the 3-channel conver
 
 from __future__ import annotations
 
-import atexit
+import contextlib
 import csv
+import importlib.util
+import io
 import os
-import runpy
-import signal
 import subprocess
 import sys
-import tempfile
-import time
 import traceback
+import warnings
 from pathlib import Path
 
 import cv2
@@ -138,107 +137,60 @@ def make_continual_data(
 
 
 def run_script(*args, timeout=300, fresh=False):
-    """Run a repository script as a user does: its own process, from the repository root.
+    """Run a repository script with these flags, from the repository root, as a user would.
 
-    The process is forked from the test worker with torch, its compiler stack and matplotlib
-    already imported, which spares each run the ten-odd seconds a fresh interpreter spends
-    importing them (most of a tiny run's time). ``fresh=True``, or a worker whose torch runs
-    several threads (a forked OpenMP pool can hang), starts a new interpreter instead; the first
-    tests of each script (test_scripts.py) and the kill tests run that way, so both scripts are
-    also run from scratch.
+    The script's ``main(argv)`` runs in this process (``common.cli.run_cli``: a user error is one line on
+    stderr and exit code 2), with stdout and stderr captured; an uncaught error gives exit code 1 and its
+    traceback, as the interpreter does. ``fresh=True`` starts a new interpreter instead: for the tests that
+    run a script from scratch, kill it, or need it to read files it imports anew.
     """
-    if fresh or not _can_fork():
-        return subprocess.run([sys.executable, *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout)
-    return _run_forked([str(a) for a in args], timeout)
+    if fresh:
+        return subprocess.run([sys.executable, *map(str, args)], cwd=REPO_ROOT, capture_output=True, text=True,
+                              timeout=timeout)  # fmt: skip
+    return _run_in_process([str(a) for a in args])
 
 
-def _can_fork() -> bool:
+_SCRIPTS: dict[Path, object] = {}
+
+
+def _script_module(path: Path):
+    """The script at ``path`` imported once per worker (as a module, so ``__main__`` code does not run)."""
+    if path not in _SCRIPTS:
+        spec = importlib.util.spec_from_file_location(f"script_{path.stem}_{len(_SCRIPTS)}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        _SCRIPTS[path] = module
+    return _SCRIPTS[path]
+
+
+def _run_in_process(args: list[str]) -> subprocess.CompletedProcess:
     import torch
 
-    return hasattr(os, "fork") and sys.platform == "linux" and torch.get_num_threads() == 1
+    from common.cli import run_cli
 
-
-_PRELOADED = False
-
-
-def _preload():
-    """What every script imports first and a fresh interpreter is slowest at, imported once per worker."""
-    global _PRELOADED
-    if not _PRELOADED:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot
-        import torch._dynamo  # noqa: F401  (torch.optim's first optimizer imports it)
-
-        _PRELOADED = True
-
-
-def _run_forked(args, timeout):
-    _preload()
-    with tempfile.TemporaryDirectory() as scratch:
-        out_path, err_path = Path(scratch) / "stdout", Path(scratch) / "stderr"
-        pid = os.fork()
-        if pid == 0:  # the child: behave as `python script.py args` would, then leave without cleanup
-            _exec_script_in_child(args, out_path, err_path)
-        deadline = time.monotonic() + timeout
-        while True:
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                break
-            if time.monotonic() > deadline:
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-                raise subprocess.TimeoutExpired([sys.executable, *args], timeout)
-            time.sleep(0.01)
-        return subprocess.CompletedProcess(
-            [sys.executable, *args], os.waitstatus_to_exitcode(status), out_path.read_text(), err_path.read_text()
-        )
-
-
-def _exec_script_in_child(args, out_path, err_path):
-    code = 1
+    path = (REPO_ROOT / args[0]).resolve()
+    out, err = io.StringIO(), io.StringIO()
+    deterministic, cwd = torch.are_deterministic_algorithms_enabled(), os.getcwd()
+    os.chdir(REPO_ROOT)
     try:
-        os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
-        os.dup2(os.open(out_path, os.O_WRONLY | os.O_CREAT, 0o644), 1)
-        os.dup2(os.open(err_path, os.O_WRONLY | os.O_CREAT, 0o644), 2)
-        sys.stdin = sys.__stdin__ = open(0, closefd=False)
-        sys.stdout = sys.__stdout__ = open(1, "w", closefd=False)  # block-buffered, as to a pipe
-        sys.stderr = sys.__stderr__ = open(2, "w", buffering=1, closefd=False)
-        atexit._clear()  # the worker's exit handlers are not the script's
-        _undo_pytest_capture()
-        os.chdir(REPO_ROOT)
-        sys.argv = list(args)
-        sys.path.insert(0, str((REPO_ROOT / args[0]).parent))  # as `python script.py` puts it first
-        try:
-            runpy.run_path(str(REPO_ROOT / args[0]), run_name="__main__")
-            code = 0
-        except SystemExit as stop:
-            if stop.code is None or isinstance(stop.code, int):
-                code = stop.code or 0
-            else:
-                print(stop.code, file=sys.stderr)
-        except BaseException:  # noqa: BLE001  (an uncaught error: traceback and exit 1, as the interpreter does)
-            traceback.print_exc()
-        atexit._run_exitfuncs()
-        sys.stdout.flush()
-        sys.stderr.flush()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():
+            warnings.simplefilter("default")
+            warnings.showwarning = _warning_to_stderr
+            try:
+                code = run_cli(_script_module(path).main, args[1:])
+            except SystemExit as stop:  # argparse's --help and its errors
+                code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+            except Exception:  # noqa: BLE001 - an uncaught error: its traceback and exit code 1
+                traceback.print_exc()
+                code = 1
     finally:
-        os._exit(code)
+        os.chdir(cwd)
+        torch.use_deterministic_algorithms(deterministic)
+    return subprocess.CompletedProcess([sys.executable, *args], code, out.getvalue(), err.getvalue())
 
 
-def _undo_pytest_capture():
-    """Warnings and log records go to stderr, as in a new interpreter, not to the test's recorders."""
-    import logging
-    import warnings
-
-    logging.root.handlers.clear()
-    warnings.resetwarnings()
-    for action, category in (("ignore", DeprecationWarning), ("ignore", PendingDeprecationWarning),
-                             ("ignore", ImportWarning), ("ignore", ResourceWarning)):  # fmt: skip
-        warnings.filterwarnings(action, category=category)  # the interpreter's default filters
-    warnings.filterwarnings("default", category=DeprecationWarning, module="__main__")
-    warnings._showwarnmsg_impl = lambda message: sys.stderr.write(warnings._formatwarnmsg(message))
+def _warning_to_stderr(message, category, filename, lineno, file=None, line=None):
+    sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
 
 
 def pretrain_tiny(data_dir, tmp_path, *extra):
@@ -253,14 +205,28 @@ def pretrain_tiny(data_dir, tmp_path, *extra):
     return out
 
 
-TINY_SNN = ["-epochs", "2", "-hidden", "32", "-timesteps", "4", "-hlop_out_num", "4,8,8", "-hlop_out_num_inc", "2,4,4"]
+TINY_SNN = ["-epochs", "2", "-hidden", "32", "-timesteps", "4"]
+TINY_HLOP = ["-hlop_out_num", "4,8,8", "-hlop_out_num_inc", "2,4,4"]  # given only where HLOP runs (else refused)
+
+
+def uses_hlop(flags) -> bool:
+    """Whether these continual flags run HLOP (the default method); flags the script refuses run nothing."""
+    from common.errors import UserError
+    from continual.applies import chosen_methods
+    from continual.cli import build_parser
+
+    try:
+        return "hlop" in chosen_methods(build_parser().parse_args([str(f) for f in flags]))
+    except (SystemExit, UserError):
+        return False
 
 
 def continual_tiny(data_dir, pretrained, out, *extra):
-    """The continual script on ``data_dir`` with a tiny spiking MLP."""
+    """The continual script on ``data_dir`` with a tiny spiking MLP (and tiny HLOP subspaces where HLOP runs)."""
+    hlop = TINY_HLOP if uses_hlop(extra) else []
     return run_script(
         "spiking_train_multimodal_end.py",
-        *["-data_dir", str(data_dir), "-pretrained", str(pretrained), "-out_dir", str(out), *TINY_SNN, *extra],
+        *["-data_dir", str(data_dir), "-pretrained", str(pretrained), "-out_dir", str(out), *TINY_SNN, *hlop, *extra],
     )
 
 

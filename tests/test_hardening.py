@@ -24,14 +24,15 @@ from common.paths import REPO_ROOT
 from common.rundir import RunDir
 from common.seeding import use_deterministic_algorithms
 from continual.methods import HLOP
-from tests.fixtures import SMALL_HLOP, context, make_scene_dataset, pretrain_tiny, run_script
+from tests.fixtures import SMALL_HLOP, TINY_HLOP, context, make_scene_dataset, pretrain_tiny, run_script, uses_hlop
 from tests.fixtures import run_small as run
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")
 
 SIX_CLASSES = ("ALPHA", "BRAVO", "CHARLIE", "DELTA", "ECHO", "FOXTROT")  # three tasks of two classes
 ENCODER = ["-image_size", "16", "-feature_dim", "16"]
-SNN = ["-hidden", "32", "-timesteps", "4", "-hlop_out_num", "4,8,8", "-hlop_out_num_inc", "2,4,4", "-b", "8"]
+SNN_NO_HLOP = ["-hidden", "32", "-timesteps", "4", "-b", "8"]
+SNN = [*SNN_NO_HLOP, *TINY_HLOP]  # for runs of HLOP, the default method
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +105,8 @@ def test_continual_run_killed_inside_a_task_resumes_to_the_same_matrix(six_class
 
     def continual(out, *extra):
         return ["spiking_train_multimodal_end.py", "-data_dir", str(six_class_dir), "-pretrained", str(pretrained),
-                "-out_dir", str(out), *cache, *SNN, "-epochs", "40", *method, *extra]  # fmt: skip
+                "-out_dir", str(out), *cache, *SNN_NO_HLOP, *(TINY_HLOP if uses_hlop(method) else []), "-epochs", "40",
+                *method, *extra]  # fmt: skip
 
     run_to_end(continual(tmp_path / "full"))
     last = tmp_path / "cut" / "checkpoints" / "last.pt"

@@ -68,8 +68,8 @@ def test_a_resume_on_other_inputs_is_refused_naming_what_changed(scene_dir, tmp_
 def test_a_changed_method_setting_on_resume_names_the_setting_not_two_dictionaries(scene_dir, pretrained, tmp_path):
     out = tmp_path / "run"
     assert continual_tiny(scene_dir, pretrained, out).returncode == 0
-    line = _refused(continual_tiny(scene_dir, pretrained, out, "-resume", "-hlop_passes", "3"))
-    assert "method_config.passes=10, not 3" in line
+    line = _refused(continual_tiny(scene_dir, pretrained, out, "-resume", "-hlop_new_rows", "orthogonal"))
+    assert "method_config.new_rows='random', not 'orthogonal'" in line
 
 
 @pytest.mark.parametrize(

@@ -113,14 +113,15 @@ def test_spiking_mlp_stays_fp32_under_autocast():
     torch.testing.assert_close(cast.logits, plain.logits)
 
 
-def test_continual_script_uses_meta_tasks_and_records_the_reference_flags(scene_dir, tmp_path):
+def test_continual_script_uses_the_users_tasks_and_records_the_reference_flags(scene_dir, tmp_path):
     tasks = [["FOREST"], ["BEACH", "CITY"]]
-    pretrained = pretrain_tiny(scene_dir, tmp_path, "-tasks", json.dumps(tasks))
+    pretrained = pretrain_tiny(scene_dir, tmp_path)  # on every class: the task split does not change the encoders
     out = tmp_path / "run"
     cache = ["-cache_dir", str(tmp_path / "cache")]
-    result = continual_tiny(scene_dir, pretrained, out, *cache, "-cnf", "smoke", "-rate_stat", "1")
+    result = continual_tiny(scene_dir, pretrained, out, *cache, "-tasks", json.dumps(tasks), "-cnf", "smoke",
+                            "-rate_stat", "1")  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert "meta.json" in result.stdout and "firing rates after task 1" in result.stdout
+    assert "(from -tasks)" in result.stdout and "firing rates after task 1" in result.stdout
     results = json.loads((out / "results.json").read_text())
-    assert results["tasks"] == tasks  # not dataloader/scene.py's default pairs
+    assert results["tasks"] == tasks
     assert results["config"]["cnf"] == "smoke" and len(results["firing_rates"]) == 2

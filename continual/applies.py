@@ -1,0 +1,108 @@
+"""Which flags apply to the chosen run: a flag the user set that the run would not use is refused, never ignored.
+
+One table says, for each flag that does not apply to every run, when it applies;
+``common.cli.refuse_unused`` checks every flag the command line or the -config file set
+(``args.given``) against it before anything is built or written. A value that is refused is never recorded in results.json as used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+ER_FAMILY = ("er", "derpp", "er_ace")
+REPLAY_PHASE = ("replay", "latent_replay")
+
+
+def chosen_methods(args) -> list[str]:
+    """The methods the flags choose, head included (``-head linear`` is the trained classifier, no method)."""
+    names = ["baseline"] if args.baseline else args.method.split(",")
+    if args.replay and not any(name in REPLAY_PHASE for name in names):
+        names.append("replay")
+    return names + ([args.head] if args.head != "linear" else [])
+
+
+def _methods(*names: str) -> Callable:
+    wanted = ", ".join(f"-method {name}" if name not in ("analytic", "ncm") else f"-head {name}" for name in names)
+
+    def applies(args) -> str | None:
+        return None if set(names) & set(chosen_methods(args)) else f"applies to {wanted} only"
+
+    return applies
+
+
+def _when(test: Callable, why: str) -> Callable:
+    return lambda args: None if test(args) else why
+
+
+_CONTINUAL = _when(lambda a: a.encoder_mode == "continual", "applies with -encoder_mode continual only")
+_TASK_END = _when(
+    lambda a: a.hlop_learning in ("task_end", "both") or (a.hlop_learning is None and a.encoder_mode == "continual"),
+    "applies with -hlop_learning task_end or both only (the default with -encoder_mode continual)",
+)
+
+# flag (its dest) -> when it applies; a flag not named here applies to every run
+APPLIES: dict[str, Callable] = {
+    "memory_size": _when(
+        lambda a: (
+            any(n in REPLAY_PHASE for n in chosen_methods(a))
+            or (any(n in ER_FAMILY for n in chosen_methods(a)) and a.memory_budget == 0)
+        ),
+        "applies to -method replay, latent_replay, er, derpp or er_ace, and not beside -memory_budget (a reservoir "
+        "of that many rows replaces the per-class memory)",
+    ),
+    "memory_budget": _methods(*ER_FAMILY),
+    "er_share": _methods(*ER_FAMILY),
+    "derpp_alpha": _methods("derpp"),
+    "derpp_beta": _methods("derpp"),
+    **dict.fromkeys(("replay_epochs", "replay_b", "replay_lr", "replay_T_max"), _methods(*REPLAY_PHASE)),
+    "replay_compress": _methods("latent_replay"),
+    **dict.fromkeys(("ewc_lambda", "ewc_samples"), _methods("ewc")),
+    **dict.fromkeys(("gpm_threshold", "gpm_samples"), _methods("gpm")),
+    "gpm_encoder_threshold": lambda a: _methods("gpm")(a) or _CONTINUAL(a),
+    **dict.fromkeys(
+        (
+            "hlop_lr",
+            "hlop_iterations",
+            "hlop_out_num",
+            "hlop_out_num_inc",
+            "hlop_spiking",
+            "hlop_new_rows",
+            "hlop_projection",
+            "hlop_start_epochs",
+            "not_hlop_with_wfr",
+            "hlop_learning",
+        ),
+        _methods("hlop"),
+    ),
+    **dict.fromkeys(
+        ("hlop_spiking_scale", "hlop_spiking_timesteps", "hlop_spiking_projection"),
+        lambda a: _methods("hlop")(a) or (None if a.hlop_spiking else "applies with -hlop_spiking only"),
+    ),
+    **dict.fromkeys(("hlop_passes", "hlop_threshold"), lambda a: _methods("hlop")(a) or _TASK_END(a)),
+    **dict.fromkeys(
+        ("hlop_encoder_sizes", "hlop_encoder_lr", "hlop_encoder_iterations", "hlop_encoder_threshold"),
+        lambda a: _methods("hlop")(a) or _CONTINUAL(a),
+    ),
+    **dict.fromkeys(("head_expansion", "head_ridge"), _methods("analytic")),
+    "ncm_metric": _methods("ncm"),
+    "head_input": _methods("analytic", "ncm"),
+    **dict.fromkeys(("encoder_lr", "image_grid"), _CONTINUAL),
+    "encoder_momentum": _when(
+        lambda a: a.encoder_mode == "continual" and "SGD" in (a.opt, a.later_opt),
+        "applies with -encoder_mode continual and -opt SGD (or -later_opt SGD) only",
+    ),
+    **dict.fromkeys(
+        ("step_size", "gamma"), _when(lambda a: a.lr_scheduler == "StepLR", "applies to -lr_scheduler StepLR only")
+    ),
+    **dict.fromkeys(
+        ("T_max", "warmup"), _when(lambda a: a.lr_scheduler == "CosALR", "applies to -lr_scheduler CosALR only")
+    ),
+    "later_lr": _when(
+        lambda a: a.later_lr != 0 or a.head != "linear",
+        "0 trains nothing after task 0, so only a -head analytic or ncm can learn the later classes; "
+        "with the trained classifier they would score 0",
+    ),
+    "seed": _when(lambda a: a.seeds is None, "-seeds gives every run its seed; drop -seed"),
+    "method": _when(lambda a: not a.baseline, "-baseline is -method baseline; give one of the two"),
+    "Vth_bound": _when(lambda a: a.train_Vth == 1, "applies with -train_Vth 1 only (the thresholds do not learn)"),
+}

@@ -1,0 +1,151 @@
+"""Every value a user sets applies or is refused in one line; the task split is the user's; runs never collide."""
+
+import json
+
+import pytest
+
+import continual.experiment
+import dataloader.scene
+from tests.fixtures import TINY_HLOP, TINY_SNN, make_scene_dataset, pretrain_tiny, run_script
+
+CLASSES = ("ALPHA", "BRAVO", "CHARLIE", "DELTA")
+TRAIN = "spiking_train_multimodal_end.py"
+PRETRAIN = "spiking_pretrain_multimodal.py"
+
+
+@pytest.fixture(scope="module")
+def scene_dir(tmp_path_factory):
+    return make_scene_dataset(tmp_path_factory.mktemp("scene") / "data", classes=CLASSES, per_class=10)
+
+
+@pytest.fixture(scope="module")
+def pretrained(scene_dir, tmp_path_factory):
+    return pretrain_tiny(scene_dir, tmp_path_factory.mktemp("pretrained"))
+
+
+def _refused(result, *words):
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
+@pytest.mark.parametrize(
+    ("flags", "words"),
+    [
+        (["-baseline", "-method", "hlop"], ["-method hlop", "-baseline is -method baseline"]),
+        (["-config", "configs/frozen-baseline.yaml", "-method", "hlop"], ["-method hlop", "-baseline"]),
+        (["-seeds", "0,1", "-seed", "3"], ["-seed 3", "-seeds"]),
+        (["-method", "er", "-memory_budget", "100", "-memory_size", "5"], ["-memory_size 5", "-memory_budget"]),
+        (["-method", "er", "-derpp_alpha", "0.5"], ["-derpp_alpha 0.5", "-method derpp only"]),
+        (["-head", "ncm", "-head_ridge", "2"], ["-head_ridge 2.0", "-head analytic only"]),
+        (["-head", "ncm", "-head_expansion", "100"], ["-head_expansion 100", "-head analytic only"]),
+        (["-head", "analytic", "-ncm_metric", "euclidean"], ["-ncm_metric euclidean", "-head ncm only"]),
+        (["-ncm_metric", "euclidean"], ["-ncm_metric euclidean", "-head ncm only"]),
+        (["-replay", "-memory_budget", "100"], ["-memory_budget 100", "-method er"]),
+        (["-later_lr", "0"], ["-later_lr 0.0", "-head analytic or ncm"]),
+        (["-method", "gpm", "-hlop_lr", "0.1"], ["-hlop_lr 0.1", "-method hlop only"]),
+        (["-hlop_spiking_scale", "20."], ["-hlop_spiking_scale 20.0", "-hlop_spiking"]),
+        (["-encoder_lr", "0.01"], ["-encoder_lr 0.01", "-encoder_mode continual"]),
+        (["-config", "configs/frozen-hlop.yaml", "-config", "configs/frozen-er.yaml"], ["give one -config"]),
+    ],
+)
+def test_a_value_the_run_would_not_use_is_refused(flags, words):
+    _refused(run_script(TRAIN, *flags), *words)
+
+
+@pytest.mark.parametrize(
+    ("flags", "words"),
+    [
+        (["-fusion", "concat", "-fusion_floor", "0.3"], ["-fusion_floor 0.3", "-fusion attention or reliability"]),
+        (["-modality", "audio", "-corrupt_views", "0.2"], ["-corrupt_views 0.2", "-modality audio"]),
+        (["-modality", "audio", "-fusion", "reliability"], ["-fusion reliability", "-modality audio"]),
+        (["-modality", "image", "-mfcc_noise", "1"], ["-mfcc_noise 1.0", "-modality image"]),
+    ],
+)
+def test_pretraining_refuses_what_it_would_not_apply(flags, words, tmp_path):
+    _refused(run_script(PRETRAIN, *flags, "-out", str(tmp_path / "pw")), *words)
+    assert not (tmp_path / "pw").exists()
+
+
+def test_a_true_false_flag_set_by_a_preset_can_be_turned_off():
+    from spiking_train_multimodal_end import build_parser
+
+    args = build_parser().parse_args(["-config", "configs/frozen-baseline.yaml", "-baseline", "false"])
+    assert args.baseline is False and "baseline" in args.given
+    assert build_parser().parse_args(["-baseline"]).baseline is True
+    assert build_parser().parse_args([]).baseline is False
+
+
+def test_help_shows_the_defaults_of_zero():
+    text = run_script(TRAIN, "--help").stdout
+    seed_line = next(line for line in text.splitlines() if line.strip().startswith("-seed "))
+    assert "(default: 0)" in text[text.index(seed_line) :].split("\n  -")[0]
+
+
+def test_an_edited_task_split_is_what_the_next_run_learns(scene_dir, pretrained, tmp_path, monkeypatch):
+    cache = ["-cache_dir", str(tmp_path / "cache")]
+    common = [
+        "-data_dir",
+        str(scene_dir),
+        "-pretrained",
+        str(pretrained),
+        *TINY_SNN,
+        *TINY_HLOP,
+        *cache,
+        "-epochs",
+        "1",
+    ]
+    monkeypatch.setattr(dataloader.scene, "TASKS", [["ALPHA"], ["BRAVO", "CHARLIE"], ["DELTA"]])
+    done = run_script(TRAIN, *common, "-out_dir", str(tmp_path / "three"))
+    assert done.returncode == 0, done.stderr
+    assert "3 tasks (from dataloader/scene.py TASKS)" in done.stdout
+    results = json.loads((tmp_path / "three" / "results.json").read_text())
+    assert len(results["acc_matrix"]) == 3 and results["tasks"] == [["ALPHA"], ["BRAVO", "CHARLIE"], ["DELTA"]]
+
+
+def test_encoders_pretrained_on_task_0_refuse_another_task_0(scene_dir, tmp_path, monkeypatch):
+    first = pretrain_tiny(scene_dir, tmp_path, "-pretrain_classes", "first-task")
+    monkeypatch.setattr(dataloader.scene, "TASKS", [["CHARLIE", "DELTA"], ["ALPHA", "BRAVO"]])
+    result = run_script(TRAIN, "-data_dir", str(scene_dir), "-pretrained", str(first), *TINY_SNN, *TINY_HLOP,
+                        "-cache_dir", str(tmp_path / "cache"), "-out_dir", str(tmp_path / "run"))  # fmt: skip
+    _refused(result, "trained on task 0", "spiking_pretrain_multimodal.py -pretrain_classes first-task")
+    assert not (tmp_path / "run").exists()
+
+
+def test_default_output_folders_never_collide_and_resume_finds_the_same_spec(
+    scene_dir, pretrained, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(continual.experiment, "REPO_ROOT", tmp_path)  # the default -out_dir is under logs/ there
+    common = ["-data_dir", str(scene_dir), "-pretrained", str(pretrained), *TINY_SNN, *TINY_HLOP, "-epochs", "1",
+              "-cache_dir", str(tmp_path / "cache")]  # fmt: skip
+    assert run_script(TRAIN, *common).returncode == 0
+    reference = run_script(
+        TRAIN, *common, "-hlop_spiking", "-hlop_spiking_scale", "20.", "-hlop_spiking_timesteps", "40"
+    )
+    assert reference.returncode == 0, reference.stderr  # not "already holds results"
+    folders = sorted(p.name for p in (tmp_path / "logs").iterdir() if not p.name.startswith("."))
+    assert len(folders) == 2 and all(name.startswith("data-hlop-") for name in folders), folders
+    again = run_script(TRAIN, *common, "-resume")
+    assert again.returncode == 0 and "already finished" in again.stdout
+    digests = {
+        json.loads((tmp_path / "logs" / f / "results.json").read_text())["config"]["spec_digest"] for f in folders
+    }
+    assert {f.rsplit("-", 1)[1] for f in folders} == digests
+
+
+def test_results_record_the_split(scene_dir, pretrained, tmp_path):
+    out = tmp_path / "run"
+    done = run_script(TRAIN, "-data_dir", str(scene_dir), "-pretrained", str(pretrained), *TINY_SNN, *TINY_HLOP, "-epochs", "1",
+                      "-cache_dir", str(tmp_path / "cache"), "-out_dir", str(out))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    split = json.loads((out / "results.json").read_text())["config"]["split"]
+    meta = json.loads((pretrained / "meta.json").read_text())
+    assert split == meta["dataset"]["split"] and {"mode", "fractions", "seed"} <= split.keys()
+
+
+def test_modality_dropout_on_one_modality_is_refused(scene_dir, tmp_path):
+    audio = pretrain_tiny(scene_dir, tmp_path, "-modality", "audio")
+    result = run_script(TRAIN, "-data_dir", str(scene_dir), "-pretrained", str(audio), *TINY_SNN,
+                        "-modality_dropout", "0.3", "-cache_dir", str(tmp_path / "cache"), "-out_dir", str(tmp_path / "r"))  # fmt: skip
+    _refused(result, "-modality_dropout 0.3", "audio only")
