@@ -57,6 +57,7 @@ class FlagParser(argparse.ArgumentParser):
         """``section``: this script's section of a shared config file; ``sibling``: builds the other script's
         parser, whose flags a shared config file may set too."""
         self.section, self.sibling = section, sibling
+        self.shown = None  # (parsed flags, dest) -> whether --help shows it (None: every flag); see show_only
         kwargs.setdefault("formatter_class", _HelpFormatter)
         kwargs.setdefault("allow_abbrev", False)
         kwargs.setdefault("usage", f"{kwargs.get('prog', '%(prog)s')} [FLAGS]  (one group of flags per concern, below)")
@@ -66,18 +67,38 @@ class FlagParser(argparse.ArgumentParser):
             "-config",
             default=None,
             help='a JSON or YAML file of flag values ({"hlop_lr": "0.001,0.01,0.01", "baseline": true}); '
-            "flags on the command line override it, so a published run is one file",
+            "flags on the command line override it, so a published run is one file (default: none)",
         )
 
     def parse_args(self, args=None, namespace=None):
         """The flags' values; ``given``, the set of flags the command line or the -config file set (by dest),
         lets a flag that does not apply to the chosen run be refused rather than ignored."""
         args = self._join_negative_values(list(sys.argv[1:] if args is None else args))
+        if self.shown is not None and ({"-h", "--help"} & set(args) or "--help-all" in args):
+            self._print_help_for(args)
         path = _config_path(args)
         from_config = self._apply_config(path) if path is not None else set()
         parsed = super().parse_args(args, namespace)
         parsed.given = frozenset(from_config | self._given_on_command_line(args))
         return parsed
+
+    def show_only(self, shown: Callable, epilog: str) -> None:
+        """``--help`` shows the flags for which ``shown(parsed flags, dest)`` holds, for the run the other flags on
+        the line choose (``-method er --help``: ER's own flags too); ``--help-all`` shows every flag."""
+        self.shown, self.epilog = shown, epilog
+
+    def _print_help_for(self, args: list[str]) -> None:
+        rest = [arg for arg in args if arg not in ("-h", "--help", "--help-all")]
+        if "--help-all" not in args:
+            try:
+                parsed = self.parse_args(rest)
+            except UserError:
+                parsed = self.parse_args([])
+            for action in self._actions:
+                if action.option_strings and action.dest != "help" and not self.shown(parsed, action.dest):
+                    action.help = argparse.SUPPRESS
+        self.print_help()
+        self.exit(0)
 
     def _given_on_command_line(self, args: list[str]) -> set[str]:
         given = set()
@@ -161,7 +182,7 @@ class FlagParser(argparse.ArgumentParser):
         """-gpu-id and -device, and for training scripts -compile (what it compiles) and -deterministic."""
         group = group or self
         group.flag("-gpu-id", default=None, help="CUDA device index (CUDA is used when present)")
-        group.flag("-device", default=None, help="cpu, cuda or cuda:N (overrides -gpu-id)")
+        group.flag("-device", default=None, help="cpu, cuda or cuda:N (overrides -gpu-id; default: CUDA when present)")
         if compile_help is None:
             return
         group.flag("-compile", action="store_true", help=compile_help)

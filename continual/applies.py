@@ -7,6 +7,7 @@ One table says, for each flag that does not apply to every run, when it applies;
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 
 ER_FAMILY = ("er", "derpp", "er_ace")
@@ -104,5 +105,32 @@ APPLIES: dict[str, Callable] = {
     ),
     "seed": _when(lambda a: a.seeds is None, "-seeds gives every run its seed; drop -seed"),
     "method": _when(lambda a: not a.baseline, "-baseline is -method baseline; give one of the two"),
+    "test_noise": _when(lambda a: a.test_corrupt != "", "sets the noise of -test_corrupt's kinds; give -test_corrupt"),
     "Vth_bound": _when(lambda a: a.train_Vth == 1, "applies with -train_Vth 1 only (the thresholds do not learn)"),
 }
+
+
+# accepted and listed by --help-all, left out of --help: the reference's extra spellings and switches
+# (-gpu-id beside -device, -cnf, -rate_stat, its scheduler's details and backward passes) and plumbing
+IN_HELP_ALL_ONLY = frozenset(
+    ("gpu_id", "cnf", "rate_stat", "step_size", "gamma", "T_max", "warmup", "sign_symmetric", "feedback_alignment",
+     "dsr_backward", "debug", "allow_outside_paths", "cache_dir", "compile", "deterministic", "order_seed")
+)  # fmt: skip
+HELP_EPILOG = (
+    "A method's own flags appear with -method NAME --help (hlop, the default, included), a head's with -head NAME "
+    "--help, the learning encoders' with -encoder_mode continual --help; --help-all lists every flag."
+)
+
+
+def shown_in_help(args, dest: str) -> bool:
+    """Whether ``--help`` lists ``dest`` for the run the other flags on the line choose: the flags that apply to it,
+    a method's own flags only where ``-method`` names it (as mammoth adds a model's arguments)."""
+    if dest in IN_HELP_ALL_ONLY:
+        return False
+    rule = APPLIES.get(dest)
+    if rule is None or dest in ("method", "seed", "later_lr"):  # rules that refuse a value, not the flag
+        return True
+    view = copy.copy(args)
+    if "method" not in args.given and not args.baseline:
+        view.method = "baseline"
+    return rule(view) is None

@@ -15,6 +15,7 @@ from pathlib import Path
 from common.cli import FlagParser, fraction, non_negative_float, non_negative_int, positive_float, positive_int
 from common.errors import UserError
 from common.validation import check_seeds, integer, positive
+from continual.applies import HELP_EPILOG, shown_in_help
 from continual.config import MODE_DEFAULTS, OPTIMIZERS, SCHEDULERS, ContinualConfig
 from continual.experiment import Experiment
 from continual.methods import METHODS, Method, Replay
@@ -50,11 +51,12 @@ def build_parser(description: str = "", sibling=None) -> FlagParser:
         "-spiking_encoders", "renamed -convert_encoders (timesteps of the encoders converted to IF networks)"
     )
     parser.refused("-j", "mmhlop has no data-loading workers (the features are held on the device); drop -j")
+    parser.show_only(shown_in_help, HELP_EPILOG)
     return parser
 
 
 _PRETRAINED_NOTE = (
-    "-modality, -pretrain_classes, -fusion and -split only choose the default folder "
+    "The flags -modality, -pretrain_classes, -fusion and -split only choose the default folder "
     "pre_weight/<dataset>[-<modality>|-<fusion>][-first-task][-<split>]; with -pretrained they are checked against it. "
     "The split and the task split are always the ones the encoders were trained with."
 )
@@ -80,7 +82,8 @@ def _encoder_flags(group) -> None:
                "fusion learn task after task too, protected by the method on every layer (the leak-free protocol)")  # fmt: skip
     group.flag("-convert_encoders", type=positive_int, default=None,
                help="frozen ANN encoders converted to integrate-and-fire networks (as the pretraining script's "
-               "-convert), run this many timesteps to make the features; their SynOps count in the energy")  # fmt: skip
+               "-convert), run this many timesteps to make the features; their SynOps count in the energy (default: "
+               "none, the ANN encoders' features)")  # fmt: skip
     group.flag("-image_grid", type=positive_int, default=None,
                help="-encoder_mode continual -pretrained none: the image CNN's embedding reads its last block "
                "average-pooled to this grid (default 2); pretrained encoders bring their own (checked against it)")  # fmt: skip
@@ -161,12 +164,21 @@ def _probe_flags(group) -> None:
 
 def _run_flags(parser: FlagParser) -> None:
     group = parser.group("running the job")
-    group.flag("-out_dir", default=None, help="output folder (default logs/<dataset>-<method>)")
+    group.flag(
+        "-out_dir",
+        default=None,
+        help="output folder (default logs/<dataset>-<method>-<digest of the settings>, so runs of other "
+        "settings never collide and -resume finds the run of the same ones)",
+    )
     group.flag("-seed", type=int, default=ContinualConfig().seed, help="seed of Python, NumPy and torch")
-    group.flag("-seeds", default=None, help="run once per seed (e.g. 0,1,2) into -out_dir/seed<N>/ and summarise")
+    group.flag(
+        "-seeds",
+        default=None,
+        help="run once per seed (e.g. 0,1,2) into -out_dir/seed<N>/ and summarise (default: one run, -seed)",
+    )
     group.flag("-order_seeds", default=None,
                help="run once per seeded random class order (e.g. 0,1,2) into -out_dir/order<K>/ (each with -seeds "
-               "if given) and summarise mean ± std over orders")  # fmt: skip
+               "if given) and summarise mean ± std over orders (default: one order, -class_order)")  # fmt: skip
     group.flag("-rate_stat", type=int, nargs="?", const=1, default=0, choices=(0, 1),
                help="1: print and log each LIF layer's firing rate on the test rows after every task")  # fmt: skip
     group.flag("-cnf", default=None, help="a configuration name, as the reference's; recorded in results.json")

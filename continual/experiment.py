@@ -34,10 +34,10 @@ from continual.methods.base import ENCODER_MODES
 from continual.seeds import run_seeds, summarize
 from continual.sources import converted_data, frozen_data, learning_data
 from continual.trainer import run_continual
+from dataloader import scene
 from dataloader.dataset import PreparedData, prepare_data
 from dataloader.images import image_fingerprint
 from dataloader.options import DataSpec
-from dataloader import scene
 from dataloader.splits import SplitConfig
 from dataloader.tasks import RANDOM_ORDER
 from models.probes import NOISY_KINDS, parse_corruptions

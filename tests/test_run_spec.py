@@ -149,3 +149,35 @@ def test_modality_dropout_on_one_modality_is_refused(scene_dir, tmp_path):
     result = run_script(TRAIN, "-data_dir", str(scene_dir), "-pretrained", str(audio), *TINY_SNN,
                         "-modality_dropout", "0.3", "-cache_dir", str(tmp_path / "cache"), "-out_dir", str(tmp_path / "r"))  # fmt: skip
     _refused(result, "-modality_dropout 0.3", "audio only")
+
+
+def _listed(text: str) -> list[str]:
+    return [line.split()[0].rstrip(",") for line in text.splitlines() if line.startswith("  -")]
+
+
+def _blocks(text: str) -> dict[str, str]:
+    """Each listed flag's help text, by its first spelling."""
+    blocks, current = {}, None
+    for line in text.splitlines():
+        if line.startswith("  -"):
+            current = line.split()[0].rstrip(",")
+            blocks[current] = line
+        elif line.startswith("    ") and current:
+            blocks[current] += " " + line.strip()
+        else:
+            current = None
+    return blocks
+
+
+def test_help_lists_at_most_45_flags_each_with_its_default_and_a_methods_own_when_chosen():
+    plain = run_script(TRAIN, "--help")
+    assert plain.returncode == 0
+    blocks = _blocks(plain.stdout)
+    assert len(blocks) <= 45 and "-hlop_lr" not in blocks and "-memory_size" not in blocks, list(blocks)
+    for flag, text in blocks.items():
+        assert flag == "-h" or "default" in text.lower(), text
+    assert {"-hlop_lr", "-hlop_spiking"} <= set(_listed(run_script(TRAIN, "-method", "hlop", "--help").stdout))
+    er = _listed(run_script(TRAIN, "-method", "er", "--help").stdout)
+    assert {"-memory_size", "-memory_budget", "-er_share"} <= set(er) and "-derpp_alpha" not in er
+    every = _listed(run_script(TRAIN, "--help-all").stdout)
+    assert {"-gpu-id", "-cnf", "-derpp_alpha", "-hlop_spiking_scale"} <= set(every)

@@ -44,7 +44,7 @@ REFERENCE_FLAGS = (
 
 
 def test_continual_help_explains_every_reference_flag():
-    result = run_script("spiking_train_multimodal_end.py", "--help", fresh=True)
+    result = run_script("spiking_train_multimodal_end.py", "--help-all", fresh=True)  # --help: the chosen run's
     assert result.returncode == 0
     lines = result.stdout.splitlines()
     for flag in REFERENCE_FLAGS:
