@@ -25,12 +25,13 @@ if __package__ in (None, ""):
 
 
 from common.checkpoint import load_checkpoint
-from common.cli import run_cli
+from common.cli import comma_numbers, positive_float, run_cli
 from common.device import select_device
 from common.errors import UserError
 from continual import cli
 from continual.evaluation import accuracy
-from continual.experiment import open_data
+from continual.experiment import check_same_run, open_data
+from continual.methods import compose
 from continual.methods.base import Context
 from continual.methods.heads import NCM_METRICS, AnalyticHead, HeadConfig, NCMHead
 from continual.sources import frozen_data, learning_data
@@ -59,10 +60,14 @@ def final_acc(model, data, config, head, split: str) -> float:
 def refitted(args, values: list, read_at: str = "task"):
     """For each of the run's seeds: (seed, model, data, config, one refitted head per ridge, or per metric with
     ``-head ncm``), the model at the last task's checkpoint."""
+    if args.out_dir is None:
+        raise UserError("-out_dir: give the finished run's folder (the continual script's -out_dir)")
     experiment, config = cli.experiment_from_args(args), cli.config_from_args(args).for_mode(args.encoder_mode)
     folder, prepared = open_data(experiment)
     build = learning_data if args.encoder_mode == "continual" else frozen_data
     data, _ = build(folder, prepared, select_device(args.gpu_id, args.device), experiment)
+    method = compose(cli.methods_from_args(args))
+    check_same_run(Path(args.out_dir), experiment, method, cli.config_from_args(args), folder, prepared, data)
     model = build_model(data, config, data.device)
     base = HeadConfig(expansion=args.head_expansion, input=args.head_input)
     for seed in list(experiment.seeds) or [None]:
@@ -101,10 +106,7 @@ def main(argv) -> None:
         if not set(values) <= set(NCM_METRICS):
             raise UserError(f"-metrics {args.metrics}: expected some of {','.join(NCM_METRICS)}")
     else:
-        try:
-            values = [float(r) for r in args.ridges.split(",")]
-        except ValueError:
-            raise UserError(f"-ridges {args.ridges}: expected comma-separated numbers") from None
+        values = list(comma_numbers(args.ridges, "-ridges", positive_float, count=len(args.ridges.split(","))))
     scores = {value: {"val": [], "test": []} for value in values}
     seeds = []
     for seed, model, data, config, heads in refitted(args, values, args.read_at):

@@ -51,9 +51,22 @@ def run_world(speaker: str, test: str, presets: list[str], seeds: str, out: Path
         )
 
 
-def validation_scores(folder: Path) -> tuple[float, float]:
-    """Mean validation ACC and BWT (%) over a run's seeds; joint training's BWT is its confusions alone."""
-    seeds = json.loads((folder / "results.json").read_text())["seeds"]
+def validation_scores(folder: Path, preset: str, speaker: str, test: str) -> tuple[float, float]:
+    """Mean validation ACC and BWT (%) over a run's seeds; joint training's BWT is its confusions alone. A run
+    that ``preset`` did not make, or that held out other speakers, is refused."""
+    path = folder / "results.json"
+    if not path.is_file():
+        raise UserError(f"{path}: no such run; run it first (drop -only_table)")
+    summary = json.loads(path.read_text())
+    config = summary.get("config", {})
+    made_by = (config.get("preset") or {}).get("path")
+    if made_by != f"configs/{preset.split('+')[0]}.yaml":
+        raise UserError(f"{path}: made with -config {made_by}, not configs/{preset.split('+')[0]}.yaml")
+    held_out = config.get("split_groups", {})
+    if held_out.get("val") != [speaker] or held_out.get("test") != [test]:
+        raise UserError(f"{path}: validation {held_out.get('val')} and test {held_out.get('test')}, not "
+                        f"[{speaker!r}] and [{test!r}]: a run of another world")  # fmt: skip
+    seeds = summary["seeds"]
     runs = [json.loads((folder / f"seed{s}" / "results.json").read_text()) for s in seeds]
     accs, bwts = [], []
     for run in runs:
@@ -66,7 +79,7 @@ def validation_scores(folder: Path) -> tuple[float, float]:
     return statistics.fmean(accs), statistics.fmean(bwts)
 
 
-def table(speakers: list[str], presets: list[str], out: Path) -> list[str]:
+def table(speakers: list[str], presets: list[str], out: Path, test: str) -> list[str]:
     """Markdown: one row per speaker, one column per run name (validation ACC / BWT %), then the mean row."""
     lines = ["| validation speaker | " + " | ".join(f"`{p}`" for p in presets) + " |"]
     lines.append("| --- |" + " --- |" * len(presets))
@@ -74,7 +87,7 @@ def table(speakers: list[str], presets: list[str], out: Path) -> list[str]:
     for speaker in speakers:
         cells = []
         for preset in presets:
-            acc, bwt = validation_scores(out / speaker / preset)
+            acc, bwt = validation_scores(out / speaker / preset, preset, speaker, test)
             scores[preset].append((acc, bwt))
             cells.append(f"{acc:.2f} / {bwt:.2f}")
         lines.append(f"| {speaker} | " + " | ".join(cells) + " |")
@@ -110,7 +123,7 @@ def main(argv) -> None:
     if not args.only_table:
         for speaker in speakers:
             run_world(speaker, args.test_speaker, presets, args.seeds, out, shlex.split(args.flags), tag)
-    print("\n".join(table(speakers, [f"{p}{tag}" for p in presets], out)))
+    print("\n".join(table(speakers, [f"{p}{tag}" for p in presets], out, args.test_speaker)))
 
 
 if __name__ == "__main__":

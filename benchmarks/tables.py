@@ -13,6 +13,7 @@ at, and a row whose run is missing says so instead of a number.
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -142,6 +143,30 @@ def preset_path(name: str) -> Path:
     return path
 
 
+# flags that say where and how a run is done, not what it computes: a preset's run may add them
+RUN_MANAGEMENT = frozenset(("config", "out_dir", "resume", "overwrite", "progress_every", "checkpoint_every", "device",
+                            "gpu_id", "cache_dir", "debug", "compile"))  # fmt: skip
+
+
+def check_made_by_preset(name: str, results: dict, path: Path) -> None:
+    """Refuse to publish a run under a preset's row unless that preset, as it is now, made it, with nothing added
+    but where and how it ran (the seeds, the split and every setting are the preset's)."""
+    config = results.get("config") or {}
+    preset, command = config.get("preset") or {}, config.get("command") or {}
+    want = preset_path(name)
+    if preset.get("path") != want.relative_to(REPO_ROOT).as_posix():
+        made = f"-config {preset['path']}" if preset.get("path") else "no -config file"
+        raise UserError(
+            f"{path}: made with {made}, not configs/{name}.yaml; run python benchmarks/tables.py run {name}"
+        )
+    if preset.get("sha256") != hashlib.sha256(want.read_bytes()).hexdigest()[:16]:
+        raise UserError(f"{path}: made with an earlier configs/{name}.yaml; run python benchmarks/tables.py run {name}")
+    added = sorted(set(command.get("flags", [])) - RUN_MANAGEMENT)
+    if added:
+        raise UserError(f"{path}: made with configs/{name}.yaml and -{' -'.join(added)} on the command line; "
+                        f"a table row is the preset alone (python benchmarks/tables.py run {name})")  # fmt: skip
+
+
 def run_preset(name: str, runs: Path = RUNS) -> None:
     """Pretrain (unless the encoders start from random weights) and run the preset; both resume if done."""
     path = preset_path(name)
@@ -206,6 +231,7 @@ def table_lines(table_presets: tuple[str, ...], columns: tuple[str, ...], runs: 
                          f"| `{name}` | not measured at {head} |" + " |" * (cells - 2))  # fmt: skip
             continue
         results = json.loads(path.read_text())
+        check_made_by_preset(name, results, path)
         measured = results.get("provenance", {}).get("commit", "unknown")
         seeds = ",".join(map(str, results.get("seeds", [results.get("config", {}).get("seed", 0)])))
         cells = " | ".join(_cell(results, c) for c in columns)

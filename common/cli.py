@@ -79,7 +79,10 @@ class FlagParser(argparse.ArgumentParser):
         path = _config_path(args)
         from_config = self._apply_config(path) if path is not None else set()
         parsed = super().parse_args(args, namespace)
-        parsed.given = frozenset(from_config | self._given_on_command_line(args))
+        on_line = self._given_on_command_line(args)
+        parsed.given = frozenset(from_config | on_line)
+        parsed.command = {"argv": list(args), "flags": sorted(on_line)}  # recorded with the results
+        parsed.config_file = path
         return parsed
 
     def show_only(self, shown: Callable, epilog: str) -> None:

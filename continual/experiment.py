@@ -78,6 +78,8 @@ class Experiment:
     image_grid: int | None = (
         None  # the image CNN's embedding grid: with pretrained, must match it; else FROM_SCRATCH_GRID
     )
+    command: dict | None = None  # the script's argv and the flags it set, recorded in results.json (not settings)
+    preset: str | None = None  # the -config file they read, recorded with its content's hash
 
     def __post_init__(self):
         if self.encoder_mode not in ENCODER_MODES:
@@ -181,6 +183,26 @@ def run_experiment(experiment: Experiment, make_methods: Callable[[], list[Metho
     return summary
 
 
+def check_same_run(run_dir: Path, e: Experiment, method: Method, config: ContinualConfig, folder, data, cdata) -> dict:
+    """A finished run's results.json, refused unless these settings and inputs made it (a tool that refits or
+    reads a run: its numbers are the run's only if it reads the same data through the same network)."""
+    path = Path(run_dir) / "results.json"
+    if not path.is_file():
+        raise UserError(f"{shown(path)}: no such file; run it to its end first (-resume continues it)")
+    recorded = json.loads(path.read_text()).get("config", {})
+    requested, config = config.modality_dropout, config.for_mode(e.encoder_mode)
+    method.check(e.encoder_mode, config.scenario)  # settles the method's mode-dependent settings, as the run did
+    digest = spec_digest(e, method, _single_modality_dropout(config, folder, requested), data, folder)
+    if recorded.get("spec_digest") != digest:
+        raise UserError(f"{shown(path)}: made with other settings than these flags give (settings digest "
+                        f"{recorded.get('spec_digest')} against {digest}); give the run's own -config and flags")  # fmt: skip
+    inputs = input_identity(folder, data, cdata)
+    changed = next((k for k in inputs if recorded.get("inputs", {}).get(k) != inputs[k]), None)
+    if changed is not None:
+        raise UserError(f"{shown(path)}: made on other inputs ({changed} differs): the encoders or data changed since")
+    return recorded
+
+
 def _single_modality_dropout(config: ContinualConfig, folder: PretrainedFolder | None, requested) -> ContinualConfig:
     """Encoders of one modality have no other to drop to: a requested dropout is refused, the mode's becomes 0."""
     if folder is None or len(folder.modalities) > 1 or not config.modality_dropout:
@@ -195,7 +217,7 @@ def spec_digest(e: Experiment, method: Method, config: ContinualConfig, data, fo
     """Eight hex digits of the resolved settings that make one run differ from another (not where it is written,
     nor how it is run): the default -out_dir ends with it, so runs of different settings never collide and
     ``-resume`` finds the run of the same ones."""
-    run_management = ("out_dir", "resume", "overwrite", "device", "gpu_id", "cache_dir")
+    run_management = ("out_dir", "resume", "overwrite", "device", "gpu_id", "cache_dir", "command", "preset")
     spec = {
         "experiment": {k: str(v) for k, v in asdict(e).items() if k not in run_management},
         "config": {
@@ -240,7 +262,18 @@ def _run_info(e: Experiment, method: Method, folder: PretrainedFolder | None, da
         "probes": [p.name for p in cdata.probes],
         "test_noise": e.noise if e.corruptions else None,
         "input_scale_value": cdata.input_scale,
+        "command": e.command,
+        "preset": _preset_record(e.preset),
     }
+
+
+def _preset_record(path: str | None) -> dict | None:
+    """The -config file a run read, by its path and its content: a table row is checked against both."""
+    if path is None:
+        return None
+    path = Path(path).resolve()
+    where = path.relative_to(REPO_ROOT).as_posix() if path.is_relative_to(REPO_ROOT) else str(path)
+    return {"path": where, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()[:16]}
 
 
 def input_identity(folder: PretrainedFolder | None, data, cdata) -> dict:

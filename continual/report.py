@@ -47,10 +47,45 @@ def protocol(results: dict) -> dict:
         "scenario": results.get("scenario", config.get("scenario", "?")),
         "encoders": config.get("encoders", "frozen"),
         "encoders saw": saw,
-        "split": "held-out " + ",".join(config["split_groups"].get("test", []))
-        if config.get("split_groups")
-        else "rows",
+        "split": split_name(config),
         "tasks": tasks if isinstance(tasks, str) else " | ".join("+".join(t) for t in tasks),
+    }
+
+
+def split_name(config: dict) -> str:
+    """The split a run was measured on: held-out groups, or rows drawn by a mode with its fractions and seed."""
+    split, groups = config.get("split") or {}, config.get("split_groups") or {}
+    if groups:
+        return "held-out " + ",".join(groups.get("test", []))
+    if not split:
+        return "rows (not recorded)"
+    fractions = "/".join(f"{f:g}" for f in split.get("fractions", []))
+    return f"rows, {split.get('mode', '?')} {fractions} seed {split.get('seed', '?')}"
+
+
+NOT_SETTINGS = ("command", "preset", "spec_digest", "checkpoint_every", "split_groups", "input_scale_value")
+
+
+def _flat(values: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in values.items():
+        if isinstance(value, dict) and value:
+            flat |= _flat(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = json.dumps(value, sort_keys=True, default=str)
+    return flat
+
+
+def differences(runs: dict[str, dict]) -> dict[str, str]:
+    """Per run, ``setting=value`` for every setting in which the runs differ (``-`` where none do)."""
+    flats = {
+        name: _flat({k: v for k, v in (r.get("config") or {}).items() if k not in NOT_SETTINGS})
+        for name, r in runs.items()
+    }
+    keys = sorted(set().union(*flats.values())) if flats else []
+    varying = [key for key in keys if len({flat.get(key) for flat in flats.values()}) > 1]
+    return {
+        name: ", ".join(f"{key}={flat.get(key, 'absent')}" for key in varying) or "-" for name, flat in flats.items()
     }
 
 
@@ -107,9 +142,10 @@ def markdown_table(runs: dict[str, dict]) -> str:
     lines = [
         "| run | method | scenario | encoders (saw) | split | modality | seeds | ACC % | BWT % | forgetting % "
         "| avg incremental ACC % | audio-only ACC % | image-only ACC % | SynOps / sample | energy / sample "
-        "| protection / training sample | memory | seconds |",
-        "| --- " * 18 + "|",
+        "| protection / training sample | memory | seconds | differs in |",
+        "| --- " * 19 + "|",
     ]
+    differ = differences(runs)
     for name, r in runs.items():
         config, p = r.get("config", {}), protocol(r)
         seeds = len(r.get("seeds", [])) or len(r.get("order_seeds", [])) or 1
@@ -123,7 +159,7 @@ def markdown_table(runs: dict[str, dict]) -> str:
             f"| {_count(r.get('synops', {}).get('per_sample'))} "
             f"| {_joules(r.get('energy_joules', {}).get('per_sample_inference'))} "
             f"| {_joules(max(r.get('energy_joules', {}).get('protection_per_training_sample') or [None], key=lambda v: v or 0))} "
-            f"| {_bytes(r.get('memory_bytes'))} | {r.get('seconds', 0) / seeds:.0f} |"
+            f"| {_bytes(r.get('memory_bytes'))} | {r.get('seconds', 0) / seeds:.0f} | {differ[name]} |"
         )
     return "\n".join(lines)
 

@@ -60,7 +60,10 @@ def run_continual(
     method.check(info.get("encoders", "frozen"), config.scenario)
     settings = {**config.to_dict(), **info, "method": method.name}
     log = RunLog(
-        run, settings, free=("checkpoint_every",), defaults=ContinualConfig().to_dict() | {"encoders": "frozen"}
+        run,
+        settings,
+        free=("checkpoint_every", "command", "preset"),
+        defaults=ContinualConfig().to_dict() | {"encoders": "frozen"},
     )
     finished = log.finished("results.json", lambda results: results["config"])
     if finished is not None:

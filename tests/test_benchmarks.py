@@ -78,6 +78,13 @@ def test_the_ridge_benchmark_refits_the_run_s_own_head_from_its_task_checkpoints
     rows = {line.split(" | ")[0]: line for line in capsys.readouterr().out.splitlines() if " | " in line}
     assert rows["0.1"].endswith(f"{100 * acc:.1f}; {100 * acc:.1f}")  # the default ridge: the run's test ACC
     assert set(rows) >= {"1", "0.1"}
+    from common.errors import UserError
+
+    with pytest.raises(UserError, match="made with other settings"):  # another network than the run's
+        main([*flags, "-hidden", "16"])
+    for bad in ("0", "-1", "nan"):
+        with pytest.raises(UserError, match="-ridges"):
+            main([*flags, "-ridges", bad])
 
 
 def test_the_head_benchmark_compares_the_ncm_head_s_metrics_from_the_run_s_checkpoints(tmp_path, capsys):
@@ -118,6 +125,7 @@ def test_the_ridge_benchmark_reads_every_task_at_the_last_checkpoint_when_asked(
     frozen_in_time.mkdir(parents=True)
     for task in range(3):
         shutil.copy(tmp_path / "run" / "checkpoints" / "task2.pt", frozen_in_time / f"task{task}.pt")
+    shutil.copy(tmp_path / "run" / "results.json", tmp_path / "copy" / "results.json")
 
     def head(out_dir, read_at):
         args = build_parser(sibling=pretrain_cli.build_parser).parse_args([*flags, "-out_dir", str(out_dir)])

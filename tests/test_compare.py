@@ -120,10 +120,10 @@ def test_compare_prints_a_markdown_table_and_saves_a_plot(tmp_path):
     lines = result.stdout.splitlines()
     assert lines[0].startswith("| run | method | scenario | encoders (saw) | split | modality | seeds | ACC % | BWT %")
     protocol = "| class | frozen (all classes) | held-out theo |"
-    hlop = f"| hlop | hlop {protocol} both | 3 | 90.00 ± 2.00 | -1.00 ± 0.50 | n/a | n/a | n/a | n/a | n/a | n/a | n/a | 2.0 KiB | 3 |"
+    hlop = f"| hlop | hlop {protocol} both | 3 | 90.00 ± 2.00 | -1.00 ± 0.50 | n/a | n/a | n/a | n/a | n/a | n/a | n/a | 2.0 KiB | 3 | - |"
     assert hlop in lines
     base = (f"| base | baseline {protocol} both | 1 | 20.00 | -90.00 | 45.00 | 60.00 | 12.00 | 19.60 | 207,739 "
-            "| 53.29 µJ | 0 | 2.0 KiB | 10 |")  # fmt: skip
+            "| 53.29 µJ | 0 | 2.0 KiB | 10 | - |")  # fmt: skip
     assert base in lines
     assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / "t.md").read_text().startswith("| run |")
@@ -211,3 +211,26 @@ def test_compare_refuses_results_that_are_not_numbers(tmp_path, acc):
     path.write_text(path.read_text().replace('"acc": 0.9', f'"acc": {acc}'))
     result = _compare(tmp_path / "a")
     assert result.returncode == 2 and "acc is" in result.stderr and "not a finite number" in result.stderr
+
+
+def test_compare_separates_splits_and_names_the_settings_in_which_runs_differ(tmp_path):
+    from common.errors import UserError
+    from continual.report import check_comparable, load_results, markdown_table
+
+    stratified = {"mode": "stratified", "fractions": [0.7, 0.1, 0.2], "seed": 0}
+    for name, split, epochs in (
+        ("a", stratified, 20),
+        ("b", {**stratified, "mode": "blocked"}, 20),
+        ("c", stratified, 2),
+    ):
+        _write(tmp_path / name, "hlop", 0.9, -0.01)
+        path = tmp_path / name / "results.json"
+        record = json.loads(path.read_text())
+        record["config"] = {**record["config"], "split_groups": {}, "split": split, "epochs": epochs}
+        path.write_text(json.dumps(record))
+    runs = {name: load_results(tmp_path / name) for name in "abc"}
+    with pytest.raises(UserError, match="differ in split .rows, stratified 0.7/0.1/0.2 seed 0 against rows, blocked"):
+        check_comparable({"a": runs["a"], "b": runs["b"]})
+    check_comparable({"a": runs["a"], "c": runs["c"]})  # one protocol: comparable, and the table says how they differ
+    rows = markdown_table({"a": runs["a"], "c": runs["c"]}).splitlines()
+    assert rows[2].endswith("| epochs=20 |") and rows[3].endswith("| epochs=2 |")

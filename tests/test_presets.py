@@ -1,14 +1,23 @@
 """Results as code: every preset loads in both scripts, every table row has a preset, and the table command
 writes rows from finished runs stamped with the commit they were measured at."""
 
+import hashlib
 import json
 
 import pytest
 
 from benchmarks import tables
+from common.errors import UserError
 from common.paths import REPO_ROOT
 
 PRESETS = sorted((REPO_ROOT / "configs").glob("*.yaml"))
+
+
+def made_by(name: str, *flags: str) -> dict:
+    """results.json's record of a run of configs/<name>.yaml with ``flags`` (dests) also on the command line."""
+    digest = hashlib.sha256((REPO_ROOT / "configs" / f"{name}.yaml").read_bytes()).hexdigest()[:16]
+    return {"preset": {"path": f"configs/{name}.yaml", "sha256": digest},
+            "command": {"argv": [], "flags": ["config", "out_dir", "resume", *flags]}}  # fmt: skip
 
 
 @pytest.mark.parametrize("path", PRESETS, ids=[p.stem for p in PRESETS])
@@ -33,7 +42,8 @@ def test_the_table_command_writes_rows_from_runs_and_says_which_are_missing(tmp_
     runs = tmp_path / "runs"
     (runs / "frozen-hlop").mkdir(parents=True)
     record = {"method": "hlop", "acc": 0.958, "acc_std": 0.0069, "bwt": -0.0267, "bwt_std": 0.0063,
-              "acc_audio_only": 0.6, "memory_bytes": 5 * 2**20, "seeds": [0, 1, 2], "provenance": {"commit": "abc1234"}}  # fmt: skip
+              "acc_audio_only": 0.6, "memory_bytes": 5 * 2**20, "seeds": [0, 1, 2], "provenance": {"commit": "abc1234"},
+              "config": made_by("frozen-hlop")}  # fmt: skip
     (runs / "frozen-hlop" / "results.json").write_text(json.dumps(record))
     readme = tmp_path / "README.md"
     readme.write_text("intro\n<!-- headline table: benchmarks/tables.py write -->\nold\n<!-- end of table -->\nrest\n")
@@ -52,7 +62,8 @@ def test_the_table_command_keeps_a_written_row_whose_run_is_not_here(tmp_path):
     """Runs stay on the machine that made them: writing again elsewhere keeps each row and its commit."""
     runs = tmp_path / "runs"
     (runs / "frozen-hlop").mkdir(parents=True)
-    record = {"method": "hlop", "acc": 0.958, "bwt": -0.0267, "seeds": [0], "provenance": {"commit": "abc1234"}}
+    record = {"method": "hlop", "acc": 0.958, "bwt": -0.0267, "seeds": [0], "provenance": {"commit": "abc1234"},
+              "config": made_by("frozen-hlop")}  # fmt: skip
     (runs / "frozen-hlop" / "results.json").write_text(json.dumps(record))
     out = tmp_path / "results.md"
     tables.write_tables(runs, out, None)
@@ -61,3 +72,23 @@ def test_the_table_command_keeps_a_written_row_whose_run_is_not_here(tmp_path):
     tables.write_tables(runs, out, None)
     assert row in out.read_text().splitlines() and "abc1234" in row
     assert "| `frozen-gpm` | not measured at " in out.read_text()
+
+
+@pytest.mark.parametrize(
+    ("config", "says"),
+    [
+        ({}, "made with no -config file, not configs/frozen-er.yaml"),
+        (made_by("frozen-hlop"), "made with -config configs/frozen-hlop.yaml, not configs/frozen-er.yaml"),
+        ({**made_by("frozen-er"), "preset": {"path": "configs/frozen-er.yaml", "sha256": "0" * 16}},
+         "an earlier configs/frozen-er.yaml"),
+        (made_by("frozen-er", "seeds", "split"), "-seeds -split on the command line"),
+    ],
+)  # fmt: skip
+def test_the_table_command_refuses_a_run_its_preset_did_not_make(tmp_path, config, says):
+    runs = tmp_path / "runs"
+    (runs / "frozen-er").mkdir(parents=True)
+    record = {"method": "er", "acc": 0.9, "bwt": -0.05, "seeds": [0], "provenance": {"commit": "abc1234"}}
+    (runs / "frozen-er" / "results.json").write_text(json.dumps({**record, "config": config}))
+    with pytest.raises(UserError, match=says):
+        tables.write_tables(runs, tmp_path / "results.md", None)
+    assert not (tmp_path / "results.md").exists()

@@ -181,3 +181,23 @@ def test_help_lists_at_most_45_flags_each_with_its_default_and_a_methods_own_whe
     assert {"-memory_size", "-memory_budget", "-er_share"} <= set(er) and "-derpp_alpha" not in er
     every = _listed(run_script(TRAIN, "--help-all").stdout)
     assert {"-gpu-id", "-cnf", "-derpp_alpha", "-hlop_spiking_scale"} <= set(every)
+
+
+def test_results_record_the_preset_and_the_flags_set_on_the_command_line(scene_dir, pretrained, tmp_path):
+    preset = tmp_path / "preset.yaml"
+    preset.write_text("method: baseline  # nothing protects old tasks\nepochs: 1  # one epoch per task\n")
+    out = tmp_path / "run"
+    done = run_script(TRAIN, "-config", str(preset), "-data_dir", str(scene_dir), "-pretrained", str(pretrained),
+                      "-hidden", "32", "-timesteps", "4", "-cache_dir", str(tmp_path / "cache"), "-out_dir", str(out))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    config = json.loads((out / "results.json").read_text())["config"]
+    assert config["preset"]["path"] == str(preset.resolve()) and len(config["preset"]["sha256"]) == 16
+    assert config["command"]["flags"] == [
+        "cache_dir",
+        "data_dir",
+        "hidden",
+        "out_dir",
+        "pretrained",
+        "timesteps",
+    ]
+    assert config["method"] == "baseline" and config["epochs"] == 1
