@@ -16,6 +16,22 @@ from torch import nn
 
 from common.errors import UserError
 
+
+def check_task_end(where: str, model: nn.Module, methods: list[nn.Module], keep: str) -> None:
+    """After a task's end-of-task work (heads' statistics, HLOP's passes, GPM's bases), before it is evaluated or
+    checkpointed: a state that is not finite is named with the method that holds it, never published."""
+    for owner, module in (("the network", model), *((_flag_of(m), m) for m in methods)):
+        for name, tensor in module.state_dict().items():
+            if torch.is_tensor(tensor) and tensor.is_floating_point() and not torch.isfinite(tensor).all():
+                advice = " (-head_ridge nearer 1)" if getattr(module, "is_head", False) else ""
+                raise UserError(f"{where}: the state of {owner} ({name}) holds NaN or infinite values; {keep}. Its "
+                                f"settings do not work on these inputs{advice}")  # fmt: skip
+
+
+def _flag_of(method: nn.Module) -> str:
+    return f"{'-head' if getattr(method, 'is_head', False) else '-method'} {getattr(method, 'name', type(method).__name__)}"
+
+
 LOSS_FACTOR = 1000  # a mean cross-entropy this many times that of uniform guessing: logits have blown up
 
 

@@ -31,20 +31,27 @@ class RunDir:
         self.path = Path(path)
         if resume and overwrite:
             raise UserError(f"{out_flag} {shown(self.path)}: -resume and -overwrite exclude each other; choose one")
-        self.has_results = self.path.is_dir() and any(any(self.path.glob(m)) for m in markers)
-        self.resuming = resume and self.has_results
-        self.staged = overwrite and self.has_results
+        self.has_results = _holds(self.path, markers)
+        staging = self.path.with_name(f".{self.path.name}.overwrite")
+        unfinished_overwrite = self.has_results and _holds(staging, markers)
+        self.resuming = resume and (self.has_results or unfinished_overwrite)
+        self.staged = (overwrite and self.has_results) or (resume and unfinished_overwrite)
         if self.has_results and not (resume or overwrite):
             raise UserError(
                 f"{out_flag} {shown(self.path)}: already holds results; pass -resume to continue that run, "
                 f"-overwrite to replace it, or choose another {out_flag}"
             )
-        self.work = self.path.with_name(f".{self.path.name}.overwrite") if self.staged else self.path
+        self.work = staging if self.staged else self.path
         if not self.writer:
             return
         self._lock(out_flag)
-        if self.staged and self.work.exists():
-            shutil.rmtree(self.work)  # a previous overwrite that did not finish
+        if resume and unfinished_overwrite:  # a killed -overwrite run: continue it, the old results stay till it ends
+            print(f"resuming the unfinished -overwrite run in {shown(staging)}; {shown(self.path)} keeps the old "
+                  "results until it ends", flush=True)  # fmt: skip
+        elif self.staged and self.work.exists():
+            print(f"-overwrite: replacing the unfinished -overwrite run in {shown(staging)} too (-resume continues "
+                  "it instead)", flush=True)  # fmt: skip
+            shutil.rmtree(self.work)
         _check_writable(self.work, out_flag, self.path)
 
     def _lock(self, out_flag: str) -> None:
@@ -92,6 +99,10 @@ class RunDir:
             shutil.rmtree(old, ignore_errors=True)
             self.work, self.staged = self.path, False
         self.unlock()
+
+
+def _holds(folder: Path, markers: tuple[str, ...]) -> bool:
+    return folder.is_dir() and any(any(folder.glob(m)) for m in markers)
 
 
 def _holder(lock: Path) -> int | None:

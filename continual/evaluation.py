@@ -156,9 +156,11 @@ def _spikes_and_costs(progress: Progress, model, data: ContinualData, experience
     if model.encoder is not None:  # the encoders learn: counted as they are now (spiking ones' SynOps change)
         encoder_cost = encoder_costs(model.encoder, *data.inputs(seen[:ENCODER_COST_ROWS])[:2])
     cost = inference_cost(model, spiked, len(seen), encoder_cost[0], encoder_synops=encoder_cost[1])
+    epochs = config.epochs_of(task)  # none after task 0 with -later_lr 0: nothing was protected, nothing is charged
+    protection = protection if epochs else 0.0
     cost["protection_macs_per_training_sample"] = protection
     cost["protection_joules_per_training_sample"] = E_MAC * protection
-    cost["protection_joules"] = E_MAC * protection * len(experience.train_rows) * config.epochs
+    cost["protection_joules"] = E_MAC * protection * len(experience.train_rows) * epochs
     progress.costs.append(cost)
     per_sample = {"synops_per_sample": cost["synops"]["total"], "joules_per_sample": cost["energy_joules"]["total"]}
     log.scalars("energy", per_sample, task)

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from common.distributed import current as distributed
-from common.divergence import check_diverged
+from common.divergence import check_diverged, check_task_end
 from common.epoch import CheckpointClock, EpochPosition, epoch_batches
 from common.meter import ProgressMeter
 from common.paths import shown
@@ -99,8 +99,7 @@ def run_continual(
             training.epochs_done, training.summary = epoch, (loss, train_acc, val_acc)
             log.scalars(f"task{experience.task}", dict(zip(SUMMARY, training.summary, strict=True)), epoch)
             save_last()
-        ended = Context(model, data, config, experience.task, rows=experience.train_rows)
-        method.hook("after_task", ended)
+        ended = _end_task(model, method, data, config, experience, keep=_kept(log, progress))
         protection = method.protection_macs(ended)
         evaluate_task(progress, model, method, data, experience, config, log, started, protection)
         for name in (LAST, f"checkpoints/task{experience.task}.pt"):  # the latest state, and each task's end
@@ -225,6 +224,14 @@ def train_step(training: TaskTraining, method: Method, context: Context) -> torc
         n = len(own)
         loss_sum, logits, labels = F.cross_entropy(logits[:n], labels[:n], reduction="sum"), logits[:n], labels[:n]
     return torch.stack([loss_sum.detach(), (logits.argmax(1) == labels).sum().float()])
+
+
+def _end_task(model, method: Method, data, config, experience: Experience, keep: str) -> Context:
+    """The methods' task-end work, then a check that it left every state finite (before evaluation or a checkpoint)."""
+    ended = Context(model, data, config, experience.task, rows=experience.train_rows)
+    method.hook("after_task", ended)
+    check_task_end(f"the end of task {experience.task}", model, list(getattr(method, "methods", [method])), keep)
+    return ended
 
 
 def _kept(log: RunLog, progress: Progress) -> str:

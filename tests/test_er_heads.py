@@ -215,3 +215,33 @@ def test_a_head_beside_joint_training_learns_from_every_task_s_rows(tmp_path):
     head = NCMHead(HeadConfig(input="hidden"))
     run(tmp_path, [Joint(), head], config=replace(CONFIG, epochs=1))
     assert head.seen.all() and head.counts.tolist() == [40.0] * 6
+
+
+def test_er_ace_balanced_batches_give_every_seen_class_as_many_stored_rows(tmp_path):
+    """ER-ACE's memory holds the task being learned too: a balanced memory batch draws n / c rows of each class seen
+    so far (earlier and current), not a uniform draw in which each earlier class gets fewer."""
+    data, seen = make_continual_data(n_tasks=3), []
+
+    class Spy(ERACE):
+        def extend_batch(self, context, rows):
+            extended = super().extend_batch(context, rows)
+            seen.append((context.task, len(rows), extended[len(rows) :].clone()))
+            return extended
+
+    run(tmp_path, Spy(ERConfig(memory_size=5, share="balanced")), data=data)
+    full = [(task, new, old) for task, new, old in seen if task == 2 and new == CONFIG.batch_size]
+    assert full
+    for _, new, old in full:  # two classes a task: each of the six seen classes gets new / 2 stored rows
+        assert torch.bincount(data.labels[old], minlength=6).tolist() == [new // 2] * 6
+
+
+def test_later_lr_zero_charges_no_protection_energy_for_the_tasks_it_never_trains(tmp_path):
+    from continual.methods import HLOP
+    from tests.fixtures import SMALL_HLOP
+
+    config = ContinualConfig(epochs=2, batch_size=16, hidden=128, later_lr=0.0, neuron=NeuronConfig(timesteps=4))
+    results = run(tmp_path, [HLOP(SMALL_HLOP), AnalyticHead(HeadConfig(input="hidden"))], config=config)
+    energy = results["energy_joules"]
+    assert energy["protection_per_training_sample"][0] > 0 and energy["protection_per_training_sample"][1:] == [0, 0]
+    task0 = energy["protection_per_training_sample"][0] * 2 * 40 * 2  # 2 epochs of 2 classes' 40 training rows
+    assert energy["protection_total"] == pytest.approx(task0)

@@ -89,7 +89,7 @@ def test_methods_compose_with_hooks_fanned_out():
     assert both.name == "hlop+replay" and compose([Baseline(), replay]).name == "replay"
     assert both.projector(context(None, 1)) is hlop and both.projector(context(None, 0)) is None
     assert compose([hlop]) is hlop
-    with pytest.raises(UserError, match="hlop and gpm both project gradients"):  # refused before anything trains
+    with pytest.raises(UserError, match="gpm and hlop both project gradients"):  # refused before anything trains
         compose([hlop, GPM()])
 
     class Pull(Baseline):

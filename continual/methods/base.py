@@ -75,6 +75,10 @@ class Method(nn.Module):
     composes = True  # whether it may run beside other methods (-method X -replay, -head)
     projects = False  # whether it projects gradients (answers ``projector``): at most one per run
     is_head = False  # whether it answers ``predict`` (a test-time head): at most one per run
+    stores_rows = False  # whether it keeps a memory of training rows (replay of any kind): at most one per run
+    # where it acts among composed methods, whatever order -method names them in: what protects the layers
+    # (0), then a memory of rows (1), then what realigns the classifier (2), then a test-time head (3)
+    stage = 0
 
     @classmethod
     def add_flags(cls, parser) -> None:

@@ -34,15 +34,26 @@ def _at_most_one(composite: Composite, what: str, answers: list):
 
 
 class Composite(Method):
+    """Several methods in the order of their ``stage`` (then their name), not the order -method names them: the
+    reducers that act in turn (``extend_batch``, ``class_mask``) and the task-end hooks then give one result for
+    ``-method A,B`` and ``-method B,A``."""
+
     def __init__(self, methods: list[Method]):
         super().__init__()
-        self.methods = nn.ModuleList(m for m in methods if type(m) is not Baseline) or nn.ModuleList([Baseline()])
+        kept = sorted((m for m in methods if type(m) is not Baseline), key=lambda m: (m.stage, m.name))
+        self.methods = nn.ModuleList(kept) or nn.ModuleList([Baseline()])
         self.name = "+".join(m.name for m in self.methods)
         alone = [m.name for m in self.methods if not m.composes]
         if alone and len(self.methods) > 1:
             raise UserError(f"-method {alone[0]} runs on its own; it does not compose with {self.name}")
+        joint, others = [m for m in self.methods if m.stream == "joint"], [m for m in self.methods if not m.is_head]
+        if joint and len(others) > 1:
+            raise UserError(f"{self.name}: -method {joint[0].name} learns every task at once, with nothing to protect "
+                            "or replay; it composes with a -head only")  # fmt: skip
         projecting, heads = [m.name for m in self.methods if m.projects], [m.name for m in self.methods if m.is_head]
-        for what, found in (("project gradients", projecting), ("replace the test-time head", heads)):
+        memories = [m.name for m in self.methods if m.stores_rows]
+        for what, found in (("project gradients", projecting), ("replace the test-time head", heads),
+                            ("keep a memory of rows to replay", memories)):  # fmt: skip
             if len(found) > 1:
                 raise UserError(f"{self.name}: {' and '.join(found)} both {what}; combine at most one of them")
         self.needs_spikes = any(m.needs_spikes for m in self.methods)

@@ -70,6 +70,7 @@ class ERConfig:
 
 class ER(Method):
     name = "er"
+    stores_rows, stage = True, 1
     stores_logits = False
     default_share = BALANCED  # -er_share unless given: DER++ and ER-ACE keep their papers' half-and-half batches
 
@@ -235,7 +236,23 @@ class ERACE(ER):
 
     def extend_batch(self, context: Context, rows: torch.Tensor) -> torch.Tensor:
         self.incoming = len(rows)  # the batch's own rows come first; class_mask narrows only theirs
-        return super().extend_batch(context, rows)
+        if self.config.share != BALANCED or self.config.memory_budget > 0 or context.task == 0:
+            return super().extend_batch(context, rows)
+        return torch.cat([rows, self._balanced_draw(context, len(rows))])
+
+    def _balanced_draw(self, context: Context, batch: int) -> torch.Tensor:
+        """``batch`` over the current task's class count stored rows of every class seen so far: the memory holds
+        the current task's rows too, so a uniform draw would give each earlier class fewer than a new class has."""
+        classes = [c for task in context.data.task_classes[: context.task + 1] for c in task]
+        if getattr(self, "_pools_of", None) != (context.task, len(self.rows)):  # the memory changed: regroup it
+            labels = context.data.labels[self.rows]
+            self._pools = [self.rows[labels == c] for c in classes]
+            self._pools_of = (context.task, len(self.rows))
+        per_class = max(1, round(batch / len(context.data.task_classes[context.task])))
+        return torch.cat([
+            pool[torch.randint(len(pool), (per_class,), generator=self.generator).to(pool.device)]
+            for pool in self._pools if len(pool)
+        ])  # fmt: skip
 
     def class_mask(self, context: Context, rows: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor | None:
         """The incoming rows' logits without the earlier tasks' classes; stored rows' (the task's own stored rows

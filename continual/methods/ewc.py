@@ -85,9 +85,10 @@ class EWC(Method):
             output = model(data.inputs(batch))
             logits = masked_logits(output.logits.float(), scenario_mask(data, batch, context.config))
             loss = F.cross_entropy(logits, data.labels[batch], reduction="sum")
-            grads = torch.autograd.grad(loss, output.layer_outputs)
-            for fisher, g, a in zip(fishers, grads, output.weight_inputs, strict=True):
-                fisher += g.float().pow(2).t() @ a.float().pow(2)
+            learning = [i for i, out in enumerate(output.layer_outputs) if out.requires_grad]  # a layer another
+            grads = torch.autograd.grad(loss, [output.layer_outputs[i] for i in learning])  # method froze keeps 0
+            for i, g in zip(learning, grads, strict=True):
+                fishers[i] += g.float().pow(2).t() @ output.weight_inputs[i].float().pow(2)
         fishers += self._encoder_fisher(model, data, rows[: self.config.encoder_samples], context.config, len(rows))
         for (weight, fisher, anchor), new in zip(self._pairs(model), fishers, strict=True):
             fisher += dist.all_reduce(new) / len(rows)

@@ -43,6 +43,8 @@ from models.spiking_mlp import SpikingOutput
 
 RIDGE = 0.1  # -head_ridge: chosen on the validation speaker of leakfree-class-hlop-analytic before the 2 x 2 image
 # grid; on today's runs validation prefers 1 there (docs/protocols.md, "The ridge")
+RIDGE_RANGE = (1e-8, 1e8)  # -head_ridge beyond: float64 inverts nothing, or float32 logits underflow to one class
+MAX_EXPANSION = 16384  # -head_expansion: the head keeps an expansion x expansion float64 matrix (2 GiB here)
 HEADS = ("linear", "analytic", "ncm")
 HEAD_INPUTS = ("auto", "hidden", "features", "embeddings")
 NCM_METRICS = ("cosine", "euclidean")
@@ -57,6 +59,14 @@ class HeadConfig:
     input: str = "auto"  # what the head reads (HEAD_INPUTS): auto is hidden on frozen features, else features
     metric: str = "cosine"  # ncm: how a row's nearest class mean is found (NCM_METRICS)
 
+    def __post_init__(self):
+        if not RIDGE_RANGE[0] <= self.ridge <= RIDGE_RANGE[1]:  # beyond it, float64 inverts nothing or float32
+            raise UserError(f"-head_ridge {self.ridge:g}: expected a number between {RIDGE_RANGE[0]:g} and "
+                            f"{RIDGE_RANGE[1]:g} (rows are scaled to unit mean squared norm)")  # fmt: skip
+        if not 0 <= self.expansion <= MAX_EXPANSION:  # the head keeps an expansion x expansion float64 matrix
+            raise UserError(f"-head_expansion {self.expansion}: expected at most {MAX_EXPANSION} (the head keeps a "
+                            f"{self.expansion} x {self.expansion} matrix of {8 * self.expansion**2 / 2**30:.0f} GiB)")  # fmt: skip
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -65,6 +75,7 @@ class _ClassStatisticsHead(Method):
     """What both heads share: representations of a task's training rows, and the classes seen so far."""
 
     is_head = True
+    stage = 3
 
     def __init__(self, config: HeadConfig = HeadConfig()):
         super().__init__()

@@ -101,6 +101,8 @@ class ReplayMemory(nn.Module):
 
 
 class Replay(Method):
+    stores_rows, stage = True, 1
+
     def __init__(self, config: ReplayConfig = ReplayConfig()):
         super().__init__()
         self.config = config

@@ -16,6 +16,7 @@ from continual.methods.base import SCENARIOS, Context, Method
 
 class WA(Method):
     name = "wa"
+    stage = 2
     scenarios = tuple(s for s in SCENARIOS if s == "class")
 
     @torch.no_grad()
