@@ -15,7 +15,7 @@ from pathlib import Path
 from common import atomic
 from common.cli import FlagParser, run_cli
 from common.paths import shown
-from continual.report import check_comparable, load_results, markdown_table, plot_final_accuracy
+from continual.report import check_comparable, load_results, markdown_table, plot_final_accuracy, probe_table
 
 
 def default_plot_path(run_dirs) -> Path:
@@ -51,6 +51,8 @@ def main(argv) -> None:
     else:
         check_comparable(runs)
     table = markdown_table(runs)
+    probes = probe_table(runs)
+    table += f"\n\nTest-time probes (one modality, failed sensors, validation rows):\n\n{probes}" if probes else ""
     print(table)
     plot = args.plot or default_plot_path(args.runs)
     plot_final_accuracy(runs, plot)

@@ -39,7 +39,7 @@ def main(argv) -> None:
     make_methods = lambda: methods_from_args(args)  # noqa: E731 - one fresh set per seed
     make_methods()  # refuse bad method flags before anything starts
     init_distributed(use_cuda=wants_cuda(args.device))
-    meter.configure(every=args.progress_every)
+    meter.configure(every=args.progress_every, quiet=args.quiet)
     if args.deterministic:
         use_deterministic_algorithms()
     if args.compile:

@@ -284,8 +284,17 @@ def main(argv) -> None:
         print(f"tables: {args.out}")
         return
     every = [p for t in TABLES for p in t.presets]
-    for name in every if args.presets == ["all"] else args.presets:
-        run_preset(name, Path(args.runs))
+    names = every if args.presets == ["all"] else args.presets
+    if not names:
+        raise UserError("run: name the presets to run (configs/<name>.yaml), or all")
+    for name in names:
+        preset_path(name)  # every name exists before the first runs
+    for done, name in enumerate(names):
+        try:
+            run_preset(name, Path(args.runs))
+        except UserError as failed:
+            rest = names[done + 1 :]
+            raise UserError(f"{failed}{'; not run: ' + ', '.join(rest) if rest else ''}") from None
 
 
 if __name__ == "__main__":

@@ -21,14 +21,24 @@ from collections.abc import Callable
 from tqdm import tqdm
 
 DEFAULT_EVERY = 30.0
-_settings = {"every": DEFAULT_EVERY, "lines": None}  # lines: None = decide by whether stdout is a terminal
+_settings = {"every": DEFAULT_EVERY, "lines": None, "quiet": False}  # lines: None = by whether stdout is a terminal
 
 
-def configure(every: float | None = None, lines: bool | None = None) -> None:
-    """Set the interval of log lines in seconds, and force lines (True) or bars (False) instead of deciding."""
+def configure(every: float | None = None, lines: bool | None = None, quiet: bool | None = None) -> None:
+    """Set the interval of log lines in seconds, force lines (True) or bars (False) instead of deciding, and
+    ``quiet``: no progress and no diagnostics on screen (scripts, notebooks; they stay in results.json)."""
     if every is not None:
         _settings["every"] = float(every)
     _settings["lines"] = lines
+    if quiet is not None:
+        _settings["quiet"] = bool(quiet)
+
+
+def diagnostic(*lines: str) -> None:
+    """Lines a reader may want but a script or notebook does not (their figures are in results.json): not printed
+    when quiet."""
+    if lines and not _settings["quiet"]:
+        print("\n".join(lines), flush=True)
 
 
 def format_duration(seconds: float) -> str:
@@ -58,7 +68,8 @@ class ProgressMeter:
             lines = not (hasattr(self.stream, "isatty") and self.stream.isatty())
         self.lines = lines
         self.bar = None
-        if not lines:
+        self.quiet = _settings["quiet"]
+        if not lines and not self.quiet:
             self.bar = tqdm(
                 total=self.total, initial=self.done, desc=desc, unit=f" {unit}", leave=False, file=self.stream
             )
@@ -82,6 +93,8 @@ class ProgressMeter:
             if stats and now - self.last_printed >= 1.0:
                 self.bar.set_postfix({k: f"{self._value(v):.4f}" for k, v in self.stats.items()}, refresh=False)
                 self.last_printed = now
+            return
+        if self.quiet:
             return
         tenths = self._tenths()
         tenth_due = tenths > self.tenths_printed and now - self.last_printed >= min(_settings["every"], 5.0)

@@ -13,6 +13,7 @@ into the same folder is refused, naming the holder; the lock of a process that n
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import shutil
 import tempfile
@@ -42,6 +43,7 @@ class RunDir:
                 f"-overwrite to replace it, or choose another {out_flag}"
             )
         self.work = staging if self.staged else self.path
+        self.made = not self.work.exists()  # removed again if the run is refused before it writes anything
         if not self.writer:
             return
         self._lock(out_flag)
@@ -56,6 +58,9 @@ class RunDir:
 
     def _lock(self, out_flag: str) -> None:
         lock = self.path.with_name(f".{self.path.name}.lock")
+        in_the_way = next((p for p in lock.parents if p.exists() and not p.is_dir()), None)
+        if in_the_way is not None:
+            raise UserError(f"{out_flag} {shown(self.path)}: {shown(in_the_way)} is a file, not a folder")
         try:
             lock.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -79,6 +84,17 @@ class RunDir:
             break
         self.lock = lock
         atexit.register(self.unlock)
+
+    @contextlib.contextmanager
+    def abandoned_if_refused(self):
+        """Around what can still refuse the run after its folder was made: a refusal leaves no empty folder."""
+        try:
+            yield
+        except UserError:
+            if self.writer and self.made and self.work.is_dir() and not any(self.work.iterdir()):
+                self.work.rmdir()
+                self.unlock()
+            raise
 
     def unlock(self) -> None:
         lock = getattr(self, "lock", None)
@@ -123,6 +139,9 @@ def _alive(pid: int) -> bool:
 
 
 def _check_writable(folder: Path, out_flag: str, shown_path: Path) -> None:
+    in_the_way = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+    if in_the_way is not None:
+        raise UserError(f"{out_flag} {shown(shown_path)}: {shown(in_the_way)} is a file, not a folder")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):

@@ -114,7 +114,8 @@ APPLIES: dict[str, Callable] = {
 # (-gpu-id beside -device, -cnf, -rate_stat, its scheduler's details and backward passes) and plumbing
 IN_HELP_ALL_ONLY = frozenset(
     ("gpu_id", "cnf", "rate_stat", "step_size", "gamma", "T_max", "warmup", "sign_symmetric", "feedback_alignment",
-     "dsr_backward", "debug", "allow_outside_paths", "cache_dir", "compile", "deterministic", "order_seed")
+     "dsr_backward", "debug", "allow_outside_paths", "cache_dir", "compile", "deterministic", "order_seed",
+     "checkpoint_every")
 )  # fmt: skip
 HELP_EPILOG = (
     "A method's own flags appear with -method NAME --help (hlop, the default, included), a head's with -head NAME "

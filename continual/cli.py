@@ -183,6 +183,8 @@ def _run_flags(parser: FlagParser) -> None:
                help="1: print and log each LIF layer's firing rate on the test rows after every task")  # fmt: skip
     group.flag("-cnf", default=None, help="a configuration name, as the reference's; recorded in results.json")
     group.flag("-resume", action="store_true", help="continue the run in -out_dir from its last finished epoch")
+    group.flag("-quiet", action="store_true", help="no progress and no diagnostics on screen, only the results and "
+               "where they were written (the diagnostics stay in results.json and TensorBoard)")  # fmt: skip
     group.flag("-overwrite", action="store_true", help="replace the results in -out_dir (kept until the new run ends)")
     parser.device_flags(compile_help="simulate the LIF neurons with torch.compile (faster on GPUs)", group=group)
     parser.batch_job_flags(checkpoint_every=ContinualConfig().checkpoint_every, group=group)

@@ -12,6 +12,7 @@ import time
 
 import torch
 
+from common import meter
 from common.batching import batch_rows
 from common.distributed import current as distributed
 from common.paths import shown
@@ -88,15 +89,14 @@ def evaluate_task(progress: Progress, model, method: Method, data: ContinualData
         if config.epochs_of(task)
         else "not trained (-later_lr 0)"
     )
-    print(f"task {task} ({experience.name}): {trained}  test {progress.matrix[task][task]:.4f}  "
-          f"({progress.task_seconds[-1]:.1f}s)", flush=True)  # fmt: skip
+    meter.diagnostic(f"task {task} ({experience.name}): {trained}  test {progress.matrix[task][task]:.4f}  "
+                     f"({progress.task_seconds[-1]:.1f}s)")  # fmt: skip
     scores = {"ACC": sum(progress.matrix[task][: task + 1]) / (task + 1)}
     scores["avg_incremental_ACC"] = average_incremental_accuracy(progress.matrix[: task + 1])
     log.scalars("acc_matrix", scores, task)
     _spikes_and_costs(progress, model, data, experience, config, log, protection)
     progress.subspaces.append(subspace_reports(model, method, data, config, task))
-    for line in full_layer_warnings(progress.subspaces[-1], task, data.n_tasks):
-        print(line, flush=True)
+    meter.diagnostic(*full_layer_warnings(progress.subspaces[-1], task, data.n_tasks))
     progress.representations.append(representation_report(model, data, task, progress.class_means))
 
 
@@ -125,12 +125,17 @@ def full_layer_warnings(reports: list[dict], task: int, n_tasks: int) -> list[st
     update of that layer is projected to nothing, so those tasks learn without it (or not at all)."""
     if task + 1 >= n_tasks:
         return []
+    mlp = "-hlop_threshold, -hlop_out_num_inc or -gpm_threshold"
+    encoders = "-hlop_encoder_threshold, -hlop_encoder_sizes or -gpm_encoder_threshold"
     return [
         f"  warning: {r['layer']}'s protected subspace spans all {r['inputs']} of its inputs: tasks after {task} "
-        f"cannot change this layer (keep fewer directions: -hlop_threshold, -hlop_out_num_inc or -gpm_threshold)"
+        f"cannot change this layer (keep fewer directions: {mlp if r['layer'] in MLP_LAYERS else encoders})"
         for r in reports
         if r["directions"] >= r["inputs"]
     ]
+
+
+MLP_LAYERS = ("fc1", "fc2", "classifier")  # the spiking MLP's protected layers; the others are the encoders'
 
 
 def format_subspaces(per_task: list[list[dict]]) -> list[str]:
@@ -184,13 +189,12 @@ def finish_run(log: RunLog, progress: Progress, model, method: Method, data: Con
     if progress.val_matrix is not None:
         print(f"validation rows: {format_summary(progress.val_matrix)}", flush=True)
     if any(progress.subspaces):
-        print("protected subspaces: directions and the share of each task's training-row input energy outside "
-              "them (an SVD's at as many directions):")  # fmt: skip
-        print("\n".join(format_subspaces(progress.subspaces)), flush=True)
+        meter.diagnostic("protected subspaces: directions and the share of each task's training-row input energy "
+                         "outside them (an SVD's at as many directions):", *format_subspaces(progress.subspaces))  # fmt: skip
     if progress.representations:
-        print("each layer's input: a fresh least-squares head's test accuracy on the tasks seen so far, and each "
-              "earlier task's class-mean drift (continual.representation):")  # fmt: skip
-        print("\n".join(format_representations(progress.representations)), flush=True)
+        meter.diagnostic("each layer's input: a fresh least-squares head's test accuracy on the tasks seen so far, "
+                         "and each earlier task's class-mean drift (continual.representation):",
+                         *format_representations(progress.representations))  # fmt: skip
     results = results_record(
         method.name,
         data.task_names,
@@ -218,6 +222,10 @@ def finish_run(log: RunLog, progress: Progress, model, method: Method, data: Con
     if dist.main:
         write_results(log.folder, results)
     log.finish()
+    if dist.main:
+        folder = log.run.path
+        print(f"results: {shown(folder / 'results.json')}  matrix: {shown(folder / 'acc_matrix.csv')}  plot: "
+              f"{shown(folder / 'acc_matrix.png')}  curves: {shown(folder / 'tb')}", flush=True)  # fmt: skip
     dist.barrier()
     return results
 

@@ -115,6 +115,17 @@ class Experiment:
         return 1.0 if self.test_noise is None else self.test_noise
 
 
+def _pretraining_command(e: Experiment) -> str:
+    """The pretraining command that writes the default folder these flags read."""
+    flags = [f"-config {shown(e.preset)}"] if e.preset else []
+    flags += [f"-data_dir {shown(e.data_dir)}"] if e.data_dir else []
+    for flag, value, default in (("-modality", e.modality, None), ("-fusion", e.fusion, None),
+                                 ("-pretrain_classes", e.pretrain_classes, "all"), ("-split", e.split, "auto")):  # fmt: skip
+        if value not in (default, None):
+            flags.append(f"{flag} {value}")
+    return " ".join(["spiking_pretrain_multimodal.py", *dict.fromkeys(flags)])
+
+
 def open_data(e: Experiment) -> tuple[PretrainedFolder | None, PreparedData]:
     """The pretrained folder (None from scratch) and the data prepared with its split and task split."""
     data_dir = Path(e.data_dir) if e.data_dir else default_data_dir()
@@ -123,6 +134,9 @@ def open_data(e: Experiment) -> tuple[PretrainedFolder | None, PreparedData]:
         spec = DataSpec(data_dir, e.class_column or "CLASS2", split, Path(e.cache_dir), e.allow_outside_paths)
         return None, prepare_data(spec, e.tasks, scene.TASKS)
     default = default_out_dir(data_dir.name, e.modality or "both", e.fusion or "attention", e.pretrain_classes, e.split)
+    if e.pretrained is None and not (default / "meta.json").is_file():
+        raise UserError(f"{shown(default)}: no pretrained encoders for these flags; pretrain them first: "
+                        f"python {_pretraining_command(e)}")  # fmt: skip
     folder = PretrainedFolder(Path(e.pretrained or default))
     folder.check_encoders(e.modality, e.fusion, e.class_column, e.image_grid)
     spec = folder.data_spec(data_dir, Path(e.cache_dir), e.allow_outside_paths)
@@ -163,24 +177,30 @@ def run_experiment(experiment: Experiment, make_methods: Callable[[], list[Metho
     out_dir = Path(e.out_dir) if e.out_dir else REPO_ROOT / "logs" / f"{data.table.name}-{method.name}-{digest}"
     markers = ("results.json", "seed*") if e.seeds else RESULT_MARKERS
     run = RunDir(out_dir, markers, resume=e.resume, overwrite=e.overwrite, out_flag="-out_dir")
-    device = select_device(e.gpu_id, e.device, dist.local_rank if dist.enabled else None)
-    build = learning_data if e.encoder_mode == "continual" else converted_data if e.convert_encoders else frozen_data
-    cdata, what = build(folder, data, device, e)
-    print(f"{method.name} on {shown(data.spec.data_dir)}: {len(data.tasks)} tasks (from {_tasks_source(e, folder)}), "
-          f"{what} -> {shown(run.path)}", flush=True)  # fmt: skip
-    for name, groups in data.groups().items():
-        print(f"  {name} {data.table.group_column}: {', '.join(groups)}", flush=True)
-    info = _run_info(e, method, folder, data, cdata) | {"spec_digest": digest}
-    if not e.seeds:
-        return run_continual(cdata, method, config, run, device, info)
+    with run.abandoned_if_refused():
+        device = select_device(e.gpu_id, e.device, dist.local_rank if dist.enabled else None)
+        build = (
+            learning_data if e.encoder_mode == "continual" else converted_data if e.convert_encoders else frozen_data
+        )
+        cdata, what = build(folder, data, device, e)
+        print(f"{method.name} on {shown(data.spec.data_dir)}: {len(data.tasks)} tasks (from {_tasks_source(e, folder)}), "
+              f"{what} -> {shown(run.path)}", flush=True)  # fmt: skip
+        for name, groups in data.groups().items():
+            print(f"  {name} {data.table.group_column}: {', '.join(groups)}", flush=True)
+        for note in data.notes():
+            if config.scenario == "task" or not note.startswith("task "):  # one class alone is no issue in one head
+                print(f"note: {note}", flush=True)
+        info = _run_info(e, method, folder, data, cdata) | {"spec_digest": digest}
+        if not e.seeds:
+            return run_continual(cdata, method, config, run, device, info)
 
-    def one_seed(seed: int, seed_run: RunDir) -> dict:
-        print(f"--- seed {seed} ---", flush=True)
-        return run_continual(cdata, make_methods(), replace(config, seed=seed), seed_run, device, info)
+        def one_seed(seed: int, seed_run: RunDir) -> dict:
+            print(f"--- seed {seed} ---", flush=True)
+            return run_continual(cdata, make_methods(), replace(config, seed=seed), seed_run, device, info)
 
-    summary = run_seeds(list(e.seeds), one_seed, run, RESULT_MARKERS)
-    print(f"{summary['method']} over seeds {','.join(map(str, e.seeds))}: {_mean_line(summary)}")
-    return summary
+        summary = run_seeds(list(e.seeds), one_seed, run, RESULT_MARKERS)
+        print(f"{summary['method']} over seeds {','.join(map(str, e.seeds))}: {_mean_line(summary)}")
+        return summary
 
 
 def check_same_run(run_dir: Path, e: Experiment, method: Method, config: ContinualConfig, folder, data, cdata) -> dict:

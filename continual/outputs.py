@@ -121,7 +121,7 @@ def write_matrix_png(path: Path, matrix, title: str) -> None:
     acc, bwt = average_accuracy(matrix), backward_transfer(matrix)
     summary = f"ACC {acc * 100:.1f}%" + (f", BWT {bwt * 100:+.1f}%" if bwt is not None else "")
     axes.set_title(f"{title}: {summary}", fontsize=9)
-    figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04)
+    figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04).set_label("test accuracy (%)")
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=120)

@@ -24,13 +24,34 @@ def load_results(run_dir: str | Path) -> dict:
     for key in ("method", "acc_matrix", "acc"):
         if key not in results:
             raise UserError(f"{shown(path)}: not a results file of a continual run (no {key!r})")
-    for key in ("acc", "bwt", "acc_std", "bwt_std", "avg_forgetting", "avg_incremental_acc"):
+    for key in ("acc", "bwt", "acc_std", "bwt_std", "avg_forgetting", "avg_incremental_acc", "seconds", "memory_bytes"):
         value = results.get(key)
         if value is None and key != "acc":
             continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        if not _finite(value):
             raise UserError(f"{shown(path)}: {key} is {value!r}, not a finite number")
+    for key in (k for k in results if k == "acc_matrix" or k.startswith("acc_matrix_")):
+        _check_matrix(path, key, results[key])
+    for key in ("config", "energy_joules", "synops"):
+        if key in results and not isinstance(results[key], dict):
+            raise UserError(f"{shown(path)}: {key} is {results[key]!r}, not a mapping")
     return results
+
+
+def _finite(value) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _check_matrix(path: Path, key: str, matrix) -> None:
+    """A square list of rows whose cells are fractions or null (a NaN, a string or a ragged row is refused)."""
+    if not isinstance(matrix, list) or not all(isinstance(row, list) for row in matrix):
+        raise UserError(f"{shown(path)}: {key} is {matrix!r}, not a list of rows")
+    for i, row in enumerate(matrix):
+        if len(row) != len(matrix):
+            raise UserError(f"{shown(path)}: {key} row {i} has {len(row)} cells, not {len(matrix)}")
+        bad = next((cell for cell in row if cell is not None and not (_finite(cell) and 0 <= cell <= 1)), None)
+        if bad is not None:
+            raise UserError(f"{shown(path)}: {key} row {i} holds {bad!r}, not a fraction between 0 and 1")
 
 
 PROTOCOL = ("scenario", "encoders", "encoders saw", "split", "tasks")
@@ -124,6 +145,10 @@ def _bytes(n) -> str:
     return f"{n} B"
 
 
+def _seconds(total, runs: int) -> str:
+    return "n/a" if total is None else f"{total / runs:.0f}"
+
+
 def _count(n) -> str:
     return "n/a" if n is None else f"{n:,.0f}"
 
@@ -159,9 +184,21 @@ def markdown_table(runs: dict[str, dict]) -> str:
             f"| {_count(r.get('synops', {}).get('per_sample'))} "
             f"| {_joules(r.get('energy_joules', {}).get('per_sample_inference'))} "
             f"| {_joules(max(r.get('energy_joules', {}).get('protection_per_training_sample') or [None], key=lambda v: v or 0))} "
-            f"| {_bytes(r.get('memory_bytes'))} | {r.get('seconds', 0) / seeds:.0f} | {differ[name]} |"
+            f"| {_bytes(r.get('memory_bytes'))} | {_seconds(r.get('seconds'), seeds)} | {differ[name]} |"
         )
     return "\n".join(lines)
+
+
+def probe_table(runs: dict[str, dict]) -> str:
+    """One row per run and test-time probe (audio only, image only, each -test_corrupt kind, the validation rows):
+    its ACC and BWT; empty when no run has a probe."""
+    lines = []
+    for name, r in runs.items():
+        for key in sorted(k for k in r if k.startswith("acc_matrix_") and k != "acc_matrix_std"):
+            probe = key[len("acc_matrix_") :]
+            lines.append(f"| {name} | {probe.replace('_', ' ')} | {_percent(r.get(f'acc_{probe}'), r.get(f'acc_{probe}_std'))} "
+                         f"| {_percent(r.get(f'bwt_{probe}'), r.get(f'bwt_{probe}_std'))} |")  # fmt: skip
+    return "\n".join(["| run | probe | ACC % | BWT % |", "| --- | --- | --- | --- |", *lines]) if lines else ""
 
 
 def plot_final_accuracy(runs: dict[str, dict], path: str | Path) -> None:
@@ -181,10 +218,10 @@ def plot_final_accuracy(runs: dict[str, dict], path: str | Path) -> None:
     axes.set_xlabel("task")
     axes.set_ylabel("test accuracy after the last task (%)")
     axes.set_ylim(-2, 102)
-    axes.legend(fontsize=7, loc="lower left")
+    axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the axes: it hides no point
     axes.grid(alpha=0.3)
     figure.tight_layout()
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=120)
+    figure.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
     plt.close(figure)
     atomic.write_bytes(path, buffer.getvalue())

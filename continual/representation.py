@@ -102,8 +102,9 @@ def representation_report(model, data: ContinualData, task: int, saved_means: di
         for earlier in (t for t in range(task) if f"{layer}/{t}" in saved_means):
             classes = torch.tensor(data.task_classes[earlier], device=means.device)
             then = saved_means[f"{layer}/{earlier}"].to(means)[classes]
-            moved = (means[classes] - then).norm(dim=1) / then.norm(dim=1).clamp(min=1e-12)
-            drift.append(round(moved.mean().item(), 4))
+            spiking = then.norm(dim=1) > 1e-6  # a class mean of a silent layer has no direction to drift from
+            moved = (means[classes] - then).norm(dim=1)[spiking] / then.norm(dim=1)[spiking]
+            drift.append(round(moved.mean().item(), 4) if len(moved) else None)
         saved_means[f"{layer}/{task}"] = means.float().cpu()
         first = train[: len(data.rows["train"][0])]  # task 0's rows come first: the head's scale
         probe = ridge_accuracy(train, train_labels, test, test_labels, seen, reference=first)
@@ -125,7 +126,7 @@ def format_representations(reports: list[dict]) -> list[str]:
             if layer == "fusion_weights":
                 lines.append(f"  after task {task}, fusion weights of each task's rows: {entry}")
                 continue
-            drift = ", ".join(f"{d:.3f}" for d in entry["class_mean_drift"]) or "-"
+            drift = ", ".join("n/a (silent)" if d is None else f"{d:.3f}" for d in entry["class_mean_drift"]) or "-"
             lines.append(f"  after task {task}, {layer}: linear probe {entry['linear_probe_acc'] * 100:.1f}%  "
                          f"drift {drift}")  # fmt: skip
     return lines

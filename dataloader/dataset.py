@@ -33,6 +33,22 @@ class PreparedData:
         """The groups (speakers, videos) of each split, for a group split; {} otherwise."""
         return split_groups(self.table, self.splits)
 
+    def notes(self) -> list[str]:
+        """What a reader of the numbers must know about this split and task split, said in a run's first lines."""
+        notes = []
+        split = self.spec.split
+        mode = "column" if split.mode == "auto" and self.table.split_column is not None else split.mode
+        if mode in ("auto", "stratified", "blocked"):
+            name = "stratified" if mode == "auto" else mode
+            notes.append(
+                f"split: {name} rows, so one speaker or video (neighbouring frames of it too) can be in training and "
+                "test: the test accuracy is optimistic; -split group with a SPEAKER or VIDEO column tests unseen ones"
+            )
+        for t, task in enumerate(self.tasks):
+            if len(task) == 1:
+                notes.append(f"task {t} holds one class ({task[0]}): the task scenario scores it 100% by construction")
+        return notes
+
     def task_labels(self) -> list[list[int]]:
         """The class indices of each task, in task order."""
         index = {name: i for i, name in enumerate(self.class_names)}

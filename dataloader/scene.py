@@ -76,6 +76,8 @@ def main(argv) -> None:
         print(f"{name} {table.group_column}: {', '.join(groups)}")
     print(f"{len(data.tasks)} tasks:")
     print(format_task_table(data))
+    for note in data.notes():
+        print(f"note: {note}")
 
 
 if __name__ == "__main__":

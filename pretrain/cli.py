@@ -20,6 +20,7 @@ from pretrain.trainer import PRETRAIN_CLASSES, PretrainConfig
 PROG = "python spiking_pretrain_multimodal.py"
 SPIKING_FUSION_FLOOR = 0.25  # without it the spiking encoders' attention settles on audio alone (docs/pipeline.md)
 RELIABILITY_CORRUPT_VIEWS = 0.25  # the reliability fusion learns which input to trust from failed-sensor views
+SMALL_IMAGE, LARGE_IMAGE_SIZE = 64, 64  # -image_size: images larger than SMALL_IMAGE a side are read at 64 pixels
 ANN_MFCC_NOISE = 1.0  # chosen on the validation speaker (docs/pipeline.md); spiking audio encoders keep 0 (unmeasured)
 
 
@@ -95,7 +96,10 @@ def _training_flags(group) -> None:
                help="std of the Gaussian noise added to the training rows' standardised MFCC, so that the fusion "
                f"still answers for speakers never heard in training (default {ANN_MFCC_NOISE:g} for ANN audio encoders, "
                "0 for spiking ones)")  # fmt: skip
-    group.flag("-image_size", type=positive_int, default=d.image_size, help="images are resized to this square size")
+    group.flag("-image_size", type=positive_int, default=None,
+               help=f"images are resized to this square size (default: {d.image_size} for images of at most "
+               f"{SMALL_IMAGE} pixels a side, as the embedded datasets' digits and photos; {LARGE_IMAGE_SIZE} for "
+               "larger frames, as the scene dataset's 640 x 360)")  # fmt: skip
     group.flag("-image_fit", default=d.image_fit, choices=IMAGE_FITS,
                help="how a non-square frame becomes a square: squash (stretch), crop (centre square) or pad (letterbox)")  # fmt: skip
     group.flag("-seed", type=int, default=d.seed, help="seed of Python, NumPy and torch")
@@ -171,12 +175,27 @@ def mfcc_noise(requested: float | None, audio_encoder: str) -> float:
     return 0.0 if audio_encoder.startswith("spiking") else ANN_MFCC_NOISE
 
 
-def config_from_args(args, fusion: str, audio_encoder: str) -> PretrainConfig:
-    names = ("epochs", "batch_size", "lr", "weight_decay", "aux_weight", "modality_dropout", "image_size",
-             "image_fit", "pretrain_classes", "seed", "checkpoint_every")  # fmt: skip
+def config_from_args(args, fusion: str, audio_encoder: str, table=None) -> PretrainConfig:
+    """``table``: the dataset, whose images' size chooses the default -image_size (``image_size_for``)."""
+    names = ("epochs", "batch_size", "lr", "weight_decay", "aux_weight", "modality_dropout", "image_fit",
+             "pretrain_classes", "seed", "checkpoint_every")  # fmt: skip
     views = corrupt_views_share(args.corrupt_views, fusion)
     noise = mfcc_noise(args.mfcc_noise, audio_encoder)
-    return PretrainConfig(**{name: getattr(args, name) for name in names}, corrupt_views=views, mfcc_noise=noise)
+    size = args.image_size or (image_size_for(table) if table is not None else PretrainConfig().image_size)
+    return PretrainConfig(**{name: getattr(args, name) for name in names}, corrupt_views=views, mfcc_noise=noise,
+                          image_size=size)  # fmt: skip
+
+
+def image_size_for(table) -> int:
+    """The default -image_size: PretrainConfig's for small images, LARGE_IMAGE_SIZE for frames larger than
+    SMALL_IMAGE pixels a side (the shorter side, the median of a few rows), which 32 pixels would blur away."""
+    from PIL import Image
+
+    sides = []
+    for path in table.image_paths[:: max(1, len(table) // 8)][:8]:
+        with Image.open(path) as header:
+            sides.append(min(header.size))
+    return LARGE_IMAGE_SIZE if sorted(sides)[len(sides) // 2] > SMALL_IMAGE else PretrainConfig().image_size
 
 
 def encoder_options(args, image_backbone: str, audio_encoder: str) -> dict:

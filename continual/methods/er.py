@@ -41,6 +41,7 @@ from common.errors import UserError
 from continual.data import masked_logits, scenario_mask
 from continual.methods.base import Context, Method
 
+MAX_SHARE = 0.95  # -er_share: nearer 1, each batch carries so many stored rows that memory runs out
 BALANCED = "balanced"  # -er_share: as many stored rows per earlier class as the batch has new rows per new class
 
 
@@ -61,8 +62,9 @@ class ERConfig:
     def __post_init__(self):
         if self.memory_size < 1 and self.memory_budget < 1:
             raise UserError("-memory_size: expected at least one stored row per class (or -memory_budget > 0)")
-        if self.share not in (None, BALANCED) and not 0 < self.share < 1:
-            raise UserError(f"-er_share {self.share}: expected a share strictly between 0 and 1, or {BALANCED}")
+        if self.share not in (None, BALANCED) and not 0 < self.share <= MAX_SHARE:
+            raise UserError(f"-er_share {self.share}: expected a share above 0 and at most {MAX_SHARE} (a batch of n "
+                            f"new rows then carries up to {MAX_SHARE / (1 - MAX_SHARE):.0f} n stored rows), or {BALANCED}")  # fmt: skip
 
     def to_dict(self) -> dict:
         return asdict(self)
