@@ -47,6 +47,7 @@ def test_every_command_in_the_docs_parses_as_written(doc, script, args):
 def test_the_docs_spell_flags_one_way_and_stay_inside_the_repository():
     allowed = {
         "--help",
+        "--help-all",
         "--standalone",
         "--nproc_per_node",
         "--nnodes",
