@@ -85,11 +85,11 @@ def evaluate_task(progress: Progress, model, method: Method, data: ContinualData
         progress.acc_before_training.append(accuracy(model, data, data.rows["test"][task + 1], config, method))
     progress.task, progress.training = task + 1, None
     trained = (
-        f"loss {loss:.4f}  train {train_acc:.4f}  val {val_acc:.4f}"
+        f"loss {loss:.4f}  train {train_acc * 100:.2f}%  val {val_acc * 100:.2f}%"
         if config.epochs_of(task)
         else "not trained (-later_lr 0)"
     )
-    meter.diagnostic(f"task {task} ({experience.name}): {trained}  test {progress.matrix[task][task]:.4f}  "
+    meter.diagnostic(f"task {task} ({experience.name}): {trained}  test {progress.matrix[task][task] * 100:.2f}%  "
                      f"({progress.task_seconds[-1]:.1f}s)")  # fmt: skip
     scores = {"ACC": sum(progress.matrix[task][: task + 1]) / (task + 1)}
     scores["avg_incremental_ACC"] = average_incremental_accuracy(progress.matrix[: task + 1])

@@ -29,8 +29,15 @@ def results_record(method: str, task_names, matrix, config: dict, seconds: float
         "avg_incremental_acc": average_incremental_accuracy(matrix),
         "config": config,
         "seconds": round(seconds, 2),
+        "units": UNITS,
         **extra,
     }
+
+
+# each quantity's one unit in results.json, acc_matrix.csv and the Python API; the screen shows accuracies
+# (and BWT, forgetting) as percentages of these fractions, always with a % sign
+UNITS = {"accuracy": "fraction 0..1 (acc, bwt, forgetting and every matrix)", "seconds": "s",
+         "memory_bytes": "bytes", "energy_joules": "J", "synops": "synaptic operations"}  # fmt: skip
 
 
 def probe_results(probe_matrices: dict) -> dict:

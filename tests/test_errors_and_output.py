@@ -128,3 +128,52 @@ def test_a_full_encoder_layer_names_the_encoder_flags():
     lines = full_layer_warnings([{"layer": "image.conv1", "directions": 27, "inputs": 27},
                                  {"layer": "fc1", "directions": 16, "inputs": 16}], 0, 3)  # fmt: skip
     assert "-hlop_encoder_threshold" in lines[0] and "-hlop_threshold" in lines[1]
+
+
+def _captured_figure(monkeypatch, draw):
+    """The matplotlib figure ``draw()`` saves (captured at savefig)."""
+    import matplotlib.figure
+
+    saved = []
+    original = matplotlib.figure.Figure.savefig
+
+    def keep(figure, *args, **kwargs):
+        saved.append(figure)
+        return original(figure, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", keep)
+    draw()
+    return saved[-1]
+
+
+def test_the_matrix_plot_labels_its_colour_bar(tmp_path, monkeypatch):
+    from continual.outputs import write_matrix_png
+
+    figure = _captured_figure(monkeypatch, lambda: write_matrix_png(tmp_path / "m.png", GOOD["acc_matrix"], "hlop"))
+    assert figure.axes[-1].get_ylabel() == "test accuracy (%)"  # the colour bar's axes
+
+
+def test_the_comparison_plot_legend_covers_no_point(tmp_path, monkeypatch):
+    from continual.report import plot_final_accuracy
+
+    runs = {"baseline": {**GOOD, "acc_matrix": [[1.0, None], [0.0, 1.0]]}, "hlop": GOOD}
+    figure = _captured_figure(monkeypatch, lambda: plot_final_accuracy(runs, tmp_path / "c.png"))
+    axes = figure.axes[0]
+    figure.canvas.draw()
+    legend, inside = axes.get_legend().get_window_extent(), axes.get_window_extent()
+    assert legend.x0 >= inside.x1  # beside the axes, not over the first task's points
+
+
+def test_results_say_their_units_and_the_screen_shows_percentages(scene_dir, pretrained, tmp_path):
+    out = tmp_path / "run"
+    done = run_script(TRAIN, "-data_dir", str(scene_dir), "-pretrained", str(pretrained), *TINY_SNN, *TINY_HLOP,
+                      "-cache_dir", str(tmp_path / "cache"), "-out_dir", str(out))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    task_line = next(line for line in done.stdout.splitlines() if line.startswith("task 0 ("))
+    assert task_line.count("%") == 3, task_line  # train, val and test accuracy
+    assert json.loads((out / "results.json").read_text())["units"]["accuracy"].startswith("fraction")
+
+
+def test_head_ridge_exits_non_zero_after_an_error(tmp_path):
+    result = run_script("benchmarks/head_ridge.py", "-ridges", "x", "-out_dir", str(tmp_path), fresh=True)
+    assert result.returncode == 2 and result.stderr.startswith("error: ")
