@@ -310,6 +310,75 @@ def forward_spikes(kind: str, shape: Shape, neuron: NeuronConfig, official: Path
     return [spikes > 0 for spikes in kept]
 
 
+ENCODER_DIM = 784  # the pretraining script's -feature_dim
+
+
+def encoder_contenders(shape: Shape, image_size: int = 32, timesteps: int = 8) -> tuple[list[Contender], list[str]]:
+    """One training step of the spiking image encoder (``-encoder_type spiking``: three conv LIF blocks with batch
+    norm, average pools, an LIF projection; trained with DSR, and with BPTT) and of the same network in
+    SpikingJelly (multi-step conv LIF nodes, BPTT), each with a linear head, on one batch of uint8 images."""
+    from models.spiking_encoders import SpikingImageEncoder
+
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (shape.batch, image_size, image_size, 3), generator=generator, dtype=torch.uint8)
+    labels = torch.randint(shape.classes, (shape.batch,), generator=generator)
+    neuron, contenders, skipped = NeuronConfig(timesteps=timesteps), [], []
+    for training in ("dsr", "bptt"):
+        torch.manual_seed(0)
+        encoder = SpikingImageEncoder(ENCODER_DIM, neuron, training)
+        contenders.append(_encoder_step(f"mmhlop spiking image encoder, {training.upper()}", encoder, images, labels,
+                                        shape, lambda e=encoder: e(images)))  # fmt: skip
+    try:
+        torch.manual_seed(0)
+        net = spikingjelly_encoder(neuron)
+    except ImportError as missing:
+        return contenders, [f"SpikingJelly conv LIF encoder: skipped ({missing.name} is not installed)"]
+    frames = (
+        ((images.permute(0, 3, 1, 2).float() - 0.5 * 255) / (0.25 * 255)).unsqueeze(0).expand(timesteps, -1, -1, -1, -1)
+    )
+
+    def forward(net=net):
+        from spikingjelly.activation_based import functional
+
+        functional.reset_net(net)
+        return net(frames).mean(0)
+
+    contenders.append(_encoder_step("SpikingJelly conv LIF encoder, BPTT", net, images, labels, shape, forward))
+    return contenders, skipped
+
+
+def spikingjelly_encoder(neuron: NeuronConfig) -> nn.Module:
+    """mmhlop's spiking image encoder's layers in SpikingJelly, multi-step (its charge as ``spikingjelly_model``)."""
+    from spikingjelly.activation_based import functional, layer
+    from spikingjelly.activation_based import neuron as sj
+
+    beta = math.exp(-neuron.delta_t / neuron.tau)
+
+    def lif():
+        return sj.LIFNode(tau=1 / (1 - beta), v_threshold=neuron.alpha * neuron.vth, v_reset=None, step_mode="m")
+
+    def block(c_in, c_out):
+        return [layer.Conv2d(c_in, c_out, 3, padding=1, bias=False), layer.BatchNorm2d(c_out), lif()]
+
+    net = nn.Sequential(*block(3, 32), layer.AvgPool2d(2), *block(32, 64), layer.AvgPool2d(2), *block(64, 128),
+                        layer.AdaptiveAvgPool2d(1), layer.Flatten(), layer.Linear(128, ENCODER_DIM, bias=True), lif())  # fmt: skip
+    functional.set_step_mode(net, "m")
+    return net
+
+
+def _encoder_step(name: str, encoder: nn.Module, images, labels, shape: Shape, embed: Callable) -> Contender:
+    head = nn.Linear(ENCODER_DIM, shape.classes)
+    optimizer = torch.optim.AdamW([*encoder.parameters(), *head.parameters()], lr=1e-3)
+    encoder.train()
+
+    def step():
+        optimizer.zero_grad()
+        F.cross_entropy(head(embed()), labels).backward()
+        optimizer.step()
+
+    return Contender(name, step, flops=0.0)
+
+
 def gemm_flops_per_second(shape: Shape, repeats: int = 20) -> float:
     """The CPU's (or GPU's) rate for one (T x batch) x hidden x hidden product, the largest layer over all timesteps."""
     a, b = torch.rand(shape.timesteps * shape.batch, shape.hidden), torch.rand(shape.hidden, shape.hidden)
@@ -356,6 +425,18 @@ def table(contenders: list[Contender], times: dict, gemm: float) -> list[str]:
     return lines
 
 
+def encoder_table(contenders: list[Contender], times: dict) -> list[str]:
+    """Markdown: samples/s of the encoders' steps (CPU time, median and min-max), and how much faster mmhlop's is."""
+    median = {name: statistics.median(t["cpu"]) for name, t in times.items()}
+    peer = next((m for name, m in median.items() if not name.startswith("mmhlop")), None)
+    lines = ["| encoder | samples/s, CPU time (min-max) | over SpikingJelly's |", "| --- | --- | --- |"]
+    for c in contenders:
+        cpu = times[c.name]["cpu"]
+        ratio = f"{median[c.name] / peer:.2f}x" if peer and c.name.startswith("mmhlop") else "-"
+        lines.append(f"| {c.name} | {median[c.name]:,.0f} ({min(cpu):,.0f}-{max(cpu):,.0f}) | {ratio} |")
+    return lines
+
+
 def write_into(path: Path, lines: list[str]) -> None:
     start, end = "<!-- peers table: benchmarks/peers.py -->", "<!-- end of peers table -->"
     text = path.read_text()
@@ -374,6 +455,12 @@ def main(argv) -> None:
     parser.flag("-batch", type=positive_int, default=Shape.batch, help="batch size")
     parser.flag("-hidden", type=positive_int, default=Shape.hidden, help="hidden neurons per layer")
     parser.flag("-timesteps", type=positive_int, default=Shape.timesteps, help="timesteps T")
+    parser.flag(
+        "-encoders",
+        action="store_true",
+        help="also time the spiking image encoder's training step (DSR, "
+        "BPTT) against SpikingJelly's conv LIF network, on 32 x 32 images, T = 8",
+    )
     parser.flag("-docs", default=None, help="also write the table into this file's peers block (docs/scale.md)")
     parser.flag("-json", default=str(REPO_ROOT / "logs" / "peers.json"), help="where the figures are written")
     args = parser.parse_args(argv)
@@ -394,6 +481,13 @@ def main(argv) -> None:
     print("\n".join(lines))
     atomic.write_json(Path(args.json), {"shape": shape.__dict__, "threads": args.threads, "gemm_flops": gemm,
                                         "times": times, "skipped": skipped})  # fmt: skip
+    if args.encoders:
+        encoders, missing = encoder_contenders(shape)
+        print("\n".join(missing))
+        encoder_times = measure(encoders, args.rounds, args.steps, shape.batch)
+        lines += ["", "Spiking image encoder, one training step (32 x 32 images, T = 8, batch as above):", "",
+                  *encoder_table(encoders, encoder_times)]  # fmt: skip
+        print("\n".join(lines[-len(encoders) - 2 :]))
     if args.docs:
         write_into(Path(args.docs), lines)
 

@@ -37,8 +37,8 @@ def test_the_official_code_fires_exactly_where_mmhlop_fires_at_the_reference_con
 def test_the_command_times_the_contenders_present_and_writes_its_table(tmp_path, capsys):
     docs = tmp_path / "scale.md"
     docs.write_text("before\n<!-- peers table: benchmarks/peers.py -->\nold\n<!-- end of peers table -->\nafter\n")
-    main(["-rounds", "2", "-steps", "1", "-batch", "8", "-hidden", "64", "-timesteps", "4", "-docs", str(docs),
-          "-json", str(tmp_path / "peers.json")])  # fmt: skip
+    main(["-rounds", "2", "-steps", "1", "-batch", "4", "-hidden", "64", "-timesteps", "4", "-docs", str(docs),
+          "-json", str(tmp_path / "peers.json"), "-encoders"])  # fmt: skip
     printed = capsys.readouterr().out
     text = docs.read_text()
     assert "old" not in text and text.startswith("before\n") and text.endswith("after\n")
@@ -46,3 +46,5 @@ def test_the_command_times_the_contenders_present_and_writes_its_table(tmp_path,
     for kind, row in (("spikingjelly", "| SpikingJelly LIF MLP, BPTT |"), ("snntorch", "| snnTorch Leaky MLP, BPTT |")):
         assert (row in text) == (kind in PEERS) and (f"({kind} is not installed" in printed) == (kind not in PEERS)
     assert "official HLOP-SNN: skipped (no -official DIR)" in printed
+    assert "| mmhlop spiking image encoder, DSR |" in text and "| mmhlop spiking image encoder, BPTT |" in text
+    assert ("| SpikingJelly conv LIF encoder, BPTT |" in text) == ("spikingjelly" in PEERS)
