@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from common.errors import UserError
+from continual.modes import EncoderMode
 from dataloader.dataset import PreparedData, standardize
 from dataloader.table import SPLIT_NAMES
 from models.probes import Probe, corrupted, keep_mask
@@ -50,8 +51,9 @@ class ContinualData:
             self.task_masks[task, classes] = True
 
     @property
-    def continual_encoders(self) -> bool:
-        return self.encoder is not None
+    def encoder_mode(self) -> EncoderMode:
+        """Whether these inputs are frozen features or raw inputs that encoders learning with the run read."""
+        return EncoderMode.CONTINUAL if self.encoder is not None else EncoderMode.FROZEN
 
     @property
     def device(self) -> torch.device:

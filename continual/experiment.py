@@ -30,7 +30,7 @@ from common.rundir import RunDir
 from common.validation import check_seeds, integer, positive
 from continual.config import ContinualConfig
 from continual.methods import Method, compose
-from continual.methods.base import ENCODER_MODES
+from continual.modes import ENCODER_MODES, EncoderMode
 from continual.seeds import run_seeds, summarize
 from continual.sources import converted_data, frozen_data, learning_data
 from continual.trainer import run_continual
@@ -71,7 +71,7 @@ class Experiment:
     device: str | None = None
     gpu_id: str | None = None
     label: str | None = None  # the reference's -cnf, recorded in results.json
-    encoder_mode: str = "frozen"  # or "continual": the encoders learn task after task too (ENCODER_MODES)
+    encoder_mode: EncoderMode | str = EncoderMode.FROZEN  # or CONTINUAL: the encoders learn task after task too
     test_corrupt: str | tuple[str, ...] = ""  # modalities to test corrupted too (models.probes)
     test_noise: float | None = None  # their noise, in standard deviations of the input (default 1)
     convert_encoders: int | None = None  # frozen encoders converted to IF networks, run this many timesteps
@@ -84,6 +84,7 @@ class Experiment:
     def __post_init__(self):
         if self.encoder_mode not in ENCODER_MODES:
             raise UserError(f"-encoder_mode {self.encoder_mode}: expected one of {', '.join(ENCODER_MODES)}")
+        object.__setattr__(self, "encoder_mode", EncoderMode(self.encoder_mode))  # the one form from here on
         if str(self.pretrained) == "none" and self.encoder_mode != "continual":
             raise UserError(
                 "-pretrained none: only with -encoder_mode continual (frozen encoders must be trained first)"
@@ -267,7 +268,7 @@ def _run_info(e: Experiment, method: Method, folder: PretrainedFolder | None, da
         "inputs": input_identity(folder, data, cdata),  # first: a resume on other inputs is refused naming them
         "method": method.name,
         "method_config": method.settings(),
-        "encoders": e.encoder_mode,
+        "encoders": e.encoder_mode.value,
         "spiking_encoders": e.convert_encoders,
         "image_grid": folder.image_grid if folder else cdata.encoder.config.image_grid,
         "pretrained": str(folder.path) if folder else "none",

@@ -37,6 +37,7 @@ from continual.evaluation import accuracy, evaluate_task, finish_run, report_fin
 from continual.methods.base import Context, Method
 from continual.methods.compose import compose
 from continual.metrics import empty_matrix
+from continual.modes import EncoderMode
 from continual.optim import make_optimizer, make_scheduler
 from continual.progress import LAST, Progress, TaskTraining
 from continual.stream import Experience, experiences
@@ -56,8 +57,8 @@ def run_continual(
 ) -> dict:
     """Train every task in order, fill the accuracy matrix, write the outputs; returns results.json's record."""
     method = compose(methods)
-    config = config.for_mode("continual" if data.continual_encoders else "frozen")
-    method.check(info.get("encoders", "frozen"), config.scenario)
+    config = config.for_mode(data.encoder_mode)  # a no-op on a config run_experiment settled
+    method.check(data.encoder_mode, config.scenario)
     settings = {**config.to_dict(), **info, "method": method.name}
     log = RunLog(
         run,
@@ -112,7 +113,7 @@ def build_model(data: ContinualData, config: ContinualConfig, device: torch.devi
     snn = SpikingMLP(
         data.feature_dim, data.n_classes, config.hidden, config.neuron, config.dsr_backward, config.feedback
     )
-    if not data.continual_encoders:
+    if data.encoder_mode == EncoderMode.FROZEN:
         return snn.to(device)
     return EndToEndNet(copy.deepcopy(data.encoder), snn, data.input_scale, config.modality_dropout).to(device)
 

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from common.errors import UserError
+from continual.modes import ENCODER_MODES
 from hlop.projection import Projector
 from models.spiking_mlp import SpikingOutput
 
@@ -38,7 +39,6 @@ if TYPE_CHECKING:  # the loop imports this module
     from continual.config import ContinualConfig
     from continual.data import ContinualData
 
-ENCODER_MODES = ("frozen", "continual")
 SCENARIOS = ("class", "task")
 HOOKS = ("before_run", "before_task", "before_optimizer", "after_backward", "after_optimizer_step", "after_task")
 
@@ -70,7 +70,7 @@ class Method(nn.Module):
     needs_spikes = False  # whether after_optimizer_step needs the hidden layers' spike trains
     needs_encoder_inputs = False  # whether it needs the encoder layers' inputs (continual encoders)
     stream = "sequential"  # the data the loop shows: each task in turn, or "joint": every task's data at once
-    encoder_modes: tuple[str, ...] = ENCODER_MODES  # -encoder_mode values it works with
+    encoder_modes: tuple[str, ...] = ENCODER_MODES  # the EncoderMode values it works with
     scenarios: tuple[str, ...] = SCENARIOS  # -scenario values it works with
     composes = True  # whether it may run beside other methods (-method X -replay, -head)
     projects = False  # whether it projects gradients (answers ``projector``): at most one per run

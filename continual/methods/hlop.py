@@ -41,6 +41,7 @@ from common.distributed import current as distributed
 from common.errors import UserError
 from common.validation import integer, positive
 from continual.methods.base import Context, Method
+from continual.modes import mode_of
 from hlop.hebbian import HebbianSubspace
 from hlop.layers import UpdateProjection, input_dim, layer_input_batches
 from hlop.projection import SubspaceProjector
@@ -291,7 +292,7 @@ class HLOP(Method, SubspaceProjector):
     def before_run(self, context: Context) -> None:
         model = context.model
         if None in (self.config.learning, self.config.iterations, self.config.lr):  # built without ``check``
-            self.config = self.config.for_mode("continual" if model.encoder_layers else "frozen")
+            self.config = self.config.for_mode(mode_of(model))
         c = self.config
         for name, layer, n in zip(("fc1", "fc2", "classifier"), model.projected_layers, c.out_num, strict=True):
             if n > layer.in_features:  # later increments are cut to the room left (see ``before_task``)

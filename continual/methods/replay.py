@@ -27,6 +27,7 @@ from common.cli import positive_float, positive_int
 from common.errors import UserError
 from continual.data import masked_logits
 from continual.methods.base import Context, Method
+from continual.modes import EncoderMode
 from continual.optim import make_optimizer, make_scheduler
 from models.neurons import lif_spikes, weighted_rate
 from models.spiking_mlp import SpikingMLP
@@ -187,7 +188,7 @@ class Replay(Method):
             pick = torch.randperm(len(rows), generator=generator)[: self.config.memory_size]
             chosen.append(rows[pick.to(rows.device)])
         rows = torch.cat(chosen)
-        if data.continual_encoders:  # the raw inputs are stored: kept as row indices into them
+        if data.encoder_mode == EncoderMode.CONTINUAL:  # the raw inputs are stored: kept as row indices into them
             if self.config.latent:
                 raise UserError(
                     "latent replay stores fc1's spike trains, which drift when the encoders learn; "
