@@ -18,6 +18,7 @@ from common.validation import check_seeds, integer, positive
 from continual.applies import HELP_EPILOG, shown_in_help
 from continual.config import MODE_DEFAULTS, OPTIMIZERS, SCHEDULERS, ContinualConfig
 from continual.experiment import Experiment
+from continual.memory import add_memory_flags
 from continual.methods import METHODS, Method, Replay
 from continual.methods.base import ENCODER_MODES, SCENARIOS
 from continual.methods.heads import HEAD_METHODS, add_head_flags
@@ -40,8 +41,9 @@ def build_parser(description: str = "", sibling=None) -> FlagParser:
     _encoder_flags(parser.group("the encoders during the continual stage"))
     _method_flags(parser.group("method"))
     add_head_flags(parser.group("head (class-incremental heads that store no rows)"))
+    add_memory_flags(parser.group("memory of rows (-method er, derpp, er_ace, replay, latent_replay; -replay)"))
     for method in dict.fromkeys(METHODS.values()):  # each method declares its own flags, in its own group
-        method.add_flags(parser.group(f"-method {method.name}" if method.name != "baseline" else "baseline"))
+        method.add_flags(parser.group(f"-method {method.name}"))
     _optimisation_flags(parser.group("optimisation"))
     _neuron_flags(parser.group("spiking MLP and its LIF neurons"))
     _probe_flags(parser.group("test-time probes"))

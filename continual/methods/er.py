@@ -36,9 +36,10 @@ from dataclasses import asdict, dataclass, replace
 import torch
 import torch.nn.functional as F
 
-from common.cli import fraction, non_negative_float, non_negative_int
+from common.cli import fraction, non_negative_float
 from common.errors import UserError
 from continual.data import masked_logits, scenario_mask
+from continual.memory import MEMORY_SIZE, class_balanced_rows
 from continual.methods.base import Context, Method
 
 MAX_SHARE = 0.95  # -er_share: nearer 1, each batch carries so many stored rows that memory runs out
@@ -52,7 +53,7 @@ def share_flag(value: str) -> float | str:
 
 @dataclass(frozen=True)
 class ERConfig:
-    memory_size: int = 50  # stored rows per class (class-balanced memory)
+    memory_size: int = MEMORY_SIZE  # stored rows per class (class-balanced memory)
     memory_budget: int = 0  # > 0: a reservoir of this many rows over all training rows seen, instead
     share: float | str | None = None  # of each training batch (from task 1 on) drawn from the memory, or BALANCED;
     # None: the method's default_share
@@ -87,10 +88,7 @@ class ER(Method):
 
     @classmethod
     def add_flags(cls, parser) -> None:
-        e = ERConfig()
-        parser.flag("-memory_budget", type=non_negative_int, default=e.memory_budget,
-                    help="-method er/derpp: a reservoir of this many rows over all training rows seen, instead of "
-                    "-memory_size rows per class")  # fmt: skip
+        e = ERConfig()  # -memory_size and -memory_budget: continual.memory, declared once for every memory
         parser.flag("-er_share", type=share_flag, default=None,
                     help="-method er/derpp/er_ace: share of each training batch (from task 1 on) drawn from the "
                     f"memory, or {BALANCED} (as many stored rows of each earlier class as new rows of each new "
@@ -146,15 +144,10 @@ class ER(Method):
 
     @torch.no_grad()
     def _store_per_class(self, context: Context) -> None:
-        """``memory_size`` of the task's training rows of each of its classes, drawn with a seed of the task."""
-        data, generator = context.data, torch.Generator().manual_seed(context.task)
-        chosen = []
-        for label in data.task_classes[context.task]:
-            rows = context.rows[data.labels[context.rows] == label]
-            chosen.append(
-                rows[torch.randperm(len(rows), generator=generator)[: self.config.memory_size].to(rows.device)]
-            )
-        rows = torch.cat(chosen)
+        """``memory_size`` of the task's training rows of each of its classes (``continual.memory``)."""
+        data = context.data
+        rows = class_balanced_rows(data.labels, context.rows, data.task_classes[context.task],
+                                   self.config.memory_size, seed=context.task)  # fmt: skip
         logits = self._logits_of(context, rows) if self.stores_logits else torch.zeros(len(rows), 0)
         if len(self.rows) == 0:
             self.logits = torch.zeros(0, logits.shape[1], device=rows.device)

@@ -26,6 +26,7 @@ from torch import nn
 from common.cli import positive_float, positive_int
 from common.errors import UserError
 from continual.data import masked_logits
+from continual.memory import MEMORY_SIZE, class_balanced_rows
 from continual.methods.base import Context, Method
 from continual.modes import EncoderMode
 from continual.optim import make_optimizer, make_scheduler
@@ -35,7 +36,7 @@ from models.spiking_mlp import SpikingMLP
 
 @dataclass(frozen=True)
 class ReplayConfig:
-    memory_size: int = 50  # stored samples per class
+    memory_size: int = MEMORY_SIZE  # stored samples per class
     epochs: int = 1
     batch_per_task: int = 50
     lr: float = 0.01
@@ -102,6 +103,7 @@ class ReplayMemory(nn.Module):
 
 
 class Replay(Method):
+    name = "replay"  # latent replay's instances name their compression too
     stores_rows, stage = True, 1
 
     def __init__(self, config: ReplayConfig = ReplayConfig()):
@@ -118,12 +120,6 @@ class Replay(Method):
             "-replay",
             action="store_true",
             help="add memory replay after each task to the chosen method (with -baseline: replay only)",
-        )
-        parser.flag(
-            "-memory_size",
-            type=positive_int,
-            default=r.memory_size,
-            help="replay, er, derpp: stored training rows per class",
         )
         parser.flag(
             "-replay_epochs",
@@ -181,13 +177,8 @@ class Replay(Method):
     @torch.no_grad()
     def _store(self, context: Context) -> None:
         data, model = context.data, context.model
-        generator = torch.Generator().manual_seed(context.task)
-        chosen = []
-        for label in data.task_classes[context.task]:
-            rows = context.rows[data.labels[context.rows] == label]
-            pick = torch.randperm(len(rows), generator=generator)[: self.config.memory_size]
-            chosen.append(rows[pick.to(rows.device)])
-        rows = torch.cat(chosen)
+        rows = class_balanced_rows(data.labels, context.rows, data.task_classes[context.task],
+                                   self.config.memory_size, seed=context.task)  # fmt: skip
         if data.encoder_mode == EncoderMode.CONTINUAL:  # the raw inputs are stored: kept as row indices into them
             if self.config.latent:
                 raise UserError(
