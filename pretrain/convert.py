@@ -68,11 +68,13 @@ def smallest_t_within(result: dict, points: float = 0.01) -> int | None:
 
 def format_conversion(result: dict) -> str:
     lines = [
-        "timesteps  fused  image  audio   (ANN: " + "  ".join(f"{k} {v:.4f}" for k, v in result["ann"].items()) + ")"
+        "timesteps  fused %  image %  audio %   (ANN: "
+        + "  ".join(f"{k} {v * 100:.2f}%" for k, v in result["ann"].items())
+        + ")"
     ]
     for t, acc in sorted(result["snn"].items(), key=lambda kv: int(kv[0])):
         lines.append(
-            f"{int(t):>9}  " + "  ".join(f"{acc.get(k, float('nan')):.4f}" for k in ("fused", "image", "audio"))
+            f"{int(t):>9}  " + "  ".join(f"{acc.get(k, float('nan')) * 100:>7.2f}" for k in ("fused", "image", "audio"))
         )
     within = smallest_t_within(result)
     lines.append(

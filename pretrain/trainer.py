@@ -333,9 +333,11 @@ def _epoch_line(record: dict, epochs: int) -> str:
     parts = [
         f"epoch {record['epoch']:>3}/{epochs}",
         f"loss {record['train_loss']:.4f}",
-        f"train {record['train_acc']:.4f}",
+        f"train {record['train_acc'] * 100:.2f}%",
     ]
-    parts.append("val " + "  ".join(f"{name} {val[name]:.4f}" for name in ("fused", "image", "audio") if name in val))
+    parts.append(
+        "val " + "  ".join(f"{name} {val[name] * 100:.2f}%" for name in ("fused", "image", "audio") if name in val)
+    )
     if "weights" in val:
         parts.append("weights image/audio " + "/".join(f"{w:.2f}" for w in val["weights"]))
     return "  ".join(parts)
@@ -344,7 +346,7 @@ def _epoch_line(record: dict, epochs: int) -> str:
 def format_test_accuracy(meta: dict) -> str:
     acc = meta["test_acc"]
     shown_acc = "  ".join(
-        f"{name} {acc[name]:.4f}" for name in ("image", "audio", "fused") if acc.get(name) is not None
+        f"{name} {acc[name] * 100:.2f}%" for name in ("image", "audio", "fused") if acc.get(name) is not None
     )
     return f"test accuracy ({meta['dataset']['name']}, {meta['dataset']['rows']['test']} test rows): {shown_acc}"
 

@@ -19,6 +19,7 @@ def test_pretrain_script_prints_three_accuracies_and_refuses_to_clobber(scene_di
     assert first.returncode == 0, first.stderr
     last = first.stdout.strip().splitlines()[-1]
     assert last.startswith("test accuracy (tiny, ") and all(f" {m} " in last for m in ("image", "audio", "fused"))
+    assert last.count("%") == 3  # accuracies on screen are percentages, in files fractions (results' "units")
     second = run_script("spiking_pretrain_multimodal.py", *common, "-epochs", "1")
     assert second.returncode == 2
     assert second.stderr.count("\n") == 1 and "already holds results" in second.stderr
