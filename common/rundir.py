@@ -58,9 +58,7 @@ class RunDir:
 
     def _lock(self, out_flag: str) -> None:
         lock = self.path.with_name(f".{self.path.name}.lock")
-        in_the_way = next((p for p in lock.parents if p.exists() and not p.is_dir()), None)
-        if in_the_way is not None:
-            raise UserError(f"{out_flag} {shown(self.path)}: {shown(in_the_way)} is a file, not a folder")
+        _refuse_file_in_the_way(lock.parent, out_flag, self.path)
         try:
             lock.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -138,10 +136,15 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _check_writable(folder: Path, out_flag: str, shown_path: Path) -> None:
+def _refuse_file_in_the_way(folder: Path, out_flag: str, shown_path: Path) -> None:
+    """A file where ``folder`` or one of its parents should be is named (mkdir would say only "File exists")."""
     in_the_way = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
     if in_the_way is not None:
         raise UserError(f"{out_flag} {shown(shown_path)}: {shown(in_the_way)} is a file, not a folder")
+
+
+def _check_writable(folder: Path, out_flag: str, shown_path: Path) -> None:
+    _refuse_file_in_the_way(folder, out_flag, shown_path)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):

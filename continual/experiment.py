@@ -161,8 +161,7 @@ def run_experiment(experiment: Experiment, make_methods: Callable[[], list[Metho
     if isinstance(make_methods, Method) or not callable(make_methods):
         raise UserError("make_methods: expected a function that builds the methods (e.g. lambda: [HLOP()])")
     method = compose(make_methods())
-    requested_dropout, config = config.modality_dropout, config.for_mode(e.encoder_mode)
-    method.check(e.encoder_mode, config.scenario)
+    method.check(e.encoder_mode, config.scenario)  # before anything is read: settles its mode's settings too
     if e.convert_encoders and e.encoder_mode == "continual":
         raise UserError("-convert_encoders: converts frozen encoders; it does not work with -encoder_mode continual")
     folder, data = open_data(e)
@@ -173,7 +172,7 @@ def run_experiment(experiment: Experiment, make_methods: Callable[[], list[Metho
     if e.convert_encoders and folder.spiking:
         raise UserError(f"-convert_encoders {e.convert_encoders}: converts ANN encoders, but -pretrained "
                         f"{shown(folder.path)} holds spiking ones; drop -convert_encoders to read their features")  # fmt: skip
-    config = _single_modality_dropout(config, folder, requested_dropout)
+    config = resolved_config(e, config, folder)
     digest = spec_digest(e, method, config, data, folder)
     out_dir = Path(e.out_dir) if e.out_dir else REPO_ROOT / "logs" / f"{data.table.name}-{method.name}-{digest}"
     markers = ("results.json", "seed*") if e.seeds else RESULT_MARKERS
@@ -211,9 +210,8 @@ def check_same_run(run_dir: Path, e: Experiment, method: Method, config: Continu
     if not path.is_file():
         raise UserError(f"{shown(path)}: no such file; run it to its end first (-resume continues it)")
     recorded = json.loads(path.read_text()).get("config", {})
-    requested, config = config.modality_dropout, config.for_mode(e.encoder_mode)
     method.check(e.encoder_mode, config.scenario)  # settles the method's mode-dependent settings, as the run did
-    digest = spec_digest(e, method, _single_modality_dropout(config, folder, requested), data, folder)
+    digest = spec_digest(e, method, resolved_config(e, config, folder), data, folder)
     if recorded.get("spec_digest") != digest:
         raise UserError(f"{shown(path)}: made with other settings than these flags give (settings digest "
                         f"{recorded.get('spec_digest')} against {digest}); give the run's own -config and flags")  # fmt: skip
@@ -224,8 +222,10 @@ def check_same_run(run_dir: Path, e: Experiment, method: Method, config: Continu
     return recorded
 
 
-def _single_modality_dropout(config: ContinualConfig, folder: PretrainedFolder | None, requested) -> ContinualConfig:
-    """Encoders of one modality have no other to drop to: a requested dropout is refused, the mode's becomes 0."""
+def resolved_config(e: Experiment, config: ContinualConfig, folder: PretrainedFolder | None) -> ContinualConfig:
+    """The run's settings with every default its encoder mode and encoders decide settled (``for_mode``); encoders of
+    one modality have no other to drop to, so a requested dropout is refused there and the mode's becomes 0."""
+    requested, config = config.modality_dropout, config.for_mode(e.encoder_mode)
     if folder is None or len(folder.modalities) > 1 or not config.modality_dropout:
         return config
     if requested:

@@ -193,6 +193,15 @@ def _warning_to_stderr(message, category, filename, lineno, file=None, line=None
     sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
 
 
+def refused_in_one_line(result, *words) -> str:
+    """The one stderr line of a script run refused with exit code 2, checked to name each of ``words``."""
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+    return lines[0]
+
+
 def pretrain_tiny(data_dir, tmp_path, *extra):
     """Pretrain small encoders for one epoch into ``tmp_path/pw`` (cache in ``tmp_path/cache``)."""
     out = tmp_path / "pw"

@@ -6,7 +6,7 @@ import pytest
 
 import continual.experiment
 import dataloader.scene
-from tests.fixtures import TINY_HLOP, TINY_SNN, make_scene_dataset, pretrain_tiny, run_script
+from tests.fixtures import TINY_HLOP, TINY_SNN, make_scene_dataset, pretrain_tiny, refused_in_one_line, run_script
 
 CLASSES = ("ALPHA", "BRAVO", "CHARLIE", "DELTA")
 TRAIN = "spiking_train_multimodal_end.py"
@@ -21,13 +21,6 @@ def scene_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def pretrained(scene_dir, tmp_path_factory):
     return pretrain_tiny(scene_dir, tmp_path_factory.mktemp("pretrained"))
-
-
-def _refused(result, *words):
-    lines = result.stderr.strip().splitlines()
-    assert result.returncode == 2 and len(lines) == 1, result.stderr
-    for word in words:
-        assert word in lines[0], lines[0]
 
 
 @pytest.mark.parametrize(
@@ -50,8 +43,8 @@ def _refused(result, *words):
         (["-config", "configs/frozen-hlop.yaml", "-config", "configs/frozen-er.yaml"], ["give one -config"]),
     ],
 )
-def test_a_value_the_run_would_not_use_is_refused(flags, words):
-    _refused(run_script(TRAIN, *flags), *words)
+def test_a_value_the_run_would_not_use_isrefused_in_one_line(flags, words):
+    refused_in_one_line(run_script(TRAIN, *flags), *words)
 
 
 @pytest.mark.parametrize(
@@ -64,7 +57,7 @@ def test_a_value_the_run_would_not_use_is_refused(flags, words):
     ],
 )
 def test_pretraining_refuses_what_it_would_not_apply(flags, words, tmp_path):
-    _refused(run_script(PRETRAIN, *flags, "-out", str(tmp_path / "pw")), *words)
+    refused_in_one_line(run_script(PRETRAIN, *flags, "-out", str(tmp_path / "pw")), *words)
     assert not (tmp_path / "pw").exists()
 
 
@@ -109,7 +102,7 @@ def test_encoders_pretrained_on_task_0_refuse_another_task_0(scene_dir, tmp_path
     monkeypatch.setattr(dataloader.scene, "TASKS", [["CHARLIE", "DELTA"], ["ALPHA", "BRAVO"]])
     result = run_script(TRAIN, "-data_dir", str(scene_dir), "-pretrained", str(first), *TINY_SNN, *TINY_HLOP,
                         "-cache_dir", str(tmp_path / "cache"), "-out_dir", str(tmp_path / "run"))  # fmt: skip
-    _refused(result, "trained on task 0", "spiking_pretrain_multimodal.py -pretrain_classes first-task")
+    refused_in_one_line(result, "trained on task 0", "spiking_pretrain_multimodal.py -pretrain_classes first-task")
     assert not (tmp_path / "run").exists()
 
 
@@ -144,11 +137,11 @@ def test_results_record_the_split(scene_dir, pretrained, tmp_path):
     assert split == meta["dataset"]["split"] and {"mode", "fractions", "seed"} <= split.keys()
 
 
-def test_modality_dropout_on_one_modality_is_refused(scene_dir, tmp_path):
+def test_modality_dropout_on_one_modality_isrefused_in_one_line(scene_dir, tmp_path):
     audio = pretrain_tiny(scene_dir, tmp_path, "-modality", "audio")
     result = run_script(TRAIN, "-data_dir", str(scene_dir), "-pretrained", str(audio), *TINY_SNN,
                         "-modality_dropout", "0.3", "-cache_dir", str(tmp_path / "cache"), "-out_dir", str(tmp_path / "r"))  # fmt: skip
-    _refused(result, "-modality_dropout 0.3", "audio only")
+    refused_in_one_line(result, "-modality_dropout 0.3", "audio only")
 
 
 def _listed(text: str) -> list[str]:
