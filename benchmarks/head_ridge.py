@@ -30,10 +30,11 @@ from common.device import select_device
 from common.errors import UserError
 from continual import cli
 from continual.evaluation import accuracy
-from continual.experiment import check_same_run, open_data
+from continual.experiment import check_same_run, open_data, resolved_config
 from continual.methods import compose
 from continual.methods.base import Context
 from continual.methods.heads import NCM_METRICS, AnalyticHead, HeadConfig, NCMHead
+from continual.resolve import resolve
 from continual.sources import frozen_data, learning_data
 from continual.trainer import build_model
 from pretrain import cli as pretrain_cli
@@ -62,12 +63,13 @@ def refitted(args, values: list, read_at: str = "task"):
     ``-head ncm``), the model at the last task's checkpoint."""
     if args.out_dir is None:
         raise UserError("-out_dir: give the finished run's folder (the continual script's -out_dir)")
-    experiment, config = cli.experiment_from_args(args), cli.config_from_args(args).for_mode(args.encoder_mode)
+    experiment = cli.experiment_from_args(args)
     folder, prepared = open_data(experiment)
     build = learning_data if args.encoder_mode == "continual" else frozen_data
     data, _ = build(folder, prepared, select_device(args.gpu_id, args.device), experiment)
     method = compose(cli.methods_from_args(args))
     check_same_run(Path(args.out_dir), experiment, method, cli.config_from_args(args), folder, prepared, data)
+    config = resolved_config(experiment, cli.config_from_args(args), method, folder)
     model = build_model(data, config, data.device)
     base = HeadConfig(expansion=args.head_expansion, input=args.head_input)
     for seed in list(experiment.seeds) or [None]:
@@ -77,7 +79,7 @@ def refitted(args, values: list, read_at: str = "task"):
             else [AnalyticHead(replace(base, ridge=ridge)) for ridge in values]
         )
         for head in heads:
-            head.check(args.encoder_mode, args.scenario)
+            resolve(args.encoder_mode, config, head)
         refit(
             model,
             data,

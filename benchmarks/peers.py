@@ -47,6 +47,7 @@ from common.paths import REPO_ROOT
 from continual.config import ContinualConfig
 from continual.data import ContinualData
 from continual.methods import HLOP, Baseline, Context, HLOPConfig
+from continual.resolve import resolve
 from continual.stream import experiences
 from continual.trainer import build_model, start_task, train_step
 from models.neurons import NeuronConfig
@@ -123,6 +124,7 @@ def mmhlop_contenders(shape: Shape) -> list[Contender]:
     hlop = HLOP(replace(c, out_num=subspace_sizes(c.out_num, shape), out_num_inc=subspace_sizes(c.out_num_inc, shape)))
     for name, method in (("mmhlop baseline", Baseline()), ("mmhlop HLOP", hlop)):
         model, data, config = mmhlop_model(shape)
+        config = resolve("frozen", config, method)
         method.before_run(Context(model, data, config))
         stream = experiences(data, method.stream)
         start_task(model, method, stream[0], data, config)

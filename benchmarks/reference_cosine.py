@@ -28,6 +28,7 @@ from common.rundir import RunDir
 from continual.config import ContinualConfig
 from continual.data import continual_data
 from continual.methods import HLOP, HLOPConfig
+from continual.resolve import resolve
 from continual.trainer import build_model, run_continual
 from dataloader.dataset import prepare_data
 from pretrain.artifacts import default_out_dir
@@ -63,8 +64,8 @@ def main(argv) -> None:
     device = torch.device("cpu")
     data = continual_data(folder.features(prepared, device), prepared, device)
     data.task_classes, data.task_names = data.task_classes[:1], data.task_names[:1]  # train task 0 only
-    config = ContinualConfig(epochs=args.epochs).for_mode("frozen")
     hlop = HLOP(HLOPConfig(spiking=True, spiking_scale=20.0, spiking_timesteps=40))
+    config = resolve("frozen", ContinualConfig(epochs=args.epochs), hlop)
     with tempfile.TemporaryDirectory() as work:
         run = RunDir(Path(work) / "run", ("results.json",), resume=False, overwrite=False, out_flag="-out_dir")
         run_continual(data, hlop, config, run, device, {})

@@ -39,6 +39,7 @@ from continual.config import ContinualConfig
 from continual.data import continual_data
 from continual.methods import METHODS, Context, HLOPConfig
 from continual.methods.hlop import REFERENCE_LR
+from continual.resolve import resolve
 from continual.stream import experiences
 from continual.trainer import build_model, run_continual, start_task, train_epoch
 from dataloader.dataset import prepare_data, standardize
@@ -77,6 +78,7 @@ def epoch_seconds(name: str, data, config: ContinualConfig, repeats: int, device
     seed_everything(config.seed)
     model = build_model(data, config, device)
     method = BENCHMARKED[name]()
+    config = resolve("frozen", config, method)
     method.before_run(Context(model, data, config))
     shuffle = torch.Generator().manual_seed(config.seed)
     stream = experiences(data, method.stream)
@@ -99,7 +101,9 @@ def whole_run(name: str, data, config: ContinualConfig, device) -> dict:
         torch.cuda.reset_peak_memory_stats(device)
     with tempfile.TemporaryDirectory() as folder:
         run = RunDir(Path(folder) / "run", ("results.json",), resume=False, overwrite=False, out_flag="-out_dir")
-        seconds = timed(device, lambda: run_continual(data, BENCHMARKED[name](), config, run, device, {}))
+        method = BENCHMARKED[name]()
+        config = resolve("frozen", config, method)
+        seconds = timed(device, lambda: run_continual(data, method, config, run, device, {}))
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated(device)
     else:

@@ -1,7 +1,7 @@
 """The continual run's hyperparameters (the reference's defaults where it has them), checked where they are held.
 
-``opt`` and ``lr`` default to the encoder mode's working setting (``for_mode``): the reference's SGD
-at 0.1 on frozen features, Adam at 0.001 when the encoders learn through the spiking MLP (plain SGD
+``opt`` and ``lr`` default to the encoder mode's working setting (``for_mode``, which only
+``continual.resolve`` calls): the reference's SGD at 0.1 on frozen features, Adam at 0.001 when the encoders learn through the spiking MLP (plain SGD
 underfits there: joint training reaches 40% against 89% with Adam on the held-out speaker).
 """
 

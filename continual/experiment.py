@@ -31,6 +31,7 @@ from common.validation import check_seeds, integer, positive
 from continual.config import ContinualConfig
 from continual.methods import Method, compose
 from continual.modes import ENCODER_MODES, EncoderMode
+from continual.resolve import resolve
 from continual.seeds import run_seeds, summarize
 from continual.sources import converted_data, frozen_data, learning_data
 from continual.trainer import run_continual
@@ -161,7 +162,7 @@ def run_experiment(experiment: Experiment, make_methods: Callable[[], list[Metho
     if isinstance(make_methods, Method) or not callable(make_methods):
         raise UserError("make_methods: expected a function that builds the methods (e.g. lambda: [HLOP()])")
     method = compose(make_methods())
-    method.check(e.encoder_mode, config.scenario)  # before anything is read: settles its mode's settings too
+    requested_dropout, config = config.modality_dropout, resolve(e.encoder_mode, config, method)
     if e.convert_encoders and e.encoder_mode == "continual":
         raise UserError("-convert_encoders: converts frozen encoders; it does not work with -encoder_mode continual")
     folder, data = open_data(e)
@@ -172,7 +173,7 @@ def run_experiment(experiment: Experiment, make_methods: Callable[[], list[Metho
     if e.convert_encoders and folder.spiking:
         raise UserError(f"-convert_encoders {e.convert_encoders}: converts ANN encoders, but -pretrained "
                         f"{shown(folder.path)} holds spiking ones; drop -convert_encoders to read their features")  # fmt: skip
-    config = resolved_config(e, config, folder)
+    config = _dropout_for_folder(config, requested_dropout, folder)
     digest = spec_digest(e, method, config, data, folder)
     out_dir = Path(e.out_dir) if e.out_dir else REPO_ROOT / "logs" / f"{data.table.name}-{method.name}-{digest}"
     markers = ("results.json", "seed*") if e.seeds else RESULT_MARKERS
@@ -196,7 +197,9 @@ def run_experiment(experiment: Experiment, make_methods: Callable[[], list[Metho
 
         def one_seed(seed: int, seed_run: RunDir) -> dict:
             print(f"--- seed {seed} ---", flush=True)
-            return run_continual(cdata, make_methods(), replace(config, seed=seed), seed_run, device, info)
+            fresh = compose(make_methods())
+            resolve(e.encoder_mode, config, fresh)
+            return run_continual(cdata, fresh, replace(config, seed=seed), seed_run, device, info)
 
         summary = run_seeds(list(e.seeds), one_seed, run, RESULT_MARKERS)
         print(f"{summary['method']} over seeds {','.join(map(str, e.seeds))}: {_mean_line(summary)}")
@@ -210,8 +213,7 @@ def check_same_run(run_dir: Path, e: Experiment, method: Method, config: Continu
     if not path.is_file():
         raise UserError(f"{shown(path)}: no such file; run it to its end first (-resume continues it)")
     recorded = json.loads(path.read_text()).get("config", {})
-    method.check(e.encoder_mode, config.scenario)  # settles the method's mode-dependent settings, as the run did
-    digest = spec_digest(e, method, resolved_config(e, config, folder), data, folder)
+    digest = spec_digest(e, method, resolved_config(e, config, method, folder), data, folder)
     if recorded.get("spec_digest") != digest:
         raise UserError(f"{shown(path)}: made with other settings than these flags give (settings digest "
                         f"{recorded.get('spec_digest')} against {digest}); give the run's own -config and flags")  # fmt: skip
@@ -222,10 +224,14 @@ def check_same_run(run_dir: Path, e: Experiment, method: Method, config: Continu
     return recorded
 
 
-def resolved_config(e: Experiment, config: ContinualConfig, folder: PretrainedFolder | None) -> ContinualConfig:
-    """The run's settings with every default its encoder mode and encoders decide settled (``for_mode``); encoders of
-    one modality have no other to drop to, so a requested dropout is refused there and the mode's becomes 0."""
-    requested, config = config.modality_dropout, config.for_mode(e.encoder_mode)
+def resolved_config(e: Experiment, config: ContinualConfig, method: Method, folder) -> ContinualConfig:
+    """The run's settings as ``run_experiment`` settles them (``continual.resolve``), for a tool that rebuilds a run's
+    digest; ``method`` is settled in place."""
+    return _dropout_for_folder(resolve(e.encoder_mode, config, method), config.modality_dropout, folder)
+
+
+def _dropout_for_folder(config: ContinualConfig, requested, folder: PretrainedFolder | None) -> ContinualConfig:
+    """Encoders of one modality have no other to drop to: a requested dropout is refused, the mode's becomes 0."""
     if folder is None or len(folder.modalities) > 1 or not config.modality_dropout:
         return config
     if requested:

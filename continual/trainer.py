@@ -40,6 +40,7 @@ from continual.metrics import empty_matrix
 from continual.modes import EncoderMode
 from continual.optim import make_optimizer, make_scheduler
 from continual.progress import LAST, Progress, TaskTraining
+from continual.resolve import require_resolved
 from continual.stream import Experience, experiences
 from models.end_to_end import EndToEndNet
 from models.spiking_mlp import SpikingMLP
@@ -57,8 +58,7 @@ def run_continual(
 ) -> dict:
     """Train every task in order, fill the accuracy matrix, write the outputs; returns results.json's record."""
     method = compose(methods)
-    config = config.for_mode(data.encoder_mode)  # a no-op on a config run_experiment settled
-    method.check(data.encoder_mode, config.scenario)
+    require_resolved(data.encoder_mode, config, method)
     settings = {**config.to_dict(), **info, "method": method.name}
     log = RunLog(
         run,

@@ -254,16 +254,34 @@ CONFIG, SMALL_HLOP = _small_continual()  # a continual run small enough for a te
 # Hebbian rate and iterations per batch set) for the few batches of small inputs each task has
 
 
-def run_small(out, method, config=CONFIG, data=None, resume=False, overwrite=False):
-    """``run_continual`` on the synthetic 3-task data into ``out`` (CPU)."""
+def run_resolved(data, methods, config, folder, device=None, info=None):
+    """``run_continual`` on CPU after ``continual.resolve`` settles the config and methods, as the script does."""
     import torch
 
-    from common.rundir import RunDir
+    from continual.methods import compose
+    from continual.resolve import resolve
     from continual.trainer import run_continual
+
+    method = compose(methods)
+    config = resolve(data.encoder_mode, config, method)
+    return run_continual(data, method, config, folder, device or torch.device("cpu"), {} if info is None else info)
+
+
+def run_small(out, method, config=CONFIG, data=None, resume=False, overwrite=False):
+    """``run_continual`` on the synthetic 3-task data into ``out`` (CPU)."""
+    from common.rundir import RunDir
 
     data = data or make_continual_data(n_tasks=3)
     folder = RunDir(out, ("results.json", "checkpoints"), resume=resume, overwrite=overwrite, out_flag="-out_dir")
-    return run_continual(data, method, config, folder, torch.device("cpu"), info={"method": method.name})
+    return run_resolved(data, method, config, folder, info={"method": method.name})
+
+
+def start(method, context) -> None:
+    """``before_run`` by hand, after settling what the network's encoder mode leaves open (as ``continual.resolve``)."""
+    from continual.modes import mode_of
+
+    method.settle(mode_of(context.model))
+    method.before_run(context)
 
 
 def context(model, task: int = 0, data=None, config=None, **fields):

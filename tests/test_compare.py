@@ -5,16 +5,14 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
 from common.paths import REPO_ROOT
 from common.rundir import RunDir
 from continual.config import ContinualConfig
 from continual.methods import HLOP, HLOPConfig
 from continual.seeds import run_seeds, summarize
-from continual.trainer import run_continual
 from models.neurons import NeuronConfig
-from tests.fixtures import make_continual_data
+from tests.fixtures import make_continual_data, run_resolved
 
 CONFIG = ContinualConfig(epochs=3, batch_size=16, hidden=32, neuron=NeuronConfig(timesteps=4))
 
@@ -40,7 +38,7 @@ def test_seeds_run_in_their_own_folders_and_are_summarised(tmp_path):
         seen.append(seed)
         method = HLOP(HLOPConfig(out_num=(4, 8, 8), out_num_inc=(4, 8, 8)))
         config = ContinualConfig(**{**CONFIG.__dict__, "seed": seed})
-        return run_continual(data, method, config, folder, torch.device("cpu"), {})
+        return run_resolved(data, method, config, folder)
 
     def parent(resume=False):
         return RunDir(tmp_path / "run", ("results.json", "seed*"), resume=resume, overwrite=False, out_flag="-out_dir")

@@ -11,12 +11,13 @@ from torch import nn
 
 from continual.config import ContinualConfig
 from continual.methods import GPM, HLOP, HLOPConfig
+from continual.resolve import resolve
 from hlop.hebbian import HebbianSubspace
 from hlop.layers import InputRecorder, UpdateProjection, input_dim, input_rows, project_gradient, protectable_layers
 from models.end_to_end import EndToEndNet
 from models.multimodal import EncoderConfig, MultimodalNet
 from models.spiking_mlp import SpikingMLP
-from tests.fixtures import context, make_scene_dataset, run_script
+from tests.fixtures import context, make_scene_dataset, run_script, start
 from tests.test_hardening import SIX_CLASSES, SNN, kill_when, run_to_end
 
 
@@ -130,7 +131,7 @@ def test_hlop_keeps_more_of_each_modality_encoders_input_layer_than_of_the_later
     inputs = [name for name, first in zip(net.protected_names[3:], net.encoder_input_layers, strict=True) if first]
     assert inputs == ["image.body.0", "audio.body.0"]
     hlop = HLOP(HLOPConfig(out_num=(4, 4, 4), learning="task_end", encoder_threshold=(0.5, 0.25)))
-    hlop.before_run(context(net))
+    start(hlop, context(net))
     thresholds = [threshold for _, threshold in hlop.budgets(0)[3:]]
     assert thresholds == [0.5 if first else 0.25 for first in net.encoder_input_layers]
     assert HLOPConfig(learning="task_end", encoder_threshold=0.5).encoder_threshold == (0.5, 0.5)
@@ -143,7 +144,7 @@ def test_hlop_keeps_more_of_each_modality_encoders_input_layer_than_of_the_later
 )
 def test_methods_protect_every_encoder_layer_from_task_1_on(method):
     net = _tiny_net()
-    method.before_run(context(net))
+    start(method, context(net))
     method.before_task(context(net, 0))
     images, mfcc = torch.randint(0, 255, (8, 16, 16, 3), dtype=torch.uint8), torch.randn(8, 104)
     net.record_encoder_inputs(True)
@@ -262,7 +263,7 @@ def test_the_encoders_features_keep_the_image_cnn_s_spatial_grid_and_the_audio_b
     torch.testing.assert_close(image.project(maps.mean((2, 3))), net.encoder.embed(images, mfcc)["image"])
     for mode, read in (("continual", output.encoder_features), ("frozen", output.layer_inputs[2])):
         head = AnalyticHead()
-        head.check(mode, "class")
+        resolve(mode, ContinualConfig(scenario="class"), head)
         assert head.representation(output) is read
     audio_only = net((images, mfcc, torch.tensor([[False, True]]).expand(5, 2)))
     assert not audio_only.encoder_features[:, :512].any() and not audio_only.embeddings[:, :16].any()

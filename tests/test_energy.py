@@ -11,7 +11,7 @@ from torch import nn
 from continual.energy import E_AC, E_MAC, encoder_macs, inference_cost, spike_counts
 from continual.methods import GPM, HLOP, HLOPConfig
 from models.spiking_mlp import SpikingMLP
-from tests.fixtures import context
+from tests.fixtures import context, start
 
 
 class KnownSpikes(nn.Module):
@@ -66,7 +66,7 @@ def test_encoder_macs_count_convolutions_and_linear_layers():
 def test_protection_costs_follow_the_subspace_sizes():
     model = SpikingMLP(10, 4, hidden=6)
     hlop = HLOP(HLOPConfig(out_num=(2, 3, 1), out_num_inc=(1, 1, 1), iterations=4, learning="online"))
-    hlop.before_run(context(model))
+    start(hlop, context(model))
     hlop.before_task(context(model, 0))
     hlop.after_task(context(model, 0))
     assert hlop.protection_macs(context(model, 0)) == 4 * 3 * (2 * 10 + 3 * 6 + 1 * 6)  # Hebbian only on task 0
@@ -93,7 +93,7 @@ def test_protection_costs_count_the_encoder_layers_when_they_learn():
     for name, model in (("frozen", snn), ("learning", net)):
         hlop = HLOP(HLOPConfig(out_num=(4, 4, 4), out_num_inc=(2, 2, 2), iterations=3, encoder_iterations=2,
                                learning="online", encoder_sizes=(0.25, 0.1)))  # fmt: skip
-        hlop.before_run(context(model, config=config))
+        start(hlop, context(model, config=config))
         for task in (0, 1):
             hlop.before_task(context(model, task, config=config))
             model.record_encoder_inputs(True)

@@ -11,16 +11,16 @@ from common.rundir import RunDir
 from continual.config import ContinualConfig
 from continual.methods import DERPP, ER, ERACE, ERConfig
 from continual.methods.heads import AnalyticHead, HeadConfig, NCMHead
-from continual.trainer import build_model, run_continual
+from continual.trainer import build_model
 from models.neurons import NeuronConfig
-from tests.fixtures import context, make_continual_data
+from tests.fixtures import context, make_continual_data, run_resolved
 
 CONFIG = ContinualConfig(epochs=6, batch_size=16, hidden=64, neuron=NeuronConfig(timesteps=6))
 
 
 def run(tmp_path, methods, name="run", config=CONFIG, data=None):
     folder = RunDir(tmp_path / name, ("results.json",), resume=False, overwrite=False, out_flag="-out_dir")
-    return run_continual(data or make_continual_data(n_tasks=3), methods, config, folder, torch.device("cpu"), {})
+    return run_resolved(data or make_continual_data(n_tasks=3), methods, config, folder)
 
 
 def extended_batches(tmp_path, config: ERConfig, data) -> tuple[ER, list]:

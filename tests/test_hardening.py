@@ -24,7 +24,16 @@ from common.paths import REPO_ROOT
 from common.rundir import RunDir
 from common.seeding import use_deterministic_algorithms
 from continual.methods import HLOP
-from tests.fixtures import SMALL_HLOP, TINY_HLOP, context, make_scene_dataset, pretrain_tiny, run_script, uses_hlop
+from tests.fixtures import (
+    SMALL_HLOP,
+    TINY_HLOP,
+    context,
+    make_scene_dataset,
+    pretrain_tiny,
+    run_script,
+    start,
+    uses_hlop,
+)
 from tests.fixtures import run_small as run
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")
@@ -307,7 +316,7 @@ def test_subspace_larger_than_the_layer_input_is_refused():
 
     model = SpikingMLP(16, 4, hidden=32)
     with pytest.raises(UserError, match="-hlop_out_num 20,8,8: 20 lateral neurons for fc1, whose input has only 16"):
-        HLOP(replace(SMALL_HLOP, out_num=(20, 8, 8))).before_run(context(model))
+        start(HLOP(replace(SMALL_HLOP, out_num=(20, 8, 8))), context(model))
 
 
 def test_resume_of_a_finished_run_with_other_flags_is_refused(tmp_path):

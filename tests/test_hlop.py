@@ -4,12 +4,14 @@ import pytest
 import torch
 
 from common.errors import UserError
+from continual.config import ContinualConfig
 from continual.methods import HLOP, HLOPConfig
+from continual.resolve import resolve
 from hlop.hebbian import HebbianSubspace
 from hlop.projection import orthogonal_to_rows, projected_linear
 from models.neurons import NeuronConfig
 from models.spiking_mlp import SpikingMLP
-from tests.fixtures import context
+from tests.fixtures import context, start
 
 
 def low_rank_inputs(n: int, basis: torch.Tensor, generator) -> torch.Tensor:
@@ -119,7 +121,7 @@ def test_hlop_sizes_follow_the_schedule_and_never_exceed_the_input():
     assert method.sizes(3) == [7, 50, 50] and method.sizes(6) == [4, 30, 30] and method.sizes(9) == [1, 10, 10]
     model = SpikingMLP(12, 3, hidden=16, neuron=NeuronConfig(timesteps=4))
     method = HLOP(HLOPConfig(out_num=(10, 10, 10), out_num_inc=(10, 10, 10), learning="online"))
-    method.before_run(context(model))
+    start(method, context(model))
     for task in range(3):
         method.before_task(context(model, task))
         method.after_task(context(model, task))
@@ -129,12 +131,12 @@ def test_hlop_sizes_follow_the_schedule_and_never_exceed_the_input():
 def test_hlop_state_round_trip_with_grown_subspaces():
     model = SpikingMLP(12, 3, hidden=16, neuron=NeuronConfig(timesteps=4))
     method = HLOP(HLOPConfig(out_num=(3, 4, 5), out_num_inc=(2, 2, 2), learning="online"))
-    method.before_run(context(model))
+    start(method, context(model))
     method.before_task(context(model, 0))
     method.after_task(context(model, 0))
     method.before_task(context(model, 1))
     restored = HLOP(method.config)
-    restored.before_run(context(model))
+    start(restored, context(model))
     restored.load_state_dict(method.state_dict())
     for a, b in zip(method.subspaces, restored.subspaces, strict=True):
         torch.testing.assert_close(a.weight, b.weight)
@@ -152,7 +154,7 @@ def test_hebbian_step_reusing_the_forward_projection_equals_recomputing_it():
             out_num=(3, 4, 4), out_num_inc=(2, 3, 3), spiking=spiking, with_wfr=with_wfr, learning="online"
         )
         method = HLOP(config)
-        method.before_run(context(model))
+        start(method, context(model))
         method.before_task(context(model, 0))
         method.after_task(context(model, 0))
         method.before_task(context(model, 1))
@@ -300,17 +302,17 @@ def test_hlop_defaults_follow_the_encoder_mode():
     """Online Oja on frozen features (2 iterations at 10x the reference's rates); task-end passes grown by energy
     when encoders learn; rates and iterations given explicitly stay."""
     frozen, learning = HLOP(), HLOP()
-    frozen.check("frozen", "class")
-    learning.check("continual", "task")
+    resolve("frozen", ContinualConfig(scenario="class"), frozen)
+    resolve("continual", ContinualConfig(scenario="task"), learning)
     assert (frozen.config.learning, frozen.config.threshold, frozen.config.encoder_threshold) == ("online", None, None)
     assert learning.config.learning == "task_end" and learning.config.encoder_threshold == (0.99999, 0.9999)
     assert learning.config.lr == (0.001, 0.001, 0.001) and learning.config.iterations == 20
     assert frozen.config.lr == pytest.approx((0.01, 0.1, 0.1)) and frozen.config.iterations == 2
     reference = HLOP(HLOPConfig(lr=(0.001, 0.01, 0.01), iterations=5))
-    reference.check("frozen", "class")
+    resolve("frozen", ContinualConfig(scenario="class"), reference)
     assert (reference.config.lr, reference.config.iterations) == ((0.001, 0.01, 0.01), 5)
     chosen = HLOP(HLOPConfig(learning="online"))
-    chosen.check("continual", "task")
+    resolve("continual", ContinualConfig(scenario="task"), chosen)
     assert chosen.config.learning == "online" and chosen.config.encoder_threshold is None
 
 
@@ -318,11 +320,11 @@ def test_task_end_threshold_defaults_follow_the_encoder_mode():
     """-hlop_learning task_end grows the lateral neurons to 0.99 of each task's energy on frozen features, 0.97
     when the encoders learn; a threshold given explicitly stays, and without task_end learning it is refused."""
     frozen, learning = HLOP(HLOPConfig(learning="task_end")), HLOP(HLOPConfig(learning="task_end"))
-    frozen.check("frozen", "class")
-    learning.check("continual", "task")
+    resolve("frozen", ContinualConfig(scenario="class"), frozen)
+    resolve("continual", ContinualConfig(scenario="task"), learning)
     assert frozen.config.threshold == (0.99, 0.99, 0.99) and learning.config.threshold == (0.97, 0.97, 0.97)
     chosen = HLOP(HLOPConfig(learning="task_end", threshold=(0.9, 0.8, 0.7)))
-    chosen.check("frozen", "class")
+    resolve("frozen", ContinualConfig(scenario="class"), chosen)
     assert chosen.config.threshold == (0.9, 0.8, 0.7)
     with pytest.raises(UserError, match="-hlop_threshold"):
         HLOPConfig(learning="online", threshold=(0.9, 0.9, 0.9))
@@ -354,7 +356,7 @@ def test_learning_both_polishes_the_online_rows_at_the_task_end():
     torch.manual_seed(0)
     model = SpikingMLP(12, 3, hidden=16, neuron=NeuronConfig(timesteps=4))
     method = HLOP(HLOPConfig(out_num=(4, 4, 4), out_num_inc=(2, 2, 2), learning="both", passes=1))
-    method.before_run(context(model))
+    start(method, context(model))
     method.before_task(context(model, 0))
     online = method.subspaces[0].weight.clone()  # the rows as online learning left them
 

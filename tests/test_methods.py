@@ -10,10 +10,10 @@ from continual.config import ContinualConfig
 from continual.methods import EWC, GPM, HLOP, Baseline, EWCConfig, HLOPConfig, Joint, Replay, ReplayConfig, compose
 from continual.methods.gpm import extend_basis
 from continual.methods.replay import pack_bits, unpack_bits
-from continual.trainer import build_model, run_continual
+from continual.trainer import build_model
 from hlop.projection import SubspaceProjector
 from models.neurons import NeuronConfig
-from tests.fixtures import context, make_continual_data, run_script
+from tests.fixtures import context, make_continual_data, run_resolved, run_script
 
 CONFIG = ContinualConfig(epochs=8, batch_size=16, hidden=128, neuron=NeuronConfig(timesteps=8))
 REPLAY = ReplayConfig(memory_size=10, epochs=5, batch_per_task=10, lr=0.05)
@@ -21,7 +21,7 @@ REPLAY = ReplayConfig(memory_size=10, epochs=5, batch_per_task=10, lr=0.05)
 
 def run(tmp_path, method, name="run", config=CONFIG):
     folder = RunDir(tmp_path / name, ("results.json",), resume=False, overwrite=False, out_flag="-out_dir")
-    return run_continual(make_continual_data(n_tasks=3), method, config, folder, torch.device("cpu"), {})
+    return run_resolved(make_continual_data(n_tasks=3), method, config, folder)
 
 
 def test_joint_is_an_upper_bound_where_forgetting_is_certain(tmp_path):

@@ -9,7 +9,7 @@ from hlop.projection import orthogonal_to_rows_in_time
 from models.neurons import NeuronConfig, reference_grad_scale
 from models.spiking_mlp import SpikingMLP
 from tests import reference_hlop as ref
-from tests.fixtures import context
+from tests.fixtures import context, start
 
 NEURON = NeuronConfig(timesteps=10, vth=0.3, tau=1.0, delta_t=0.05, alpha=0.3)
 LABELS = torch.tensor([0, 1, 2, 3, 0, 1])
@@ -40,7 +40,7 @@ def protecting_hlop(model: SpikingMLP, spiking: bool, placement: str = "timestep
         learning="online",
     )
     hlop = HLOP(config)
-    hlop.before_run(context(model))
+    start(hlop, context(model))
     torch.manual_seed(5)
     hlop.before_task(context(model, 0))
     for subspace in hlop.subspaces:

@@ -11,11 +11,10 @@ from common.errors import UserError
 from continual.config import ContinualConfig
 from continual.evaluation import firing_rates
 from continual.methods import HLOP, Baseline
-from continual.trainer import run_continual
 from hlop.projection import decoupled_linear
 from models.neurons import NeuronConfig
 from models.spiking_mlp import SpikingMLP
-from tests.fixtures import continual_tiny, make_continual_data, pretrain_tiny
+from tests.fixtures import continual_tiny, make_continual_data, pretrain_tiny, run_resolved
 
 NEURON = NeuronConfig(timesteps=6)
 
@@ -97,7 +96,7 @@ def test_rate_stat_records_a_rate_per_layer_and_task(tmp_path):
     data = make_continual_data(n_tasks=2)
     config = ContinualConfig(epochs=1, batch_size=16, hidden=16, neuron=NEURON, rate_stat=True)
     folder = RunDir(tmp_path / "run", ("results.json",), resume=False, overwrite=False, out_flag="-out_dir")
-    results = run_continual(data, Baseline(), config, folder, torch.device("cpu"), info={})
+    results = run_resolved(data, Baseline(), config, folder)
     assert len(results["firing_rates"]) == 2 and all(len(rates) == 2 for rates in results["firing_rates"])
     assert all(0 <= rate <= 1 for rates in results["firing_rates"] for rate in rates)
 

@@ -8,9 +8,9 @@ from continual.config import ContinualConfig
 from continual.methods import Baseline
 from continual.methods.heads import RIDGE
 from continual.representation import class_means, representation_report, ridge_accuracy
-from continual.trainer import build_model, run_continual
+from continual.trainer import build_model
 from models.neurons import NeuronConfig
-from tests.fixtures import make_continual_data
+from tests.fixtures import make_continual_data, run_resolved
 
 CONFIG = ContinualConfig(epochs=8, batch_size=16, hidden=128, neuron=NeuronConfig(timesteps=8))
 
@@ -53,7 +53,7 @@ def test_drift_is_zero_for_a_network_that_did_not_move_and_measured_against_the_
 def test_runs_record_the_diagnostic_for_every_task(tmp_path):
     folder = RunDir(tmp_path / "run", ("results.json",), resume=False, overwrite=False, out_flag="-out_dir")
     data = make_continual_data(n_tasks=3)
-    results = run_continual(data, Baseline(), CONFIG, folder, torch.device("cpu"), {})
+    results = run_resolved(data, Baseline(), CONFIG, folder)
     reports = results["representation"]
     assert len(reports) == 3 and [len(r["hidden2"]["class_mean_drift"]) for r in reports] == [0, 1, 2]
     assert all(0 <= entry["linear_probe_acc"] <= 1 for r in reports for entry in r.values())
@@ -67,7 +67,7 @@ def test_a_joint_run_has_no_earlier_task_to_drift_from(tmp_path):
     from continual.methods import Joint
 
     folder = RunDir(tmp_path / "joint", ("results.json",), resume=False, overwrite=False, out_flag="-out_dir")
-    results = run_continual(make_continual_data(n_tasks=3), Joint(), CONFIG, folder, torch.device("cpu"), {})
+    results = run_resolved(make_continual_data(n_tasks=3), Joint(), CONFIG, folder)
     assert [entry["class_mean_drift"] for entry in results["representation"][0].values()] == [[], [], []]
 
 

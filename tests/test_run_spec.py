@@ -194,3 +194,28 @@ def test_results_record_the_preset_and_the_flags_set_on_the_command_line(scene_d
         "timesteps",
     ]
     assert config["method"] == "baseline" and config["epochs"] == 1
+
+
+def test_the_loop_refuses_settings_that_did_not_pass_through_resolve(tmp_path):
+    """The mode's defaults are settled in continual.resolve only: the loop and HLOP's hooks refuse open ones
+    instead of settling them again."""
+    import torch
+
+    from common.errors import UserError
+    from common.rundir import RunDir
+    from continual.methods import HLOP
+    from continual.resolve import resolve
+    from continual.trainer import run_continual
+    from tests.fixtures import CONFIG, SMALL_HLOP, context, make_continual_data
+
+    data = make_continual_data(n_tasks=2)
+    folder = RunDir(tmp_path / "run", ("results.json",), resume=False, overwrite=False, out_flag="-out_dir")
+    with pytest.raises(UserError, match="not resolved for -encoder_mode frozen"):
+        run_continual(data, HLOP(SMALL_HLOP), CONFIG, folder, torch.device("cpu"), {})
+    hlop = HLOP(SMALL_HLOP)
+    settled = resolve("frozen", CONFIG, hlop)
+    assert (settled.opt, settled.lr, settled.modality_dropout, hlop.config.learning) == ("SGD", 0.1, 0.0, "online")
+    with pytest.raises(UserError, match="not resolved"):  # a resolved config beside a method that is not
+        run_continual(data, HLOP(SMALL_HLOP), settled, folder, torch.device("cpu"), {})
+    with pytest.raises(UserError, match="HLOP: its Hebbian rates"):
+        HLOP(SMALL_HLOP).before_run(context(torch.nn.Linear(2, 2)))

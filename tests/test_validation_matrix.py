@@ -8,16 +8,16 @@ from common.rundir import RunDir
 from continual.config import ContinualConfig
 from continual.evaluation import accuracy
 from continual.methods import Baseline
-from continual.trainer import build_model, run_continual
+from continual.trainer import build_model
 from models.neurons import NeuronConfig
-from tests.fixtures import make_continual_data
+from tests.fixtures import make_continual_data, run_resolved
 
 CONFIG = ContinualConfig(epochs=4, batch_size=16, hidden=64, neuron=NeuronConfig(timesteps=6))
 
 
 def _run(tmp_path, data):
     folder = RunDir(tmp_path / "run", ("results.json",), resume=False, overwrite=False, out_flag="-out_dir")
-    return run_continual(data, Baseline(), CONFIG, folder, torch.device("cpu"), {})
+    return run_resolved(data, Baseline(), CONFIG, folder)
 
 
 def test_the_validation_matrix_is_each_task_end_network_s_accuracy_on_the_validation_rows(tmp_path):

@@ -89,8 +89,15 @@ class Method(nn.Module):
         """The method configured by the parsed flags."""
         return cls()
 
+    def settle(self, encoder_mode: str) -> None:
+        """Settle the defaults the encoder mode leaves open (none by default); only ``continual.resolve`` calls it."""
+
+    def is_settled(self) -> bool:
+        """Whether ``settle`` has left nothing open."""
+        return True
+
     def check(self, encoder_mode: str, scenario: str) -> None:
-        """Refuse, before anything is written, a run this method cannot do."""
+        """Refuse, before anything is written, a run this method cannot do (after ``settle``)."""
         for flag, value, supported in (
             ("-encoder_mode", encoder_mode, self.encoder_modes),
             ("-scenario", scenario, self.scenarios),

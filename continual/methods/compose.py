@@ -60,6 +60,13 @@ class Composite(Method):
         self.needs_encoder_inputs = any(m.needs_encoder_inputs for m in self.methods)
         self.stream = "joint" if any(m.stream == "joint" for m in self.methods) else "sequential"
 
+    def settle(self, encoder_mode: str) -> None:
+        for m in self.methods:
+            m.settle(encoder_mode)
+
+    def is_settled(self) -> bool:
+        return all(m.is_settled() for m in self.methods)
+
     def check(self, encoder_mode: str, scenario: str) -> None:
         for m in self.methods:
             m.check(encoder_mode, scenario)

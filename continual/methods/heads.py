@@ -90,11 +90,16 @@ class _ClassStatisticsHead(Method):
     def from_args(cls, args) -> Method:
         return cls(HeadConfig(args.head_expansion, args.head_ridge, args.head_input, args.ncm_metric))
 
-    def check(self, encoder_mode: str, scenario: str) -> None:
-        """Also settles ``-head_input auto`` for the encoder mode (results.json records what was read)."""
-        super().check(encoder_mode, scenario)
+    def settle(self, encoder_mode: str) -> None:
+        """``-head_input auto``: the encoder mode's input (results.json records what was read)."""
         if self.config.input == "auto":
             self.config = replace(self.config, input=AUTO_INPUT[encoder_mode])
+
+    def is_settled(self) -> bool:
+        return self.config.input != "auto"
+
+    def check(self, encoder_mode: str, scenario: str) -> None:
+        super().check(encoder_mode, scenario)
         if self.config.input in ENCODER_INPUTS and encoder_mode != "continual":
             raise UserError(f"-head_input {self.config.input}: reads the learning encoders; it needs "
                             "-encoder_mode continual (frozen features: -head_input hidden)")  # fmt: skip

@@ -41,7 +41,6 @@ from common.distributed import current as distributed
 from common.errors import UserError
 from common.validation import integer, positive
 from continual.methods.base import Context, Method
-from continual.modes import mode_of
 from hlop.hebbian import HebbianSubspace
 from hlop.layers import UpdateProjection, input_dim, layer_input_batches
 from hlop.projection import SubspaceProjector
@@ -290,9 +289,10 @@ class HLOP(Method, SubspaceProjector):
         )
 
     def before_run(self, context: Context) -> None:
+        if not self.is_settled():
+            raise UserError("HLOP: its Hebbian rates, iterations and learning are open; settle them with "
+                            "continual.resolve.resolve (or HLOPConfig.for_mode) before the run")  # fmt: skip
         model = context.model
-        if None in (self.config.learning, self.config.iterations, self.config.lr):  # built without ``check``
-            self.config = self.config.for_mode(mode_of(model))
         c = self.config
         for name, layer, n in zip(("fc1", "fc2", "classifier"), model.projected_layers, c.out_num, strict=True):
             if n > layer.in_features:  # later increments are cut to the room left (see ``before_task``)
@@ -324,10 +324,12 @@ class HLOP(Method, SubspaceProjector):
         share = self.config.encoder_sizes[0 if task == 0 else 1]
         return max(1, round(share * in_features))
 
-    def check(self, encoder_mode: str, scenario: str) -> None:
-        """Refuse what cannot work, and settle what the encoder mode leaves open (``HLOPConfig.for_mode``)."""
-        super().check(encoder_mode, scenario)
+    def settle(self, encoder_mode: str) -> None:
+        """What the encoder mode leaves open (``HLOPConfig.for_mode``)."""
         self.config = self.config.for_mode(encoder_mode)
+
+    def is_settled(self) -> bool:
+        return None not in (self.config.learning, self.config.iterations, self.config.lr)
 
     def budgets(self, task: int) -> list[tuple[int, float | None]]:
         """Per subspace (the spiking MLP's three, then the encoders'): how many rows ``task`` adds (its size, or
