@@ -81,7 +81,7 @@ class FlagParser(argparse.ArgumentParser):
         parsed = super().parse_args(args, namespace)
         on_line = self._given_on_command_line(args)
         parsed.given = frozenset(from_config | on_line)
-        parsed.command = {"argv": list(args), "flags": sorted(on_line)}  # recorded with the results
+        parsed.command_line = {"argv": list(args), "flags": sorted(on_line)}  # recorded with the results
         parsed.config_file = path
         return parsed
 

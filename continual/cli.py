@@ -268,6 +268,6 @@ def experiment_from_args(args) -> Experiment:
         image_grid=args.image_grid,
         test_corrupt=args.test_corrupt,
         test_noise=args.test_noise,
-        command=getattr(args, "command", None),
+        command=getattr(args, "command_line", None),
         preset=getattr(args, "config_file", None),
     )

@@ -47,13 +47,13 @@ def test_the_table_command_writes_rows_from_runs_and_says_which_are_missing(tmp_
     (runs / "frozen-hlop" / "results.json").write_text(json.dumps(record))
     readme = tmp_path / "README.md"
     readme.write_text("intro\n<!-- headline table: benchmarks/tables.py write -->\nold\n<!-- end of table -->\nrest\n")
-    tables.write_tables(runs, tmp_path / "results.md", readme)
+    tables.main(["write", "-runs", str(runs), "-out", str(tmp_path / "results.md"), "-readme", str(readme)])
     text = (tmp_path / "results.md").read_text()
     assert (
         "| `frozen-hlop` | hlop | 95.8 ± 0.7 | -2.7 ± 0.6 | 60.0 | n/a | n/a | n/a | 5.0 MiB | 0,1,2 | abc1234 |"
         in text
     )
-    assert "| `frozen-gpm` | not measured at " in text and "tables written at commit" in text
+    assert "| `frozen-gpm` | not measured at " in text and "Written by `python benchmarks/tables.py write`" in text
     headline = readme.read_text()
     assert "old" not in headline and "| `frozen-hlop` | hlop | 95.8 ± 0.7 |" in headline and headline.endswith("rest\n")
 
