@@ -49,7 +49,7 @@ TABLES = (
         "frozen",
         "Frozen encoders pretrained on all classes (the reference's protocol), class scenario",
         "The encoders saw every class's training rows before task 0 (later tasks leak into the features), pretrained "
-        f"with the defaults (MFCC noise of 1.0 since commit 0945f3f, docs/pipeline.md); {HELD_OUT}.",
+        f"with the defaults (MFCC noise of 1.0, docs/pipeline.md); {HELD_OUT}.",
         (
             "frozen-joint",
             "frozen-baseline",
@@ -245,7 +245,7 @@ def write_tables(runs: Path, out: Path, readme: Path | None) -> None:
         "# Measured results",
         "",
         "Written by `python benchmarks/tables.py write` from the runs of the presets in `configs/` "
-        f"(tables written at commit {head}, on {machine()}). Every row names its preset: "
+        f"(on {machine()}). Every row names its preset: "
         "`python benchmarks/tables.py run PRESET` regenerates it (pretraining, then the continual run). "
         "A row measured at an earlier commit says so in its last column (`+changes`: the working tree then held "
         "uncommitted edits beside that commit). ACC, BWT and forgetting are in %, "
