@@ -120,6 +120,23 @@ TABLES = (
         ),
     ),
 )
+AVPHOTOS = "avphotos (CIFAR-10 photographs paired with the spoken digits, `data_dir: datasets/avphotos`): "
+TABLES += (
+    Table(
+        "avphotos-frozen",
+        "avphotos: frozen encoders pretrained on all classes, class scenario",
+        f"{AVPHOTOS}as the first table, on photographs far harder than handwritten digits; {HELD_OUT}.",
+        tuple(f"avphotos-frozen-{name}" for name in ("joint", "baseline", "hlop", "gpm", "er", "derpp")),
+        TABLES[0].columns,
+    ),
+    Table(
+        "avphotos-failed-sensors",
+        "avphotos: a failed sensor",
+        f"{AVPHOTOS}as the failed-sensor table above; {HELD_OUT}.",
+        ("avphotos-sensors-reliability", "avphotos-sensors-attention"),
+        TABLES[3].columns,
+    ),
+)
 QUICK_START = Table(
     "quick-start",
     "The README's first command, and the reference command",

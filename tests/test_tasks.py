@@ -67,6 +67,16 @@ def test_scene_py_prints_the_five_tasks_of_the_embedded_dataset():
     assert all(row[1:4] == ["420", "60", "120"] for row in rows)  # 300 per class, 70/10/20
 
 
+def test_the_embedded_photographs_dataset_reads_in_the_same_layout_with_its_speakers_held_out():
+    result = _run_scene("-data_dir", "datasets/avphotos", "-split", "group")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "3000 rows, 10 classes, 104 MFCC values" in lines[0]
+    rows = [line.split() for line in lines if re.match(r"\d+\s+\d+", line)]
+    assert [row[0] for row in rows] == ["0", "1", "2", "3", "4"] and rows[0][4:] == ["AIRPLANE,", "AUTOMOBILE"]
+    assert all(int(row[2]) > 0 and int(row[3]) > 0 for row in rows)  # a held-out speaker in val and in test
+
+
 def test_scene_py_rejects_a_bad_split_in_one_line():
     result = _run_scene("-data_dir", "datasets/avdigits", "-tasks", '[["ONE"], ["ELEVEN"]]')
     assert result.returncode == 2
