@@ -81,6 +81,29 @@ def test_resume_after_an_interrupted_task_gives_the_same_matrix(tmp_path):
     assert resumed["acc_matrix"] == full["acc_matrix"]
 
 
+@pytest.mark.parametrize("name", ["replay", "latent_replay", "derpp_reservoir", "er_ace"])
+def test_a_memory_of_rows_resumes_after_an_interrupted_task_to_the_same_matrix(tmp_path, name):
+    """The shared memory (continual.memory.RowMemory) and latent replay's spike trains grow task by task; a
+    checkpoint restores them at their saved size."""
+    from continual.methods import DERPP, ERACE, ERConfig, Replay, ReplayConfig
+
+    replay = ReplayConfig(memory_size=10, epochs=2, batch_per_task=10, lr=0.05)
+    make = {
+        "replay": lambda: Replay(replay),
+        "latent_replay": lambda: Replay(replace(replay, latent=True)),
+        "derpp_reservoir": lambda: DERPP(ERConfig(memory_budget=12)),
+        "er_ace": lambda: ERACE(ERConfig(memory_size=5)),
+    }[name]
+    full = run(tmp_path / "full", make())
+    run(tmp_path / "cut", make())
+    (tmp_path / "cut" / "results.json").unlink()  # as if the run died during task 2
+    checkpoints = tmp_path / "cut" / "checkpoints"
+    (checkpoints / "task1.pt").replace(checkpoints / "last.pt")
+    (checkpoints / "task2.pt").unlink()
+    resumed = run(tmp_path / "cut", make(), resume=True)
+    assert resumed["acc_matrix"] == full["acc_matrix"] and resumed["memory_bytes"] == full["memory_bytes"]
+
+
 def test_resume_with_other_flags_is_refused(tmp_path):
     run(tmp_path / "cut", HLOP(SMALL_HLOP))
     (tmp_path / "cut" / "results.json").unlink()

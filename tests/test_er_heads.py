@@ -64,7 +64,9 @@ def test_er_balanced_batches_give_each_earlier_class_as_many_rows_as_each_new_cl
 def test_a_reservoir_keeps_the_budget_and_der_stores_the_logits(tmp_path):
     method = DERPP(ERConfig(memory_budget=12))
     results = run(tmp_path, method)
-    assert len(method.rows) == 12 and method.logits.shape == (12, 6) and int(method.seen) == 3 * 80 * 6
+    memory = method.memory
+    assert len(memory) == 12 and memory.logits.shape == (12, 6) and int(memory.seen) == 3 * 80 * 6
+    assert set(memory.tasks.tolist()) <= {0, 1, 2} and memory.tasks.max() == 2  # the newest task holds rows too
     assert results["memory_bytes"] == 12 * (40 * 4 + 8) + 12 * 6 * 4
 
 

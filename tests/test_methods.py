@@ -44,10 +44,10 @@ def test_replay_and_gpm_forget_less_than_the_baseline(tmp_path):
 def test_replay_memory_keeps_memory_size_samples_per_class(tmp_path):
     method = Replay(config=REPLAY)
     run(tmp_path, method)
-    labels = method.memory.labels
-    assert torch.bincount(labels).tolist() == [10] * 6
-    assert method.memory.payload.shape == (60, 40)
-    assert method.memory_bytes() == 60 * 40 * 4 + 2 * 60 * 8
+    data = make_continual_data(n_tasks=3)
+    assert torch.bincount(data.labels[method.memory.rows]).tolist() == [10] * 6
+    assert method.memory.tasks.tolist() == [0] * 20 + [1] * 20 + [2] * 20
+    assert method.memory_bytes() == 60 * 40 * 4 + 2 * 60 * 8  # each row's 40 features, its label and task
 
 
 def test_compressed_latent_replay_halves_the_memory_at_ratio_two(tmp_path):
@@ -55,7 +55,7 @@ def test_compressed_latent_replay_halves_the_memory_at_ratio_two(tmp_path):
     for compress in (1, 2):
         method = Replay(config=ReplayConfig(**{**REPLAY.__dict__, "latent": True, "compress": compress}))
         run(tmp_path, method, f"c{compress}")
-        sizes[compress] = method.memory.payload_bytes()
+        sizes[compress] = method.payload_bytes()
         assert method.name == ("latent-replay" if compress == 1 else "latent-replay-c2")
     assert sizes[1] == 60 * 8 * 128 // 8  # 60 samples, 8 timesteps x 128 neurons, one bit each
     assert sizes[2] * 2 == sizes[1]
@@ -101,7 +101,7 @@ def test_methods_compose_with_hooks_fanned_out():
             return torch.tensor(self.value)
 
     assert compose([Pull(1.5), Pull(2.0)]).penalty(context(None)).item() == pytest.approx(3.5)
-    assert {"methods.1.memory.payload", "methods.1.memory.labels"} <= set(both.state_dict())  # saved in checkpoints
+    assert {"methods.1.memory.rows", "methods.1.memory.tasks"} <= set(both.state_dict())  # saved in checkpoints
 
 
 def test_a_method_defined_in_a_test_runs_through_the_loop_and_script_flags(tmp_path):

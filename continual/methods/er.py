@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from common.cli import fraction, non_negative_float
 from common.errors import UserError
 from continual.data import masked_logits, scenario_mask
-from continual.memory import MEMORY_SIZE, class_balanced_rows
+from continual.memory import MEMORY_SIZE, RowMemory, class_balanced_rows
 from continual.methods.base import Context, Method
 
 MAX_SHARE = 0.95  # -er_share: nearer 1, each batch carries so many stored rows that memory runs out
@@ -80,9 +80,7 @@ class ER(Method):
     def __init__(self, config: ERConfig = ERConfig()):
         super().__init__()
         self.config = config if config.share is not None else replace(config, share=self.default_share)
-        self.register_buffer("rows", torch.zeros(0, dtype=torch.long))  # stored row indices
-        self.register_buffer("logits", torch.zeros(0, 0))  # DER++: their logits when stored
-        self.register_buffer("seen", torch.zeros((), dtype=torch.long))  # rows offered to the reservoir
+        self.memory = RowMemory()  # the stored rows (continual.memory), with their logits for DER++
         self.sample_bytes = 0  # one row's input, in bytes
         self.generator = torch.Generator().manual_seed(0)  # memory batches and reservoir draws; checkpointed
 
@@ -110,14 +108,20 @@ class ER(Method):
         self.sample_bytes = state["sample_bytes"]
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        for name in ("rows", "logits"):  # the memory grows: take the saved shapes
-            if prefix + name in state_dict:
-                self._buffers[name] = torch.empty_like(state_dict[prefix + name]).to(self._buffers[name].device)
+        if prefix + "rows" in state_dict:  # a checkpoint written before the shared memory held its buffers
+            for name in ("rows", "logits", "seen"):
+                state_dict[f"{prefix}memory.{name}"] = state_dict.pop(prefix + name)
+            state_dict[f"{prefix}memory.tasks"] = torch.zeros_like(state_dict[f"{prefix}memory.rows"])
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    @property
+    def rows(self) -> torch.Tensor:
+        """The stored rows' indices."""
+        return self.memory.rows
 
     def draw(self, count: int) -> torch.Tensor:
         """``count`` positions in the memory, uniformly with replacement."""
-        return torch.randint(len(self.rows), (count,), generator=self.generator).to(self.rows.device)
+        return self.memory.draw(count, self.generator)
 
     def memory_rows_per_batch(self, context: Context, batch: int) -> int:
         """Stored rows to add to a batch of ``batch`` new rows: ``share`` of the whole, or (``balanced``) ``batch``
@@ -148,39 +152,21 @@ class ER(Method):
         data = context.data
         rows = class_balanced_rows(data.labels, context.rows, data.task_classes[context.task],
                                    self.config.memory_size, seed=context.task)  # fmt: skip
-        logits = self._logits_of(context, rows) if self.stores_logits else torch.zeros(len(rows), 0)
-        if len(self.rows) == 0:
-            self.logits = torch.zeros(0, logits.shape[1], device=rows.device)
-        self.rows = torch.cat([self.rows, rows])
-        self.logits = torch.cat([self.logits, logits.to(self.logits)])
+        self.memory.add(rows, context.task, self._logits_of(context, rows) if self.stores_logits else None)
 
     @torch.no_grad()
     def _logits_of(self, context: Context, rows: torch.Tensor) -> torch.Tensor:
         context.model.eval()
         return context.model(context.data.inputs(rows)).logits.float()
 
-    @torch.no_grad()
     def _reservoir(self, context: Context, rows: torch.Tensor, logits: torch.Tensor) -> None:
-        """Algorithm R: the i-th row offered is stored while the memory has room, and afterwards replaces a
-        random stored row with probability ``budget / i``."""
-        budget, width = self.config.memory_budget, logits.shape[1] if self.stores_logits else 0
-        if self.logits.shape[1] != width:
-            self.logits = torch.zeros(len(self.rows), width, device=rows.device)
         logits = logits if self.stores_logits else logits.new_zeros(len(rows), 0)
-        free = max(0, min(budget - len(self.rows), len(rows)))
-        self.rows = torch.cat([self.rows, rows[:free]])
-        self.logits = torch.cat([self.logits, logits[:free].to(self.logits)])
-        offered = torch.arange(1, len(rows) + 1) + int(self.seen)  # each row's place i in the stream
-        self.seen += len(rows)
-        slots = (torch.rand(len(rows), generator=self.generator) * offered).long()
-        for index in range(free, len(rows)):  # after the memory is full: few are kept (budget / i)
-            if slots[index] < budget:
-                self.rows[slots[index]] = rows[index]
-                self.logits[slots[index]] = logits[index].to(self.logits)
+        self.memory.offer(rows, context.task, logits, self.config.memory_budget, self.generator)
 
     def memory_bytes(self) -> int:
         """The stored rows' inputs, their labels (8 bytes each) and stored logits."""
-        return len(self.rows) * (self.sample_bytes + 8) + self.logits.numel() * self.logits.element_size()
+        logits = self.memory.logits
+        return len(self.rows) * (self.sample_bytes + 8) + logits.numel() * logits.element_size()
 
 
 class DERPP(ER):
@@ -202,7 +188,7 @@ class DERPP(ER):
         model, data, count = context.model, context.data, self.memory_rows_per_batch(context, len(context.rows))
         first = self.draw(count)
         logits = model(data.inputs(self.rows[first]), context.projector).logits.float()
-        loss = self.config.alpha * F.mse_loss(logits, self.logits[first])
+        loss = self.config.alpha * F.mse_loss(logits, self.memory.logits[first])
         second = self.rows[self.draw(count)]
         logits = masked_logits(model(data.inputs(second), context.projector).logits.float(),
                                scenario_mask(data, second, context.config))  # fmt: skip

@@ -21,12 +21,11 @@ from dataclasses import asdict, dataclass, replace
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from common.cli import positive_float, positive_int
 from common.errors import UserError
 from continual.data import masked_logits
-from continual.memory import MEMORY_SIZE, class_balanced_rows
+from continual.memory import MEMORY_SIZE, RowMemory, class_balanced_rows
 from continual.methods.base import Context, Method
 from continual.modes import EncoderMode
 from continual.optim import make_optimizer, make_scheduler
@@ -63,45 +62,6 @@ def unpack_bits(packed: torch.Tensor, n: int) -> torch.Tensor:
     return bits.flatten(-2)[..., :n]
 
 
-class ReplayMemory(nn.Module):
-    """Stored samples: input features, or packed latent spike trains; their labels and tasks."""
-
-    def __init__(self):
-        super().__init__()
-        self.register_buffer("payload", torch.zeros(0, 0))
-        self.register_buffer("labels", torch.zeros(0, dtype=torch.long))
-        self.register_buffer("tasks", torch.zeros(0, dtype=torch.long))
-        # -encoder_mode continual: the payload holds row indices, and each stands for a row's raw input of this size
-        self.register_buffer("sample_bytes", torch.zeros((), dtype=torch.long))
-
-    @property
-    def holds_rows(self) -> bool:
-        return int(self.sample_bytes) > 0
-
-    def add(self, payload: torch.Tensor, labels: torch.Tensor, task: int) -> None:
-        if len(self.labels) == 0:
-            self.payload = payload
-        else:
-            self.payload = torch.cat([self.payload, payload])
-        self.labels = torch.cat([self.labels, labels])
-        self.tasks = torch.cat([self.tasks, torch.full_like(labels, task)])
-
-    def payload_bytes(self) -> int:
-        """Bytes of the stored samples themselves (features, spike bits, or raw images and MFCC)."""
-        if self.holds_rows:
-            return len(self.payload) * int(self.sample_bytes)
-        return self.payload.numel() * self.payload.element_size()
-
-    def total_bytes(self) -> int:
-        return self.payload_bytes() + (self.labels.numel() + self.tasks.numel()) * self.labels.element_size()
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        for name in list(self._buffers):  # the memory grows task by task: take the saved shapes
-            if prefix + name in state_dict:
-                self._buffers[name] = torch.empty_like(state_dict[prefix + name]).to(self._buffers[name].device)
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
-
 class Replay(Method):
     name = "replay"  # latent replay's instances name their compression too
     stores_rows, stage = True, 1
@@ -109,7 +69,9 @@ class Replay(Method):
     def __init__(self, config: ReplayConfig = ReplayConfig()):
         super().__init__()
         self.config = config
-        self.memory = ReplayMemory()
+        self.memory = RowMemory()  # the stored rows and their tasks (continual.memory)
+        self.register_buffer("spikes", torch.zeros(0, 0, dtype=torch.uint8))  # latent: fc1's packed spike trains
+        self.sample_bytes = 0  # one stored row's input, in bytes (plain replay)
         compressed = f"-c{config.compress}" if config.compress > 1 else ""
         self.name = f"latent-replay{compressed}" if config.latent else "replay"
 
@@ -162,6 +124,20 @@ class Replay(Method):
             compress=args.replay_compress if latent else 1,
         )
 
+    def get_extra_state(self) -> dict:
+        return {"sample_bytes": self.sample_bytes}
+
+    def set_extra_state(self, state: dict) -> None:
+        self.sample_bytes = state["sample_bytes"]
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        if prefix + "memory.payload" in state_dict:
+            raise UserError("this checkpoint's replay memory was written by an earlier mmhlop (it holds inputs, not "
+                            "rows): run again with -overwrite")  # fmt: skip
+        if prefix + "spikes" in state_dict:  # the memory grows: take the saved shape
+            self.spikes = torch.empty_like(state_dict[prefix + "spikes"]).to(self.spikes.device)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def before_optimizer(self, context: Context) -> None:
         if self.config.latent and context.task > 0:
             context.model.fc1.weight.requires_grad_(False)  # stored spike trains of fc1's output stay valid
@@ -171,27 +147,29 @@ class Replay(Method):
         if context.task >= 1:
             self._replay(context)
 
+    def payload_bytes(self) -> int:
+        """Bytes of what stands for the stored rows: their inputs (features, or raw images and MFCC), or spike bits."""
+        return self.spikes.numel() if self.config.latent else len(self.memory) * self.sample_bytes
+
     def memory_bytes(self) -> int:
-        return self.memory.total_bytes()
+        """The payload, and each stored row's label and task (8 bytes each)."""
+        return self.payload_bytes() + 2 * len(self.memory) * 8
 
     @torch.no_grad()
     def _store(self, context: Context) -> None:
         data, model = context.data, context.model
         rows = class_balanced_rows(data.labels, context.rows, data.task_classes[context.task],
                                    self.config.memory_size, seed=context.task)  # fmt: skip
-        if data.encoder_mode == EncoderMode.CONTINUAL:  # the raw inputs are stored: kept as row indices into them
-            if self.config.latent:
+        if self.config.latent:
+            if data.encoder_mode == EncoderMode.CONTINUAL:
                 raise UserError(
                     "latent replay stores fc1's spike trains, which drift when the encoders learn; "
                     "use -replay with -encoder_mode continual"
                 )
-            self.memory.sample_bytes.fill_(data.bytes_per_sample())
-            self.memory.add(rows, data.labels[rows], context.task)
-            return
-        payload = data.features[rows]
-        if self.config.latent:
-            payload = self._encode_latent(model, payload)
-        self.memory.add(payload, data.labels[rows], context.task)
+            spikes = self._encode_latent(model, data.features[rows])
+            self.spikes = spikes if len(self.memory) == 0 else torch.cat([self.spikes, spikes])
+        self.sample_bytes = data.bytes_per_sample()
+        self.memory.add(rows, context.task)
 
     def _encode_latent(self, model: SpikingMLP, features: torch.Tensor) -> torch.Tensor:
         neuron = model.sn1
@@ -209,12 +187,11 @@ class Replay(Method):
         spikes = spikes * (neuron.vth.detach() / neuron.config.delta_t)
         return spikes, weighted_rate(spikes, neuron.weights)
 
-    def _logits(self, model: SpikingMLP, payload: torch.Tensor, data) -> torch.Tensor:
+    def _logits(self, model: SpikingMLP, positions: torch.Tensor, data) -> torch.Tensor:
+        """The logits of the stored rows at ``positions``: from their spike trains (latent) or their inputs."""
         if self.config.latent:
-            return model.from_hidden(*self._decode_latent(model, payload)).logits
-        if self.memory.holds_rows:
-            return model(data.inputs(payload)).logits
-        return model(payload).logits
+            return model.from_hidden(*self._decode_latent(model, self.spikes[positions])).logits
+        return model(data.inputs(self.memory.rows[positions])).logits
 
     def _replay(self, context: Context) -> None:
         model, data, config = context.model, context.data, context.config
@@ -230,9 +207,9 @@ class Replay(Method):
             for step in range(steps):
                 window = slice(step * self.config.batch_per_task, (step + 1) * self.config.batch_per_task)
                 batch = torch.cat([order[window] for order in orders])
-                labels, owner = self.memory.labels[batch], self.memory.tasks[batch]
+                labels, owner = data.labels[self.memory.rows[batch]], self.memory.tasks[batch]
                 mask = data.task_masks[owner] if config.scenario == "task" else None
-                logits = masked_logits(self._logits(model, self.memory.payload[batch], data).float(), mask)
+                logits = masked_logits(self._logits(model, batch, data).float(), mask)
                 losses = F.cross_entropy(logits, labels, reduction="none")
                 per_task = torch.bincount(owner, minlength=data.n_tasks).float()
                 loss = (losses / per_task[owner]).sum()  # the sum over tasks of each task's mean loss
