@@ -110,7 +110,7 @@ TABLES = (
         "A failed sensor: every test image or every test MFCC replaced",
         f"HLOP on frozen encoders pretrained on all classes, class scenario; {HELD_OUT}. ACC % of the fused "
         "network with the modality removed (only) or failed in each way (`-test_corrupt image:all,audio:all`).",
-        ("sensors-reliability", "sensors-attention"),
+        ("sensors-reliability", "sensors-attention-views", "sensors-attention"),
         (
             "acc",
             "acc_audio_only",
@@ -133,7 +133,7 @@ TABLES += (
         "avphotos-failed-sensors",
         "avphotos: a failed sensor",
         f"{AVPHOTOS}as the failed-sensor table above; {HELD_OUT}.",
-        ("avphotos-sensors-reliability", "avphotos-sensors-attention"),
+        ("avphotos-sensors-reliability", "avphotos-sensors-attention-views", "avphotos-sensors-attention"),
         TABLES[3].columns,
     ),
 )

@@ -1,4 +1,5 @@
-"""A failed sensor must not take the other modality down (the reliability fusion, ``-fusion reliability``).
+"""A failed sensor must not take the other modality down: the reliability fusion (``-fusion reliability``), and the
+attention fusion trained on failed-sensor views (``-corrupt_views``).
 
 A tiny two-modality fixture in which either modality alone tells the class: the image by its
 colour, the MFCC by which coefficients are high, both through noise. The network is trained as
@@ -121,3 +122,39 @@ def test_weights_written_before_the_calibration_load_uncalibrated(tmp_path, reli
         torch.testing.assert_close(fresh.eval()(*test[:2])["fused"], reliability_net(*test[:2])["fused"])
     finally:
         reliability_net.fusion.calibrated.fill_(True)
+
+
+@pytest.fixture(scope="module")
+def attention_net():
+    """The attention fusion as ``-corrupt_views 0.25`` trains it (configs/sensors-attention-views.yaml)."""
+    return trained("attention", views=0.25)
+
+
+@pytest.mark.parametrize(
+    "failed, other",
+    [
+        (Probe("corrupt_image", corrupt="image", noise=2.0), "audio_only"),
+        (Probe("corrupt_image_uniform", corrupt="image", kind="uniform", noise=1.0), "audio_only"),
+        (Probe("corrupt_image_constant", corrupt="image", kind="constant"), "audio_only"),
+        (Probe("corrupt_audio", corrupt="audio", noise=1.0), "image_only"),  # the probes' default -test_noise
+        (Probe("corrupt_audio_uniform", corrupt="audio", kind="uniform"), "image_only"),
+        (Probe("corrupt_audio_constant", corrupt="audio", kind="constant"), "image_only"),
+        (Probe("corrupt_audio_silence", corrupt="audio", kind="silence"), "image_only"),
+    ],
+)
+def test_attention_trained_on_failed_sensors_keeps_the_other_modality(attention_net, failed, other):
+    test = two_modality_rows(300, seed=2)
+    keep = (False, True) if other == "audio_only" else (True, False)
+    other_acc, _ = accuracy_and_weights(attention_net, Probe(other, keep=keep), *test)
+    failed_acc, _ = accuracy_and_weights(attention_net, failed, *test)
+    assert other_acc > 1 / CLASSES + 0.3  # the fixture tells the class by either modality
+    assert failed_acc >= other_acc - 0.05  # the working modality still answers
+
+
+def test_attention_without_failed_sensor_views_is_taken_down_by_a_silent_microphone():
+    """What the views are for: trained on clean rows only (the default), the same attention loses the image's answer."""
+    net = trained("attention", views=0.0)
+    test = two_modality_rows(300, seed=2)
+    image_acc, _ = accuracy_and_weights(net, Probe("image_only", keep=(True, False)), *test)
+    failed_acc, _ = accuracy_and_weights(net, Probe("corrupt_audio_silence", corrupt="audio", kind="silence"), *test)
+    assert failed_acc < image_acc - 0.2
