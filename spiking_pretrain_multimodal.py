@@ -33,14 +33,14 @@ def main(argv) -> None:
     refuse_unused(args, cli.APPLIES)
     image_backbone, audio_encoder = cli.encoder_choice(args)
     encoder = cli.encoder_options(args, image_backbone, audio_encoder)
-    cli.config_from_args(args, encoder["fusion"], audio_encoder)  # refuse bad values before reading the data
+    cli.config_from_args(args, encoder["fusion"])  # refuse bad values before reading the data
     dist = init_distributed(use_cuda=wants_cuda(args.device))
     meter.configure(every=args.progress_every)
     if args.deterministic:
         use_deterministic_algorithms()
     spec = data_spec_from_args(args)
     data = prepare_data(spec, tasks_from_args(args), TASKS)
-    config = cli.config_from_args(args, encoder["fusion"], audio_encoder, data.table)
+    config = cli.config_from_args(args, encoder["fusion"], data.table)
     kind = "spiking" if cli.spiking_encoders(image_backbone, audio_encoder) else "ann"
     out = args.out or default_out_dir(
         data.table.name, args.modality, encoder["fusion"], args.pretrain_classes, args.split, kind

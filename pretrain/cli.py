@@ -21,7 +21,7 @@ PROG = "python spiking_pretrain_multimodal.py"
 SPIKING_FUSION_FLOOR = 0.25  # without it the spiking encoders' attention settles on audio alone (docs/pipeline.md)
 RELIABILITY_CORRUPT_VIEWS = 0.25  # the reliability fusion learns which input to trust from failed-sensor views
 SMALL_IMAGE, LARGE_IMAGE_SIZE = 64, 64  # -image_size: images larger than SMALL_IMAGE a side are read at 64 pixels
-ANN_MFCC_NOISE = 1.0  # chosen on the validation speaker (docs/pipeline.md); spiking audio encoders keep 0 (unmeasured)
+MFCC_NOISE = 1.0  # chosen on the validation speaker, for ANN and spiking audio encoders alike (docs/pipeline.md)
 
 
 def build_parser(description: str = "", sibling=None) -> FlagParser:
@@ -92,10 +92,9 @@ def _training_flags(group) -> None:
                help="share of training rows that see one modality as a failed sensor (noise, another row's input, "
                f"a constant, silence), so that the fusion learns which input to trust (default "
                f"{RELIABILITY_CORRUPT_VIEWS} with -fusion reliability, else {d.corrupt_views:g})")  # fmt: skip
-    group.flag("-mfcc_noise", type=non_negative_float, default=None,
+    group.flag("-mfcc_noise", type=non_negative_float, default=MFCC_NOISE,
                help="std of the Gaussian noise added to the training rows' standardised MFCC, so that the fusion "
-               f"still answers for speakers never heard in training (default {ANN_MFCC_NOISE:g} for ANN audio encoders, "
-               "0 for spiking ones)")  # fmt: skip
+               "still answers for speakers never heard in training (ANN and spiking audio encoders)")  # fmt: skip
     group.flag("-image_size", type=positive_int, default=None,
                help=f"images are resized to this square size (default: {d.image_size} for images of at most "
                f"{SMALL_IMAGE} pixels a side, as the embedded datasets' digits and photos; {LARGE_IMAGE_SIZE} for "
@@ -168,22 +167,13 @@ def fusion_floor(requested: float | None, image_backbone: str, audio_encoder: st
     return SPIKING_FUSION_FLOOR if spiking_encoders(image_backbone, audio_encoder) else 0.0
 
 
-def mfcc_noise(requested: float | None, audio_encoder: str) -> float:
-    """The MFCC noise as requested, else ANN_MFCC_NOISE for ANN audio encoders and 0 for spiking ones."""
-    if requested is not None:
-        return requested
-    return 0.0 if audio_encoder.startswith("spiking") else ANN_MFCC_NOISE
-
-
-def config_from_args(args, fusion: str, audio_encoder: str, table=None) -> PretrainConfig:
+def config_from_args(args, fusion: str, table=None) -> PretrainConfig:
     """``table``: the dataset, whose images' size chooses the default -image_size (``image_size_for``)."""
-    names = ("epochs", "batch_size", "lr", "weight_decay", "aux_weight", "modality_dropout", "image_fit",
-             "pretrain_classes", "seed", "checkpoint_every")  # fmt: skip
+    names = ("epochs", "batch_size", "lr", "weight_decay", "aux_weight", "modality_dropout", "mfcc_noise",
+             "image_fit", "pretrain_classes", "seed", "checkpoint_every")  # fmt: skip
     views = corrupt_views_share(args.corrupt_views, fusion)
-    noise = mfcc_noise(args.mfcc_noise, audio_encoder)
     size = args.image_size or (image_size_for(table) if table is not None else PretrainConfig().image_size)
-    return PretrainConfig(**{name: getattr(args, name) for name in names}, corrupt_views=views, mfcc_noise=noise,
-                          image_size=size)  # fmt: skip
+    return PretrainConfig(**{name: getattr(args, name) for name in names}, corrupt_views=views, image_size=size)
 
 
 def image_size_for(table) -> int:

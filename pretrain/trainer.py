@@ -45,7 +45,7 @@ class PretrainConfig:
     modality_dropout: float = 0.5
     corrupt_views: float = 0.0  # share of training rows with one modality corrupted (models.probes.corrupt_views)
     mfcc_noise: float = 0.0  # std of the Gaussian noise on the training rows' standardised MFCC (pretrain.cli sets
-    # ANN_MFCC_NOISE for ANN audio encoders)
+    # MFCC_NOISE; 0 is what folders written before the flag were trained with)
     image_size: int = 32
     image_fit: str = "squash"  # dataloader.images.IMAGE_FITS
     pretrain_classes: str = "all"

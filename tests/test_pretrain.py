@@ -259,7 +259,7 @@ def test_spiking_encoders_default_to_the_reliability_fusion_with_failed_sensor_v
 
     args = build_parser().parse_args(flags)
     options = encoder_options(args, *encoder_choice(args))
-    config = config_from_args(args, options["fusion"], options["audio_encoder"])
+    config = config_from_args(args, options["fusion"])
     assert options["fusion"] == fusion and config.corrupt_views == views
 
 
@@ -268,17 +268,17 @@ def test_spiking_encoders_default_to_the_reliability_fusion_with_failed_sensor_v
     [
         ([], 1.0),
         (["-audio_encoder", "conv"], 1.0),
-        (["-encoder_type", "spiking"], 0.0),
+        (["-encoder_type", "spiking"], 1.0),
         (["-mfcc_noise", "0"], 0.0),
         (["-encoder_type", "spiking", "-mfcc_noise", "0.5"], 0.5),
     ],
 )
-def test_ann_audio_encoders_train_on_noisy_mfcc_by_default(flags, noise):
+def test_audio_encoders_ann_and_spiking_train_on_noisy_mfcc_by_default(flags, noise):
     from pretrain.cli import build_parser, config_from_args, encoder_choice, encoder_options
 
     args = build_parser().parse_args(flags)
     options = encoder_options(args, *encoder_choice(args))
-    assert config_from_args(args, options["fusion"], options["audio_encoder"]).mfcc_noise == noise
+    assert config_from_args(args, options["fusion"]).mfcc_noise == noise
 
 
 def test_mfcc_noise_has_the_requested_spread_and_zero_leaves_the_rows_alone():
