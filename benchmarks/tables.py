@@ -109,7 +109,9 @@ TABLES = (
         "failed-sensors",
         "A failed sensor: every test image or every test MFCC replaced",
         f"HLOP on frozen encoders pretrained on all classes, class scenario; {HELD_OUT}. ACC % of the fused "
-        "network with the modality removed (only) or failed in each way (`-test_corrupt image:all,audio:all`).",
+        "network with the modality removed (only) or failed in each way (`-test_corrupt image:all,audio:all`); "
+        "under a swap (each row given another row's image, or audio) no answer can be right for both sensors, so "
+        'the "either" columns give the share of rows answered with the class of either row.',
         ("sensors-reliability", "sensors-attention-views", "sensors-attention"),
         (
             "acc",
@@ -117,6 +119,8 @@ TABLES = (
             "acc_image_only",
             *(f"acc_corrupt_{m}{k}" for m in ("image", "audio") for k in ("", "_uniform", "_swap", "_constant")),
             "acc_corrupt_audio_silence",
+            "acc_corrupt_image_swap_either",
+            "acc_corrupt_audio_swap_either",
         ),
     ),
 )
@@ -151,7 +155,9 @@ HEADLINE = ("frozen-joint", "frozen-hlop", "frozen-hlop-reference", "frozen-gpm"
             "avphotos-frozen-gpm")  # fmt: skip
 NAMES = {"acc": "ACC %", "bwt": "BWT %", "avg_forgetting": "avg forgetting %", "avg_incremental_acc":
          "avg incremental ACC %", "memory": "memory", "acc_audio_only": "audio only ACC %", "bwt_audio_only":
-         "audio only BWT %", "acc_image_only": "image only ACC %", "bwt_image_only": "image only BWT %"}  # fmt: skip
+         "audio only BWT %", "acc_image_only": "image only ACC %", "bwt_image_only": "image only BWT %",
+         "acc_corrupt_image_swap_either": "image swap: either class %",
+         "acc_corrupt_audio_swap_either": "audio swap: either class %"}  # fmt: skip
 
 
 def preset_path(name: str) -> Path:

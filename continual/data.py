@@ -16,7 +16,7 @@ from common.errors import UserError
 from continual.modes import EncoderMode
 from dataloader.dataset import PreparedData, standardize
 from dataloader.table import SPLIT_NAMES
-from models.probes import Probe, corrupted, keep_mask
+from models.probes import Probe, corrupted, keep_mask, swap_partners
 
 
 @dataclass
@@ -34,6 +34,7 @@ class ContinualData:
     feature_dim: int = 0
     probes: list = field(default_factory=list)  # models.probes.Probe: test-time variants of the inputs
     probe_features: dict = field(default_factory=dict)  # frozen encoders: probe name -> scaled features
+    swap_partner: torch.Tensor | None = None  # frozen encoders: the row each row's swap probe features came from
     encoder_macs: int = 0  # multiply-accumulates per sample of the encoders and fusion (continual.energy)
     encoder_synops: float = 0.0  # synaptic operations per sample of converted (spiking) encoders
 
@@ -49,6 +50,13 @@ class ContinualData:
         )
         for task, classes in enumerate(self.task_classes):
             self.task_masks[task, classes] = True
+
+    def swap_partners(self, rows: torch.Tensor, batch_size: int) -> torch.Tensor:
+        """The row whose input each of ``rows`` received under the swap probe: as the frozen features were
+        extracted, or (encoders that learn) as ``inputs`` swaps within each batch of ``batch_size`` rows."""
+        if self.swap_partner is not None:
+            return self.swap_partner.to(rows.device)[rows]
+        return torch.cat([swap_partners(batch) for batch in rows.split(batch_size)])
 
     @property
     def encoder_mode(self) -> EncoderMode:

@@ -22,7 +22,7 @@ from continual.config import ContinualConfig
 from continual.data import ContinualData, masked_logits, scenario_mask
 from continual.energy import E_MAC, ENCODER_COST_ROWS, encoder_costs, inference_cost, spike_counts
 from continual.methods.base import Context, Method
-from continual.metrics import average_incremental_accuracy, format_matrix, format_summary
+from continual.metrics import average_incremental_accuracy, empty_matrix, format_matrix, format_summary
 from continual.outputs import cost_results, forward_transfer_results, probe_results, results_record, write_results
 from continual.progress import Progress
 from continual.representation import format_representations, representation_report
@@ -46,16 +46,33 @@ def accuracy(
 
     A method that is a test-time head (``Method.predict``) answers in place of the classifier.
     """
+    predicted = predictions(model, data, rows, config, method, batch_size, probe)
+    return (predicted == data.labels[rows]).sum().item() / max(len(rows), 1)
+
+
+@torch.no_grad()
+def swap_either_share(model, data: ContinualData, rows: torch.Tensor, config: ContinualConfig, method: Method | None,
+                      probe: Probe, batch_size: int = 1024) -> float:  # fmt: skip
+    """Under the swap probe, the share of ``rows`` answered with their own class or with the class of the row whose
+    input they received: swapping the image and swapping the audio show the same mismatched pairs with opposite
+    labels, so no fusion can be right on both; this share says whether it answers with either sensor's class."""
+    predicted = predictions(model, data, rows, config, method, batch_size, probe)
+    own, other = data.labels[rows], data.labels[data.swap_partners(rows, batch_size)]
+    return ((predicted == own) | (predicted == other)).sum().item() / max(len(rows), 1)
+
+
+@torch.no_grad()
+def predictions(model, data: ContinualData, rows: torch.Tensor, config: ContinualConfig, method: Method | None,
+                batch_size: int = 1024, probe: Probe | None = None) -> torch.Tensor:  # fmt: skip
+    """The predicted class of each of ``rows`` (through ``probe``; a test-time head answers where there is one)."""
     model.eval()
-    context = Context(model, data, config)
-    correct = torch.zeros((), dtype=torch.long, device=data.device)
+    context, answers = Context(model, data, config), []
     for batch in batch_rows(rows, batch_size):
         output = model(data.inputs(batch, probe))
         logits = method.predict(context, output) if method is not None else None
         logits = output.logits if logits is None else logits
-        predicted = masked_logits(logits.float(), scenario_mask(data, batch, config)).argmax(1)
-        correct += (predicted == data.labels[batch]).sum()
-    return correct.item() / max(len(rows), 1)
+        answers.append(masked_logits(logits.float(), scenario_mask(data, batch, config)).argmax(1))
+    return torch.cat(answers) if answers else data.labels[:0]
 
 
 @torch.no_grad()
@@ -78,6 +95,9 @@ def evaluate_task(progress: Progress, model, method: Method, data: ContinualData
             progress.probe_matrices[probe.name][task][j] = accuracy(
                 model, data, data.rows["test"][j], config, method, probe=probe
             )
+            if probe.kind == "swap":  # which sensor's class the answer follows (either is defensible)
+                either = progress.probe_matrices.setdefault(f"{probe.name}_either", empty_matrix(data.n_tasks))
+                either[task][j] = swap_either_share(model, data, data.rows["test"][j], config, method, probe)
         if progress.val_matrix is not None:  # for choosing settings on the validation rows
             progress.val_matrix[task][j] = accuracy(model, data, data.rows["val"][j], config, method)
     progress.task_seconds.append(round(time.time() - started, 3))

@@ -22,7 +22,7 @@ from continual.energy import ENCODER_COST_ROWS, encoder_costs
 from dataloader.dataset import PreparedData, mfcc_statistics
 from models.multimodal import EncoderConfig, MultimodalNet
 from models.probes import probes_for
-from pretrain.features import raw_inputs
+from pretrain.features import extraction_swap_partners, raw_inputs
 from pretrain.folder import PretrainedFolder
 from pretrain.trainer import PretrainConfig
 
@@ -35,6 +35,7 @@ def frozen_data(folder: PretrainedFolder, data: PreparedData, device, e) -> tupl
     cdata.probe_features = {
         p.name: (folder.probe_features(data, device, p) * cdata.input_scale).to(device) for p in cdata.probes
     }
+    cdata.swap_partner = extraction_swap_partners(len(cdata.labels)).to(device)
     cdata.encoder_macs, cdata.encoder_synops = encoder_costs(
         folder.encoder(device), *frozen_encoder_inputs(folder, data, device)
     )

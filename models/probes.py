@@ -109,6 +109,11 @@ def _failed(x: torch.Tensor, probe: Probe, generator, unit: float, middle: float
     return torch.full_like(x, low)  # silence
 
 
+def swap_partners(rows: torch.Tensor) -> torch.Tensor:
+    """For ``rows`` failed together as one batch under the swap kind: the row whose input each one received."""
+    return torch.roll(rows, shifts=max(1, len(rows) // 2), dims=0)
+
+
 def keep_mask(probe: Probe, rows: int, device: torch.device) -> torch.Tensor | None:
     if probe.keep == (True, True):
         return None

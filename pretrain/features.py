@@ -18,7 +18,7 @@ from common.batching import autocast
 from common.cache import read_checked, write_checked
 from dataloader.dataset import PreparedData, standardize
 from dataloader.images import image_fingerprint
-from models.probes import Probe, corrupted, keep_mask
+from models.probes import Probe, corrupted, keep_mask, swap_partners
 from pretrain.artifacts import check_same_data, load_encoder
 
 
@@ -46,12 +46,21 @@ def raw_inputs(meta: dict, data: PreparedData) -> dict[str, torch.Tensor]:
     return inputs
 
 
+FEATURE_BATCH = 512  # rows the frozen encoders read at once (a swap probe swaps within these batches)
+
+
+def extraction_swap_partners(n_rows: int) -> torch.Tensor:
+    """The swap probe's partner of every row, as ``extract`` pairs them (within each batch of FEATURE_BATCH rows)."""
+    return torch.cat([swap_partners(torch.arange(start, min(start + FEATURE_BATCH, n_rows)))
+                      for start in range(0, n_rows, FEATURE_BATCH)])  # fmt: skip
+
+
 def fused_features(
     pretrained_dir: str | Path,
     meta: dict,
     data: PreparedData,
     device: torch.device,
-    batch_size: int = 512,
+    batch_size: int = FEATURE_BATCH,
     probe: Probe | None = None,
 ) -> torch.Tensor:
     """(rows, feature_dim) float32 features of every row of ``data`` (through a test-time ``probe``), on the CPU."""
@@ -109,7 +118,7 @@ def extract(
     meta: dict,
     data: PreparedData,
     device: torch.device,
-    batch_size: int = 512,
+    batch_size: int = FEATURE_BATCH,
     probe: Probe | None = None,
 ) -> torch.Tensor:
     """Run the frozen encoders once over every row (through a test-time ``probe``: a modality removed or noisy)."""

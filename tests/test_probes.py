@@ -56,6 +56,18 @@ def test_runs_report_a_matrix_per_modality_and_per_corruption(six_class_dir, tmp
         assert matrix[0][1] is None and results[f"acc_{name}"] == pytest.approx(sum(matrix[-1]) / 3)
         assert f"{name}: ACC" in result.stdout
     assert results["config"]["probes"] == ["audio_only", "image_only", "corrupt_image"]
+    assert not any(key.endswith("_either") for key in results)  # only a swap probe reports whose class it gave
+    swapped = run_script(
+        "spiking_train_multimodal_end.py", "-data_dir", str(six_class_dir), "-pretrained", str(pretrained),
+        "-out_dir", str(tmp_path / "swap"), "-cache_dir", str(tmp_path / "cache"), *SNN, "-epochs", "2",
+        "-test_corrupt", "image:swap",
+    )  # fmt: skip
+    assert swapped.returncode == 0, swapped.stderr
+    results = json.loads((tmp_path / "swap" / "results.json").read_text())
+    own, either = results["acc_matrix_corrupt_image_swap"], results["acc_matrix_corrupt_image_swap_either"]
+    pairs = [(e, o) for row_e, row_o in zip(either, own, strict=True) for e, o in zip(row_e, row_o, strict=True)]
+    assert all(e >= o for e, o in pairs if o is not None)
+    assert results["acc_corrupt_image_swap_either"] > results["acc_corrupt_image_swap"]  # other rows' classes too
     bad = run_script(
         "spiking_train_multimodal_end.py", "-data_dir", str(six_class_dir), "-pretrained", str(pretrained),
         "-out_dir", str(tmp_path / "run2"), "-test_corrupt", "smell",
@@ -76,3 +88,21 @@ def test_frozen_modality_dropout_trains_on_each_modality_alone_the_same_way_ever
     read = half[:, 0].tolist()
     assert 0.0 in read and 1.0 in read and 2.0 in read  # fused, audio alone, image alone
     assert set(data.training_inputs(rows, 1.0)[:, 0].tolist()) == {1.0, 2.0}
+
+
+def test_the_swap_partner_is_the_row_whose_input_each_row_received():
+    """Frozen features are extracted in batches of FEATURE_BATCH rows, and a learning encoder's test rows in the
+    evaluation's batches: each row's partner is the row whose input the swap gave it."""
+    from continual.data import ContinualData
+    from pretrain.features import FEATURE_BATCH, extraction_swap_partners
+
+    rows = torch.arange(2 * FEATURE_BATCH + 76)  # the last batch is short
+    swap = Probe("corrupt_audio_swap", corrupt="audio", kind="swap")
+    received = torch.cat(
+        [corrupted(None, rows[b].float()[:, None], swap, rows[b])[1] for b in rows.split(FEATURE_BATCH)]
+    )
+    assert torch.equal(received[:, 0].long(), extraction_swap_partners(len(rows)))
+    data = ContinualData(None, rows % 3, [[0, 1, 2]], [["a", "b", "c"]], ["a", "b", "c"], {})
+    test_rows = torch.arange(10, 260)
+    received = torch.cat([corrupted(None, b.float()[:, None], swap, b)[1] for b in test_rows.split(100)])
+    assert torch.equal(received[:, 0].long(), data.swap_partners(test_rows, batch_size=100))
