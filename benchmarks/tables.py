@@ -54,6 +54,7 @@ TABLES = (
             "frozen-joint",
             "frozen-baseline",
             "frozen-hlop",
+            "frozen-hlop-paths",
             "frozen-hlop-taskend",
             "frozen-hlop-reference",
             "frozen-gpm",
@@ -130,7 +131,7 @@ TABLES += (
         "avphotos-frozen",
         "avphotos: frozen encoders pretrained on all classes, class scenario",
         f"{AVPHOTOS}as the first table, on photographs far harder than handwritten digits; {HELD_OUT}.",
-        tuple(f"avphotos-frozen-{name}" for name in ("joint", "baseline", "hlop", "gpm", "er", "derpp")),
+        tuple(f"avphotos-frozen-{name}" for name in ("joint", "baseline", "hlop", "hlop-paths", "gpm", "er", "derpp")),
         TABLES[0].columns,
     ),
     Table(

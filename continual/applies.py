@@ -41,6 +41,11 @@ _TASK_END = _when(
     "applies with -hlop_learning task_end or both only (the default with -encoder_mode continual)",
 )
 
+_FROZEN_ONLINE = _when(
+    lambda a: a.encoder_mode == "frozen" and a.hlop_learning in (None, "online", "both"),
+    "applies on frozen features with -hlop_learning online or both (the default there)",
+)
+
 # flag (its dest) -> when it applies; a flag not named here applies to every run
 APPLIES: dict[str, Callable] = {
     "memory_size": _when(
@@ -80,6 +85,7 @@ APPLIES: dict[str, Callable] = {
         lambda a: _methods("hlop")(a) or (None if a.hlop_spiking else "applies with -hlop_spiking only"),
     ),
     **dict.fromkeys(("hlop_passes", "hlop_threshold"), lambda a: _methods("hlop")(a) or _TASK_END(a)),
+    "hlop_modality_paths": lambda a: _methods("hlop")(a) or _FROZEN_ONLINE(a),
     **dict.fromkeys(
         ("hlop_encoder_sizes", "hlop_encoder_lr", "hlop_encoder_iterations", "hlop_encoder_threshold"),
         lambda a: _methods("hlop")(a) or _CONTINUAL(a),

@@ -372,3 +372,28 @@ def test_learning_both_polishes_the_online_rows_at_the_task_end():
         return (orthogonal_to_rows(x, torch.linalg.qr(rows.t()).Q.t()).pow(2).sum() / x.pow(2).sum()).item()
 
     assert outside(method.subspaces[0].weight) < 0.5 * outside(online)  # a step towards the principal subspace
+
+
+def test_modality_paths_bring_each_modality_alone_into_the_protected_subspace(tmp_path):
+    """-hlop_modality_paths: the lateral neurons also learn the single-modality features' inputs, so less of an
+    audio-only row's fc1 input lies outside the protected subspace than when they learn the fused rows only."""
+    from dataclasses import replace
+
+    from tests.fixtures import CONFIG, SMALL_HLOP, make_continual_data, run_small
+
+    def outside_share(modality_paths: bool, name: str) -> float:
+        data = make_continual_data(n_tasks=2)
+        half = data.features.shape[1] // 2
+        # as the fusion gives them: one modality's half of the feature, the other half silent
+        data.probe_features = {"audio_only": data.features.clone(), "image_only": data.features.clone()}
+        data.probe_features["audio_only"][:, :half] = 0
+        data.probe_features["image_only"][:, half:] = 0
+        hlop = HLOP(replace(SMALL_HLOP, out_num=(6, 32, 32), out_num_inc=(2, 32, 32), modality_paths=modality_paths))
+        run_small(tmp_path / f"{name}-{modality_paths}", hlop, config=CONFIG, data=data)
+        rows = hlop.subspaces[0].weight  # fc1's protected directions
+        basis = torch.linalg.qr(rows.t()).Q
+        x = data.probe_features[name][data.rows["train"][0]]
+        return ((x - x @ basis @ basis.t()).pow(2).sum() / x.pow(2).sum()).item()
+
+    for name in ("audio_only", "image_only"):
+        assert outside_share(True, name) < outside_share(False, name) - 0.02

@@ -40,6 +40,9 @@ def pretrained(scene_dir, tmp_path_factory):
         (["-method", "gpm", "-hlop_lr", "0.1"], ["-hlop_lr 0.1", "-method hlop only"]),
         (["-hlop_spiking_scale", "20."], ["-hlop_spiking_scale 20.0", "-hlop_spiking"]),
         (["-encoder_lr", "0.01"], ["-encoder_lr 0.01", "-encoder_mode continual"]),
+        (["-hlop_modality_paths", "-encoder_mode", "continual"], ["-hlop_modality_paths", "frozen features"]),
+        (["-hlop_modality_paths", "-hlop_learning", "task_end"], ["-hlop_modality_paths", "online or both"]),
+        (["-method", "gpm", "-hlop_modality_paths"], ["-hlop_modality_paths", "-method hlop only"]),
         (["-config", "configs/frozen-hlop.yaml", "-config", "configs/frozen-er.yaml"], ["give one -config"]),
     ],
 )

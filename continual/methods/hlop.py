@@ -47,6 +47,7 @@ from hlop.projection import SubspaceProjector
 from models.spiking_mlp import SpikingOutput
 
 LEARNINGS = ("online", "task_end", "both")
+MODALITY_PATHS = ("audio_only", "image_only")  # the frozen features' probes whose inputs -hlop_modality_paths learns
 PROJECTIONS = ("exact", "rows")
 REFERENCE_LR = (0.001, 0.01, 0.01)  # the official code's Hebbian rates: input layer, hidden layers (5 iterations)
 # on frozen features: 2 Oja iterations per batch at 10x the reference's rates, measured as accurate as 20 iterations
@@ -87,6 +88,9 @@ class HLOPConfig:
     projection: str = "exact"
     with_wfr: bool = True
     start_epochs: int = 0
+    # frozen features, online learning: the lateral neurons also learn each modality's path (the layer inputs of
+    # the batch's audio-only and image-only features), so that a row with one modality missing is protected too
+    modality_paths: bool = False
     # -encoder_mode continual: each encoder layer's subspace, as fractions of its input size (a conv's C*k*k)
     encoder_sizes: tuple[float, float] = (0.5, 0.1)  # task 0, each later task
     encoder_lr: float = 0.5  # on inputs rescaled to unit mean squared norm per batch
@@ -241,6 +245,9 @@ class HLOP(Method, SubspaceProjector):
              help="-encoder_mode continual: Hebbian rate of the encoder layers (inputs rescaled to unit mean squared norm)")  # fmt: skip
         flag("-hlop_encoder_iterations", type=positive_int, default=c.encoder_iterations,
              help="-encoder_mode continual: Hebbian iterations per batch of the encoder layers")  # fmt: skip
+        flag("-hlop_modality_paths", action="store_true",
+             help="frozen features, online learning: the lateral neurons also learn the inputs of each modality "
+             "alone (its audio-only and image-only features), protecting a row with one modality missing")  # fmt: skip
         flag("-not_hlop_with_wfr", action="store_true",
              help="Hebbian updates from each timestep's spikes instead of the weighted firing rate")  # fmt: skip
         flag("-hlop_learning", default=None, choices=LEARNINGS,
@@ -279,6 +286,7 @@ class HLOP(Method, SubspaceProjector):
             projection=args.hlop_projection,
             with_wfr=not args.not_hlop_with_wfr,
             start_epochs=args.hlop_start_epochs,
+            modality_paths=args.hlop_modality_paths,
             encoder_sizes=comma_numbers(args.hlop_encoder_sizes, "-hlop_encoder_sizes", fraction, count=2),
             encoder_lr=args.hlop_encoder_lr,
             encoder_iterations=args.hlop_encoder_iterations,
@@ -294,6 +302,9 @@ class HLOP(Method, SubspaceProjector):
                             "continual.resolve.resolve (or HLOPConfig.for_mode) before the run")  # fmt: skip
         model = context.model
         c = self.config
+        if c.modality_paths and not set(MODALITY_PATHS) <= set(getattr(context.data, "probe_features", {})):
+            raise UserError("-hlop_modality_paths: needs encoders of both modalities (their audio-only and "
+                            "image-only features)")  # fmt: skip
         for name, layer, n in zip(("fc1", "fc2", "classifier"), model.projected_layers, c.out_num, strict=True):
             if n > layer.in_features:  # later increments are cut to the room left (see ``before_task``)
                 raise UserError(
@@ -331,6 +342,12 @@ class HLOP(Method, SubspaceProjector):
     def is_settled(self) -> bool:
         return None not in (self.config.learning, self.config.iterations, self.config.lr)
 
+    def check(self, encoder_mode: str, scenario: str) -> None:
+        super().check(encoder_mode, scenario)
+        if self.config.modality_paths and (encoder_mode != "frozen" or not self.config.online):
+            raise UserError("-hlop_modality_paths: learns the frozen features' single-modality views online; it "
+                            "needs -encoder_mode frozen and -hlop_learning online or both")  # fmt: skip
+
     def budgets(self, task: int) -> list[tuple[int, float | None]]:
         """Per subspace (the spiking MLP's three, then the encoders'): how many rows ``task`` adds (its size, or
         with a threshold as many as the energy asks for, within the layer's room), and the threshold (or None)."""
@@ -359,6 +376,15 @@ class HLOP(Method, SubspaceProjector):
             self.project_update(context.model)
         if self.config.online and context.epoch > self.config.start_epochs:
             self.hebbian_updates(context.output, context.batch_size)
+            if self.config.modality_paths:
+                self._learn_modality_paths(context)
+
+    @torch.no_grad()
+    def _learn_modality_paths(self, context: Context) -> None:
+        """Oja's rule on the layer inputs of the batch's rows with one modality alone (``-hlop_modality_paths``)."""
+        views = torch.cat([context.data.probe_features[name][context.rows] for name in MODALITY_PATHS])
+        output = context.model(views, keep_spikes=not self.config.with_wfr)
+        self.hebbian_updates(output, context.batch_size * len(MODALITY_PATHS))
 
     def projector(self, context: Context):
         return self if context.task > 0 else None
