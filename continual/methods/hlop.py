@@ -218,11 +218,7 @@ class HLOP(Method, SubspaceProjector):
         flag("-hlop_out_num_inc", default=",".join(map(str, c.out_num_inc)),
              help="lateral neurons per layer added for each later task (shrinking by 2/7 of it every third task: "
              "the reference's 70 -> 50 -> 30 -> 10)")  # fmt: skip
-        flag(
-            "-hlop_spiking",
-            action="store_true",
-            help="lateral neurons spike: their output is quantised to spike counts",
-        )
+        flag("-hlop_spiking", action="store_true", help="lateral neurons spike: their output is quantised to spike counts")  # fmt: skip
         flag("-hlop_spiking_scale", type=positive_float, default=c.spiking_scale,
              help="range [-s, s] of the spiking lateral output")  # fmt: skip
         flag("-hlop_spiking_timesteps", type=whole_number, default=c.spiking_timesteps,
