@@ -42,6 +42,7 @@ from torch import nn
 
 from common import atomic
 from common.cli import FlagParser, positive_int, run_cli
+from common.device import keep_freed_memory
 from common.errors import UserError
 from common.paths import REPO_ROOT
 from continual.config import ContinualConfig
@@ -467,6 +468,7 @@ def main(argv) -> None:
     parser.flag("-json", default=str(REPO_ROOT / "logs" / "peers.json"), help="where the figures are written")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    keep_freed_memory()  # as the scripts run (common.device.select_device); every contender shares the process
     shape = Shape(batch=args.batch, hidden=args.hidden, timesteps=args.timesteps)
     contenders = mmhlop_contenders(shape)
     if args.official:

@@ -1,10 +1,32 @@
-"""Choosing the compute device, said in one line at start."""
+"""Choosing the compute device, said in one line at start; keeping freed CPU memory for reuse."""
 
 from __future__ import annotations
+
+import ctypes
+import sys
 
 import torch
 
 from common.errors import UserError
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
+MMAP_THRESHOLD = 32 * 2**20  # glibc's largest: blocks up to this size come from the heap, not fresh mmaps
+
+
+def keep_freed_memory() -> bool:
+    """Ask glibc to keep freed CPU memory for the next tensors instead of returning it to the system.
+
+    A training step allocates the same few-MB buffers (spike trains, activations) again and again. By default
+    glibc maps each one fresh and unmaps it when freed, so every step pays page faults on first touch: the LIF
+    loop's threshold test ran at an eighth of its speed and a CPU step took 10% longer (docs/scale.md). The
+    process keeps its peak memory instead. Returns whether it applied (Linux with glibc only)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    return bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 2**30))
 
 
 def wants_cuda(device: str | None) -> bool:
@@ -18,8 +40,10 @@ def select_device(
 
     ``device`` ("cpu", "cuda", "cuda:1") overrides ``gpu_id``. A GPU index that does not exist
     is a user error that offers the CPU; asking for a GPU on a machine without CUDA runs on the
-    CPU and says so. Under torchrun (``local_rank`` given) each process takes its own GPU.
+    CPU and says so. Under torchrun (``local_rank`` given) each process takes its own GPU. Freed CPU memory
+    is kept for reuse from here on (``keep_freed_memory``).
     """
+    keep_freed_memory()
     if local_rank is not None and wants_cuda(device):
         chosen = torch.device("cuda", local_rank)
         print(f"device: {chosen} ({torch.cuda.get_device_name(chosen)}), one per process", flush=True)
