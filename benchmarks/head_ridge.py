@@ -30,7 +30,7 @@ from common.device import select_device
 from common.errors import UserError
 from continual import cli
 from continual.evaluation import accuracy
-from continual.experiment import check_same_run, open_data, resolved_config
+from continual.experiment import check_same_run, open_data
 from continual.methods import compose
 from continual.methods.base import Context
 from continual.methods.heads import NCM_METRICS, AnalyticHead, HeadConfig, NCMHead
@@ -68,8 +68,7 @@ def refitted(args, values: list, read_at: str = "task"):
     build = learning_data if args.encoder_mode == "continual" else frozen_data
     data, _ = build(folder, prepared, select_device(args.gpu_id, args.device), experiment)
     method = compose(cli.methods_from_args(args))
-    check_same_run(Path(args.out_dir), experiment, method, cli.config_from_args(args), folder, prepared, data)
-    config = resolved_config(experiment, cli.config_from_args(args), method, folder)
+    config = check_same_run(Path(args.out_dir), experiment, method, cli.config_from_args(args), folder, prepared, data)
     model = build_model(data, config, data.device)
     base = HeadConfig(expansion=args.head_expansion, input=args.head_input)
     for seed in list(experiment.seeds) or [None]:

@@ -31,6 +31,8 @@ from hlop.diagnostics import LayerEnergy, layer_report
 from hlop.layers import layer_input_batches
 from models.probes import Probe
 
+EVAL_BATCH = 1024  # test rows per forward pass (a swap probe swaps within these batches)
+
 
 @torch.no_grad()
 def accuracy(
@@ -39,31 +41,32 @@ def accuracy(
     rows: torch.Tensor,
     config: ContinualConfig,
     method: Method | None = None,
-    batch_size: int = 1024,
+    batch_size: int = EVAL_BATCH,
     probe: Probe | None = None,
 ) -> float:
     """Test accuracy on ``rows``, of the inputs as they are or through a ``probe`` (``models.probes``).
 
     A method that is a test-time head (``Method.predict``) answers in place of the classifier.
     """
-    predicted = predictions(model, data, rows, config, method, batch_size, probe)
-    return (predicted == data.labels[rows]).sum().item() / max(len(rows), 1)
+    return share_correct(predictions(model, data, rows, config, method, batch_size, probe), data.labels[rows])
 
 
-@torch.no_grad()
-def swap_either_share(model, data: ContinualData, rows: torch.Tensor, config: ContinualConfig, method: Method | None,
-                      probe: Probe, batch_size: int = 1024) -> float:  # fmt: skip
-    """Under the swap probe, the share of ``rows`` answered with their own class or with the class of the row whose
-    input they received: swapping the image and swapping the audio show the same mismatched pairs with opposite
-    labels, so no fusion can be right on both; this share says whether it answers with either sensor's class."""
-    predicted = predictions(model, data, rows, config, method, batch_size, probe)
+def share_correct(predicted: torch.Tensor, labels: torch.Tensor) -> float:
+    return (predicted == labels).sum().item() / max(len(labels), 1)
+
+
+def swap_either_share(predicted: torch.Tensor, data: ContinualData, rows: torch.Tensor, batch_size: int) -> float:
+    """Under the swap probe, the share of ``rows`` answered (``predicted``, made in batches of ``batch_size``) with
+    their own class or with the class of the row whose input they received: swapping the image and swapping the
+    audio show the same mismatched pairs with opposite labels, so no fusion can be right on both; this share says
+    whether it answers with either sensor's class."""
     own, other = data.labels[rows], data.labels[data.swap_partners(rows, batch_size)]
     return ((predicted == own) | (predicted == other)).sum().item() / max(len(rows), 1)
 
 
 @torch.no_grad()
 def predictions(model, data: ContinualData, rows: torch.Tensor, config: ContinualConfig, method: Method | None,
-                batch_size: int = 1024, probe: Probe | None = None) -> torch.Tensor:  # fmt: skip
+                batch_size: int = EVAL_BATCH, probe: Probe | None = None) -> torch.Tensor:  # fmt: skip
     """The predicted class of each of ``rows`` (through ``probe``; a test-time head answers where there is one)."""
     model.eval()
     context, answers = Context(model, data, config), []
@@ -91,13 +94,13 @@ def evaluate_task(progress: Progress, model, method: Method, data: ContinualData
     task, (loss, train_acc, val_acc) = experience.task, progress.training.summary
     for j in range(task + 1):
         progress.matrix[task][j] = accuracy(model, data, data.rows["test"][j], config, method)
+        rows = data.rows["test"][j]
         for probe in data.probes:  # what each modality retains, and robustness
-            progress.probe_matrices[probe.name][task][j] = accuracy(
-                model, data, data.rows["test"][j], config, method, probe=probe
-            )
+            predicted = predictions(model, data, rows, config, method, EVAL_BATCH, probe)
+            progress.probe_matrices[probe.name][task][j] = share_correct(predicted, data.labels[rows])
             if probe.kind == "swap":  # which sensor's class the answer follows (either is defensible)
                 either = progress.probe_matrices.setdefault(f"{probe.name}_either", empty_matrix(data.n_tasks))
-                either[task][j] = swap_either_share(model, data, data.rows["test"][j], config, method, probe)
+                either[task][j] = swap_either_share(predicted, data, rows, EVAL_BATCH)
         if progress.val_matrix is not None:  # for choosing settings on the validation rows
             progress.val_matrix[task][j] = accuracy(model, data, data.rows["val"][j], config, method)
     progress.task_seconds.append(round(time.time() - started, 3))

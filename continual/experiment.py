@@ -206,14 +206,18 @@ def run_experiment(experiment: Experiment, make_methods: Callable[[], list[Metho
         return summary
 
 
-def check_same_run(run_dir: Path, e: Experiment, method: Method, config: ContinualConfig, folder, data, cdata) -> dict:
-    """A finished run's results.json, refused unless these settings and inputs made it (a tool that refits or
-    reads a run: its numbers are the run's only if it reads the same data through the same network)."""
+def check_same_run(
+    run_dir: Path, e: Experiment, method: Method, config: ContinualConfig, folder, data, cdata
+) -> ContinualConfig:
+    """The settings resolved as the run resolved them (``method`` settled in place), refused unless these settings
+    and inputs made the finished run in ``run_dir`` (a tool that refits or reads a run: its numbers are the run's
+    only if it reads the same data through the same network)."""
     path = Path(run_dir) / "results.json"
     if not path.is_file():
         raise UserError(f"{shown(path)}: no such file; run it to its end first (-resume continues it)")
     recorded = json.loads(path.read_text()).get("config", {})
-    digest = spec_digest(e, method, resolved_config(e, config, method, folder), data, folder)
+    config = resolved_config(e, config, method, folder)
+    digest = spec_digest(e, method, config, data, folder)
     if recorded.get("spec_digest") != digest:
         raise UserError(f"{shown(path)}: made with other settings than these flags give (settings digest "
                         f"{recorded.get('spec_digest')} against {digest}); give the run's own -config and flags")  # fmt: skip
@@ -221,7 +225,7 @@ def check_same_run(run_dir: Path, e: Experiment, method: Method, config: Continu
     changed = next((k for k in inputs if recorded.get("inputs", {}).get(k) != inputs[k]), None)
     if changed is not None:
         raise UserError(f"{shown(path)}: made on other inputs ({changed} differs): the encoders or data changed since")
-    return recorded
+    return config
 
 
 def resolved_config(e: Experiment, config: ContinualConfig, method: Method, folder) -> ContinualConfig:
