@@ -12,15 +12,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from common import spec
 from common.cli import FlagParser, fraction, non_negative_float, non_negative_int, positive_float, positive_int
 from common.errors import UserError
 from common.validation import check_seeds, integer, positive
 from continual.applies import HELP_EPILOG, shown_in_help
 from continual.config import MODE_DEFAULTS, OPTIMIZERS, SCHEDULERS, ContinualConfig
 from continual.experiment import Experiment
-from continual.memory import add_memory_flags
+from continual.memory import MEMORY_FLAGS
 from continual.methods import METHODS, Method, Replay
 from continual.methods.base import ENCODER_MODES, SCENARIOS
+from continual.methods.er import ERConfig
 from continual.methods.heads import HEAD_METHODS, add_head_flags
 from dataloader.options import add_data_flags, tasks_from_args
 from dataloader.splits import SPLIT_MODES
@@ -41,7 +43,8 @@ def build_parser(description: str = "", sibling=None) -> FlagParser:
     _encoder_flags(parser.group("the encoders during the continual stage"))
     _method_flags(parser.group("method"))
     add_head_flags(parser.group("head (class-incremental heads that store no rows)"))
-    add_memory_flags(parser.group("memory of rows (-method er, derpp, er_ace, replay, latent_replay; -replay)"))
+    spec.add_flags(parser.group("memory of rows (-method er, derpp, er_ace, replay, latent_replay; -replay)"),
+                   ERConfig, MEMORY_FLAGS)  # fmt: skip
     for method in dict.fromkeys(METHODS.values()):  # each method declares its own flags, in its own group
         method.add_flags(parser.group(f"-method {method.name}"))
     _optimisation_flags(parser.group("optimisation"))

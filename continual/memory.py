@@ -1,6 +1,6 @@
 """The memory of training rows that replay keeps (ER, ER-ACE, DER++ and the reference's replay phase).
 
-One component for every method that keeps rows: its flags (``-memory_size`` rows per class, or a
+One component for every method that keeps rows: its settings (``-memory_size`` rows per class, or a
 reservoir of ``-memory_budget`` rows), declared once; the class-balanced choice of a task's rows;
 and ``RowMemory``, which holds the chosen rows (indices into the run's data, whose inputs they
 stand for), their tasks and, for DER++, their logits. It fills class-balanced at a task's end
@@ -13,18 +13,21 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from common.cli import non_negative_int, positive_int
+from common.spec import NON_NEGATIVE_INT, POSITIVE_INT, setting
 
-MEMORY_SIZE = 50  # -memory_size: stored training rows per class
+MEMORY_FLAGS = ("memory_size", "memory_budget")  # declared once, in their own group (continual.cli)
 
 
-def add_memory_flags(group) -> None:
-    """-memory_size and -memory_budget, for every method that keeps a memory (``continual.applies`` says which)."""
-    group.flag("-memory_size", type=positive_int, default=MEMORY_SIZE,
-               help="stored training rows per class (a class-balanced memory, chosen when each task ends)")  # fmt: skip
-    group.flag("-memory_budget", type=non_negative_int, default=0,
-               help="-method er, derpp, er_ace: a reservoir of this many rows over all training rows seen, instead "
-               "of -memory_size rows per class (0: the class-balanced memory)")  # fmt: skip
+def memory_size():
+    """The -memory_size setting of every config that keeps a memory (ER's and replay's)."""
+    return setting(50, "-memory_size", kind=POSITIVE_INT,
+                   help="stored training rows per class (a class-balanced memory, chosen when each task ends)")  # fmt: skip
+
+
+def memory_budget():
+    return setting(0, "-memory_budget", kind=NON_NEGATIVE_INT,
+                   help="-method er, derpp, er_ace: a reservoir of this many rows over all training rows seen, instead "
+                   "of -memory_size rows per class (0: the class-balanced memory)")  # fmt: skip
 
 
 @torch.no_grad()

@@ -56,7 +56,7 @@ def test_continual_script_spells_batch_size_long_and_timesteps_as_the_reference(
     assert parser.parse_args(["-hlop_spiking_timesteps", "40."]).hlop_spiking_timesteps == 40
     assert parser.parse_args([]).hlop_spiking_timesteps == 1000
     assert "(default: 1000)" in " ".join(parser.format_help().split())
-    with pytest.raises(SystemExit):
+    with pytest.raises(UserError, match="-hlop_spiking_timesteps 40.5: expected a whole number >= 1"):
         parser.parse_args(["-hlop_spiking_timesteps", "40.5"])
 
 
@@ -69,7 +69,7 @@ def test_a_config_file_sets_defaults_that_the_command_line_overrides(tmp_path):
     (tmp_path / "run.yaml").write_text("hlop-iterations: 9\nb: 16\n")
     parser = build_parser()
     args = parser.parse_args(["-config", str(tmp_path / "run.json"), "-epochs", "3"])
-    assert (args.hlop_lr, args.epochs, args.baseline, args.scenario) == ("0.001,0.02,0.02", 3, True, "task")
+    assert (args.hlop_lr, args.epochs, args.baseline, args.scenario) == ((0.001, 0.02, 0.02), 3, True, "task")
     args = build_parser().parse_args(["-config", str(tmp_path / "run.yaml")])
     assert (args.hlop_iterations, args.batch_size) == (9, 16)
 

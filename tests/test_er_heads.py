@@ -134,7 +134,7 @@ def test_er_share_must_leave_room_for_new_rows():
     from continual.cli import build_parser
 
     assert build_parser().parse_args(["-er_share", "balanced"]).er_share == "balanced"
-    with pytest.raises(SystemExit):
+    with pytest.raises(UserError, match="-er_share balance: expected a share above 0 and at most 0.95"):
         build_parser().parse_args(["-er_share", "balance"])
 
 

@@ -161,7 +161,7 @@ def test_one_config_file_sets_both_scripts(tmp_path):
     pre = pretraining.build_parser().parse_args(["-config", str(path)])
     cont = continual.build_parser().parse_args(["-config", str(path)])
     assert (pre.split, pre.epochs, pre.image_size) == ("group", 3, 16)
-    assert (cont.split, cont.epochs, cont.hlop_lr) == ("group", 5, "0.001,0.01,0.01")
+    assert (cont.split, cont.epochs, cont.hlop_lr) == ("group", 5, (0.001, 0.01, 0.01))
     path.write_text("epochs: 3\nepochs: 4\n")
     refused_in_one_line(run_script("spiking_train_multimodal_end.py", "-config", str(path)), "'epochs' is given twice")
     path.write_text("smell: 3\n")

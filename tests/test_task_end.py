@@ -45,7 +45,7 @@ def test_a_ridge_that_breaks_the_closed_form_head_is_refused(ridge):
 
 
 def test_an_expansion_beyond_memory_is_refused_in_one_line():
-    with pytest.raises(UserError, match="-head_expansion 400000: expected at most"):
+    with pytest.raises(UserError, match="-head_expansion 400000: expected an integer from 0 to 16384"):
         HeadConfig(expansion=400000)
 
 

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from common import spec
 from common.errors import UserError
 from continual.modes import ENCODER_MODES
 from hlop.projection import Projector
@@ -80,14 +81,22 @@ class Method(nn.Module):
     # (0), then a memory of rows (1), then what realigns the classifier (2), then a test-time head (3)
     stage = 0
 
+    config_class = None  # the dataclass of its settings, whose fields declare its flags (common.spec)
+
     @classmethod
     def add_flags(cls, parser) -> None:
-        """Declare the method's own flags on the continual script's parser (none by default)."""
+        """Declare the method's own flags on the continual script's parser: its config's settings."""
+        if cls.config_class is not None:
+            spec.add_flags(parser, cls.config_class)
+
+    @classmethod
+    def config_from_args(cls, args):
+        return spec.from_args(cls.config_class, args)
 
     @classmethod
     def from_args(cls, args) -> Method:
         """The method configured by the parsed flags."""
-        return cls()
+        return cls() if cls.config_class is None else cls(cls.config_from_args(args))
 
     def settle(self, encoder_mode: str) -> None:
         """Settle the defaults the encoder mode leaves open (none by default); only ``continual.resolve`` calls it."""

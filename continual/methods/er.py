@@ -36,36 +36,32 @@ from dataclasses import asdict, dataclass, replace
 import torch
 import torch.nn.functional as F
 
-from common.cli import fraction, non_negative_float
-from common.errors import UserError
+from common import spec
+from common.spec import NON_NEGATIVE, Kind, setting
 from continual.data import masked_logits, scenario_mask
-from continual.memory import MEMORY_SIZE, RowMemory, class_balanced_rows
+from continual.memory import MEMORY_FLAGS, RowMemory, class_balanced_rows, memory_budget, memory_size
 from continual.methods.base import Context, Method
 
 MAX_SHARE = 0.95  # -er_share: nearer 1, each batch carries so many stored rows that memory runs out
 BALANCED = "balanced"  # -er_share: as many stored rows per earlier class as the batch has new rows per new class
 
 
-def share_flag(value: str) -> float | str:
-    """``-er_share``: a number in (0, 1), or ``balanced``."""
-    return value if value == BALANCED else fraction(value)
-
-
 @dataclass(frozen=True)
 class ERConfig:
-    memory_size: int = MEMORY_SIZE  # stored rows per class (class-balanced memory)
-    memory_budget: int = 0  # > 0: a reservoir of this many rows over all training rows seen, instead
-    share: float | str | None = None  # of each training batch (from task 1 on) drawn from the memory, or BALANCED;
+    memory_size: int = memory_size()
+    memory_budget: int = memory_budget()
     # None: the method's default_share
-    alpha: float = 0.1  # DER++: weight of the stored logits' mean squared error
-    beta: float = 0.5  # DER++: weight of the stored labels' cross-entropy
+    share: float | str | None = setting(None, "-er_share", words=(BALANCED,), kind=Kind(
+        float, f"a share above 0 and at most {MAX_SHARE} (nearer 1, memory runs out)", lambda v: 0 < v <= MAX_SHARE),
+        help="share of each training batch (from task 1 on) drawn from the memory, or balanced (as many stored rows "
+        "of each earlier class as new rows of each new class; default: balanced for er, 0.5 for derpp and er_ace)")  # fmt: skip
+    alpha: float = setting(0.1, "-derpp_alpha", kind=NON_NEGATIVE,
+                           help="-method derpp: weight of the stored logits' mean squared error")  # fmt: skip
+    beta: float = setting(0.5, "-derpp_beta", kind=NON_NEGATIVE,
+                          help="-method derpp: weight of the stored labels' cross-entropy")  # fmt: skip
 
     def __post_init__(self):
-        if self.memory_size < 1 and self.memory_budget < 1:
-            raise UserError("-memory_size: expected at least one stored row per class (or -memory_budget > 0)")
-        if self.share not in (None, BALANCED) and not 0 < self.share <= MAX_SHARE:
-            raise UserError(f"-er_share {self.share}: expected a share above 0 and at most {MAX_SHARE} (a batch of n "
-                            f"new rows then carries up to {MAX_SHARE / (1 - MAX_SHARE):.0f} n stored rows), or {BALANCED}")  # fmt: skip
+        spec.check(self)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -73,6 +69,7 @@ class ERConfig:
 
 class ER(Method):
     name = "er"
+    config_class = ERConfig
     stores_rows, stage = True, 1
     stores_logits = False
     default_share = BALANCED  # -er_share unless given: DER++ and ER-ACE keep their papers' half-and-half batches
@@ -86,19 +83,8 @@ class ER(Method):
 
     @classmethod
     def add_flags(cls, parser) -> None:
-        e = ERConfig()  # -memory_size and -memory_budget: continual.memory, declared once for every memory
-        parser.flag("-er_share", type=share_flag, default=None,
-                    help="-method er/derpp/er_ace: share of each training batch (from task 1 on) drawn from the "
-                    f"memory, or {BALANCED} (as many stored rows of each earlier class as new rows of each new "
-                    f"class; default: {ER.default_share} for er, {DERPP.default_share} for derpp and er_ace)")  # fmt: skip
-        parser.flag("-derpp_alpha", type=non_negative_float, default=e.alpha,
-                    help="-method derpp: weight of the stored logits' mean squared error")  # fmt: skip
-        parser.flag("-derpp_beta", type=non_negative_float, default=e.beta,
-                    help="-method derpp: weight of the stored labels' cross-entropy")  # fmt: skip
-
-    @classmethod
-    def from_args(cls, args) -> ER:
-        return cls(ERConfig(args.memory_size, args.memory_budget, args.er_share, args.derpp_alpha, args.derpp_beta))
+        """The memory's flags are declared once for every memory (``continual.cli``), ER's own here."""
+        spec.add_flags(parser, ERConfig, [name for name, _, _ in spec.settings(ERConfig) if name not in MEMORY_FLAGS])
 
     def get_extra_state(self) -> dict:
         return {"generator": self.generator.get_state(), "sample_bytes": self.sample_bytes}

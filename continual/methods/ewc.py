@@ -16,18 +16,25 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
+from common import spec
 from common.batching import batch_rows
-from common.cli import non_negative_float, positive_int
 from common.distributed import current as distributed
+from common.spec import NON_NEGATIVE, POSITIVE_INT, setting
 from continual.data import masked_logits, scenario_mask
 from continual.methods.base import Context, Method
 
 
 @dataclass(frozen=True)
 class EWCConfig:
-    lambda_: float = 1e4  # 1e5 diverged on frozen features with SGD at 0.1 (docs/methods.md)
-    samples: int = 1024  # training rows per task used to estimate the Fisher information
+    # 1e5 diverged on frozen features with SGD at 0.1 (docs/methods.md)
+    lambda_: float = setting(1e4, "-ewc_lambda", kind=NON_NEGATIVE,
+                             help="strength of the pull towards earlier tasks' weights")  # fmt: skip
+    samples: int = setting(1024, "-ewc_samples", kind=POSITIVE_INT,
+                           help="training rows per task for the Fisher information")  # fmt: skip
     encoder_samples: int = 256  # -encoder_mode continual: rows per task for the encoder layers' (one pass each)
+
+    def __post_init__(self):
+        spec.check(self)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -35,30 +42,11 @@ class EWCConfig:
 
 class EWC(Method):
     name = "ewc"
+    config_class = EWCConfig
 
     def __init__(self, config: EWCConfig = EWCConfig()):
         super().__init__()
         self.config = config
-
-    @classmethod
-    def add_flags(cls, parser) -> None:
-        e = EWCConfig()
-        parser.flag(
-            "-ewc_lambda",
-            type=non_negative_float,
-            default=e.lambda_,
-            help="EWC: strength of the pull towards earlier tasks' weights",
-        )
-        parser.flag(
-            "-ewc_samples",
-            type=positive_int,
-            default=e.samples,
-            help="EWC: training rows per task for the Fisher information",
-        )
-
-    @classmethod
-    def from_args(cls, args) -> EWC:
-        return cls(EWCConfig(lambda_=args.ewc_lambda, samples=args.ewc_samples))
 
     def before_run(self, context: Context) -> None:
         for i, layer in enumerate(context.model.protected_layers):

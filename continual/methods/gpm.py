@@ -14,8 +14,9 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from common.cli import comma_numbers, fraction, positive_int
+from common import spec
 from common.distributed import current as distributed
+from common.spec import POSITIVE_INT, SHARE, setting
 from continual.methods.base import Context, Method
 from hlop.layers import UpdateProjection, input_dim
 from hlop.projection import SubspaceProjector
@@ -23,9 +24,15 @@ from hlop.projection import SubspaceProjector
 
 @dataclass(frozen=True)
 class GPMConfig:
-    threshold: tuple[float, float, float] = (0.97, 0.97, 0.97)
-    samples: int = 300
-    encoder_threshold: float = 0.97  # -encoder_mode continual: every encoder layer's
+    threshold: tuple[float, float, float] = setting((0.97, 0.97, 0.97), "-gpm_threshold", kind=SHARE, count=3,
+        help="share of each layer's input energy its bases keep (one value or one per layer)")  # fmt: skip
+    samples: int = setting(300, "-gpm_samples", kind=POSITIVE_INT,
+                           help="training rows per task for the representation matrices")  # fmt: skip
+    encoder_threshold: float = setting(0.97, "-gpm_encoder_threshold", kind=SHARE,
+        help="-encoder_mode continual: share of each encoder layer's input energy its basis keeps")  # fmt: skip
+
+    def __post_init__(self):
+        spec.check(self)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -52,6 +59,7 @@ def extend_basis(basis: torch.Tensor, gram: torch.Tensor, threshold: float) -> t
 
 class GPM(Method, SubspaceProjector):
     name = "gpm"
+    config_class = GPMConfig
     projects = True
 
     def __init__(self, config: GPMConfig = GPMConfig()):
@@ -60,38 +68,6 @@ class GPM(Method, SubspaceProjector):
         self.update_projection = UpdateProjection()
         self.old_rows: list[int] = []  # each basis's rows before the task that just ended
         self.task_work = 0.0  # multiply-accumulates per training sample of the task that just ended
-
-    @classmethod
-    def add_flags(cls, parser) -> None:
-        g = GPMConfig()
-        parser.flag(
-            "-gpm_threshold",
-            default=",".join(f"{v:g}" for v in g.threshold),
-            help="GPM: share of each layer's input energy its bases keep (one value or one per layer)",
-        )
-        parser.flag(
-            "-gpm_samples",
-            type=positive_int,
-            default=g.samples,
-            help="GPM: training rows per task for the representation matrices",
-        )
-
-        parser.flag(
-            "-gpm_encoder_threshold",
-            type=fraction,
-            default=g.encoder_threshold,
-            help="GPM, -encoder_mode continual: share of each encoder layer's input energy its basis keeps",
-        )
-
-    @classmethod
-    def from_args(cls, args) -> GPM:
-        return cls(
-            GPMConfig(
-                threshold=comma_numbers(args.gpm_threshold, "-gpm_threshold", fraction),
-                samples=args.gpm_samples,
-                encoder_threshold=args.gpm_encoder_threshold,
-            )
-        )
 
     def before_run(self, context: Context) -> None:
         model = context.model

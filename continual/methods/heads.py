@@ -35,9 +35,10 @@ from dataclasses import asdict, dataclass, replace
 import torch
 import torch.nn.functional as F
 
+from common import spec
 from common.batching import batch_rows
-from common.cli import non_negative_int, positive_float
 from common.errors import UserError
+from common.spec import Kind, setting
 from continual.methods.base import Context, Method
 from models.spiking_mlp import SpikingOutput
 
@@ -54,18 +55,23 @@ ENCODER_INPUTS = ("features", "embeddings")  # what only learning encoders provi
 
 @dataclass(frozen=True)
 class HeadConfig:
-    expansion: int = 0  # analytic: a fixed random ReLU expansion of the representation to this size (0: none)
-    ridge: float = RIDGE  # analytic: gamma, the ridge regulariser, for rows scaled to unit mean squared norm
-    input: str = "auto"  # what the head reads (HEAD_INPUTS): auto is hidden on frozen features, else features
-    metric: str = "cosine"  # ncm: how a row's nearest class mean is found (NCM_METRICS)
+    expansion: int = setting(0, "-head_expansion", kind=Kind(int, f"an integer from 0 to {MAX_EXPANSION} (the "
+        f"head keeps an expansion x expansion float64 matrix, 2 GiB at {MAX_EXPANSION})", lambda v: 0 <= v <= MAX_EXPANSION),
+        help="-head analytic: a fixed random ReLU expansion of the representation to this size (0: none)")  # fmt: skip
+    ridge: float = setting(RIDGE, "-head_ridge", kind=Kind(float, f"a number between {RIDGE_RANGE[0]:g} and "
+        f"{RIDGE_RANGE[1]:g} (rows are scaled to unit mean squared norm)", lambda v: RIDGE_RANGE[0] <= v <= RIDGE_RANGE[1]),
+        help="-head analytic: the ridge regulariser, for representations scaled so that task 0's rows have "
+        "unit mean squared norm")  # fmt: skip
+    input: str = setting("auto", "-head_input", choices=HEAD_INPUTS,
+        help="what the head reads: hidden (the spiking MLP's last hidden layer) or, with -encoder_mode "
+        "continual, features (each modality encoder's features before its projection, the image CNN's last "
+        "block pooled to a 2 x 2 grid) or embeddings (the encoders' embeddings, before the fusion); auto: "
+        "hidden on frozen features, features with -encoder_mode continual")  # fmt: skip
+    metric: str = setting("cosine", "-ncm_metric", choices=NCM_METRICS,
+        help="-head ncm: cosine (row and class means L2-normalised, as iCaRL) or euclidean distance")  # fmt: skip
 
     def __post_init__(self):
-        if not RIDGE_RANGE[0] <= self.ridge <= RIDGE_RANGE[1]:  # beyond it, float64 inverts nothing or float32
-            raise UserError(f"-head_ridge {self.ridge:g}: expected a number between {RIDGE_RANGE[0]:g} and "
-                            f"{RIDGE_RANGE[1]:g} (rows are scaled to unit mean squared norm)")  # fmt: skip
-        if not 0 <= self.expansion <= MAX_EXPANSION:  # the head keeps an expansion x expansion float64 matrix
-            raise UserError(f"-head_expansion {self.expansion}: expected at most {MAX_EXPANSION} (the head keeps a "
-                            f"{self.expansion} x {self.expansion} matrix of {8 * self.expansion**2 / 2**30:.0f} GiB)")  # fmt: skip
+        spec.check(self)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -82,13 +88,11 @@ class _ClassStatisticsHead(Method):
         self.config = config
         self.register_buffer("seen", torch.zeros(0, dtype=torch.bool))  # classes seen so far
 
+    config_class = HeadConfig
+
     @classmethod
     def add_flags(cls, parser) -> None:
         """Declared once, for every head, by ``add_head_flags``."""
-
-    @classmethod
-    def from_args(cls, args) -> Method:
-        return cls(HeadConfig(args.head_expansion, args.head_ridge, args.head_input, args.ncm_metric))
 
     def settle(self, encoder_mode: str) -> None:
         """``-head_input auto``: the encoder mode's input (results.json records what was read)."""
@@ -209,19 +213,7 @@ HEAD_METHODS = {"analytic": AnalyticHead, "ncm": NCMHead}
 
 
 def add_head_flags(group) -> None:
-    c = HeadConfig()
     group.flag("-head", default="linear", choices=HEADS,
                help="the head that answers at test time: linear (the trained classifier), analytic (recursive least "
                "squares on the last hidden representation, no stored rows) or ncm (nearest class mean)")  # fmt: skip
-    group.flag("-head_expansion", type=non_negative_int, default=c.expansion,
-               help="-head analytic: a fixed random ReLU expansion of the representation to this size (0: none)")  # fmt: skip
-    group.flag("-head_ridge", type=positive_float, default=c.ridge,
-               help="-head analytic: the ridge regulariser, for representations scaled so that task 0's rows have "
-               "unit mean squared norm")  # fmt: skip
-    group.flag("-ncm_metric", default=c.metric, choices=NCM_METRICS,
-               help="-head ncm: cosine (row and class means L2-normalised, as iCaRL) or euclidean distance")  # fmt: skip
-    group.flag("-head_input", default=c.input, choices=HEAD_INPUTS,
-               help="what the head reads: hidden (the spiking MLP's last hidden layer) or, with -encoder_mode "
-               "continual, features (each modality encoder's features before its projection, the image CNN's last "
-               "block pooled to a 2 x 2 grid) or embeddings (the encoders' embeddings, before the fusion); auto: "
-               "hidden on frozen features, features with -encoder_mode continual")  # fmt: skip
+    spec.add_flags(group, HeadConfig)

@@ -21,25 +21,16 @@ through (README, "Faithfulness to the reference, and the settings that differ", 
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, replace
 
 import torch
 from torch import nn
 
+from common import spec
 from common.batching import batch_rows
-from common.cli import (
-    comma_numbers,
-    finite_float,
-    fraction,
-    non_negative_int,
-    positive_float,
-    positive_int,
-    whole_number,
-)
 from common.distributed import current as distributed
 from common.errors import UserError
-from common.validation import integer, positive
+from common.spec import NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, SHARE, SWITCH, WHOLE, setting
 from continual.methods.base import Context, Method
 from hlop.hebbian import HebbianSubspace
 from hlop.layers import UpdateProjection, input_dim, layer_input_batches
@@ -67,55 +58,76 @@ ENCODER_THRESHOLD = (0.99999, 0.9999)
 
 @dataclass(frozen=True)
 class HLOPConfig:
-    # input layer, hidden layers; None: FROZEN_LR on frozen features, LEARNING_ENCODERS_LR when the encoders learn
-    # (with Adam and learning encoders the hidden layers' Hebbian rows diverge at 0.01)
-    lr: tuple[float, float, float] | None = None
-    # Oja iterations per batch; None: FROZEN_ITERATIONS on frozen features, LEARNING_ENCODERS_ITERATIONS when the
-    # encoders learn (the reference: 5, over ~7x more batches per task on PMNIST; docs/reference.md)
-    iterations: int | None = None
+    lr: tuple[float, float, float] | None = setting(None, "-hlop_lr", kind=POSITIVE, count=3, help=(
+        "Hebbian learning rate: one value, or one per layer (fc1,fc2,classifier); default "
+        f"{','.join(f'{v:g}' for v in FROZEN_LR)} on frozen features (10x the reference's "
+        f"{','.join(f'{v:g}' for v in REFERENCE_LR)}, at {FROZEN_ITERATIONS} iterations instead of its 5), "
+        f"{LEARNING_ENCODERS_LR[0]:g} with -encoder_mode continual (with Adam there 0.01 diverges)"))  # fmt: skip
+    iterations: int | None = setting(None, "-hlop_iterations", kind=POSITIVE_INT, help=(
+        f"Hebbian (Oja) iterations per batch; default {FROZEN_ITERATIONS} on frozen features, "
+        f"{LEARNING_ENCODERS_ITERATIONS} with -encoder_mode continual (the reference: 5, over ~7x more batches "
+        "per task on PMNIST)"))  # fmt: skip
     momentum: float = 0.9
-    out_num: tuple[int, int, int] = (20, 200, 100)
-    out_num_inc: tuple[int, int, int] = (10, 70, 70)
+    out_num: tuple[int, int, int] = setting((20, 200, 100), "-hlop_out_num", kind=NON_NEGATIVE_INT, count=3,
+                                            help="lateral neurons per layer added for task 0")  # fmt: skip
+    out_num_inc: tuple[int, int, int] = setting((10, 70, 70), "-hlop_out_num_inc", kind=NON_NEGATIVE_INT, count=3,
+        help="lateral neurons per layer added for each later task (shrinking by 2/7 of it every third task: "
+        "the reference's 70 -> 50 -> 30 -> 10)")  # fmt: skip
     shrink_every: int = 3
     shrink_fraction: float = 2 / 7
-    spiking: bool = False
-    spiking_scale: float = 20.0
-    spiking_timesteps: int = 1000
-    spiking_projection: str = "timestep"  # or "rate"
-    new_rows: str = "random"  # new lateral rows at random angles to the old ones (the reference), or "orthogonal"
-    # exact: project with the frozen rows made orthonormal (products only), which removes exactly their span;
-    # rows: x - W^T W x with the rows as learned (the reference), exact only for orthonormal rows
-    projection: str = "exact"
-    with_wfr: bool = True
-    start_epochs: int = 0
-    # frozen features, online learning: the lateral neurons also learn each modality's path (the layer inputs of
-    # the batch's audio-only and image-only features), so that a row with one modality missing is protected too
-    modality_paths: bool = False
-    # -encoder_mode continual: each encoder layer's subspace, as fractions of its input size (a conv's C*k*k)
-    encoder_sizes: tuple[float, float] = (0.5, 0.1)  # task 0, each later task
-    encoder_lr: float = 0.5  # on inputs rescaled to unit mean squared norm per batch
-    encoder_iterations: int = 5
-    # when the lateral neurons learn: online (Oja's rule on every batch, the reference; the default), task_end
-    # (Hebbian passes over the task's rows at its end, grown by energy) or both (online, then the passes polish the rows it learned)
-    learning: str | None = None
-    passes: int = 10  # task_end: Hebbian passes over the task's inputs
-    # task_end: lateral neurons added until the subspace holds this share of each task's input energy (GPM's
-    # criterion, with no fixed size); "auto": with task_end learning FROZEN_THRESHOLD on frozen features,
-    # THRESHOLD when the encoders learn (settled by ``for_mode``), None otherwise; None: the sizes above
-    threshold: tuple[float, float, float] | str | None = "auto"
-    # the same for the encoder layers (-encoder_mode continual): each modality encoder's input layer, the later ones
-    encoder_threshold: tuple[float, float] | str | None = "auto"
+    spiking: bool = setting(False, "-hlop_spiking", kind=SWITCH,
+                            help="lateral neurons spike: their output is quantised to spike counts")  # fmt: skip
+    spiking_scale: float = setting(20.0, "-hlop_spiking_scale", kind=POSITIVE,
+                                   help="range [-s, s] of the spiking lateral output")  # fmt: skip
+    spiking_timesteps: int = setting(1000, "-hlop_spiking_timesteps", kind=WHOLE,
+                                     help="timesteps of the spiking lateral neurons")  # fmt: skip
+    spiking_projection: str = setting("timestep", "-hlop_spiking_projection", choices=("timestep", "rate"),
+        help="with -hlop_spiking, quantise the lateral answer to each timestep's input spikes (the reference) "
+        "or to their weighted firing rate")  # fmt: skip
+    new_rows: str = setting("random", "-hlop_new_rows", choices=("orthogonal", "random"),
+        help="each task's new lateral neurons start orthogonal to the old ones, or at random angles (the reference)")  # fmt: skip
+    projection: str = setting("exact", "-hlop_projection", choices=PROJECTIONS,
+        help="exact: project away from the frozen lateral rows made orthonormal (products only), removing "
+        "exactly their span; rows: x - W^T W x with the rows as learned (the reference; exact only for "
+        "orthonormal rows)")  # fmt: skip
+    with_wfr: bool = setting(True, "-not_hlop_with_wfr", kind=SWITCH, negated=True,
+                             help="Hebbian updates from each timestep's spikes instead of the weighted firing rate")  # fmt: skip
+    start_epochs: int = setting(0, "-hlop_start_epochs", kind=NON_NEGATIVE_INT,
+                                help="Hebbian learning starts after this many epochs of each task")  # fmt: skip
+    modality_paths: bool = setting(False, "-hlop_modality_paths", kind=SWITCH,
+        help="frozen features, online learning: the lateral neurons also learn the inputs of each modality "
+        "alone (its audio-only and image-only features), protecting a row with one modality missing")  # fmt: skip
+    encoder_sizes: tuple[float, float] = setting((0.5, 0.1), "-hlop_encoder_sizes", kind=SHARE, count=2,
+        help="-encoder_mode continual: lateral neurons of each encoder layer as fractions of its input size "
+        "(a convolution's C*k*k), for task 0 and for each later task")  # fmt: skip
+    encoder_lr: float = setting(0.5, "-hlop_encoder_lr", kind=POSITIVE,
+        help="-encoder_mode continual: Hebbian rate of the encoder layers (inputs rescaled to unit mean squared norm)")  # fmt: skip
+    encoder_iterations: int = setting(5, "-hlop_encoder_iterations", kind=POSITIVE_INT,
+        help="-encoder_mode continual: Hebbian iterations per batch of the encoder layers")  # fmt: skip
+    learning: str | None = setting(None, "-hlop_learning", choices=LEARNINGS, help=(
+        "when the lateral neurons learn: online (Oja's rule on every batch, the reference; the default on "
+        "frozen features), task_end (Hebbian passes over each task's inputs at its end, converging to the "
+        "principal subspace, grown by -hlop_threshold; an epoch costs the projection only; the default with "
+        "-encoder_mode continual), or both (online, then -hlop_passes from the rows it learned)"))  # fmt: skip
+    passes: int = setting(10, "-hlop_passes", kind=POSITIVE_INT,
+                          help="-hlop_learning task_end: Hebbian passes over the task's inputs")  # fmt: skip
+    # "auto" is settled by ``for_mode``; None: the fixed sizes above
+    threshold: tuple[float, float, float] | str | None = setting("auto", "-hlop_threshold", kind=SHARE, count=3,
+        words=("auto", "none"), help="-hlop_learning task_end: lateral neurons are added at each task's end until "
+        "the subspace holds this share of the task's input energy (GPM's criterion; one value or fc1,fc2,classifier; "
+        f"auto: {FROZEN_THRESHOLD[0]:g} on frozen features, {THRESHOLD[0]:g} with -encoder_mode continual); "
+        "none: -hlop_out_num and -hlop_out_num_inc neurons per task")  # fmt: skip
+    encoder_threshold: tuple[float, float] | str | None = setting("auto", "-hlop_encoder_threshold", kind=SHARE,
+        count=2, words=("auto", "none"), help="-hlop_threshold for the encoder layers (-encoder_mode continual): "
+        "one value, or two (each modality encoder's input layer, the later layers); auto: "
+        f"{','.join(f'{v:g}' for v in ENCODER_THRESHOLD)}; none: -hlop_encoder_sizes neurons per task")  # fmt: skip
 
     def __post_init__(self):
-        _check_numbers(self)
         if isinstance(self.encoder_threshold, (int, float)):  # one share for every encoder layer
             object.__setattr__(self, "encoder_threshold", (float(self.encoder_threshold),) * 2)
-        if self.projection not in PROJECTIONS:
-            raise UserError(f"-hlop_projection {self.projection}: expected one of {', '.join(PROJECTIONS)}")
+        spec.check(self)
         if self.learning is None:  # settled by ``for_mode``: read as online until then
             return
-        if self.learning not in LEARNINGS:
-            raise UserError(f"-hlop_learning {self.learning}: expected one of {', '.join(LEARNINGS)}")
         if self.encoder_threshold == "auto":
             object.__setattr__(self, "encoder_threshold", ENCODER_THRESHOLD if self.learning == "task_end" else None)
         if self.threshold == "auto" and self.learning != "task_end":
@@ -156,39 +168,10 @@ class HLOPConfig:
         return asdict(self)
 
 
-def _check_numbers(c: HLOPConfig) -> None:
-    """The same one-line errors from Python and from the flags (``common.validation``)."""
-    if c.lr is not None and not (
-        isinstance(c.lr, (tuple, list)) and len(c.lr) == 3 and all(_finite_positive(v) for v in c.lr)
-    ):
-        shown = (
-            ",".join(f"{v:g}" if isinstance(v, (int, float)) else repr(v) for v in c.lr)
-            if isinstance(c.lr, (tuple, list))
-            else repr(c.lr)
-        )
-        raise UserError(f"-hlop_lr {shown}: expected three finite numbers > 0 (fc1, fc2, classifier), or one for all")
-    for name in ("iterations", "passes", "encoder_iterations", "spiking_timesteps"):
-        if getattr(c, name) is not None:  # iterations: None until ``for_mode``
-            integer(getattr(c, name), f"-hlop_{name}")
-    integer(c.start_epochs, "-hlop_start_epochs", least=0)
-    positive(c.spiking_scale, "-hlop_spiking_scale")
-    positive(c.encoder_lr, "-hlop_encoder_lr")
-
-
-def _finite_positive(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
-
-
-def _threshold(text: str, flag: str, count: int):
-    """A -hlop_threshold value: auto, none, or one share (or ``count`` of them)."""
-    if str(text) in ("auto", "none"):
-        return None if str(text) == "none" else "auto"
-    return comma_numbers(text, flag, fraction, count=count)
-
-
 class HLOP(Method, SubspaceProjector):
     name = "hlop"
     projects = True
+    config_class = HLOPConfig
 
     def __init__(self, config: HLOPConfig = HLOPConfig()):
         super().__init__()
@@ -201,96 +184,6 @@ class HLOP(Method, SubspaceProjector):
         self.encoder_rows: list[float] = []  # rows per sample each encoder layer's Hebbian update saw
         self.encoder_input_layers: list[bool] = []  # per encoder layer: whether it reads a modality's raw input
         self.task_work = 0.0  # multiply-accumulates per training sample of the task that just ended
-
-    @classmethod
-    def add_flags(cls, parser) -> None:
-        c = HLOPConfig()
-        flag = parser.flag
-        flag("-hlop_lr", default=None,
-             help="Hebbian learning rate: one value, or one per layer (fc1,fc2,classifier); default "
-             f"{','.join(f'{v:g}' for v in FROZEN_LR)} on frozen features (10x the reference's "
-             f"{','.join(f'{v:g}' for v in REFERENCE_LR)}, at {FROZEN_ITERATIONS} iterations instead of its 5), "
-             f"{LEARNING_ENCODERS_LR[0]:g} with -encoder_mode continual")  # fmt: skip
-        flag("-hlop_iterations", type=positive_int, default=None,
-             help=f"Hebbian (Oja) iterations per batch; default {FROZEN_ITERATIONS} on frozen features, "
-             f"{LEARNING_ENCODERS_ITERATIONS} with -encoder_mode continual (the reference: 5)")  # fmt: skip
-        flag("-hlop_out_num", default=",".join(map(str, c.out_num)), help="lateral neurons per layer added for task 0")
-        flag("-hlop_out_num_inc", default=",".join(map(str, c.out_num_inc)),
-             help="lateral neurons per layer added for each later task (shrinking by 2/7 of it every third task: "
-             "the reference's 70 -> 50 -> 30 -> 10)")  # fmt: skip
-        flag("-hlop_spiking", action="store_true", help="lateral neurons spike: their output is quantised to spike counts")  # fmt: skip
-        flag("-hlop_spiking_scale", type=positive_float, default=c.spiking_scale,
-             help="range [-s, s] of the spiking lateral output")  # fmt: skip
-        flag("-hlop_spiking_timesteps", type=whole_number, default=c.spiking_timesteps,
-             help="timesteps of the spiking lateral neurons")  # fmt: skip
-        flag("-hlop_spiking_projection", default=c.spiking_projection, choices=("timestep", "rate"),
-             help="with -hlop_spiking, quantise the lateral answer to each timestep's input spikes (the reference) "
-             "or to their weighted firing rate")  # fmt: skip
-        flag("-hlop_new_rows", default=c.new_rows, choices=("orthogonal", "random"),
-             help="each task's new lateral neurons start orthogonal to the old ones, or at random angles (the reference)")  # fmt: skip
-        flag("-hlop_projection", default=c.projection, choices=PROJECTIONS,
-             help="exact: project away from the frozen lateral rows made orthonormal (products only), removing "
-             "exactly their span; rows: x - W^T W x with the rows as learned (the reference; exact only for "
-             "orthonormal rows)")  # fmt: skip
-        flag("-hlop_start_epochs", type=non_negative_int, default=c.start_epochs,
-             help="Hebbian learning starts after this many epochs of each task")  # fmt: skip
-        flag("-hlop_encoder_sizes", default=",".join(f"{v:g}" for v in c.encoder_sizes),
-             help="-encoder_mode continual: lateral neurons of each encoder layer as fractions of its input size "
-             "(a convolution's C*k*k), for task 0 and for each later task")  # fmt: skip
-        flag("-hlop_encoder_lr", type=positive_float, default=c.encoder_lr,
-             help="-encoder_mode continual: Hebbian rate of the encoder layers (inputs rescaled to unit mean squared norm)")  # fmt: skip
-        flag("-hlop_encoder_iterations", type=positive_int, default=c.encoder_iterations,
-             help="-encoder_mode continual: Hebbian iterations per batch of the encoder layers")  # fmt: skip
-        flag("-hlop_modality_paths", action="store_true",
-             help="frozen features, online learning: the lateral neurons also learn the inputs of each modality "
-             "alone (its audio-only and image-only features), protecting a row with one modality missing")  # fmt: skip
-        flag("-not_hlop_with_wfr", action="store_true",
-             help="Hebbian updates from each timestep's spikes instead of the weighted firing rate")  # fmt: skip
-        flag("-hlop_learning", default=None, choices=LEARNINGS,
-             help="when the lateral neurons learn: online (Oja's rule on every batch, the reference; the default on "
-             "frozen features), task_end (Hebbian passes over each task's inputs at its end, converging to the "
-             "principal subspace, grown by -hlop_threshold; an epoch costs the projection only; the default with "
-             "-encoder_mode continual), or both (online, then -hlop_passes from the rows it learned)")  # fmt: skip
-        flag("-hlop_passes", type=positive_int, default=c.passes,
-             help="-hlop_learning task_end: Hebbian passes over the task's inputs")  # fmt: skip
-        flag("-hlop_threshold", default="auto",
-             help="-hlop_learning task_end: lateral neurons are added at each task's end until the subspace holds "
-             f"this share of the task's input energy (one value or fc1,fc2,classifier; auto: {FROZEN_THRESHOLD[0]:g} "
-             f"on frozen features, {THRESHOLD[0]:g} with -encoder_mode continual); "
-             "none: -hlop_out_num and -hlop_out_num_inc neurons per task")  # fmt: skip
-        flag("-hlop_encoder_threshold", default="auto",
-             help="-hlop_threshold for the encoder layers (-encoder_mode continual): one value, or two (each "
-             "modality encoder's input layer, the later layers); auto: "
-             f"{','.join(f'{v:g}' for v in ENCODER_THRESHOLD)}; none: -hlop_encoder_sizes neurons per task")  # fmt: skip
-
-    @classmethod
-    def from_args(cls, args) -> HLOP:
-        return cls(cls.config_from_args(args))
-
-    @staticmethod
-    def config_from_args(args) -> HLOPConfig:
-        return HLOPConfig(
-            lr=None if args.hlop_lr is None else comma_numbers(args.hlop_lr, "-hlop_lr", finite_float),
-            iterations=args.hlop_iterations,
-            out_num=comma_numbers(args.hlop_out_num, "-hlop_out_num", non_negative_int),
-            out_num_inc=comma_numbers(args.hlop_out_num_inc, "-hlop_out_num_inc", non_negative_int),
-            spiking=args.hlop_spiking,
-            spiking_scale=args.hlop_spiking_scale,
-            spiking_timesteps=args.hlop_spiking_timesteps,
-            spiking_projection=args.hlop_spiking_projection,
-            new_rows=args.hlop_new_rows,
-            projection=args.hlop_projection,
-            with_wfr=not args.not_hlop_with_wfr,
-            start_epochs=args.hlop_start_epochs,
-            modality_paths=args.hlop_modality_paths,
-            encoder_sizes=comma_numbers(args.hlop_encoder_sizes, "-hlop_encoder_sizes", fraction, count=2),
-            encoder_lr=args.hlop_encoder_lr,
-            encoder_iterations=args.hlop_encoder_iterations,
-            learning=args.hlop_learning,
-            passes=args.hlop_passes,
-            threshold=_threshold(args.hlop_threshold, "-hlop_threshold", 3),
-            encoder_threshold=_threshold(args.hlop_encoder_threshold, "-hlop_encoder_threshold", 2),
-        )
 
     def before_run(self, context: Context) -> None:
         if not self.is_settled():

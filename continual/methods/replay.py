@@ -22,10 +22,11 @@ from dataclasses import asdict, dataclass, replace
 import torch
 import torch.nn.functional as F
 
-from common.cli import positive_float, positive_int
+from common import spec
 from common.errors import UserError
+from common.spec import POSITIVE, POSITIVE_INT, setting
 from continual.data import masked_logits
-from continual.memory import MEMORY_SIZE, RowMemory, class_balanced_rows
+from continual.memory import RowMemory, class_balanced_rows, memory_size
 from continual.methods.base import Context, Method
 from continual.modes import EncoderMode
 from continual.optim import make_optimizer, make_scheduler
@@ -35,13 +36,18 @@ from models.spiking_mlp import SpikingMLP
 
 @dataclass(frozen=True)
 class ReplayConfig:
-    memory_size: int = MEMORY_SIZE  # stored samples per class
-    epochs: int = 1
-    batch_per_task: int = 50
-    lr: float = 0.01
-    t_max: int = 20
+    memory_size: int = memory_size()  # stored samples per class
+    epochs: int = setting(1, "-replay_epochs", kind=POSITIVE_INT, help="epochs of the replay phase after each task")
+    batch_per_task: int = setting(50, "-replay_b", kind=POSITIVE_INT,
+                                  help="batch size per task in the replay phase")  # fmt: skip
+    lr: float = setting(0.01, "-replay_lr", kind=POSITIVE, help="learning rate of the replay phase")
+    t_max: int = setting(20, "-replay_T_max", kind=POSITIVE_INT, help="CosALR period of the replay phase")
     latent: bool = False
-    compress: int = 2  # latent replay keeps every compress-th timestep (unused by plain replay)
+    compress: int = setting(2, "-replay_compress", kind=POSITIVE_INT,
+                            help="latent replay: keep every n-th timestep of the stored spike trains")  # fmt: skip
+
+    def __post_init__(self):
+        spec.check(self)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -77,52 +83,13 @@ class Replay(Method):
 
     @classmethod
     def add_flags(cls, parser) -> None:
-        r = ReplayConfig()
-        parser.flag(
-            "-replay",
-            action="store_true",
-            help="add memory replay after each task to the chosen method (with -baseline: replay only)",
-        )
-        parser.flag(
-            "-replay_epochs",
-            type=positive_int,
-            default=r.epochs,
-            help="replay: epochs of the replay phase after each task",
-        )
-        parser.flag(
-            "-replay_b",
-            type=positive_int,
-            default=r.batch_per_task,
-            help="replay: batch size per task in the replay phase",
-        )
-        parser.flag("-replay_lr", type=positive_float, default=r.lr, help="replay: learning rate of the replay phase")
-        parser.flag(
-            "-replay_T_max", type=positive_int, default=r.t_max, help="replay: CosALR period of the replay phase"
-        )
-        parser.flag(
-            "-replay_compress",
-            type=positive_int,
-            default=r.compress,
-            help="latent replay: keep every n-th timestep of the stored spike trains",
-        )
+        parser.flag("-replay", action="store_true",
+                    help="add memory replay after each task to the chosen method (with -baseline: replay only)")  # fmt: skip
+        spec.add_flags(parser, ReplayConfig, ("epochs", "batch_per_task", "lr", "t_max", "compress"))
 
     @classmethod
     def from_args(cls, args) -> Replay:
-        return cls(config=cls.config_from_args(args, latent=False))
-
-    @staticmethod
-    def config_from_args(args, latent: bool) -> ReplayConfig:
-        if args.replay_compress < 1:
-            raise UserError(f"-replay_compress {args.replay_compress}: expected a positive number of timesteps")
-        return ReplayConfig(
-            memory_size=args.memory_size,
-            epochs=args.replay_epochs,
-            batch_per_task=args.replay_b,
-            lr=args.replay_lr,
-            t_max=args.replay_T_max,
-            latent=latent,
-            compress=args.replay_compress if latent else 1,
-        )
+        return cls(spec.from_args(ReplayConfig, args, latent=False, compress=1))
 
     def get_extra_state(self) -> dict:
         return {"sample_bytes": self.sample_bytes}
@@ -236,4 +203,4 @@ class LatentReplay(Replay):
 
     @classmethod
     def from_args(cls, args) -> LatentReplay:
-        return cls(config=cls.config_from_args(args, latent=True))
+        return cls(spec.from_args(ReplayConfig, args))
