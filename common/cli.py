@@ -36,8 +36,8 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str:
         if action.default is None or action.help is argparse.SUPPRESS or action.dest == "help":
             return action.help or ""
-        if action.default is False:
-            return f"{action.help} (default: false)"
+        if isinstance(action.default, bool):
+            return f"{action.help} (default: {str(action.default).lower()})"
         return super()._get_help_string(action)
 
     def _format_action_invocation(self, action: argparse.Action) -> str:

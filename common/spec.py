@@ -51,7 +51,7 @@ class Setting:
     choices: tuple | None = None
     count: int = 1  # > 1: that many comma-separated values (or one for all), held as a tuple
     words: tuple = ()  # words accepted as themselves in place of a value ("auto"; "none" is held as None)
-    aliases: tuple[str, ...] = ()  # other names of the flag (-b for -batch_size)
+    aliases: tuple[str, ...] = ()  # other names of the flag, listed first (the reference's -b for -batch_size)
     negated: bool = False  # a switch that turns the field off (-not_hlop_with_wfr for with_wfr)
 
     @property
@@ -138,9 +138,9 @@ def add_flags(group, cls, names=None) -> None:
     for _, s, default in settings(cls, names):
         common = {"help": s.help, "dest": s.dest, "check": s.check}
         if s.kind is SWITCH:
-            group.flag(s.flag, *s.aliases, action="store_true", default=default != s.negated, **common)
+            group.flag(*s.aliases, s.flag, action="store_true", default=default != s.negated, **common)
         else:
-            group.flag(s.flag, *s.aliases, type=s.parse, choices=s.choices, default=s.default_text(default), **common)
+            group.flag(*s.aliases, s.flag, type=s.parse, choices=s.choices, default=s.default_text(default), **common)
 
 
 def from_args(cls, args, **given):

@@ -13,15 +13,15 @@ import argparse
 from pathlib import Path
 
 from common import spec
-from common.cli import FlagParser, fraction, non_negative_float, non_negative_int, positive_float, positive_int
+from common.cli import FlagParser, positive_float, positive_int
 from common.errors import UserError
-from common.validation import check_seeds, integer, positive
+from common.validation import check_seeds
 from continual.applies import HELP_EPILOG, shown_in_help
-from continual.config import MODE_DEFAULTS, OPTIMIZERS, SCHEDULERS, ContinualConfig
+from continual.config import ContinualConfig
 from continual.experiment import Experiment
 from continual.memory import MEMORY_FLAGS
 from continual.methods import METHODS, Method, Replay
-from continual.methods.base import ENCODER_MODES, SCENARIOS
+from continual.methods.base import ENCODER_MODES
 from continual.methods.er import ERConfig
 from continual.methods.heads import HEAD_METHODS, add_head_flags
 from dataloader.options import add_data_flags, tasks_from_args
@@ -30,7 +30,6 @@ from models.fusion import FUSIONS
 from models.multimodal import MODALITIES
 from models.neurons import NeuronConfig
 from models.probes import corruption_names
-from models.spiking_mlp import DSR_BACKWARDS
 
 PROG = "python spiking_train_multimodal_end.py"
 
@@ -81,7 +80,6 @@ def _pretrained_flags(group) -> None:
 
 
 def _encoder_flags(group) -> None:
-    c = ContinualConfig()
     group.flag("-encoder_mode", default="frozen", choices=ENCODER_MODES,
                help="frozen: the spiking MLP learns on the encoders' cached features; continual: the encoders and the "
                "fusion learn task after task too, protected by the method on every layer (the leak-free protocol)")  # fmt: skip
@@ -94,14 +92,7 @@ def _encoder_flags(group) -> None:
                "average-pooled to this grid (default 2); pretrained encoders bring their own (checked against it)")  # fmt: skip
     group.flag("-input_scale", default="auto",
                help="factor on the features: auto maps task 0's training features into [0, 1]; none; or a number")  # fmt: skip
-    group.flag("-encoder_lr", type=positive_float, default=c.encoder_lr,
-               help="-encoder_mode continual: learning rate of the encoders and the fusion")  # fmt: skip
-    group.flag("-encoder_momentum", type=fraction, default=c.encoder_momentum,
-               help="-encoder_mode continual, with -opt SGD: momentum of the encoders and the fusion")  # fmt: skip
-    group.flag("-modality_dropout", type=fraction, default=c.modality_dropout,
-               help="share of training rows that see one random modality only (frozen encoders: that modality's "
-               "features alone, as the audio_only / image_only probes read them); default 0 on frozen features, "
-               "0.5 with -encoder_mode continual")  # fmt: skip
+    spec.add_flags(group, ContinualConfig, ("encoder_lr", "encoder_momentum", "modality_dropout"))
 
 
 def _method_flags(group) -> None:
@@ -109,48 +100,18 @@ def _method_flags(group) -> None:
                help=f"continual-learning method: {', '.join(sorted(METHODS))}; several joined by commas run together "
                "(-method hlop,er: HLOP's projection with a replay memory in every batch)")  # fmt: skip
     group.flag("-baseline", action="store_true", help="plain sequential training (the same as -method baseline)")
-    group.flag("-scenario", default=ContinualConfig().scenario, choices=SCENARIOS,
-               help="class: one head over all classes (the reference); task: predict among the task's classes")  # fmt: skip
+    spec.add_flags(group, ContinualConfig, ("scenario",))
 
 
 def _optimisation_flags(group) -> None:
-    c = ContinualConfig()
-    group.flag("-b", "-batch_size", type=int, default=c.batch_size, help="batch size",
-               check=lambda v: integer(v, "-batch_size"))  # fmt: skip
-    group.flag("-epochs", type=int, default=c.epochs, help="epochs per task", check=lambda v: integer(v, "-epochs"))
-    modes = ", ".join(f"{opt} {lr:g} with -encoder_mode {mode}" for mode, (opt, lr, _) in MODE_DEFAULTS.items())
-    group.flag("-opt", default=None, choices=OPTIMIZERS, help=f"optimizer, a fresh one per task (default: {modes})")
-    group.flag("-lr", type=float, default=None, help="learning rate (default: the -opt default's)",
-               check=lambda v: positive(v, "-lr"))  # fmt: skip
-    group.flag("-later_opt", default=None, choices=OPTIMIZERS,
-               help="optimizer of the tasks after the first (default: -opt); e.g. -opt Adam -later_opt SGD")  # fmt: skip
-    group.flag("-later_lr", type=float, default=None,
-               help="learning rate of the tasks after the first, for the spiking MLP and (-encoder_mode continual) "
-               "the encoders (default: -lr and -encoder_lr; 0: the network stays as task 0 left it, no epochs are run, only "
-               "a -head analytic or ncm learns)")  # fmt: skip
-    group.flag("-lr_scheduler", default=c.lr_scheduler, choices=SCHEDULERS,
-               help="StepLR or CosALR (cosine with warm-up), stepped per epoch")  # fmt: skip
-    group.flag("-step_size", type=positive_float, default=c.step_size, help="StepLR step size in epochs")
-    group.flag("-gamma", type=positive_float, default=c.gamma, help="StepLR decay factor")
-    group.flag("-T_max", type=positive_int, default=c.T_max, help="CosALR period in epochs")
-    group.flag("-warmup", type=non_negative_int, default=c.warmup, help="CosALR warm-up epochs")
+    spec.add_flags(group, ContinualConfig, ("batch_size", "epochs", "opt", "lr", "later_opt", "later_lr",
+                                            "lr_scheduler", "step_size", "gamma", "T_max", "warmup"))  # fmt: skip
 
 
 def _neuron_flags(group) -> None:
-    c, n = ContinualConfig(), NeuronConfig()
-    group.flag("-hidden", type=int, default=c.hidden, help="hidden neurons per layer")
-    group.flag("-timesteps", type=int, default=n.timesteps, help="simulation timesteps T")
-    group.flag("-Vth", type=positive_float, default=n.vth, help="firing threshold")
-    group.flag("-tau", type=positive_float, default=n.tau, help="membrane time constant")
-    group.flag("-delta_t", type=positive_float, default=n.delta_t, help="simulation step")
-    group.flag(
-        "-alpha", type=positive_float, default=n.alpha, help="a neuron fires when its potential reaches alpha * Vth"
-    )
-    group.flag("-train_Vth", type=int, default=1, choices=(0, 1), help="1: train the thresholds (task 0 only)")
-    group.flag("-Vth_bound", type=non_negative_float, default=n.vth_bound, help="lower bound of a trained threshold")
-    group.flag("-dsr_backward", default=c.dsr_backward, choices=DSR_BACKWARDS,
-               help="reference: the gradients of the reference's per-timestep DSR code; exact: the chain rule through "
-               "the weighted rates (docs/reference.md)")  # fmt: skip
+    spec.add_flags(group, ContinualConfig, ("hidden",))
+    spec.add_flags(group, NeuronConfig)
+    spec.add_flags(group, ContinualConfig, ("dsr_backward",))
     group.flag("-sign_symmetric", action="store_true",
                help="input gradients of the linear layers through sign(W)/sqrt(fan_in) instead of W (no weight transport)")  # fmt: skip
     group.flag("-feedback_alignment", action="store_true",
@@ -175,7 +136,7 @@ def _run_flags(parser: FlagParser) -> None:
         help="output folder (default logs/<dataset>-<method>-<digest of the settings>, so runs of other "
         "settings never collide and -resume finds the run of the same ones)",
     )
-    group.flag("-seed", type=int, default=ContinualConfig().seed, help="seed of Python, NumPy and torch")
+    spec.add_flags(group, ContinualConfig, ("seed",))
     group.flag(
         "-seeds",
         default=None,
@@ -184,8 +145,7 @@ def _run_flags(parser: FlagParser) -> None:
     group.flag("-order_seeds", default=None,
                help="run once per seeded random class order (e.g. 0,1,2) into -out_dir/order<K>/ (each with -seeds "
                "if given) and summarise mean ± std over orders (default: one order, -class_order)")  # fmt: skip
-    group.flag("-rate_stat", type=int, nargs="?", const=1, default=0, choices=(0, 1),
-               help="1: print and log each LIF layer's firing rate on the test rows after every task")  # fmt: skip
+    spec.add_flags(group, ContinualConfig, ("rate_stat",))
     group.flag("-cnf", default=None, help="a configuration name, as the reference's; recorded in results.json")
     group.flag("-resume", action="store_true", help="continue the run in -out_dir from its last finished epoch")
     group.flag("-quiet", action="store_true", help="no progress and no diagnostics on screen, only the results and "
@@ -237,13 +197,9 @@ def feedback_from_args(args) -> str:
 
 
 def config_from_args(args) -> ContinualConfig:
-    neuron = NeuronConfig(timesteps=args.timesteps, vth=args.Vth, tau=args.tau, delta_t=args.delta_t,
-                          alpha=args.alpha, train_vth=bool(args.train_Vth), vth_bound=args.Vth_bound)  # fmt: skip
-    names = ("epochs", "batch_size", "opt", "lr", "later_opt", "later_lr", "encoder_lr", "encoder_momentum",
-             "modality_dropout", "lr_scheduler", "step_size", "gamma", "T_max", "warmup", "scenario", "hidden",
-             "dsr_backward", "seed", "checkpoint_every")  # fmt: skip
-    values = {name: getattr(args, name) for name in names}
-    return ContinualConfig(**values, feedback=feedback_from_args(args), rate_stat=bool(args.rate_stat), neuron=neuron)
+    neuron = spec.from_args(NeuronConfig, args)
+    return spec.from_args(ContinualConfig, args, feedback=feedback_from_args(args), neuron=neuron,
+                          checkpoint_every=args.checkpoint_every)  # fmt: skip
 
 
 def experiment_from_args(args) -> Experiment:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
 
+from common import spec
 from common.errors import UserError
-from common.validation import integer, non_negative, one_of, positive, share
+from common.spec import ANY_INT, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, SHARE, SWITCH, setting
+from common.validation import non_negative, one_of
 from models.neurons import NeuronConfig
 
 SCENARIOS = ("class", "task")
@@ -22,52 +24,53 @@ MODE_DEFAULTS = {
 }  # -encoder_mode -> -opt, -lr, -modality_dropout
 
 
+_MODES = ", ".join(f"{opt} {lr:g} with -encoder_mode {mode}" for mode, (opt, lr, _) in MODE_DEFAULTS.items())
+
+
 @dataclass(frozen=True)
 class ContinualConfig:
-    epochs: int = 20
-    batch_size: int = 64
-    opt: str | None = None  # None: the encoder mode's (MODE_DEFAULTS)
-    later_opt: str | None = None  # tasks after the first: another optimizer (None: opt), e.g. Adam then SGD
-    later_lr: float | None = None  # its learning rate, also the encoders' (None: lr and encoder_lr; 0: nothing learns)
-    lr: float | None = None  # None: the encoder mode's
-    encoder_lr: float = 0.001  # -encoder_mode continual: the encoders' and the fusion's learning rate
-    encoder_momentum: float = 0.9  # -encoder_mode continual, with SGD: the encoders' momentum
-    modality_dropout: float | None = None  # share of training rows that see one random modality; None: the mode's
-    lr_scheduler: str = "StepLR"
-    step_size: float = 100
-    gamma: float = 0.1
-    T_max: int = 200
-    warmup: int = 0
-    scenario: str = "class"
-    hidden: int = 800
-    dsr_backward: str = "reference"  # models.spiking_mlp.DSR_BACKWARDS
-    feedback: str = "exact"  # models.spiking_mlp.FEEDBACKS
-    rate_stat: bool = False  # record each LIF layer's firing rate on the test rows after every task
-    seed: int = 0
+    epochs: int = setting(20, "-epochs", kind=POSITIVE_INT, help="epochs per task")
+    batch_size: int = setting(64, "-batch_size", aliases=("-b",), kind=POSITIVE_INT, help="batch size")
+    opt: str | None = setting(
+        None, "-opt", choices=OPTIMIZERS, help=f"optimizer, a fresh one per task (default: {_MODES})"
+    )
+    later_opt: str | None = setting(None, "-later_opt", choices=OPTIMIZERS,
+        help="optimizer of the tasks after the first (default: -opt); e.g. -opt Adam -later_opt SGD")  # fmt: skip
+    later_lr: float | None = setting(None, "-later_lr", kind=NON_NEGATIVE, help=(
+        "learning rate of the tasks after the first, for the spiking MLP and (-encoder_mode continual) the encoders "
+        "(default: -lr and -encoder_lr; 0: the network stays as task 0 left it, no epochs are run, only a -head "
+        "analytic or ncm learns)"))  # fmt: skip
+    lr: float | None = setting(None, "-lr", kind=POSITIVE, help="learning rate (default: the -opt default's)")
+    encoder_lr: float = setting(0.001, "-encoder_lr", kind=POSITIVE,
+        help="-encoder_mode continual: learning rate of the encoders and the fusion")  # fmt: skip
+    encoder_momentum: float = setting(0.9, "-encoder_momentum", kind=SHARE,
+        help="-encoder_mode continual, with -opt SGD: momentum of the encoders and the fusion")  # fmt: skip
+    modality_dropout: float | None = setting(None, "-modality_dropout", kind=SHARE, help=(
+        "share of training rows that see one random modality only (frozen encoders: that modality's features "
+        "alone, as the audio_only / image_only probes read them); default 0 on frozen features, 0.5 with "
+        "-encoder_mode continual"))  # fmt: skip
+    lr_scheduler: str = setting("StepLR", "-lr_scheduler", choices=SCHEDULERS,
+                                help="StepLR or CosALR (cosine with warm-up), stepped per epoch")  # fmt: skip
+    step_size: float = setting(100, "-step_size", kind=POSITIVE, help="StepLR step size in epochs")
+    gamma: float = setting(0.1, "-gamma", kind=POSITIVE, help="StepLR decay factor")
+    T_max: int = setting(200, "-T_max", kind=POSITIVE_INT, help="CosALR period in epochs")
+    warmup: int = setting(0, "-warmup", kind=NON_NEGATIVE_INT, help="CosALR warm-up epochs")
+    scenario: str = setting("class", "-scenario", choices=SCENARIOS,
+        help="class: one head over all classes (the reference); task: predict among the task's classes")  # fmt: skip
+    hidden: int = setting(800, "-hidden", kind=POSITIVE_INT, help="hidden neurons per layer")
+    dsr_backward: str = setting("reference", "-dsr_backward", choices=("reference", "exact"), help=(
+        "reference: the gradients of the reference's per-timestep DSR code; exact: the chain rule through the "
+        "weighted rates (docs/reference.md)"))  # fmt: skip
+    feedback: str = "exact"  # models.spiking_mlp.FEEDBACKS, from -sign_symmetric / -feedback_alignment
+    rate_stat: bool = setting(False, "-rate_stat", kind=SWITCH,
+        help="print and log each LIF layer's firing rate on the test rows after every task")  # fmt: skip
+    seed: int = setting(0, "-seed", kind=ANY_INT, help="seed of Python, NumPy and torch")
     checkpoint_every: float = 600.0  # seconds between mid-epoch checkpoints (0: epoch ends only); may change on -resume
     neuron: NeuronConfig = field(default_factory=NeuronConfig)
 
     def __post_init__(self):
-        for name in ("epochs", "batch_size", "T_max", "hidden"):
-            integer(getattr(self, name), f"-{name}")
-        integer(self.warmup, "-warmup", least=0)
-        integer(self.seed, "-seed", least=-(2**63))
-        if self.lr is not None:
-            positive(self.lr, "-lr")
-        if self.later_lr is not None:
-            non_negative(self.later_lr, "-later_lr")
-        for name in ("encoder_lr", "step_size", "gamma"):
-            positive(getattr(self, name), f"-{name}")
-        share(self.encoder_momentum, "-encoder_momentum")
-        if self.modality_dropout is not None:
-            share(self.modality_dropout, "-modality_dropout")
+        spec.check(self)
         non_negative(self.checkpoint_every, "-checkpoint_every")
-        for name, choices in (("opt", OPTIMIZERS), ("later_opt", OPTIMIZERS)):
-            if getattr(self, name) is not None:
-                one_of(getattr(self, name), f"-{name}", choices)
-        one_of(self.lr_scheduler, "-lr_scheduler", SCHEDULERS)
-        one_of(self.scenario, "-scenario", SCENARIOS)
-        one_of(self.dsr_backward, "-dsr_backward", ("reference", "exact"))
         one_of(
             self.feedback, "-sign_symmetric / -feedback_alignment", ("exact", "sign_symmetric", "feedback_alignment")
         )

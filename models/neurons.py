@@ -26,24 +26,22 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from common.validation import integer, non_negative, positive
+from common import spec
+from common.spec import NON_NEGATIVE, POSITIVE, POSITIVE_INT, SWITCH, setting
 
 
 @dataclass(frozen=True)
 class NeuronConfig:
-    timesteps: int = 20
-    vth: float = 0.3
-    tau: float = 1.0
-    delta_t: float = 0.05
-    alpha: float = 0.3
-    train_vth: bool = True
-    vth_bound: float = 0.0005
+    timesteps: int = setting(20, "-timesteps", kind=POSITIVE_INT, help="simulation timesteps T")
+    vth: float = setting(0.3, "-Vth", kind=POSITIVE, help="firing threshold")
+    tau: float = setting(1.0, "-tau", kind=POSITIVE, help="membrane time constant")
+    delta_t: float = setting(0.05, "-delta_t", kind=POSITIVE, help="simulation step")
+    alpha: float = setting(0.3, "-alpha", kind=POSITIVE, help="a neuron fires when its potential reaches alpha * Vth")
+    train_vth: bool = setting(True, "-train_Vth", kind=SWITCH, help="train the thresholds (task 0 only)")
+    vth_bound: float = setting(0.0005, "-Vth_bound", kind=NON_NEGATIVE, help="lower bound of a trained threshold")
 
     def __post_init__(self):
-        integer(self.timesteps, "-timesteps")
-        for name, flag in (("vth", "-Vth"), ("tau", "-tau"), ("delta_t", "-delta_t"), ("alpha", "-alpha")):
-            positive(getattr(self, name), flag)
-        non_negative(self.vth_bound, "-Vth_bound")
+        spec.check(self)
 
     def to_dict(self) -> dict:
         return asdict(self)
