@@ -1,6 +1,7 @@
 """Which flags apply to the chosen run: a flag the user set that the run would not use is refused, never ignored.
 
-One table says, for each flag that does not apply to every run, when it applies;
+One table says, for each flag that does not apply to every run, when it applies (a method's own
+flags, its config's settings, apply when it is chosen; the table adds what else they need);
 ``common.cli.refuse_unused`` checks every flag the command line or the -config file set
 (``args.given``) against it before anything is built or written. A value that is refused is never recorded in results.json as used.
 """
@@ -9,6 +10,11 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+
+from common import spec
+from continual.memory import MEMORY_FLAGS
+from continual.methods import METHODS
+from continual.methods.heads import HEAD_METHODS
 
 ER_FAMILY = ("er", "derpp", "er_ace")
 REPLAY_PHASE = ("replay", "latent_replay")
@@ -46,8 +52,20 @@ _FROZEN_ONLINE = _when(
     "applies on frozen features with -hlop_learning online or both (the default there)",
 )
 
+
+def _own_flags() -> dict[str, Callable]:
+    """A method's own flags (its config's settings, ``common.spec``) apply when a method that holds them is chosen."""
+    owners: dict[str, list[str]] = {}
+    for name, method in {**METHODS, **HEAD_METHODS}.items():
+        for _, setting, _ in spec.settings(method.config_class) if method.config_class else ():
+            if setting.dest not in MEMORY_FLAGS:
+                owners.setdefault(setting.dest, []).append(name)
+    return {dest: _methods(*names) for dest, names in owners.items()}
+
+
 # flag (its dest) -> when it applies; a flag not named here applies to every run
 APPLIES: dict[str, Callable] = {
+    **_own_flags(),
     "memory_size": _when(
         lambda a: (
             any(n in REPLAY_PHASE for n in chosen_methods(a))
@@ -57,29 +75,10 @@ APPLIES: dict[str, Callable] = {
         "of that many rows replaces the per-class memory)",
     ),
     "memory_budget": _methods(*ER_FAMILY),
-    "er_share": _methods(*ER_FAMILY),
     "derpp_alpha": _methods("derpp"),
     "derpp_beta": _methods("derpp"),
-    **dict.fromkeys(("replay_epochs", "replay_b", "replay_lr", "replay_T_max"), _methods(*REPLAY_PHASE)),
     "replay_compress": _methods("latent_replay"),
-    **dict.fromkeys(("ewc_lambda", "ewc_samples"), _methods("ewc")),
-    **dict.fromkeys(("gpm_threshold", "gpm_samples"), _methods("gpm")),
     "gpm_encoder_threshold": lambda a: _methods("gpm")(a) or _CONTINUAL(a),
-    **dict.fromkeys(
-        (
-            "hlop_lr",
-            "hlop_iterations",
-            "hlop_out_num",
-            "hlop_out_num_inc",
-            "hlop_spiking",
-            "hlop_new_rows",
-            "hlop_projection",
-            "hlop_start_epochs",
-            "not_hlop_with_wfr",
-            "hlop_learning",
-        ),
-        _methods("hlop"),
-    ),
     **dict.fromkeys(
         ("hlop_spiking_scale", "hlop_spiking_timesteps", "hlop_spiking_projection"),
         lambda a: _methods("hlop")(a) or (None if a.hlop_spiking else "applies with -hlop_spiking only"),
@@ -92,7 +91,6 @@ APPLIES: dict[str, Callable] = {
     ),
     **dict.fromkeys(("head_expansion", "head_ridge"), _methods("analytic")),
     "ncm_metric": _methods("ncm"),
-    "head_input": _methods("analytic", "ncm"),
     **dict.fromkeys(("encoder_lr", "image_grid"), _CONTINUAL),
     "encoder_momentum": _when(
         lambda a: a.encoder_mode == "continual" and "SGD" in (a.opt, a.later_opt),

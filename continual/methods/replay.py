@@ -70,6 +70,7 @@ def unpack_bits(packed: torch.Tensor, n: int) -> torch.Tensor:
 
 class Replay(Method):
     name = "replay"  # latent replay's instances name their compression too
+    config_class = ReplayConfig
     stores_rows, stage = True, 1
 
     def __init__(self, config: ReplayConfig = ReplayConfig()):
