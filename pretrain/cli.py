@@ -7,15 +7,15 @@ output folder and running the job. One spelling per flag, as in the continual sc
 
 from __future__ import annotations
 
-from common.cli import FlagParser, fraction, non_negative_float, positive_float, positive_int, whole_number
+from common import spec
+from common.cli import FlagParser, fraction, non_negative_float, positive_int, whole_number
 from common.errors import UserError
-from dataloader.images import IMAGE_FITS
 from dataloader.options import add_data_flags
 from models.encoders import AUDIO_ENCODERS, IMAGE_BACKBONES
 from models.fusion import DEFAULT_FUSION, FUSIONS
 from models.multimodal import MODALITIES
 from models.spiking_encoders import ENCODER_KINDS, SPIKING_AUDIO_ENCODER, SPIKING_IMAGE_BACKBONE, TRAININGS
-from pretrain.trainer import PRETRAIN_CLASSES, PretrainConfig
+from pretrain.trainer import PretrainConfig
 
 PROG = "python spiking_pretrain_multimodal.py"
 SPIKING_FUSION_FLOOR = 0.25  # without it the spiking encoders' attention settles on audio alone (docs/pipeline.md)
@@ -77,17 +77,8 @@ def _encoder_flags(group) -> None:
 
 def _training_flags(group) -> None:
     d = PretrainConfig()
-    group.flag("-pretrain_classes", default="all", choices=PRETRAIN_CLASSES,
-               help="all: every class (as the reference); first-task: only task 0's classes, so later tasks are "
-               "never seen by the frozen encoders")  # fmt: skip
-    group.flag("-epochs", type=positive_int, default=d.epochs, help="training epochs")
-    group.flag("-b", "-batch_size", type=positive_int, default=d.batch_size, help="batch size")
-    group.flag("-lr", type=positive_float, default=d.lr, help="AdamW learning rate (cosine schedule)")
-    group.flag("-weight_decay", type=non_negative_float, default=d.weight_decay, help="AdamW weight decay")
-    group.flag("-aux_weight", type=non_negative_float, default=d.aux_weight,
-               help="weight of each modality's own head in the loss")  # fmt: skip
-    group.flag("-modality_dropout", type=fraction, default=d.modality_dropout,
-               help="share of training samples that see one random modality only (keeps fusion from collapsing onto one)")  # fmt: skip
+    spec.add_flags(group, PretrainConfig, ("pretrain_classes", "epochs", "batch_size", "lr", "weight_decay",
+                                           "aux_weight", "modality_dropout"))  # fmt: skip
     group.flag("-corrupt_views", type=fraction, default=None,
                help="share of training rows that see one modality as a failed sensor (noise, another row's input, "
                f"a constant, silence), so that the fusion learns which input to trust (default "
@@ -99,9 +90,7 @@ def _training_flags(group) -> None:
                help=f"images are resized to this square size (default: {d.image_size} for images of at most "
                f"{SMALL_IMAGE} pixels a side, as the embedded datasets' digits and photos; {LARGE_IMAGE_SIZE} for "
                "larger frames, as the scene dataset's 640 x 360)")  # fmt: skip
-    group.flag("-image_fit", default=d.image_fit, choices=IMAGE_FITS,
-               help="how a non-square frame becomes a square: squash (stretch), crop (centre square) or pad (letterbox)")  # fmt: skip
-    group.flag("-seed", type=int, default=d.seed, help="seed of Python, NumPy and torch")
+    spec.add_flags(group, PretrainConfig, ("image_fit", "seed"))
 
 
 def _both(args) -> str | None:
@@ -169,11 +158,10 @@ def fusion_floor(requested: float | None, image_backbone: str, audio_encoder: st
 
 def config_from_args(args, fusion: str, table=None) -> PretrainConfig:
     """``table``: the dataset, whose images' size chooses the default -image_size (``image_size_for``)."""
-    names = ("epochs", "batch_size", "lr", "weight_decay", "aux_weight", "modality_dropout", "mfcc_noise",
-             "image_fit", "pretrain_classes", "seed", "checkpoint_every")  # fmt: skip
     views = corrupt_views_share(args.corrupt_views, fusion)
     size = args.image_size or (image_size_for(table) if table is not None else PretrainConfig().image_size)
-    return PretrainConfig(**{name: getattr(args, name) for name in names}, corrupt_views=views, image_size=size)
+    return spec.from_args(PretrainConfig, args, corrupt_views=views, image_size=size, mfcc_noise=args.mfcc_noise,
+                          checkpoint_every=args.checkpoint_every)  # fmt: skip
 
 
 def image_size_for(table) -> int:

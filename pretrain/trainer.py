@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
-from common import atomic
+from common import atomic, spec
 from common.batching import autocast, batch_rows
 from common.checkpoint import load_checkpoint, load_weights
 from common.distributed import current as distributed
@@ -26,7 +26,9 @@ from common.paths import shown
 from common.rundir import RunDir
 from common.runlog import RunLog
 from common.seeding import seed_everything
+from common.spec import ANY_INT, NON_NEGATIVE, POSITIVE, POSITIVE_INT, SHARE, setting
 from dataloader.dataset import PreparedData, mfcc_statistics, standardize
+from dataloader.images import IMAGE_FITS
 from dataloader.table import SPLIT_NAMES
 from models.fusion import modality_dropout_mask
 from models.multimodal import EncoderConfig, MultimodalNet
@@ -37,20 +39,27 @@ PRETRAIN_CLASSES = ("all", "first-task")
 
 @dataclass(frozen=True)
 class PretrainConfig:
-    epochs: int = 20
-    batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    aux_weight: float = 1.0
-    modality_dropout: float = 0.5
+    epochs: int = setting(20, "-epochs", kind=POSITIVE_INT, help="training epochs")
+    batch_size: int = setting(64, "-batch_size", aliases=("-b",), kind=POSITIVE_INT, help="batch size")
+    lr: float = setting(1e-3, "-lr", kind=POSITIVE, help="AdamW learning rate (cosine schedule)")
+    weight_decay: float = setting(1e-4, "-weight_decay", kind=NON_NEGATIVE, help="AdamW weight decay")
+    aux_weight: float = setting(1.0, "-aux_weight", kind=NON_NEGATIVE,
+                                help="weight of each modality's own head in the loss")  # fmt: skip
+    modality_dropout: float = setting(0.5, "-modality_dropout", kind=SHARE, help="share of training samples that "
+                                      "see one random modality only (keeps fusion from collapsing onto one)")  # fmt: skip
     corrupt_views: float = 0.0  # share of training rows with one modality corrupted (models.probes.corrupt_views)
     mfcc_noise: float = 0.0  # std of the Gaussian noise on the training rows' standardised MFCC (pretrain.cli sets
     # MFCC_NOISE; 0 is what folders written before the flag were trained with)
     image_size: int = 32
-    image_fit: str = "squash"  # dataloader.images.IMAGE_FITS
-    pretrain_classes: str = "all"
-    seed: int = 0
+    image_fit: str = setting("squash", "-image_fit", choices=IMAGE_FITS, help="how a non-square frame becomes a "
+                             "square: squash (stretch), crop (centre square) or pad (letterbox)")  # fmt: skip
+    pretrain_classes: str = setting("all", "-pretrain_classes", choices=PRETRAIN_CLASSES, help="all: every class "
+        "(as the reference); first-task: only task 0's classes, so later tasks are never seen by the frozen encoders")  # fmt: skip
+    seed: int = setting(0, "-seed", kind=ANY_INT, help="seed of Python, NumPy and torch")
     checkpoint_every: float = 600.0  # seconds between mid-epoch checkpoints (0: epoch ends only); may change on -resume
+
+    def __post_init__(self):
+        spec.check(self)
 
 
 @dataclass

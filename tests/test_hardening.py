@@ -298,8 +298,8 @@ def test_diverged_hebbian_learning_is_detected(tmp_path):
         ("spiking_train_multimodal_end.py", ["-timesteps", "0"], "-timesteps 0: expected an integer >= 1"),
         ("spiking_train_multimodal_end.py", ["-lr", "nan"], "-lr nan: expected a finite number > 0"),
         ("spiking_train_multimodal_end.py", ["-hlop_lr", "0.05,inf,1"], "-hlop_lr 0.05,inf,1: expected a finite"),
-        ("spiking_pretrain_multimodal.py", ["-lr", "nan"], "expected a finite number > 0, got 'nan'"),
-        ("spiking_pretrain_multimodal.py", ["-b", "0"], "expected an integer >= 1, got '0'"),
+        ("spiking_pretrain_multimodal.py", ["-lr", "nan"], "-lr nan: expected a finite number > 0"),
+        ("spiking_pretrain_multimodal.py", ["-b", "0"], "-batch_size 0: expected an integer >= 1"),
         ("spiking_pretrain_multimodal.py", ["-modality_dropout", "1.5"], "expected a number between 0 and 1"),
     ],
 )
