@@ -80,3 +80,16 @@ def test_every_method_config_is_built_by_its_flags_defaults_as_by_python():
         if method.config_class is not None:
             assert method.config_from_args(args) == method.config_class(), method.name
     assert spec.from_args(HeadConfig, args) == HeadConfig()
+
+
+def test_a_method_with_a_config_class_gets_its_flags_and_is_built_from_them():
+    from continual.methods.base import Method
+
+    class Mine(Method):
+        name = "mine"
+        config_class = Toy
+
+    parser = FlagParser(prog="toy")
+    Mine.add_flags(parser)
+    assert Mine.from_args(parser.parse_args(["-toy_rate", "3"])).config == Toy(rate=3.0)
+    assert Mine().config == Toy()

@@ -83,6 +83,11 @@ class Method(nn.Module):
 
     config_class = None  # the dataclass of its settings, whose fields declare its flags (common.spec)
 
+    def __init__(self, config=None):
+        super().__init__()
+        if self.config_class is not None:
+            self.config = self.config_class() if config is None else config
+
     @classmethod
     def add_flags(cls, parser) -> None:
         """Declare the method's own flags on the continual script's parser: its config's settings."""
