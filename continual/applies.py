@@ -92,6 +92,10 @@ APPLIES: dict[str, Callable] = {
     **dict.fromkeys(("head_expansion", "head_ridge"), _methods("analytic")),
     "ncm_metric": _methods("ncm"),
     **dict.fromkeys(("encoder_lr", "image_grid"), _CONTINUAL),
+    "encoder_type": _when(
+        lambda a: a.encoder_mode == "continual" and str(a.pretrained or "none") == "none",
+        "chooses the encoders that learn from random weights (-encoder_mode continual -pretrained none)",
+    ),
     "encoder_momentum": _when(
         lambda a: a.encoder_mode == "continual" and "SGD" in (a.opt, a.later_opt),
         "applies with -encoder_mode continual and -opt SGD (or -later_opt SGD) only",

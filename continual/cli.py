@@ -18,7 +18,7 @@ from common.errors import UserError
 from common.validation import check_seeds
 from continual.applies import HELP_EPILOG, shown_in_help
 from continual.config import ContinualConfig
-from continual.experiment import Experiment
+from continual.experiment import ENCODER_TYPES, Experiment
 from continual.memory import MEMORY_FLAGS
 from continual.methods import METHODS, Method, Replay
 from continual.methods.base import ENCODER_MODES
@@ -87,6 +87,10 @@ def _encoder_flags(group) -> None:
                help="frozen ANN encoders converted to integrate-and-fire networks (as the pretraining script's "
                "-convert), run this many timesteps to make the features; their SynOps count in the energy (default: "
                "none, the ANN encoders' features)")  # fmt: skip
+    group.flag("-encoder_type", default="ann", choices=ENCODER_TYPES,
+               help="-encoder_mode continual -pretrained none: the encoders that learn from random weights: ann (a "
+               "CNN and an MLP, attention fusion) or spiking (LIF encoders trained directly, as the pretraining "
+               "script's, fused by the mean of their firing rates)")  # fmt: skip
     group.flag("-image_grid", type=positive_int, default=None,
                help="-encoder_mode continual -pretrained none: the image CNN's embedding reads its last block "
                "average-pooled to this grid (default 2); pretrained encoders bring their own (checked against it)")  # fmt: skip
@@ -224,6 +228,7 @@ def experiment_from_args(args) -> Experiment:
         label=args.cnf,
         encoder_mode=args.encoder_mode,
         convert_encoders=args.convert_encoders,
+        encoder_type=args.encoder_type,
         image_grid=args.image_grid,
         test_corrupt=args.test_corrupt,
         test_noise=args.test_noise,

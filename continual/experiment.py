@@ -47,6 +47,7 @@ from pretrain.folder import PretrainedFolder
 from pretrain.trainer import PretrainConfig
 
 RESULT_MARKERS = ("results.json", "checkpoints")
+ENCODER_TYPES = ("ann", "spiking")
 MAX_CONVERSION_STEPS = 4096  # -convert_encoders: beyond this a CPU needs hours, for no further accuracy
 
 
@@ -76,6 +77,8 @@ class Experiment:
     test_corrupt: str | tuple[str, ...] = ""  # modalities to test corrupted too (models.probes)
     test_noise: float | None = None  # their noise, in standard deviations of the input (default 1)
     convert_encoders: int | None = None  # frozen encoders converted to IF networks, run this many timesteps
+    # encoders learning from random weights: ann (CNN and MLP) or spiking (LIF encoders, models.spiking_encoders)
+    encoder_type: str = "ann"
     image_grid: int | None = (
         None  # the image CNN's embedding grid: with pretrained, must match it; else FROM_SCRATCH_GRID
     )
@@ -91,6 +94,11 @@ class Experiment:
                 "-pretrained none: only with -encoder_mode continual (frozen encoders must be trained first)"
             )
         check_seeds(list(self.seeds), "-seeds")
+        if self.encoder_type not in ENCODER_TYPES:
+            raise UserError(f"-encoder_type {self.encoder_type}: expected one of {', '.join(ENCODER_TYPES)}")
+        if self.encoder_type != "ann" and not self.from_scratch:
+            raise UserError(f"-encoder_type {self.encoder_type}: chooses the encoders that learn from random weights "
+                            "(-encoder_mode continual -pretrained none); a pretrained folder brings its own")  # fmt: skip
         if self.convert_encoders is not None:
             integer(self.convert_encoders, "-convert_encoders")
             if self.convert_encoders > MAX_CONVERSION_STEPS:
@@ -249,8 +257,11 @@ def spec_digest(e: Experiment, method: Method, config: ContinualConfig, data, fo
     nor how it is run): the default -out_dir ends with it, so runs of different settings never collide and
     ``-resume`` finds the run of the same ones."""
     run_management = ("out_dir", "resume", "overwrite", "device", "gpu_id", "cache_dir", "command", "preset")
+    added_later = {"encoder_type": "ann"}  # counted only when set otherwise, so earlier runs keep their digest
     spec = {
-        "experiment": {k: str(v) for k, v in asdict(e).items() if k not in run_management},
+        "experiment": {
+            k: str(v) for k, v in asdict(e).items() if k not in run_management and added_later.get(k, object()) != v
+        },
         "config": {
             k: v for k, v in config.to_dict().items() if k != "checkpoint_every" and not (e.seeds and k == "seed")
         },
@@ -280,6 +291,7 @@ def _run_info(e: Experiment, method: Method, folder: PretrainedFolder | None, da
         "method_config": method.settings(),
         "encoders": e.encoder_mode.value,
         "spiking_encoders": e.convert_encoders,
+        "encoder_type": e.encoder_type,
         "image_grid": folder.image_grid if folder else cdata.encoder.config.image_grid,
         "pretrained": str(folder.path) if folder else "none",
         "pretrain_classes": folder.meta["pretrain_classes"] if folder else "none",

@@ -22,6 +22,7 @@ from continual.energy import ENCODER_COST_ROWS, encoder_costs
 from dataloader.dataset import PreparedData, mfcc_statistics
 from models.multimodal import EncoderConfig, MultimodalNet
 from models.probes import probes_for
+from models.spiking_encoders import SPIKING_AUDIO_ENCODER, SPIKING_IMAGE_BACKBONE
 from pretrain.features import extraction_swap_partners, raw_inputs
 from pretrain.folder import PretrainedFolder
 from pretrain.trainer import PretrainConfig
@@ -56,6 +57,9 @@ def converted_data(folder: PretrainedFolder, data: PreparedData, device, e) -> t
 # encoders learning from random weights: the image embedding reads a 2 x 2 grid of the last block (leak-free
 # class scenario, seeds 0-2: joint 96.9 ± 0.5 against 90.8 ± 4.2 with one value per channel; docs/protocols.md)
 FROM_SCRATCH_GRID = 2
+# spiking encoders from random weights: fused by the mean of their firing rates (no parameter, no activation:
+# fc1 reads both encoders' spikes), so that spikes carry the answer from the input to the readout
+FROM_SCRATCH_FUSION = {"ann": "attention", "spiking": "late"}
 
 
 def learning_data(folder: PretrainedFolder | None, data: PreparedData, device, e) -> tuple[ContinualData, str]:
@@ -72,9 +76,12 @@ def learning_data(folder: PretrainedFolder | None, data: PreparedData, device, e
         size, fit, modalities = meta["image_size"], meta.get("image_fit", "squash"), folder.modalities
     else:
         seed_everything(0)  # the starting encoders are the same for every training seed
+        spiking = e.encoder_type == "spiking"
         config = EncoderConfig(n_classes=len(data.tasks[0]), n_mfcc=data.table.mfcc.shape[1],
-                               modality=e.modality or "both", fusion=e.fusion or "attention",
-                               image_grid=e.image_grid or FROM_SCRATCH_GRID)  # fmt: skip
+                               modality=e.modality or "both", fusion=e.fusion or FROM_SCRATCH_FUSION[e.encoder_type],
+                               image_grid=e.image_grid or FROM_SCRATCH_GRID,
+                               image_backbone=SPIKING_IMAGE_BACKBONE if spiking else "cnn",
+                               audio_encoder=SPIKING_AUDIO_ENCODER if spiking else "mlp")  # fmt: skip
         encoder = MultimodalNet(config)
         mean, std = mfcc_statistics(data.table.mfcc, data.rows("train", data.task_labels()[0]))
         size, fit, modalities = PretrainConfig().image_size, PretrainConfig().image_fit, config.modalities
