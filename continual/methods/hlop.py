@@ -48,11 +48,11 @@ FROZEN_ITERATIONS, FROZEN_LR = 2, tuple(10 * v for v in REFERENCE_LR)
 LEARNING_ENCODERS_ITERATIONS = 20
 LEARNING_ENCODERS_LR = (0.001, 0.001, 0.001)  # with learning encoders and Adam, 0.01 diverges in task 0
 THRESHOLD = (0.97, 0.97, 0.97)  # the spiking MLP's layers: GPM's default share of each task's input energy
-# on frozen features, task_end keeps more: chosen among 0.97-0.995 on the validation speaker (docs/reference.md)
+# on frozen features, task_end keeps more: chosen among 0.97-0.995 on the validation speaker (docs/measurements.md)
 FROZEN_THRESHOLD = (0.99, 0.99, 0.99)
 # the encoders' layers (-encoder_mode continual): each modality encoder's input layer keeps every direction with
 # energy (at 0.9999 the first convolution loses its weakest and forgets), the later layers 0.9999 (at 0.99999 they
-# protect nearly every direction, and later tasks learn less); docs/reference.md
+# protect nearly every direction, and later tasks learn less); docs/measurements.md
 ENCODER_THRESHOLD = (0.99999, 0.9999)
 
 
