@@ -16,6 +16,7 @@ does not move. Biases and normalisation layers learn on task 0 only (``continual
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -56,9 +57,24 @@ def input_rows(layer: nn.Module, x: torch.Tensor, max_rows: int | None = None) -
     else:
         raise TypeError(f"cannot protect a {type(layer).__name__}")
     if max_rows is not None and rows.shape[0] > max_rows:
-        step = math.ceil(rows.shape[0] / max_rows)
-        rows = rows[::step]
+        rows = rows[spread_rows(rows.shape[0], max_rows, rows.device)]
     return rows.float()
+
+
+def spread_rows(count: int, keep: int, device=None) -> torch.Tensor:
+    """``keep`` of ``count`` row indices, in order, spread over every sample, position and timestep.
+
+    A convolution's rows come sample by sample, position by position (and a spiking layer's timestep by
+    timestep); an even stride through them would keep the same few positions of every sample (the left
+    column, or one corner), whose patches are mostly the image's border. A fixed pseudo-random choice keeps
+    every position about equally often, and the same rows for the same count on every run.
+    """
+    return _spread(count, keep).to(device)
+
+
+@functools.lru_cache(maxsize=64)
+def _spread(count: int, keep: int) -> torch.Tensor:
+    return torch.randperm(count, generator=torch.Generator().manual_seed(count))[:keep].sort().values
 
 
 def flat_weight(layer: nn.Module) -> torch.Tensor:

@@ -16,6 +16,7 @@ from torch import nn
 from hlop.layers import InputRecorder, protectable_layers
 from models.fusion import modality_dropout_mask
 from models.multimodal import MultimodalNet
+from models.spiking_encoders import LIFBlock
 from models.spiking_mlp import SpikingMLP, SpikingOutput
 
 NORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d)
@@ -44,6 +45,9 @@ class EndToEndNet(nn.Module):
         self.register_buffer("input_scale", torch.tensor(float(input_scale)))
         parts = [self.encoder.encoders] + ([self.encoder.fusion] if self.encoder.fusion is not None else [])
         self.encoder_layers = protectable_layers(*parts)
+        for block in self.encoder.modules():
+            if isinstance(block, LIFBlock):  # spiking encoders: their layers' recorded inputs are every step's spikes
+                block.reads_spikes = True
         self.recorder = InputRecorder(self.encoder_layers, max_rows)
         self.norm_fixed = False
 

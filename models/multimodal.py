@@ -65,7 +65,9 @@ class MultimodalNet(nn.Module):
         self.encoders = nn.ModuleDict()
         if "image" in config.modalities:
             if config.image_backbone == SPIKING_IMAGE_BACKBONE:
-                self.encoders["image"] = SpikingImageEncoder(dim, self.neuron_config, config.spiking_training)
+                self.encoders["image"] = SpikingImageEncoder(
+                    dim, self.neuron_config, config.spiking_training, config.image_grid
+                )
             else:
                 self.encoders["image"] = ImageEncoder(
                     dim, config.image_backbone, config.imagenet_weights, config.image_grid

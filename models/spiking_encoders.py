@@ -89,6 +89,10 @@ class LIFBlock(nn.Module):
         self.neuron = LIFNeuron(neuron)
         self.bptt = training == "bptt"
         self.count_synops, self.synops, self.input_macs = False, 0.0, 0.0
+        # the layer also reads every step's input spikes, so that a hook on it (hlop.layers.InputRecorder) records
+        # them: a gradient projection that protects the spikes' span, not only the rates', keeps old tasks'
+        # currents at every step (set where the encoders learn task after task: models.end_to_end)
+        self.reads_spikes = False
 
     def _forward_bptt(self, x: Spikes) -> Spikes:
         """Training by backpropagation through time: every step's current with autograd."""
@@ -139,7 +143,11 @@ class LIFBlock(nn.Module):
         else:
             with torch.no_grad():
                 steps, batch = x.trains.shape[:2]
-                wobble = self._linear_part((x.trains - x.rate.detach()).flatten(0, 1)).view(steps, batch, *z.shape[1:])
+                if self.reads_spikes:
+                    wobble = self.layer(x.trains.flatten(0, 1)).view(steps, batch, *z.shape[1:]) - z.detach()
+                else:
+                    wobble = self._linear_part((x.trains - x.rate.detach()).flatten(0, 1))
+                    wobble = wobble.view(steps, batch, *z.shape[1:])
                 scale = self._norm_scale(z)
                 current = rate_in.detach() + (wobble if scale is None else wobble * scale)
             if self.count_synops:
@@ -175,19 +183,20 @@ class SpikingEncoder(nn.Module):
         return inputs.float()
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        x = Spikes(None, self.prepare(inputs))
-        for stage in self.stages:
-            x = stage(x)
-        return x.rate
+        return self.encode(inputs)[0]
 
     def encode(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The embedding, and the features a closed-form head reads: the same firing rates."""
-        rate = self.forward(inputs)
-        return rate, rate
+        """The embedding (the last block's firing rates), and the features a closed-form head reads: the firing
+        rates the last block reads, as the ANN encoders' features are what their projection reads."""
+        x = Spikes(None, self.prepare(inputs))
+        for stage in self.stages[:-1]:
+            x = stage(x)
+        features = x.rate
+        return self.stages[-1](x).rate, features
 
     @property
     def feature_width(self) -> int:
-        return self.stages[-1].layer.out_features
+        return self.stages[-1].layer.in_features
 
     def blocks(self) -> list[LIFBlock]:
         return [stage for stage in self.stages if isinstance(stage, LIFBlock)]
@@ -196,7 +205,10 @@ class SpikingEncoder(nn.Module):
 class SpikingImageEncoder(SpikingEncoder):
     """uint8 images (B, H, W, 3) to embeddings (B, dim): three conv LIF blocks as the ANN ``cnn``."""
 
-    def __init__(self, dim: int, neuron: NeuronConfig, training: str = "dsr"):
+    def __init__(self, dim: int, neuron: NeuronConfig, training: str = "dsr", grid: int = 1):
+        """``grid``: the embedding reads the last block's firing rates average-pooled to this grid (as the ANN
+        ``cnn``'s ``-image_grid``)."""
+
         def block(c_in, c_out):
             return LIFBlock(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), neuron, training)
 
@@ -207,8 +219,8 @@ class SpikingImageEncoder(SpikingEncoder):
                 block(32, 64),
                 SpikePool(nn.AvgPool2d(2)),
                 block(64, 128),
-                SpikePool(nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())),
-                LIFBlock(nn.Linear(128, dim), None, neuron, training),
+                SpikePool(nn.Sequential(nn.AdaptiveAvgPool2d(grid), nn.Flatten())),
+                LIFBlock(nn.Linear(128 * grid * grid, dim), None, neuron, training),
             ]
         )
         self.register_buffer("mean", torch.full((1, 3, 1, 1), 0.5 * 255), persistent=False)

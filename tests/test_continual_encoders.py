@@ -317,3 +317,14 @@ def test_encoders_from_a_pretrained_folder_learn_in_the_continual_mode(six_class
     for name in weights:
         assert not torch.equal(after[0]["encoder." + name], start[name]), name
         assert not torch.equal(after[1]["encoder." + name], after[0]["encoder." + name]), name
+
+
+def test_thinned_convolution_rows_come_from_every_position_not_one_column():
+    """A convolution's recorded rows, thinned to max_rows, sample every position of the image: each position's
+    patch is marked by its own value, so the thinned rows show which positions they came from."""
+    conv = nn.Conv2d(1, 2, 1, bias=False)
+    positions = torch.arange(256, dtype=torch.float32).view(1, 1, 16, 16).expand(64, 1, 16, 16)
+    rows = input_rows(conv, positions, max_rows=1024)
+    assert rows.shape == (1024, 1)
+    assert rows[:, 0].unique().numel() > 200  # an even stride (16) would keep one column: 16 positions
+    assert torch.equal(rows, input_rows(conv, positions, max_rows=1024))  # the same rows on every call

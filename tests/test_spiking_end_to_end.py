@@ -50,9 +50,9 @@ def test_the_head_reads_the_spiking_encoders_firing_rates_and_after_k_tasks_equa
     for task, rows in enumerate(task_rows):
         head.after_task(context(net, task, data, config, rows=rows))
     net.eval()
-    with torch.no_grad():  # each encoder's last LIF layer's firing rates, concatenated (image, then audio)
-        rates = torch.cat([torch.cat([e(x) for e, x in zip(net.encoder.encoders.values(), data.inputs(rows),
-                                                           strict=True)], 1) for rows in task_rows]).double()  # fmt: skip
+    with torch.no_grad():  # the firing rates each encoder's last LIF layer reads, concatenated (image, then audio)
+        rates = torch.cat([torch.cat([e.encode(x)[1] for e, x in zip(net.encoder.encoders.values(), data.inputs(rows),
+                                                                     strict=True)], 1) for rows in task_rows]).double()  # fmt: skip
     assert (rates > 0).any() and (rates == 0).any()  # neurons that fired and neurons that did not
     phi = rates * (1 / rates[:12].pow(2).sum(1).mean().sqrt())  # scaled by task 0's rows, as the head is
     targets = F.one_hot(data.labels, data.n_classes).double()
