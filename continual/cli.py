@@ -13,23 +13,18 @@ import argparse
 from pathlib import Path
 
 from common import spec
-from common.cli import FlagParser, positive_float, positive_int
+from common.cli import FlagParser
 from common.errors import UserError
 from common.validation import check_seeds
 from continual.applies import HELP_EPILOG, shown_in_help
 from continual.config import ContinualConfig
-from continual.experiment import ENCODER_TYPES, Experiment
+from continual.experiment import Experiment
 from continual.memory import MEMORY_FLAGS
 from continual.methods import METHODS, Method, Replay
-from continual.methods.base import ENCODER_MODES
 from continual.methods.er import ERConfig
 from continual.methods.heads import HEAD_METHODS, add_head_flags
 from dataloader.options import add_data_flags, tasks_from_args
-from dataloader.splits import SPLIT_MODES
-from models.fusion import FUSIONS
-from models.multimodal import MODALITIES
 from models.neurons import NeuronConfig
-from models.probes import corruption_names
 
 PROG = "python spiking_train_multimodal_end.py"
 
@@ -69,33 +64,11 @@ _PRETRAINED_NOTE = (
 def _pretrained_flags(group) -> None:
     group.flag("-pretrained", default=None, help="pretrained encoders' folder; with -encoder_mode continual also none "
                "(random initialisation); default: the pretraining default chosen by the flags below")  # fmt: skip
-    group.flag(
-        "-modality", default=None, choices=MODALITIES, help="default folder: encoders of both modalities, or one"
-    )
-    group.flag("-pretrain_classes", default="all", choices=("all", "first-task"),
-               help="default folder: encoders pretrained on every class, or on task 0's only")  # fmt: skip
-    group.flag("-fusion", default=None, choices=FUSIONS, help="default folder: the fusion (default attention)")
-    group.flag("-split", default="auto", choices=SPLIT_MODES,
-               help="default folder: the split the encoders were pretrained with (group: held-out speakers/videos)")  # fmt: skip
+    spec.add_flags(group, Experiment, ("modality", "pretrain_classes", "fusion", "split"))
 
 
 def _encoder_flags(group) -> None:
-    group.flag("-encoder_mode", default="frozen", choices=ENCODER_MODES,
-               help="frozen: the spiking MLP learns on the encoders' cached features; continual: the encoders and the "
-               "fusion learn task after task too, protected by the method on every layer (the leak-free protocol)")  # fmt: skip
-    group.flag("-convert_encoders", type=positive_int, default=None,
-               help="frozen ANN encoders converted to integrate-and-fire networks (as the pretraining script's "
-               "-convert), run this many timesteps to make the features; their SynOps count in the energy (default: "
-               "none, the ANN encoders' features)")  # fmt: skip
-    group.flag("-encoder_type", default="ann", choices=ENCODER_TYPES,
-               help="-encoder_mode continual -pretrained none: the encoders that learn from random weights: ann (a "
-               "CNN and an MLP, attention fusion) or spiking (LIF encoders trained directly, as the pretraining "
-               "script's, fused by the mean of their firing rates)")  # fmt: skip
-    group.flag("-image_grid", type=positive_int, default=None,
-               help="-encoder_mode continual -pretrained none: the image CNN's embedding reads its last block "
-               "average-pooled to this grid (default 2); pretrained encoders bring their own (checked against it)")  # fmt: skip
-    group.flag("-input_scale", default="auto",
-               help="factor on the features: auto maps task 0's training features into [0, 1]; none; or a number")  # fmt: skip
+    spec.add_flags(group, Experiment, ("encoder_mode", "convert_encoders", "encoder_type", "image_grid", "input_scale"))
     spec.add_flags(group, ContinualConfig, ("encoder_lr", "encoder_momentum", "modality_dropout"))
 
 
@@ -123,13 +96,7 @@ def _neuron_flags(group) -> None:
 
 
 def _probe_flags(group) -> None:
-    group.flag("-test_corrupt", default="",
-               help="also test with a failed sensor: comma-separated MODALITY[:KIND] from "
-               f"{', '.join(corruption_names())} (KIND defaults to gaussian; MODALITY:all is every kind), one "
-               "more accuracy matrix each (audio-only and image-only matrices are always measured)")  # fmt: skip
-    group.flag("-test_noise", type=positive_float, default=None,
-               help="-test_corrupt gaussian and uniform noise in standard deviations of the input (pixels: 0.25 x "
-               "255; MFCC: 1); default 1")  # fmt: skip
+    spec.add_flags(group, Experiment, ("test_corrupt", "test_noise"))
 
 
 def _run_flags(parser: FlagParser) -> None:
@@ -150,11 +117,10 @@ def _run_flags(parser: FlagParser) -> None:
                help="run once per seeded random class order (e.g. 0,1,2) into -out_dir/order<K>/ (each with -seeds "
                "if given) and summarise mean ± std over orders (default: one order, -class_order)")  # fmt: skip
     spec.add_flags(group, ContinualConfig, ("rate_stat",))
-    group.flag("-cnf", default=None, help="a configuration name, as the reference's; recorded in results.json")
-    group.flag("-resume", action="store_true", help="continue the run in -out_dir from its last finished epoch")
+    spec.add_flags(group, Experiment, ("label", "resume"))
     group.flag("-quiet", action="store_true", help="no progress and no diagnostics on screen, only the results and "
                "where they were written (the diagnostics stay in results.json and TensorBoard)")  # fmt: skip
-    group.flag("-overwrite", action="store_true", help="replace the results in -out_dir (kept until the new run ends)")
+    spec.add_flags(group, Experiment, ("overwrite",))
     parser.device_flags(compile_help="simulate the LIF neurons with torch.compile (faster on GPUs)", group=group)
     parser.batch_job_flags(checkpoint_every=ContinualConfig().checkpoint_every, group=group)
 
@@ -207,31 +173,19 @@ def config_from_args(args) -> ContinualConfig:
 
 
 def experiment_from_args(args) -> Experiment:
-    return Experiment(
+    return spec.from_args(
+        Experiment,
+        args,
         data_dir=args.data_dir and Path(args.data_dir),
         pretrained=args.pretrained and Path(args.pretrained),
-        modality=args.modality,
-        fusion=args.fusion,
-        pretrain_classes=args.pretrain_classes,
-        split=args.split,
         class_column=args.class_column,
         tasks=tasks_from_args(args),
         cache_dir=Path(args.cache_dir),
         allow_outside_paths=args.allow_outside_paths,
         out_dir=args.out_dir and Path(args.out_dir),
-        input_scale=args.input_scale,
         seeds=tuple(parse_seeds(args.seeds)),
-        resume=args.resume,
-        overwrite=args.overwrite,
         device=args.device,
         gpu_id=args.gpu_id,
-        label=args.cnf,
-        encoder_mode=args.encoder_mode,
-        convert_encoders=args.convert_encoders,
-        encoder_type=args.encoder_type,
-        image_grid=args.image_grid,
-        test_corrupt=args.test_corrupt,
-        test_noise=args.test_noise,
         command=getattr(args, "command_line", None),
         preset=getattr(args, "config_file", None),
     )

@@ -21,13 +21,14 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from common import atomic
+from common import atomic, spec
 from common.device import select_device
 from common.distributed import current as distributed
 from common.errors import UserError
 from common.paths import CACHE_DIR, REPO_ROOT, default_data_dir, shown
 from common.rundir import RunDir
-from common.validation import check_seeds, integer, positive
+from common.spec import POSITIVE, POSITIVE_INT, SWITCH, Kind, setting
+from common.validation import check_seeds, positive
 from continual.config import ContinualConfig
 from continual.methods import Method, compose
 from continual.modes import ENCODER_MODES, EncoderMode
@@ -39,12 +40,14 @@ from dataloader import scene
 from dataloader.dataset import PreparedData, prepare_data
 from dataloader.images import image_fingerprint
 from dataloader.options import DataSpec
-from dataloader.splits import SplitConfig
+from dataloader.splits import SPLIT_MODES, SplitConfig
 from dataloader.tasks import RANDOM_ORDER
-from models.probes import NOISY_KINDS, parse_corruptions
+from models.fusion import FUSIONS
+from models.multimodal import MODALITIES
+from models.probes import NOISY_KINDS, corruption_names, parse_corruptions
 from pretrain.artifacts import default_out_dir
 from pretrain.folder import PretrainedFolder
-from pretrain.trainer import PretrainConfig
+from pretrain.trainer import PRETRAIN_CLASSES, PretrainConfig
 
 RESULT_MARKERS = ("results.json", "checkpoints")
 ENCODER_TYPES = ("ann", "spiking")
@@ -57,54 +60,66 @@ class Experiment:
 
     data_dir: Path | None = None  # datasets/scene, else the embedded avdigits
     pretrained: Path | None = None  # else the pretraining default for these four:
-    modality: str | None = None  # both (default), audio or image; with pretrained: must match it
-    fusion: str | None = None  # attention (default), concat or late; with pretrained: must match it
-    pretrain_classes: str = "all"
-    split: str = "auto"
+    modality: str | None = setting(None, "-modality", choices=MODALITIES,
+                                   help="default folder: encoders of both modalities, or one")  # fmt: skip
+    fusion: str | None = setting(None, "-fusion", choices=FUSIONS, help="default folder: the fusion (default "
+                                 "attention; with -pretrained none, that of the encoders learning from random weights)")  # fmt: skip
+    pretrain_classes: str = setting("all", "-pretrain_classes", choices=PRETRAIN_CLASSES,
+                                    help="default folder: encoders pretrained on every class, or on task 0's only")  # fmt: skip
+    split: str = setting("auto", "-split", choices=SPLIT_MODES, help="default folder: the split the encoders were "
+                         "pretrained with (group: held-out speakers/videos)")  # fmt: skip
     class_column: str | None = None  # with pretrained: the folder's (must match); else CLASS2
     tasks: str | None = None  # a -tasks value; else the task split of the pretrained folder
     cache_dir: Path = CACHE_DIR
     allow_outside_paths: bool = False
     out_dir: Path | None = None  # else logs/<dataset>-<method>-<spec digest> (``default_out_dir``)
-    input_scale: str = "auto"
+    input_scale: str = setting("auto", "-input_scale", help="factor on the features: auto maps task 0's training "
+                               "features into [0, 1]; none; or a number")  # fmt: skip
     seeds: tuple[int, ...] = ()  # several: one run per seed and a summary
-    resume: bool = False
-    overwrite: bool = False
+    resume: bool = setting(False, "-resume", kind=SWITCH,
+                           help="continue the run in -out_dir from its last finished epoch")  # fmt: skip
+    overwrite: bool = setting(False, "-overwrite", kind=SWITCH,
+                              help="replace the results in -out_dir (kept until the new run ends)")  # fmt: skip
     device: str | None = None
     gpu_id: str | None = None
-    label: str | None = None  # the reference's -cnf, recorded in results.json
-    encoder_mode: EncoderMode | str = EncoderMode.FROZEN  # or CONTINUAL: the encoders learn task after task too
-    test_corrupt: str | tuple[str, ...] = ""  # modalities to test corrupted too (models.probes)
-    test_noise: float | None = None  # their noise, in standard deviations of the input (default 1)
-    convert_encoders: int | None = None  # frozen encoders converted to IF networks, run this many timesteps
-    # encoders learning from random weights: ann (CNN and MLP) or spiking (LIF encoders, models.spiking_encoders)
-    encoder_type: str = "ann"
-    image_grid: int | None = (
-        None  # the image CNN's embedding grid: with pretrained, must match it; else FROM_SCRATCH_GRID
-    )
+    label: str | None = setting(None, "-cnf", help="a configuration name, as the reference's; recorded in results.json")
+    encoder_mode: str = setting("frozen", "-encoder_mode", choices=ENCODER_MODES, help=(
+        "frozen: the spiking MLP learns on the encoders' cached features; continual: the encoders and the fusion "
+        "learn task after task too, protected by the method on every layer (the leak-free protocol)"))  # fmt: skip
+    test_corrupt: str | tuple[str, ...] = setting("", "-test_corrupt", help=(
+        "also test with a failed sensor: comma-separated MODALITY[:KIND] from "
+        f"{', '.join(corruption_names())} (KIND defaults to gaussian; MODALITY:all is every kind), one more accuracy "
+        "matrix each (audio-only and image-only matrices are always measured)"))  # fmt: skip
+    test_noise: float | None = setting(None, "-test_noise", kind=POSITIVE, help=(
+        "-test_corrupt gaussian and uniform noise in standard deviations of the input (pixels: 0.25 x 255; MFCC: "
+        "1); default 1"))  # fmt: skip
+    convert_encoders: int | None = setting(None, "-convert_encoders", kind=Kind(
+        int, f"an integer from 1 to {MAX_CONVERSION_STEPS} (beyond, a CPU needs hours for no further accuracy)",
+        lambda v: 1 <= v <= MAX_CONVERSION_STEPS), help=(
+        "frozen ANN encoders converted to integrate-and-fire networks (as the pretraining script's -convert), run "
+        "this many timesteps to make the features; their SynOps count in the energy (default: none, the ANN "
+        "encoders' features)"))  # fmt: skip
+    encoder_type: str = setting("ann", "-encoder_type", choices=ENCODER_TYPES, help=(
+        "-encoder_mode continual -pretrained none: the encoders that learn from random weights: ann (a CNN and an "
+        "MLP, attention fusion) or spiking (LIF encoders trained directly, as the pretraining script's, fused by "
+        "the mean of their firing rates)"))  # fmt: skip
+    image_grid: int | None = setting(None, "-image_grid", kind=POSITIVE_INT, help=(
+        "-encoder_mode continual -pretrained none: the image encoder's embedding reads its last block "
+        "average-pooled to this grid (default 2); pretrained encoders bring their own (checked against it)"))  # fmt: skip
     command: dict | None = None  # the script's argv and the flags it set, recorded in results.json (not settings)
     preset: str | None = None  # the -config file they read, recorded with its content's hash
 
     def __post_init__(self):
-        if self.encoder_mode not in ENCODER_MODES:
-            raise UserError(f"-encoder_mode {self.encoder_mode}: expected one of {', '.join(ENCODER_MODES)}")
-        object.__setattr__(self, "encoder_mode", EncoderMode(self.encoder_mode))  # the one form from here on
+        spec.check(self)
+        object.__setattr__(self, "encoder_mode", EncoderMode(self.encoder_mode))  # the one form (a str) from here on
         if str(self.pretrained) == "none" and self.encoder_mode != "continual":
             raise UserError(
                 "-pretrained none: only with -encoder_mode continual (frozen encoders must be trained first)"
             )
         check_seeds(list(self.seeds), "-seeds")
-        if self.encoder_type not in ENCODER_TYPES:
-            raise UserError(f"-encoder_type {self.encoder_type}: expected one of {', '.join(ENCODER_TYPES)}")
         if self.encoder_type != "ann" and not self.from_scratch:
             raise UserError(f"-encoder_type {self.encoder_type}: chooses the encoders that learn from random weights "
                             "(-encoder_mode continual -pretrained none); a pretrained folder brings its own")  # fmt: skip
-        if self.convert_encoders is not None:
-            integer(self.convert_encoders, "-convert_encoders")
-            if self.convert_encoders > MAX_CONVERSION_STEPS:
-                raise UserError(f"-convert_encoders {self.convert_encoders}: at most {MAX_CONVERSION_STEPS} timesteps")
-        if self.test_noise is not None:
-            positive(self.test_noise, "-test_noise")
         if str(self.input_scale) not in ("auto", "none"):
             try:
                 positive(float(self.input_scale), "-input_scale")

@@ -123,7 +123,7 @@ def test_a_resume_with_other_seeds_isrefused_in_one_line(scene_dir, pretrained, 
     ("flags", "words"),
     [
         (["-encoder_mode", "continual", "-convert_encoders", "8"], ["-convert_encoders"]),
-        (["-convert_encoders", "1000000"], ["at most 4096"]),
+        (["-convert_encoders", "1000000"], ["-convert_encoders 1000000: expected an integer from 1 to 4096"]),
         (["-test_corrupt", ","], ["-test_corrupt"]),
         (["-test_corrupt", "both"], ["expected image, audio"]),
         (["-test_corrupt", "image,image"], ["each at most once"]),
