@@ -49,7 +49,7 @@ class Setting:
     help: str
     kind: Kind = TEXT
     choices: tuple | None = None
-    count: int = 1  # > 1: that many comma-separated values (or one for all), held as a tuple
+    count: int = 1  # > 1: that many comma-separated values (or one for all), held as a tuple; 0: any number of them
     words: tuple = ()  # words accepted as themselves in place of a value ("auto"; "none" is held as None)
     aliases: tuple[str, ...] = ()  # other names of the flag, listed first (the reference's -b for -batch_size)
     negated: bool = False  # a switch that turns the field off (-not_hlop_with_wfr for with_wfr)
@@ -62,21 +62,23 @@ class Setting:
         """The flag's text as the field's value (argparse's ``type``); ``check`` judges the value."""
         if text in self.words:
             return None if text == "none" else text
-        parts = [part.strip() for part in str(text).split(",")] if self.count > 1 else [text]
+        parts = [part.strip() for part in str(text).split(",")] if self.count != 1 else [text]
+        if self.count == 0:
+            parts = [part for part in parts if part]
         try:
             values = tuple((self.kind.read or self.kind.base)(part) for part in parts)
         except ValueError:
             raise UserError(f"{self.flag} {text}: expected {self._expected()}") from None
         if self.count == 1:
             return values[0]
-        return values * self.count if len(values) == 1 else values
+        return values * self.count if len(values) == 1 and self.count > 1 else values
 
     def check(self, value) -> None:
         """Refuse ``value`` in one line naming the flag, unless the flag would accept it."""
         if (value is None and "none" in self.words) or value in self.words:
             return
-        values = value if self.count > 1 and isinstance(value, (tuple, list)) else (value,)
-        counted = self.count == 1 or (isinstance(value, (tuple, list)) and len(value) == self.count)
+        values = value if self.count != 1 and isinstance(value, (tuple, list)) else (value,)
+        counted = self.count == 1 or (isinstance(value, (tuple, list)) and len(value) in (self.count or len(value),))
         if self.kind is SWITCH:
             valid = isinstance(value, bool)
         else:
@@ -90,6 +92,8 @@ class Setting:
         if self.choices is not None:
             return f"one of {', '.join(map(str, self.choices))}"
         words = "".join(f", or {word}" for word in self.words)
+        if self.count == 0:
+            return f"comma-separated values, each {self.kind.expected}"
         if self.count > 1:
             return f"{self.kind.expected}, {self.count} comma-separated values or one for all{words}"
         return f"{self.kind.expected}{words}"

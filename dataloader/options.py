@@ -6,10 +6,11 @@ import argparse
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common.cli import FlagParser, positive_int
+from common import spec
+from common.cli import FlagParser
 from common.errors import UserError
 from common.paths import CACHE_DIR, default_data_dir
-from dataloader.splits import SPLIT_MODES, SplitConfig
+from dataloader.splits import SplitConfig
 from dataloader.tasks import RANDOM_ORDER
 
 
@@ -59,27 +60,7 @@ def add_data_flags(parser: FlagParser, splits: bool = True, class_column: str | 
         "elsewhere could read any image on this machine)",
     )
     if splits:
-        parser.flag(
-            "-split",
-            default="auto",
-            choices=SPLIT_MODES,
-            help="auto: the SPLIT column if the CSV has one, else stratified; group: whole speakers/videos "
-            "per split (no test speaker or video is seen in training)",
-        )
-        parser.flag(
-            "-split_fractions",
-            default="0.7,0.1,0.2",
-            help="train,val,test fractions for stratified and blocked splits",
-        )
-        parser.flag("-split_seed", type=int, default=0, help="seed of the split (independent of the training seed)")
-        parser.flag("-block_size", type=positive_int, default=20, help="rows per block for -split blocked")
-        parser.flag(
-            "-group_column",
-            default="auto",
-            help="column naming each row's group for -split group (auto: SPEAKER, else VIDEO)",
-        )
-        parser.flag("-test_groups", default="", help="comma-separated groups that form the test split (-split group)")
-        parser.flag("-val_groups", default="", help="comma-separated groups that form the val split (-split group)")
+        spec.add_flags(parser, SplitConfig)
 
 
 def tasks_from_args(args: argparse.Namespace) -> str | None:
@@ -97,17 +78,7 @@ def tasks_from_args(args: argparse.Namespace) -> str | None:
 
 def data_spec_from_args(args: argparse.Namespace) -> DataSpec:
     data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
-    split = SplitConfig()
-    if hasattr(args, "split"):
-        split = SplitConfig(
-            args.split,
-            _fractions(args.split_fractions),
-            args.split_seed,
-            args.block_size,
-            args.group_column,
-            _names(args.test_groups),
-            _names(args.val_groups),
-        )
+    split = spec.from_args(SplitConfig, args) if hasattr(args, "split_seed") else SplitConfig()
     return DataSpec(
         data_dir=data_dir,
         class_column=args.class_column,
@@ -115,17 +86,3 @@ def data_spec_from_args(args: argparse.Namespace) -> DataSpec:
         cache_dir=Path(args.cache_dir),
         allow_outside_paths=args.allow_outside_paths,
     )
-
-
-def _fractions(text: str) -> tuple[float, float, float]:
-    try:
-        values = tuple(float(part) for part in text.split(","))
-    except ValueError:
-        raise UserError(f"-split_fractions {text}: expected three numbers such as 0.7,0.1,0.2") from None
-    if len(values) != 3:
-        raise UserError(f"-split_fractions {text}: expected three numbers (train,val,test)")
-    return values
-
-
-def _names(text: str) -> tuple[str, ...]:
-    return tuple(part.strip() for part in text.split(",") if part.strip())

@@ -24,8 +24,10 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from common import spec
 from common.errors import UserError
 from common.paths import shown
+from common.spec import ANY_INT, POSITIVE_INT, SHARE, setting
 from dataloader.table import SPLIT_NAMES, SceneTable
 
 SPLIT_MODES = ("auto", "stratified", "blocked", "column", "group")
@@ -33,13 +35,23 @@ SPLIT_MODES = ("auto", "stratified", "blocked", "column", "group")
 
 @dataclass(frozen=True)
 class SplitConfig:
-    mode: str = "auto"
-    fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)
-    seed: int = 0
-    block_size: int = 20
-    group_column: str = "auto"  # for mode group: SPEAKER or VIDEO, whichever the CSV has, or a named column
-    test_groups: tuple[str, ...] = ()  # for mode group: these groups are the test split (else drawn)
-    val_groups: tuple[str, ...] = ()
+    mode: str = setting("auto", "-split", choices=SPLIT_MODES, help="auto: the SPLIT column if the CSV has one, "
+                        "else stratified; group: whole speakers/videos per split (no test speaker or video is seen "
+                        "in training)")  # fmt: skip
+    fractions: tuple[float, float, float] = setting((0.7, 0.1, 0.2), "-split_fractions", kind=SHARE, count=3,
+        help="train,val,test fractions for stratified and blocked splits")  # fmt: skip
+    seed: int = setting(0, "-split_seed", kind=ANY_INT, help="seed of the split (independent of the training seed)")
+    block_size: int = setting(20, "-block_size", kind=POSITIVE_INT, help="rows per block for -split blocked")
+    group_column: str = setting("auto", "-group_column",
+        help="column naming each row's group for -split group (auto: SPEAKER, else VIDEO)")  # fmt: skip
+    # for mode group: these groups are the test split (else drawn)
+    test_groups: tuple[str, ...] = setting((), "-test_groups", count=0,
+                                           help="comma-separated groups that form the test split (-split group)")  # fmt: skip
+    val_groups: tuple[str, ...] = setting((), "-val_groups", count=0,
+                                          help="comma-separated groups that form the val split (-split group)")  # fmt: skip
+
+    def __post_init__(self):
+        spec.check(self)
 
     def to_dict(self) -> dict:
         return asdict(self) | {

@@ -93,3 +93,14 @@ def test_a_method_with_a_config_class_gets_its_flags_and_is_built_from_them():
     Mine.add_flags(parser)
     assert Mine.from_args(parser.parse_args(["-toy_rate", "3"])).config == Toy(rate=3.0)
     assert Mine().config == Toy()
+
+
+def test_a_list_setting_takes_any_number_of_names_and_refuses_what_is_not_a_list():
+    from dataloader.splits import SplitConfig
+
+    parser = FlagParser(prog="toy")
+    spec.add_flags(parser, SplitConfig)
+    built = spec.from_args(SplitConfig, parser.parse_args(["-test_groups", "nicolas, lucas", "-val_groups", ""]))
+    assert (built.test_groups, built.val_groups) == (("nicolas", "lucas"), ())
+    with pytest.raises(UserError, match="-test_groups 'nicolas': expected comma-separated values"):
+        SplitConfig(test_groups="nicolas")
