@@ -165,7 +165,7 @@ QUICK_START = Table(
 TABLES = (QUICK_START, *TABLES)
 HEADLINE = ("frozen-joint", "frozen-hlop", "frozen-hlop-reference", "frozen-gpm", "leakfree-task-joint",
             "leakfree-task-hlop", "leakfree-task-gpm", "leakfree-class-joint", "leakfree-class-hlop-analytic",
-            "leakfree-class-er", "leakfree-class-er-ace", "avphotos-frozen-joint", "avphotos-frozen-hlop",
+            "leakfree-class-spiking-hlop-analytic", "leakfree-class-er", "leakfree-class-er-ace", "avphotos-frozen-joint", "avphotos-frozen-hlop",
             "avphotos-frozen-gpm")  # fmt: skip
 NAMES = {"acc": "ACC %", "bwt": "BWT %", "avg_forgetting": "avg forgetting %", "avg_incremental_acc":
          "avg incremental ACC %", "memory": "memory", "energy": "energy per test sample", "acc_audio_only": "audio only ACC %", "bwt_audio_only":
