@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from common import spec
 from common.errors import UserError
 
 
@@ -428,5 +429,5 @@ def refuse_unused(args, rules: dict[str, Callable]) -> None:
         why = rule(args) if rule is not None else None
         if why:
             value = getattr(args, dest)
-            value = ",".join(f"{v:g}" for v in value) if isinstance(value, tuple) else value
+            value = spec.joined(value) if isinstance(value, tuple) else value
             raise UserError(f"-{dest}{'' if value is True else f' {value}'}: {why}")

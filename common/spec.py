@@ -78,7 +78,7 @@ class Setting:
         if (value is None and "none" in self.words) or value in self.words:
             return
         values = value if self.count != 1 and isinstance(value, (tuple, list)) else (value,)
-        counted = self.count == 1 or (isinstance(value, (tuple, list)) and len(value) in (self.count or len(value),))
+        counted = self.count == 1 or (isinstance(value, (tuple, list)) and self.count in (0, len(value)))
         if self.kind is SWITCH:
             valid = isinstance(value, bool)
         else:
@@ -100,9 +100,7 @@ class Setting:
 
     def default_text(self, default):
         """The default as the flag writes it (tuples comma-separated; None stays None)."""
-        if isinstance(default, tuple):
-            return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in default)
-        return default
+        return joined(default) if isinstance(default, tuple) else default
 
 
 def _whole(text: str) -> int:
@@ -112,10 +110,13 @@ def _whole(text: str) -> int:
     return int(value)
 
 
+def joined(values) -> str:
+    """Several values as a flag writes them: ``0.001,0.01,0.01``."""
+    return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values)
+
+
 def _shown(value) -> str:
-    if isinstance(value, (tuple, list)):
-        return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
-    return repr(value)
+    return joined(value) if isinstance(value, (tuple, list)) else repr(value)
 
 
 def setting(default, flag: str, help: str, **options) -> field:
@@ -149,6 +150,9 @@ def add_flags(group, cls, names=None) -> None:
 
 def from_args(cls, args, **given):
     """``cls`` built from the parsed flags of its settings, and ``given`` for its other fields."""
-    values = {name: getattr(args, s.dest) != s.negated for name, s, _ in settings(cls) if s.kind is SWITCH}
-    values |= {name: getattr(args, s.dest) for name, s, _ in settings(cls) if s.kind is not SWITCH}
-    return cls(**{name: value for name, value in values.items() if name not in given}, **given)
+    values = {}
+    for name, s, _ in settings(cls):
+        if name not in given:
+            value = getattr(args, s.dest)
+            values[name] = value != s.negated if s.kind is SWITCH else value
+    return cls(**values, **given)
