@@ -154,6 +154,16 @@ TABLES += (
         ("avphotos-sensors-reliability", "avphotos-sensors-attention-views", "avphotos-sensors-attention"),
         TABLES[3].columns,
     ),
+    Table(
+        "avphotos-spiking-end-to-end",
+        "avphotos: leak-free class scenario, spiking from the input to the readout",
+        f"{AVPHOTOS}as the spiking end-to-end table above, beside joint training with the same closed-form head; "
+        f"{HELD_OUT}.",
+        tuple(
+            f"avphotos-leakfree-class-{name}" for name in ("joint-analytic", "hlop-analytic", "spiking-hlop-analytic")
+        ),
+        TABLES[-1].columns,
+    ),
 )
 QUICK_START = Table(
     "quick-start",
