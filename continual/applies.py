@@ -113,6 +113,10 @@ APPLIES: dict[str, Callable] = {
     ),
     "seed": _when(lambda a: a.seeds is None, "-seeds gives every run its seed; drop -seed"),
     "method": _when(lambda a: not a.baseline, "-baseline is -method baseline; give one of the two"),
+    "image_gate": _when(
+        lambda a: a.encoder_mode == "frozen" and a.convert_encoders is None and a.modality in (None, "both"),
+        "judges the frozen ANN encoders' images beside their audio: frozen encoders of both modalities only",
+    ),
     "test_noise": _when(lambda a: a.test_corrupt != "", "sets the noise of -test_corrupt's kinds; give -test_corrupt"),
     "Vth_bound": _when(lambda a: a.train_Vth == 1, "applies with -train_Vth 1 only (the thresholds do not learn)"),
 }
@@ -123,7 +127,7 @@ APPLIES: dict[str, Callable] = {
 IN_HELP_ALL_ONLY = frozenset(
     ("gpu_id", "cnf", "rate_stat", "step_size", "gamma", "T_max", "warmup", "sign_symmetric", "feedback_alignment",
      "dsr_backward", "debug", "allow_outside_paths", "cache_dir", "compile", "deterministic", "order_seed",
-     "checkpoint_every")
+     "checkpoint_every", "progress_every")
 )  # fmt: skip
 HELP_EPILOG = (
     "A method's own flags appear with -method NAME --help (hlop, the default, included), a head's with -head NAME "

@@ -21,13 +21,15 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+import torch
+
 from common import atomic, spec
 from common.device import select_device
 from common.distributed import current as distributed
 from common.errors import UserError
 from common.paths import CACHE_DIR, REPO_ROOT, default_data_dir, shown
 from common.rundir import RunDir
-from common.spec import POSITIVE, POSITIVE_INT, SWITCH, Kind, setting
+from common.spec import NON_NEGATIVE, POSITIVE, POSITIVE_INT, SWITCH, Kind, setting
 from common.validation import check_seeds, positive
 from continual.config import ContinualConfig
 from continual.methods import Method, compose
@@ -45,6 +47,7 @@ from dataloader.tasks import RANDOM_ORDER
 from models.fusion import FUSIONS
 from models.multimodal import MODALITIES
 from models.probes import NOISY_KINDS, corruption_names, parse_corruptions
+from models.sensor_gate import GATE_FACTOR
 from pretrain.artifacts import default_out_dir
 from pretrain.folder import PretrainedFolder
 from pretrain.trainer import PRETRAIN_CLASSES, PretrainConfig
@@ -93,6 +96,10 @@ class Experiment:
     test_noise: float | None = setting(None, "-test_noise", kind=POSITIVE, help=(
         "-test_corrupt gaussian and uniform noise in standard deviations of the input (pixels: 0.25 x 255; MFCC: "
         "1); default 1"))  # fmt: skip
+    image_gate: float = setting(GATE_FACTOR, "-image_gate", kind=NON_NEGATIVE, help=(
+        "frozen encoders: a row's image is left out of its fusion when its embedding lies farther from the training "
+        "images' (Mahalanobis distance) than this multiple of the farthest training image's, so that a failed "
+        "camera leaves the microphone's answer; 0: never"))  # fmt: skip
     convert_encoders: int | None = setting(None, "-convert_encoders", kind=Kind(
         int, f"an integer from 1 to {MAX_CONVERSION_STEPS} (beyond, a CPU needs hours for no further accuracy)",
         lambda v: 1 <= v <= MAX_CONVERSION_STEPS), help=(
@@ -117,6 +124,8 @@ class Experiment:
                 "-pretrained none: only with -encoder_mode continual (frozen encoders must be trained first)"
             )
         check_seeds(list(self.seeds), "-seeds")
+        if self.encoder_mode == "continual" or self.convert_encoders:  # the gate judges frozen ANN features only
+            object.__setattr__(self, "image_gate", 0.0)
         if self.encoder_type != "ann" and not self.from_scratch:
             raise UserError(f"-encoder_type {self.encoder_type}: chooses the encoders that learn from random weights "
                             "(-encoder_mode continual -pretrained none); a pretrained folder brings its own")  # fmt: skip
@@ -272,7 +281,10 @@ def spec_digest(e: Experiment, method: Method, config: ContinualConfig, data, fo
     nor how it is run): the default -out_dir ends with it, so runs of different settings never collide and
     ``-resume`` finds the run of the same ones."""
     run_management = ("out_dir", "resume", "overwrite", "device", "gpu_id", "cache_dir", "command", "preset")
-    added_later = {"encoder_type": "ann"}  # counted only when set otherwise, so earlier runs keep their digest
+    added_later = {
+        "encoder_type": "ann",
+        "image_gate": 0.0,
+    }  # counted only when set otherwise, so earlier runs keep their digest
     spec = {
         "experiment": {
             k: str(v) for k, v in asdict(e).items() if k not in run_management and added_later.get(k, object()) != v
@@ -306,6 +318,8 @@ def _run_info(e: Experiment, method: Method, folder: PretrainedFolder | None, da
         "method_config": method.settings(),
         "encoders": e.encoder_mode.value,
         "spiking_encoders": e.convert_encoders,
+        "image_gate": e.image_gate,
+        "image_left_out": _left_out_shares(cdata),
         "encoder_type": e.encoder_type,
         "image_grid": folder.image_grid if folder else cdata.encoder.config.image_grid,
         "pretrained": str(folder.path) if folder else "none",
@@ -323,6 +337,14 @@ def _run_info(e: Experiment, method: Method, folder: PretrainedFolder | None, da
         "command": e.command,
         "preset": _preset_record(e.preset),
     }
+
+
+def _left_out_shares(cdata) -> dict | None:
+    """Per split, the share of rows whose (clean) image the gate judged atypical and left out of the fusion."""
+    if cdata.image_left_out is None:
+        return None
+    return {split: round(cdata.image_left_out[torch.cat(rows)].float().mean().item(), 4)
+            for split, rows in cdata.rows.items()}  # fmt: skip
 
 
 def _preset_record(path: str | None) -> dict | None:

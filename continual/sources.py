@@ -30,17 +30,26 @@ from pretrain.trainer import PretrainConfig
 
 def frozen_data(folder: PretrainedFolder, data: PreparedData, device, e) -> tuple[ContinualData, str]:
     """The frozen encoders' cached features, their probes' features, and the encoders' MACs (and SynOps)."""
-    features = distributed().main_first(lambda: folder.features(data, device))
+    features = distributed().main_first(lambda: folder.features(data, device, e.image_gate))
     cdata = continual_data(features, data, device, e.input_scale)
     cdata.probes = probes_for(folder.modalities, e.corruptions, e.noise)
     cdata.probe_features = {
-        p.name: (folder.probe_features(data, device, p) * cdata.input_scale).to(device) for p in cdata.probes
+        p.name: (folder.probe_features(data, device, p, e.image_gate) * cdata.input_scale).to(device)
+        for p in cdata.probes
     }
     cdata.swap_partner = extraction_swap_partners(len(cdata.labels)).to(device)
+    if e.image_gate and "audio_only" in cdata.probe_features:
+        # a row whose image the gate left out was fused exactly as its audio-only probe
+        cdata.image_left_out = (cdata.features == cdata.probe_features["audio_only"]).all(1)
     cdata.encoder_macs, cdata.encoder_synops = encoder_costs(
         folder.encoder(device), *frozen_encoder_inputs(folder, data, device)
     )
-    return cdata, f"features {tuple(features.shape)} from {shown(folder.path)}"
+    what = f"features {tuple(features.shape)} from {shown(folder.path)}"
+    if cdata.image_left_out is not None:
+        test = torch.cat(cdata.rows["test"])
+        what += (f"; -image_gate {e.image_gate:g} left out {int(cdata.image_left_out[test].sum())} of {len(test)} "
+                 "clean test rows' images")  # fmt: skip
+    return cdata, what
 
 
 def converted_data(folder: PretrainedFolder, data: PreparedData, device, e) -> tuple[ContinualData, str]:

@@ -2,7 +2,8 @@
 
 The continual loop never runs the encoders: it reads these features. The cache key covers the
 weights file, meta.json (MFCC statistics, image size), the CSV and the image files, so
-retraining the encoders or editing the data extracts again.
+retraining the encoders or editing the data extracts again. With ``image_gate`` a row's image is
+left out of the fusion where it is atypical (``models.sensor_gate``).
 """
 
 from __future__ import annotations
@@ -19,10 +20,13 @@ from common.cache import read_checked, write_checked
 from dataloader.dataset import PreparedData, standardize
 from dataloader.images import image_fingerprint
 from models.probes import Probe, corrupted, keep_mask, swap_partners
+from models.sensor_gate import SensorGate
 from pretrain.artifacts import check_same_data, load_encoder
 
 
-def feature_cache_path(pretrained_dir: str | Path, meta: dict, data: PreparedData, probe: Probe | None = None) -> Path:
+def feature_cache_path(
+    pretrained_dir: str | Path, meta: dict, data: PreparedData, probe: Probe | None = None, image_gate: float = 0.0
+) -> Path:
     pretrained_dir = Path(pretrained_dir)
     digest = hashlib.sha256()
     for name in ("best.pt", "meta.json"):
@@ -33,6 +37,8 @@ def feature_cache_path(pretrained_dir: str | Path, meta: dict, data: PreparedDat
         digest.update(image_fingerprint(data.table, meta["image_size"], meta.get("image_fit", "squash")).encode())
     if probe is not None:  # a test-time variant: its name, modality mask and noise
         digest.update(repr(probe).encode())
+    if image_gate:
+        digest.update(f"image_gate={image_gate!r}".encode())
     return Path(data.spec.cache_dir) / "features" / f"{data.table.name}-{digest.hexdigest()[:24]}.pt"
 
 
@@ -62,16 +68,17 @@ def fused_features(
     device: torch.device,
     batch_size: int = FEATURE_BATCH,
     probe: Probe | None = None,
+    image_gate: float = 0.0,
 ) -> torch.Tensor:
     """(rows, feature_dim) float32 features of every row of ``data`` (through a test-time ``probe``), on the CPU."""
     check_same_data(meta, data.table, pretrained_dir)
-    path = feature_cache_path(pretrained_dir, meta, data, probe)
+    path = feature_cache_path(pretrained_dir, meta, data, probe, image_gate)
     cached = read_checked(path)
     if cached is not None:
         features = torch.load(io.BytesIO(cached), map_location="cpu", weights_only=True)["features"]
         if tuple(features.shape) == (len(data.table), meta["feature_dim"]):
             return features
-    features = extract(pretrained_dir, meta, data, device, batch_size, probe)
+    features = extract(pretrained_dir, meta, data, device, batch_size, probe, image_gate)
     write_checked(path, lambda handle: torch.save({"features": features}, handle))
     return features
 
@@ -120,22 +127,40 @@ def extract(
     device: torch.device,
     batch_size: int = FEATURE_BATCH,
     probe: Probe | None = None,
+    image_gate: float = 0.0,
 ) -> torch.Tensor:
-    """Run the frozen encoders once over every row (through a test-time ``probe``: a modality removed or noisy)."""
+    """Run the frozen encoders once over every row (through a test-time ``probe``: a modality removed or noisy);
+    ``image_gate`` > 0: an atypical image is left out of its row's fusion (``models.sensor_gate``)."""
     model = load_encoder(pretrained_dir, meta, device)
     inputs = raw_inputs(meta, data)
     mfcc, images = inputs["audio"], inputs.get("image")
+    gate = fit_gate(model, inputs, meta, data, device, image_gate) if image_gate and len(model.encoders) == 2 else None
     chunks = []
     for start in range(0, len(mfcc), batch_size):
         window = slice(start, start + batch_size)
         batch_images = images[window].to(device) if images is not None else None
         batch_mfcc = mfcc[window].to(device)
-        with autocast(device):
-            if probe is None:
-                chunks.append(model.features(batch_images, batch_mfcc).float().cpu())
-                continue
+        keep = None
+        if probe is not None:
             rows = torch.arange(start, min(start + batch_size, len(mfcc)))
             batch_images, batch_mfcc = corrupted(batch_images, batch_mfcc, probe, rows)
             keep = keep_mask(probe, len(rows), device)
-            chunks.append(model.fuse(model.embed(batch_images, batch_mfcc), keep)[0].float().cpu())
+        with autocast(device):
+            embeddings = model.embed(batch_images, batch_mfcc)
+            if gate is not None:
+                keep = gate.keep(embeddings, keep)
+            chunks.append(model.fuse(embeddings, keep)[0].float().cpu())
     return torch.cat(chunks)
+
+
+def fit_gate(model, inputs: dict, meta: dict, data: PreparedData, device: torch.device, factor: float) -> SensorGate:
+    """The image gate of the training rows of the classes the encoders were trained on (all, or task 0's)."""
+    trained = set(meta.get("trained_classes") or data.class_names)
+    rows = torch.from_numpy(data.rows("train", [i for i, c in enumerate(data.class_names) if c in trained]))
+    embeddings = []
+    for batch in rows.split(FEATURE_BATCH):
+        with autocast(device):
+            embeddings.append(
+                model.embed(inputs["image"][batch].to(device), inputs["audio"][batch].to(device))["image"]
+            )
+    return SensorGate.fit(torch.cat(embeddings), factor)

@@ -1,5 +1,6 @@
-"""A failed sensor must not take the other modality down: the reliability fusion (``-fusion reliability``), and the
-attention fusion trained on failed-sensor views (``-corrupt_views``).
+"""A failed sensor must not take the other modality down: the image gate of the frozen features (``-image_gate``,
+the default), the reliability fusion (``-fusion reliability``), and the attention fusion trained on failed-sensor
+views (``-corrupt_views``).
 
 A tiny two-modality fixture in which either modality alone tells the class: the image by its
 colour, the MFCC by which coefficients are high, both through noise. The network is trained as
@@ -37,11 +38,23 @@ def two_modality_rows(n: int, seed: int):
     return images.clamp(0, 255).round().to(torch.uint8), mfcc, labels
 
 
-def trained(fusion: str, views: float) -> MultimodalNet:
+def blob_rows(n: int, seed: int):
+    """As ``two_modality_rows``, with images as a camera gives them: a dark frame in which a bright blob's row
+    tells the class (a failed camera's noise or constant frame looks like none of them)."""
+    generator = torch.Generator().manual_seed(seed)
+    _, mfcc, labels = two_modality_rows(n, seed)
+    images = 20 + 5 * torch.randn(n, 16, 16, 3, generator=generator)
+    shifts = torch.randint(0, 4, (n,), generator=generator)
+    for i, (c, x) in enumerate(zip(labels.tolist(), shifts.tolist(), strict=True)):
+        images[i, 2 + 4 * c : 6 + 4 * c, x + 4 : x + 10] += 180
+    return images.clamp(0, 255).round().to(torch.uint8), mfcc, labels
+
+
+def trained(fusion: str, views: float, rows=two_modality_rows) -> MultimodalNet:
     torch.manual_seed(0)
     net = MultimodalNet(EncoderConfig(n_classes=CLASSES, n_mfcc=104, feature_dim=64, fusion=fusion))
     optimizer = torch.optim.Adam(net.parameters(), lr=3e-3)
-    images, mfcc, labels = two_modality_rows(384, seed=1)
+    images, mfcc, labels = rows(384, seed=1)
     for _epoch in range(6):
         for rows in torch.randperm(len(labels)).split(32):
             batch_images, batch_mfcc, failed = corrupt_views(images[rows], mfcc[rows], views)
@@ -158,3 +171,78 @@ def test_attention_without_failed_sensor_views_is_taken_down_by_a_silent_microph
     image_acc, _ = accuracy_and_weights(net, Probe("image_only", keep=(True, False)), *test)
     failed_acc, _ = accuracy_and_weights(net, Probe("corrupt_audio_silence", corrupt="audio", kind="silence"), *test)
     assert failed_acc < image_acc - 0.2
+
+
+@pytest.fixture(scope="module")
+def camera_attention_net():
+    """The attention fusion trained on clean rows only, as the pretraining script's defaults train it."""
+    return trained("attention", views=0.0, rows=blob_rows)
+
+
+@torch.no_grad()
+def gated_predictions(net: MultimodalNet, gate, probe: Probe, images, mfcc) -> torch.Tensor:
+    """The fused answers with ``gate`` judging each row's image, as the frozen features are extracted."""
+    rows = torch.arange(len(mfcc))
+    images, mfcc = corrupted(images, mfcc, probe, rows)
+    embeddings = net.embed(images, mfcc)
+    keep = gate.keep(embeddings, keep_mask(probe, len(rows), mfcc.device))
+    return net.head(net.fuse(embeddings, keep)[0]).argmax(1)
+
+
+@pytest.mark.parametrize("kind, noise", [("gaussian", 2.0), ("gaussian", 1.0), ("uniform", 1.0), ("constant", 0.0)])
+def test_the_default_image_gate_answers_a_failed_camera_with_the_microphone(camera_attention_net, kind, noise):
+    """-image_gate (the default) on attention trained without failed-sensor views: every failed image is judged
+    atypical and left out, so the fused answer is the audio-only answer; no clean test image is left out."""
+    from models.sensor_gate import GATE_FACTOR, SensorGate
+
+    net = camera_attention_net
+    train_images, train_mfcc, _ = blob_rows(384, seed=1)
+    with torch.no_grad():
+        gate = SensorGate.fit(net.embed(train_images, train_mfcc)["image"], GATE_FACTOR)
+    images, mfcc, labels = blob_rows(300, seed=2)
+    failed = Probe(f"corrupt_image_{kind}", corrupt="image", kind=kind, noise=noise)
+    audio_only = gated_predictions(net, gate, Probe("audio_only", keep=(False, True)), images, mfcc)
+    assert (audio_only == labels).float().mean() > 1 / CLASSES + 0.3  # the microphone alone tells the class
+    assert torch.equal(gated_predictions(net, gate, failed, images, mfcc), audio_only)
+    clean = gated_predictions(net, gate, Probe("clean"), images, mfcc)
+    assert torch.equal(clean, net(images, mfcc)["fused"].argmax(1))
+
+
+def test_without_the_gate_a_failed_camera_takes_the_microphone_down(camera_attention_net):
+    """What the gate is for: the same network, every image replaced by uniform noise, answers at chance."""
+    images, mfcc, labels = blob_rows(300, seed=2)
+    audio_acc, _ = accuracy_and_weights(
+        camera_attention_net, Probe("audio_only", keep=(False, True)), images, mfcc, labels
+    )
+    failed = Probe("corrupt_image_uniform", corrupt="image", kind="uniform", noise=1.0)
+    failed_acc, _ = accuracy_and_weights(camera_attention_net, failed, images, mfcc, labels)
+    assert failed_acc < audio_acc - 0.3
+
+
+def test_the_gate_leaves_out_only_atypical_images_and_never_a_row_s_last_modality():
+    from models.sensor_gate import SensorGate
+
+    generator = torch.Generator().manual_seed(0)
+    gate = SensorGate.fit(torch.randn(200, 8, generator=generator), factor=1.5)
+    typical, far = torch.zeros(1, 8), torch.full((1, 8), 50.0)
+    embeddings = {"image": torch.cat([typical, far, far]), "audio": torch.zeros(3, 8)}
+    keep = torch.tensor([[True, True], [True, True], [True, False]])  # the last row keeps its image alone
+    assert gate.keep(embeddings, keep).tolist() == [[True, True], [False, True], [True, False]]
+    assert gate.keep({"image": typical.expand(3, 8), "audio": torch.zeros(3, 8)}, None) is None
+
+
+def test_extracted_features_leave_out_the_images_the_gate_judges_atypical(scene_dir, tmp_path):
+    """The frozen features as a continual run reads them: an image beyond the gate's limit is fused as if absent
+    (a limit near 0 leaves out every image), and the training rows, never beyond the default limit, are unchanged."""
+    from dataloader.dataset import prepare_data
+    from models.sensor_gate import GATE_FACTOR
+    from pretrain.folder import PretrainedFolder
+    from tests.fixtures import pretrain_tiny
+
+    folder = PretrainedFolder(pretrain_tiny(scene_dir, tmp_path))
+    data = prepare_data(folder.data_spec(scene_dir, tmp_path / "cache"), None, folder.tasks)
+    cpu = torch.device("cpu")
+    audio_only = folder.probe_features(data, cpu, Probe("audio_only", keep=(False, True)))
+    assert torch.equal(folder.features(data, cpu, image_gate=1e-9), audio_only)
+    train = torch.from_numpy(data.splits["train"])
+    assert torch.equal(folder.features(data, cpu, image_gate=GATE_FACTOR)[train], folder.features(data, cpu)[train])
