@@ -112,8 +112,9 @@ TABLES = (
         f"HLOP on frozen encoders pretrained on all classes, class scenario; {HELD_OUT}. ACC % of the fused "
         "network with the modality removed (only) or failed in each way (`-test_corrupt image:all,audio:all`); "
         "under a swap (each row given another row's image, or audio) no answer can be right for both sensors, so "
-        'the "either" columns give the share of rows answered with the class of either row.',
-        ("sensors-reliability", "sensors-attention-views", "sensors-attention"),
+        'the "either" columns give the share of rows answered with the class of either row. The image gate '
+        "(`-image_gate`, on by default) leaves an image out of its row's fusion where its embedding is atypical.",
+        ("sensors-attention", "sensors-attention-ungated", "sensors-attention-views", "sensors-reliability"),
         (
             "acc",
             "acc_audio_only",
@@ -151,7 +152,9 @@ TABLES += (
         "avphotos-failed-sensors",
         "avphotos: a failed sensor",
         f"{AVPHOTOS}as the failed-sensor table above; {HELD_OUT}.",
-        ("avphotos-sensors-reliability", "avphotos-sensors-attention-views", "avphotos-sensors-attention"),
+        tuple(
+            f"avphotos-sensors-{name}" for name in ("attention", "attention-ungated", "attention-views", "reliability")
+        ),
         TABLES[3].columns,
     ),
     Table(
