@@ -36,7 +36,8 @@ class SensorGate:
         mean = x.mean(0)
         centred = x - mean
         covariance = centred.t() @ centred / max(len(x) - 1, 1)
-        covariance += RIDGE * covariance.diagonal().mean() * torch.eye(len(mean), dtype=x.dtype, device=x.device)
+        ridge = RIDGE * covariance.diagonal().mean().clamp(min=1e-12)  # silent embeddings: no variance at all
+        covariance += ridge * torch.eye(len(mean), dtype=x.dtype, device=x.device)
         gate = cls(mean, torch.linalg.inv(covariance), 0.0)
         return cls(mean, gate.precision, factor * gate.distance(x).max().item())
 

@@ -246,3 +246,13 @@ def test_extracted_features_leave_out_the_images_the_gate_judges_atypical(scene_
     assert torch.equal(folder.features(data, cpu, image_gate=1e-9), audio_only)
     train = torch.from_numpy(data.splits["train"])
     assert torch.equal(folder.features(data, cpu, image_gate=GATE_FACTOR)[train], folder.features(data, cpu)[train])
+
+
+def test_the_gate_of_embeddings_without_variance_leaves_out_only_other_embeddings():
+    """Spiking encoders may stay silent on every training row: the gate is still defined, and judges any other
+    embedding atypical."""
+    from models.sensor_gate import SensorGate
+
+    gate = SensorGate.fit(torch.zeros(20, 4), factor=1.4)
+    keep = gate.keep({"image": torch.tensor([[0.0] * 4, [1.0] * 4]), "audio": torch.zeros(2, 4)}, None)
+    assert keep.tolist() == [[True, True], [False, True]]
