@@ -7,10 +7,11 @@ declared in ``pretrain.cli``.
 
 import sys
 
-from common import meter
+from common import meter, spec
 from common.cli import refuse_unused, run_cli
 from common.device import select_device, wants_cuda
 from common.distributed import init_distributed
+from common.errors import UserError
 from common.paths import shown
 from common.rundir import RunDir
 from common.seeding import use_deterministic_algorithms
@@ -21,6 +22,7 @@ from dataloader.scene import TASKS
 from pretrain import cli
 from pretrain.artifacts import MARKERS, default_out_dir
 from pretrain.convert import convert_pretrained, format_conversion
+from pretrain.encoder_settings import EncoderSettings
 from pretrain.trainer import pretrain
 
 
@@ -31,23 +33,25 @@ def build_parser():
 def main(argv) -> None:
     args = build_parser().parse_args(argv)
     refuse_unused(args, cli.APPLIES)
-    image_backbone, audio_encoder = cli.encoder_choice(args)
-    encoder = cli.encoder_options(args, image_backbone, audio_encoder)
+    encoders = spec.from_args(EncoderSettings, args)
+    if args.convert and encoders.spiking:
+        raise UserError("-convert: converts ANN encoders; spiking encoders are trained as spiking networks already")
+    encoder = encoders.encoder_options()
     cli.config_from_args(args, encoder["fusion"])  # refuse bad values before reading the data
     dist = init_distributed(use_cuda=wants_cuda(args.device))
     meter.configure(every=args.progress_every)
     if args.deterministic:
         use_deterministic_algorithms()
-    spec = data_spec_from_args(args)
-    data = prepare_data(spec, tasks_from_args(args), TASKS)
+    data_spec = data_spec_from_args(args)
+    data = prepare_data(data_spec, tasks_from_args(args), TASKS)
     config = cli.config_from_args(args, encoder["fusion"], data.table)
-    kind = "spiking" if cli.spiking_encoders(image_backbone, audio_encoder) else "ann"
+    kind = "spiking" if encoders.spiking else "ann"
     out = args.out or default_out_dir(
         data.table.name, args.modality, encoder["fusion"], args.pretrain_classes, args.split, kind
     )
     run = RunDir(out, MARKERS, resume=args.resume, overwrite=args.overwrite, out_flag="-out")
     device = select_device(args.gpu_id, args.device, dist.local_rank if dist.enabled else None)
-    print(f"pretraining on {shown(spec.data_dir)} -> {shown(run.path)}", flush=True)
+    print(f"pretraining on {shown(data_spec.data_dir)} -> {shown(run.path)}", flush=True)
     for name, groups in data.groups().items():
         print(f"  {name} {data.table.group_column}: {', '.join(groups)}", flush=True)
     for note in data.notes():

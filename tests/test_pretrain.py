@@ -238,10 +238,12 @@ def test_fusion_floor_keeps_every_kept_modality_above_it():
     [([], 0.0), (["-encoder_type", "spiking"], 0.25), (["-encoder_type", "spiking", "-fusion_floor", "0"], 0.0)],
 )
 def test_spiking_encoders_keep_both_modalities_in_the_fusion_by_default(flags, floor):
-    from pretrain.cli import build_parser, encoder_choice, encoder_options
+    from common import spec
+    from pretrain.cli import build_parser
+    from pretrain.encoder_settings import EncoderSettings
 
     args = build_parser().parse_args(flags)
-    assert encoder_options(args, *encoder_choice(args))["fusion_floor"] == floor
+    assert spec.from_args(EncoderSettings, args).encoder_options()["fusion_floor"] == floor
 
 
 @pytest.mark.parametrize(
@@ -255,10 +257,12 @@ def test_spiking_encoders_keep_both_modalities_in_the_fusion_by_default(flags, f
     ],
 )
 def test_spiking_encoders_default_to_the_reliability_fusion_with_failed_sensor_views(flags, fusion, views):
-    from pretrain.cli import build_parser, config_from_args, encoder_choice, encoder_options
+    from common import spec
+    from pretrain.cli import build_parser, config_from_args
+    from pretrain.encoder_settings import EncoderSettings
 
     args = build_parser().parse_args(flags)
-    options = encoder_options(args, *encoder_choice(args))
+    options = spec.from_args(EncoderSettings, args).encoder_options()
     config = config_from_args(args, options["fusion"])
     assert options["fusion"] == fusion and config.corrupt_views == views
 
@@ -274,10 +278,12 @@ def test_spiking_encoders_default_to_the_reliability_fusion_with_failed_sensor_v
     ],
 )
 def test_audio_encoders_ann_and_spiking_train_on_noisy_mfcc_by_default(flags, noise):
-    from pretrain.cli import build_parser, config_from_args, encoder_choice, encoder_options
+    from common import spec
+    from pretrain.cli import build_parser, config_from_args
+    from pretrain.encoder_settings import EncoderSettings
 
     args = build_parser().parse_args(flags)
-    options = encoder_options(args, *encoder_choice(args))
+    options = spec.from_args(EncoderSettings, args).encoder_options()
     assert config_from_args(args, options["fusion"]).mfcc_noise == noise
 
 

@@ -1,0 +1,91 @@
+"""The pretraining script's encoder settings, and the defaults the encoders' kind settles.
+
+``-encoder_type spiking`` names the spiking image and audio encoders; the fusion and its floor,
+left unset, become the kind's (``DEFAULT_FUSION``; a floor of ``SPIKING_FUSION_FLOOR`` for spiking
+encoders, whose attention otherwise settles on audio alone). ``encoder_options`` gives the
+``models.multimodal.EncoderConfig`` fields with every one of them settled.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from common import spec
+from common.errors import UserError
+from common.spec import POSITIVE_INT, SWITCH, WHOLE, Kind, setting
+from models.encoders import AUDIO_ENCODERS, IMAGE_BACKBONES
+from models.fusion import DEFAULT_FUSION, FUSIONS
+from models.multimodal import MODALITIES
+from models.spiking_encoders import ENCODER_KINDS, SPIKING_AUDIO_ENCODER, SPIKING_IMAGE_BACKBONE, TRAININGS
+
+SPIKING_FUSION_FLOOR = 0.25  # without it the spiking encoders' attention settles on audio alone (docs/pipeline.md)
+
+
+@dataclass(frozen=True)
+class EncoderSettings:
+    modality: str = setting("both", "-modality", choices=MODALITIES, help="which encoders to train")
+    encoder_type: str = setting("ann", "-encoder_type", choices=ENCODER_KINDS, help="ann, or spiking: LIF "
+        "encoders trained directly (-image_backbone spiking_cnn -audio_encoder spiking_mlp)")  # fmt: skip
+    image_backbone: str = setting("cnn", "-image_backbone", choices=IMAGE_BACKBONES, help="image encoder")
+    image_grid: int = setting(1, "-image_grid", kind=POSITIVE_INT, help="cnn: the image embedding reads the last "
+        "block average-pooled to this grid (1: one value per channel; the continual script's encoders from random "
+        "weights use 2)")  # fmt: skip
+    imagenet_weights: bool = setting(False, "-imagenet_weights", kind=SWITCH,
+        help="start resnet18 from ImageNet weights (needs them in torch's cache or a network)")  # fmt: skip
+    audio_encoder: str = setting("mlp", "-audio_encoder", choices=AUDIO_ENCODERS,
+                                 help="mlp over the MFCC vector, or conv over its 13-value windows")  # fmt: skip
+    fusion: str | None = setting(None, "-fusion", choices=FUSIONS, help="how the two embeddings are fused: "
+        "attention (the default for ANN encoders), reliability (attention that also weighs how sure each "
+        "modality's own head is and how typical its embedding; the default for spiking encoders), concat or late")  # fmt: skip
+    fusion_floor: float | None = setting(None, "-fusion_floor", kind=Kind(float, "a weight between 0 and 0.5",
+        lambda v: 0 <= v <= 0.5), help="attention fusion: the least weight every modality keeps on every sample "
+        f"(default {SPIKING_FUSION_FLOOR} for spiking encoders, whose attention otherwise settles on audio alone, "
+        "else 0)")  # fmt: skip
+    feature_dim: int = setting(784, "-feature_dim", kind=POSITIVE_INT,
+                               help="size of the fused feature the spiking network reads")  # fmt: skip
+    encoder_timesteps: int = setting(8, "-encoder_timesteps", kind=WHOLE,
+        help="spiking encoders: LIF timesteps per sample (8 keeps a CPU epoch near 20 s on avdigits)")  # fmt: skip
+    encoder_training: str = setting("dsr", "-encoder_training", choices=TRAININGS, help="spiking encoders: dsr "
+        "(gradients through firing rates, as the spiking MLP) or bptt (backpropagation through time with an "
+        "arctangent surrogate gradient)")  # fmt: skip
+
+    def __post_init__(self):
+        spec.check(self)
+        named = (self.image_backbone, self.audio_encoder)
+        if self.encoder_type == "spiking":
+            for flag, value, default in (("-image_backbone", named[0], "cnn"), ("-audio_encoder", named[1], "mlp")):
+                if value != default and not value.startswith("spiking"):
+                    raise UserError(f"{flag} {value}: -encoder_type spiking trains spiking_cnn and spiking_mlp; "
+                                    f"drop {flag}")  # fmt: skip
+        elif self.encoder_training != "dsr" and not any(v.startswith("spiking") for v in named):
+            raise UserError(
+                f"-encoder_training {self.encoder_training}: trains spiking encoders; add -encoder_type spiking"
+            )
+
+    @property
+    def backbones(self) -> tuple[str, str]:
+        """The image backbone and audio encoder: those -encoder_type spiking names, else the flags'."""
+        if self.encoder_type == "spiking":
+            return SPIKING_IMAGE_BACKBONE, SPIKING_AUDIO_ENCODER
+        return self.image_backbone, self.audio_encoder
+
+    @property
+    def spiking(self) -> bool:
+        return any(name.startswith("spiking") for name in self.backbones)
+
+    def encoder_options(self) -> dict:
+        """The ``models.multimodal.EncoderConfig`` fields, the fusion and its floor settled by the encoders' kind."""
+        image_backbone, audio_encoder = self.backbones
+        floor = SPIKING_FUSION_FLOOR if self.spiking else 0.0
+        return {
+            "feature_dim": self.feature_dim,
+            "modality": self.modality,
+            "image_backbone": image_backbone,
+            "audio_encoder": audio_encoder,
+            "spiking_timesteps": self.encoder_timesteps,
+            "spiking_training": self.encoder_training,
+            "fusion": self.fusion or DEFAULT_FUSION["spiking" if self.spiking else "ann"],
+            "fusion_floor": floor if self.fusion_floor is None else self.fusion_floor,
+            "imagenet_weights": self.imagenet_weights,
+            "image_grid": self.image_grid,
+        }
