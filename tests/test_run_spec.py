@@ -43,6 +43,8 @@ def pretrained(scene_dir, tmp_path_factory):
         (["-hlop_modality_paths", "-encoder_mode", "continual"], ["-hlop_modality_paths", "frozen features"]),
         (["-hlop_modality_paths", "-hlop_learning", "task_end"], ["-hlop_modality_paths", "online or both"]),
         (["-method", "gpm", "-hlop_modality_paths"], ["-hlop_modality_paths", "-method hlop only"]),
+        (["-image_gate", "2", "-encoder_mode", "continual"], ["-image_gate 2.0", "-encoder_mode continual"]),
+        (["-image_gate", "2", "-modality", "audio"], ["-image_gate 2.0", "one -modality"]),
         (["-config", "configs/frozen-hlop.yaml", "-config", "configs/frozen-er.yaml"], ["give one -config"]),
     ],
 )
