@@ -12,8 +12,8 @@ from dataclasses import asdict, dataclass, field, replace
 from common import spec
 from common.errors import UserError
 from common.spec import ANY_INT, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, SHARE, SWITCH, setting
-from common.validation import non_negative, one_of
 from models.neurons import NeuronConfig
+from models.spiking_mlp import FEEDBACKS
 
 SCENARIOS = ("class", "task")
 OPTIMIZERS = ("SGD", "Adam")
@@ -70,10 +70,11 @@ class ContinualConfig:
 
     def __post_init__(self):
         spec.check(self)
-        non_negative(self.checkpoint_every, "-checkpoint_every")
-        one_of(
-            self.feedback, "-sign_symmetric / -feedback_alignment", ("exact", "sign_symmetric", "feedback_alignment")
-        )
+        if not NON_NEGATIVE.accepts(self.checkpoint_every):
+            raise UserError(f"-checkpoint_every {self.checkpoint_every!r}: expected {NON_NEGATIVE.expected}")
+        if self.feedback not in FEEDBACKS:
+            raise UserError(f"feedback {self.feedback!r}: expected one of {', '.join(FEEDBACKS)} (-sign_symmetric, "
+                            "-feedback_alignment)")  # fmt: skip
         if not isinstance(self.neuron, NeuronConfig):
             raise UserError(f"neuron: expected a NeuronConfig, got {self.neuron!r}")
 

@@ -30,7 +30,7 @@ from common.errors import UserError
 from common.paths import CACHE_DIR, REPO_ROOT, default_data_dir, shown
 from common.rundir import RunDir
 from common.spec import NON_NEGATIVE, POSITIVE, POSITIVE_INT, SWITCH, Kind, setting
-from common.validation import check_seeds, positive
+from common.validation import check_seeds
 from continual.config import ContinualConfig
 from continual.methods import Method, compose
 from continual.modes import ENCODER_MODES, EncoderMode
@@ -131,9 +131,11 @@ class Experiment:
                             "(-encoder_mode continual -pretrained none); a pretrained folder brings its own")  # fmt: skip
         if str(self.input_scale) not in ("auto", "none"):
             try:
-                positive(float(self.input_scale), "-input_scale")
+                scale = float(self.input_scale)
             except ValueError:
-                raise UserError(f"-input_scale {self.input_scale}: expected auto, none or a positive number") from None
+                scale = None
+            if scale is None or not POSITIVE.accepts(scale):
+                raise UserError(f"-input_scale {self.input_scale}: expected auto, none or a positive number")
 
     @property
     def from_scratch(self) -> bool:
