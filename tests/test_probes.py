@@ -106,3 +106,23 @@ def test_the_swap_partner_is_the_row_whose_input_each_row_received():
     test_rows = torch.arange(10, 260)
     received = torch.cat([corrupted(None, b.float()[:, None], swap, b)[1] for b in test_rows.split(100)])
     assert torch.equal(received[:, 0].long(), data.swap_partners(test_rows, batch_size=100))
+
+
+def test_results_record_the_rows_whose_image_the_gate_left_out(six_class_dir, tmp_path):
+    """-image_gate: the default limit never leaves out a training image; a limit near 0 leaves out every image,
+    so the fused network answers as the audio-only one, and results.json says so per split."""
+    pretrained = pretrain_tiny(six_class_dir, tmp_path)
+    common = ["-data_dir", str(six_class_dir), "-pretrained", str(pretrained), "-cache_dir", str(tmp_path / "cache")]
+    default = run_script("spiking_train_multimodal_end.py", *common, "-out_dir", str(tmp_path / "a"), *SNN)
+    assert default.returncode == 0, default.stderr
+    config = json.loads((tmp_path / "a" / "results.json").read_text())["config"]
+    assert config["image_gate"] == 1.4 and config["image_left_out"]["train"] == 0.0
+    assert set(config["image_left_out"]) == {"train", "val", "test"}
+    every = run_script(
+        "spiking_train_multimodal_end.py", *common, "-out_dir", str(tmp_path / "b"), *SNN, "-image_gate", "1e-9"
+    )
+    assert every.returncode == 0, every.stderr
+    results = json.loads((tmp_path / "b" / "results.json").read_text())
+    assert results["config"]["image_left_out"] == {"train": 1.0, "val": 1.0, "test": 1.0}
+    assert results["acc_matrix"] == results["acc_matrix_audio_only"]
+    assert "left out" in every.stdout
