@@ -17,7 +17,7 @@ from common.rundir import RunDir
 from common.seeding import use_deterministic_algorithms
 from continual import cli as continual_cli
 from dataloader.dataset import prepare_data
-from dataloader.options import data_spec_from_args, tasks_from_args
+from dataloader.options import data_from_args
 from dataloader.scene import TASKS
 from pretrain import cli
 from pretrain.artifacts import MARKERS, default_out_dir
@@ -42,8 +42,8 @@ def main(argv) -> None:
     meter.configure(every=args.progress_every)
     if args.deterministic:
         use_deterministic_algorithms()
-    data_spec = data_spec_from_args(args)
-    data = prepare_data(data_spec, tasks_from_args(args), TASKS)
+    data_spec, task_split = data_from_args(args)
+    data = prepare_data(data_spec, task_split, TASKS)
     config = cli.config_from_args(args, encoder["fusion"], data.table)
     kind = "spiking" if encoders.spiking else "ann"
     out = args.out or default_out_dir(

@@ -23,7 +23,7 @@ from continual.memory import MEMORY_FLAGS
 from continual.methods import METHODS, Method, Replay
 from continual.methods.er import ERConfig
 from continual.methods.heads import HEAD_METHODS, add_head_flags
-from dataloader.options import add_data_flags, tasks_from_args
+from dataloader.options import DataFlags, add_data_flags
 from models.neurons import NeuronConfig
 
 PROG = "python spiking_train_multimodal_end.py"
@@ -32,7 +32,7 @@ PROG = "python spiking_train_multimodal_end.py"
 def build_parser(description: str = "", sibling=None) -> FlagParser:
     """``sibling`` builds the pretraining script's parser, whose flags a shared -config file may set too."""
     parser = FlagParser(prog=PROG, description=description, section="continual", sibling=sibling)
-    add_data_flags(parser.group("data"), splits=False, class_column=None)
+    add_data_flags(parser.group("data"), splits=False)
     _pretrained_flags(parser.group("which pretrained encoders", _PRETRAINED_NOTE))
     _encoder_flags(parser.group("the encoders during the continual stage"))
     _method_flags(parser.group("method"))
@@ -174,15 +174,16 @@ def config_from_args(args) -> ContinualConfig:
 
 
 def experiment_from_args(args) -> Experiment:
+    data = spec.from_args(DataFlags, args)
     return spec.from_args(
         Experiment,
         args,
-        data_dir=args.data_dir and Path(args.data_dir),
+        data_dir=data.data_dir and Path(data.data_dir),
         pretrained=args.pretrained and Path(args.pretrained),
-        class_column=args.class_column,
-        tasks=tasks_from_args(args),
-        cache_dir=Path(args.cache_dir),
-        allow_outside_paths=args.allow_outside_paths,
+        class_column=data.class_column,
+        tasks=data.task_split,
+        cache_dir=Path(data.cache_dir),
+        allow_outside_paths=data.allow_outside_paths,
         out_dir=args.out_dir and Path(args.out_dir),
         seeds=tuple(parse_seeds(args.seeds)),
         device=args.device,

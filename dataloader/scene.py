@@ -28,7 +28,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 from common.cli import FlagParser, run_cli
 from common.paths import shown
 from dataloader.dataset import prepare_data
-from dataloader.options import add_data_flags, data_spec_from_args, tasks_from_args
+from dataloader.options import add_data_flags, data_from_args
 from dataloader.table import SPLIT_NAMES
 from dataloader.tasks import resolve_tasks
 
@@ -58,7 +58,7 @@ def main(argv) -> None:
     parser = FlagParser(prog="python dataloader/scene.py", description=__doc__.splitlines()[0])
     add_data_flags(parser)
     args = parser.parse_args(argv)
-    data = prepare_data(data_spec_from_args(args), tasks_from_args(args), TASKS)
+    data = prepare_data(*data_from_args(args), TASKS)
     table, split = data.table, data.spec.split
     how = (
         "SPLIT column"

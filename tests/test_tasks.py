@@ -87,17 +87,15 @@ def test_scene_py_rejects_a_bad_split_in_one_line():
 
 
 def test_random_class_orders_are_seeded_and_refuse_an_explicit_split():
-    import argparse
-
     from common.errors import UserError
-    from dataloader.options import tasks_from_args
+    from dataloader.options import DataFlags
     from dataloader.tasks import resolve_tasks
 
     names = [f"C{i}" for i in range(9)]
     first = resolve_tasks(names, "random:1", None, "")
     assert first == resolve_tasks(names, "random:1", None, "") != resolve_tasks(names, "random:2", None, "")
     assert sorted(n for task in first for n in task) == names and [len(t) for t in first] == [2, 2, 2, 2, 1]
-    args = argparse.Namespace(class_order="random", order_seed=4, tasks=None)
-    assert tasks_from_args(args) == "random:4"
+    assert DataFlags(class_order="random", order_seed=4).task_split == "random:4"
+    assert DataFlags(tasks='[["C0"]]').task_split == '[["C0"]]'
     with pytest.raises(UserError, match="-tasks and -class_order random"):
-        tasks_from_args(argparse.Namespace(class_order="random", order_seed=4, tasks='[["C0"]]'))
+        DataFlags(class_order="random", order_seed=4, tasks='[["C0"]]')
