@@ -124,7 +124,10 @@ class Experiment:
                 "-pretrained none: only with -encoder_mode continual (frozen encoders must be trained first)"
             )
         check_seeds(list(self.seeds), "-seeds")
-        if self.encoder_mode == "continual" or self.convert_encoders:  # the gate judges frozen ANN features only
+        if self.encoder_mode == "continual" or self.convert_encoders:  # the gate judges cached frozen features only
+            if self.image_gate not in (0.0, GATE_FACTOR):
+                raise UserError(f"-image_gate {self.image_gate:g}: judges the cached features of frozen encoders; "
+                                "not with -encoder_mode continual or -convert_encoders")  # fmt: skip
             object.__setattr__(self, "image_gate", 0.0)
         if self.encoder_type != "ann" and not self.from_scratch:
             raise UserError(f"-encoder_type {self.encoder_type}: chooses the encoders that learn from random weights "
@@ -283,10 +286,8 @@ def spec_digest(e: Experiment, method: Method, config: ContinualConfig, data, fo
     nor how it is run): the default -out_dir ends with it, so runs of different settings never collide and
     ``-resume`` finds the run of the same ones."""
     run_management = ("out_dir", "resume", "overwrite", "device", "gpu_id", "cache_dir", "command", "preset")
-    added_later = {
-        "encoder_type": "ann",
-        "image_gate": 0.0,
-    }  # counted only when set otherwise, so earlier runs keep their digest
+    # settings counted only when set otherwise, so that earlier runs keep their digest
+    added_later = {"encoder_type": "ann", "image_gate": 0.0}
     spec = {
         "experiment": {
             k: str(v) for k, v in asdict(e).items() if k not in run_management and added_later.get(k, object()) != v

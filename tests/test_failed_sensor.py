@@ -256,3 +256,13 @@ def test_the_gate_of_embeddings_without_variance_leaves_out_only_other_embedding
     gate = SensorGate.fit(torch.zeros(20, 4), factor=1.4)
     keep = gate.keep({"image": torch.tensor([[0.0] * 4, [1.0] * 4]), "audio": torch.zeros(2, 4)}, None)
     assert keep.tolist() == [[True, True], [False, True]]
+
+
+def test_an_experiment_whose_encoders_learn_has_no_image_gate_and_refuses_one():
+    from common.errors import UserError
+    from continual.experiment import Experiment
+    from models.sensor_gate import GATE_FACTOR
+
+    assert Experiment().image_gate == GATE_FACTOR and Experiment(encoder_mode="continual").image_gate == 0.0
+    with pytest.raises(UserError, match="-image_gate 2: judges the cached features of frozen encoders"):
+        Experiment(encoder_mode="continual", image_gate=2.0)
