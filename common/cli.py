@@ -32,10 +32,11 @@ def _spellings(name: str) -> list[str]:
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows only the documented spellings of each flag, not every accepted alias, and every default but None."""
+    """Shows only the documented spellings of each flag, not every accepted alias, and every default but None and
+    the empty text (a list of none)."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
-        if action.default is None or action.help is argparse.SUPPRESS or action.dest == "help":
+        if action.default in (None, "") or action.help is argparse.SUPPRESS or action.dest == "help":
             return action.help or ""
         if isinstance(action.default, bool):
             return f"{action.help} (default: {str(action.default).lower()})"

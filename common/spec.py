@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 
 from common.errors import UserError
 
@@ -40,6 +41,7 @@ POSITIVE = Kind(float, "a finite number > 0", lambda v: v > 0)
 NON_NEGATIVE = Kind(float, "a finite number >= 0", lambda v: v >= 0)
 SHARE = Kind(float, "a number between 0 and 1", lambda v: 0 <= v <= 1)
 TEXT = Kind(str, "text")
+PATH = Kind(Path, "a path")  # a str from Python is the config's to turn into a Path before ``check``
 SWITCH = Kind(bool, "true or false")
 
 
@@ -63,9 +65,11 @@ class Setting:
         if text in self.words:
             return None if text == "none" else text
         parts = [part.strip() for part in str(text).split(",")] if self.count != 1 else [text]
-        if self.count == 0:
-            parts = [part for part in parts if part]
+        if self.count == 0 and not str(text).strip():
+            return ()  # the empty list
         try:
+            if self.count != 1 and not all(parts):
+                raise ValueError(text)  # an empty item: a typo, not a value
             values = tuple((self.kind.read or self.kind.base)(part) for part in parts)
         except ValueError:
             raise UserError(f"{self.flag} {text}: expected {self._expected()}") from None

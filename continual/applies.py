@@ -111,7 +111,7 @@ APPLIES: dict[str, Callable] = {
         "0 trains nothing after task 0, so only a -head analytic or ncm can learn the later classes; "
         "with the trained classifier they would score 0",
     ),
-    "seed": _when(lambda a: a.seeds is None, "-seeds gives every run its seed; drop -seed"),
+    "seed": _when(lambda a: not a.seeds, "-seeds gives every run its seed; drop -seed"),
     "method": _when(lambda a: not a.baseline, "-baseline is -method baseline; give one of the two"),
     "image_gate": _when(
         lambda a: a.encoder_mode == "frozen" and a.convert_encoders is None and a.modality in (None, "both"),

@@ -62,9 +62,7 @@ _PRETRAINED_NOTE = (
 
 
 def _pretrained_flags(group) -> None:
-    group.flag("-pretrained", default=None, help="pretrained encoders' folder; with -encoder_mode continual also none "
-               "(random initialisation); default: the pretraining default chosen by the flags below")  # fmt: skip
-    spec.add_flags(group, Experiment, ("modality", "pretrain_classes", "fusion", "split"))
+    spec.add_flags(group, Experiment, ("pretrained", "modality", "pretrain_classes", "fusion", "split"))
 
 
 def _encoder_flags(group) -> None:
@@ -102,18 +100,9 @@ def _probe_flags(group) -> None:
 
 def _run_flags(parser: FlagParser) -> None:
     group = parser.group("running the job")
-    group.flag(
-        "-out_dir",
-        default=None,
-        help="output folder (default logs/<dataset>-<method>-<digest of the settings>, so runs of other "
-        "settings never collide and -resume finds the run of the same ones)",
-    )
+    spec.add_flags(group, Experiment, ("out_dir",))
     spec.add_flags(group, ContinualConfig, ("seed",))
-    group.flag(
-        "-seeds",
-        default=None,
-        help="run once per seed (e.g. 0,1,2) into -out_dir/seed<N>/ and summarise (default: one run, -seed)",
-    )
+    spec.add_flags(group, Experiment, ("seeds",))
     group.flag("-order_seeds", default=None,
                help="run once per seeded random class order (e.g. 0,1,2) into -out_dir/order<K>/ (each with -seeds "
                "if given) and summarise mean ± std over orders (default: one order, -class_order)")  # fmt: skip
@@ -179,13 +168,10 @@ def experiment_from_args(args) -> Experiment:
         Experiment,
         args,
         data_dir=data.data_dir and Path(data.data_dir),
-        pretrained=args.pretrained and Path(args.pretrained),
         class_column=data.class_column,
         tasks=data.task_split,
         cache_dir=Path(data.cache_dir),
         allow_outside_paths=data.allow_outside_paths,
-        out_dir=args.out_dir and Path(args.out_dir),
-        seeds=tuple(parse_seeds(args.seeds)),
         device=args.device,
         gpu_id=args.gpu_id,
         command=getattr(args, "command_line", None),

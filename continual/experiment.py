@@ -29,7 +29,7 @@ from common.distributed import current as distributed
 from common.errors import UserError
 from common.paths import CACHE_DIR, REPO_ROOT, default_data_dir, shown
 from common.rundir import RunDir
-from common.spec import NON_NEGATIVE, POSITIVE, POSITIVE_INT, SWITCH, Kind, setting
+from common.spec import ANY_INT, NON_NEGATIVE, PATH, POSITIVE, POSITIVE_INT, SWITCH, Kind, setting
 from common.validation import check_seeds
 from continual.config import ContinualConfig
 from continual.methods import Method, compose
@@ -62,7 +62,9 @@ class Experiment:
     """Where a continual run reads and writes; None picks the default."""
 
     data_dir: Path | None = None  # datasets/scene, else the embedded avdigits
-    pretrained: Path | None = None  # else the pretraining default for these four:
+    pretrained: Path | None = setting(None, "-pretrained", kind=PATH, help="pretrained encoders' folder; with "
+        "-encoder_mode continual also none (random initialisation); default: the pretraining default chosen by "
+        "the flags below")  # fmt: skip
     modality: str | None = setting(None, "-modality", choices=MODALITIES,
                                    help="default folder: encoders of both modalities, or one")  # fmt: skip
     fusion: str | None = setting(None, "-fusion", choices=FUSIONS, help="default folder: the fusion (default "
@@ -75,10 +77,13 @@ class Experiment:
     tasks: str | None = None  # a -tasks value; else the task split of the pretrained folder
     cache_dir: Path = CACHE_DIR
     allow_outside_paths: bool = False
-    out_dir: Path | None = None  # else logs/<dataset>-<method>-<spec digest> (``default_out_dir``)
+    out_dir: Path | None = setting(None, "-out_dir", kind=PATH, help="output folder (default "
+        "logs/<dataset>-<method>-<digest of the settings>, so runs of other settings never collide and -resume finds "
+        "the run of the same ones)")  # fmt: skip
     input_scale: str = setting("auto", "-input_scale", help="factor on the features: auto maps task 0's training "
                                "features into [0, 1]; none; or a number")  # fmt: skip
-    seeds: tuple[int, ...] = ()  # several: one run per seed and a summary
+    seeds: tuple[int, ...] = setting((), "-seeds", kind=ANY_INT, count=0, help="run once per seed (e.g. 0,1,2) "
+                                     "into -out_dir/seed<N>/ and summarise (default: one run, -seed)")  # fmt: skip
     resume: bool = setting(False, "-resume", kind=SWITCH,
                            help="continue the run in -out_dir from its last finished epoch")  # fmt: skip
     overwrite: bool = setting(False, "-overwrite", kind=SWITCH,
@@ -117,6 +122,9 @@ class Experiment:
     preset: str | None = None  # the -config file they read, recorded with its content's hash
 
     def __post_init__(self):
+        for name in ("pretrained", "out_dir"):  # a folder may be given as text from Python
+            if isinstance(getattr(self, name), str):
+                object.__setattr__(self, name, Path(getattr(self, name)))
         spec.check(self)
         object.__setattr__(self, "encoder_mode", EncoderMode(self.encoder_mode))  # the one form (a str) from here on
         if str(self.pretrained) == "none" and self.encoder_mode != "continual":

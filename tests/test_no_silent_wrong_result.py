@@ -85,7 +85,7 @@ def test_seeds_and_method_settings_are_checked_alike_from_python_and_the_script(
     assert str(raised.value) == "-seeds 0,0: expected distinct comma-separated integers such as 0,1,2"
     refused_in_one_line(run_script("spiking_train_multimodal_end.py", "-seeds", "0,0"), str(raised.value))
     refused_in_one_line(
-        run_script("spiking_train_multimodal_end.py", "-seeds", "0,,1"), "-seeds 0,,1: expected distinct"
+        run_script("spiking_train_multimodal_end.py", "-seeds", "0,,1"), "-seeds 0,,1: expected comma-separated"
     )
     with pytest.raises(UserError) as raised:
         HLOPConfig(lr=(-1.0, 0.01, 0.01))
@@ -104,7 +104,7 @@ def test_the_python_entry_point_refuses_what_the_script_refuses(scene_dir, pretr
 def test_negative_seeds_parse_and_order_seeds_are_not_aliases():
     import spiking_train_multimodal_end as script
 
-    assert script.build_parser().parse_args(["-seeds", "-1,0"]).seeds == "-1,0"
+    assert script.build_parser().parse_args(["-seeds", "-1,0"]).seeds == (-1, 0)
     refused_in_one_line(run_script("spiking_train_multimodal_end.py", "-order_seeds", "-2,2"), "expected integers >= 0")
     refused_in_one_line(run_script("spiking_train_multimodal_end.py", "-class_order", "random", "-order_seed", "-2"),
              "-order_seed -2")  # fmt: skip
