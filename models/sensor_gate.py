@@ -38,8 +38,8 @@ class SensorGate:
         covariance = centred.t() @ centred / max(len(x) - 1, 1)
         ridge = RIDGE * covariance.diagonal().mean().clamp(min=1e-12)  # silent embeddings: no variance at all
         covariance += ridge * torch.eye(len(mean), dtype=x.dtype, device=x.device)
-        gate = cls(mean, torch.linalg.inv(covariance), 0.0)
-        return cls(mean, gate.precision, factor * gate.distance(x).max().item())
+        precision = torch.linalg.inv(covariance)
+        return cls(mean, precision, factor * cls(mean, precision, 0.0).distance(x).max().item())
 
     def distance(self, embedding: torch.Tensor) -> torch.Tensor:
         centred = embedding.double() - self.mean

@@ -158,9 +158,7 @@ def fit_gate(model, inputs: dict, meta: dict, data: PreparedData, device: torch.
     trained = set(meta.get("trained_classes") or data.class_names)
     rows = torch.from_numpy(data.rows("train", [i for i, c in enumerate(data.class_names) if c in trained]))
     embeddings = []
-    for batch in rows.split(FEATURE_BATCH):
+    for batch in rows.split(FEATURE_BATCH):  # the image encoder alone: the gate judges nothing else
         with autocast(device):
-            embeddings.append(
-                model.embed(inputs["image"][batch].to(device), inputs["audio"][batch].to(device))["image"]
-            )
+            embeddings.append(model.encoders["image"].encode(inputs["image"][batch].to(device))[0])
     return SensorGate.fit(torch.cat(embeddings), factor)
