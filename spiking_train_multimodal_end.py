@@ -35,7 +35,6 @@ def main(argv) -> None:
     args = build_parser().parse_args(argv)
     refuse_unused(args, APPLIES)
     experiment, config = experiment_from_args(args), config_from_args(args)
-    orders = cli.parse_seeds(args.order_seeds, "-order_seeds", least=0)
     make_methods = lambda: methods_from_args(args)  # noqa: E731 - one fresh set per seed
     make_methods()  # refuse bad method flags before anything starts
     init_distributed(use_cuda=wants_cuda(args.device))
@@ -44,8 +43,8 @@ def main(argv) -> None:
         use_deterministic_algorithms()
     if args.compile:
         compile_neurons()
-    if orders:
-        run_orders(experiment, make_methods, config, orders)
+    if experiment.order_seeds:
+        run_orders(experiment, make_methods, config)
     else:
         run_experiment(experiment, make_methods, config)
 

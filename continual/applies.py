@@ -113,11 +113,6 @@ APPLIES: dict[str, Callable] = {
     ),
     "seed": _when(lambda a: not a.seeds, "-seeds gives every run its seed; drop -seed"),
     "method": _when(lambda a: not a.baseline, "-baseline is -method baseline; give one of the two"),
-    "image_gate": _when(
-        lambda a: a.encoder_mode == "frozen" and a.convert_encoders is None and a.modality in (None, "both"),
-        "judges the images of frozen encoders of both modalities, whose features are cached; not with "
-        "-encoder_mode continual, -convert_encoders or one -modality",
-    ),
     "test_noise": _when(lambda a: a.test_corrupt != "", "sets the noise of -test_corrupt's kinds; give -test_corrupt"),
     "Vth_bound": _when(lambda a: a.train_Vth == 1, "applies with -train_Vth 1 only (the thresholds do not learn)"),
 }

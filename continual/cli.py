@@ -10,12 +10,10 @@ conventions are accepted too (``common.cli``).
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from common import spec
 from common.cli import FlagParser
 from common.errors import UserError
-from common.validation import check_seeds
 from continual.applies import HELP_EPILOG, shown_in_help
 from continual.config import ContinualConfig
 from continual.experiment import Experiment
@@ -23,7 +21,7 @@ from continual.memory import MEMORY_FLAGS
 from continual.methods import METHODS, Method, Replay
 from continual.methods.er import ERConfig
 from continual.methods.heads import HEAD_METHODS, add_head_flags
-from dataloader.options import DataFlags, add_data_flags
+from dataloader.options import add_data_flags
 from models.neurons import NeuronConfig
 
 PROG = "python spiking_train_multimodal_end.py"
@@ -103,9 +101,7 @@ def _run_flags(parser: FlagParser) -> None:
     spec.add_flags(group, Experiment, ("out_dir",))
     spec.add_flags(group, ContinualConfig, ("seed",))
     spec.add_flags(group, Experiment, ("seeds",))
-    group.flag("-order_seeds", default=None,
-               help="run once per seeded random class order (e.g. 0,1,2) into -out_dir/order<K>/ (each with -seeds "
-               "if given) and summarise mean ± std over orders (default: one order, -class_order)")  # fmt: skip
+    spec.add_flags(group, Experiment, ("order_seeds",))
     spec.add_flags(group, ContinualConfig, ("rate_stat",))
     spec.add_flags(group, Experiment, ("label", "resume"))
     group.flag("-quiet", action="store_true", help="no progress and no diagnostics on screen, only the results and "
@@ -113,19 +109,6 @@ def _run_flags(parser: FlagParser) -> None:
     spec.add_flags(group, Experiment, ("overwrite",))
     parser.device_flags(compile_help="simulate the LIF neurons with torch.compile (faster on GPUs)", group=group)
     parser.batch_job_flags(checkpoint_every=ContinualConfig().checkpoint_every, group=group)
-
-
-def parse_seeds(text: str | None, flag: str = "-seeds", least: int | None = None) -> list[int]:
-    """``0,1,2`` -> [0, 1, 2]: distinct integers (each at least ``least``), none empty."""
-    if text is None:
-        return []
-    parts = [part.strip() for part in str(text).split(",")]
-    try:
-        seeds = [int(part) for part in parts]
-    except ValueError:
-        raise UserError(f"{flag} {text}: expected distinct comma-separated integers such as 0,1,2") from None
-    check_seeds(seeds, flag, least)
-    return seeds
 
 
 def method_names(text: str) -> str:
@@ -163,17 +146,5 @@ def config_from_args(args) -> ContinualConfig:
 
 
 def experiment_from_args(args) -> Experiment:
-    data = spec.from_args(DataFlags, args)
-    return spec.from_args(
-        Experiment,
-        args,
-        data_dir=data.data_dir and Path(data.data_dir),
-        class_column=data.class_column,
-        tasks=data.task_split,
-        cache_dir=Path(data.cache_dir),
-        allow_outside_paths=data.allow_outside_paths,
-        device=args.device,
-        gpu_id=args.gpu_id,
-        command=getattr(args, "command_line", None),
-        preset=getattr(args, "config_file", None),
-    )
+    return spec.from_args(Experiment, args, device=args.device, gpu_id=args.gpu_id,
+                          command=getattr(args, "command_line", None), preset=getattr(args, "config_file", None))  # fmt: skip

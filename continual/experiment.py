@@ -23,11 +23,11 @@ from pathlib import Path
 
 import torch
 
-from common import atomic, spec
+from common import atomic
 from common.device import select_device
 from common.distributed import current as distributed
 from common.errors import UserError
-from common.paths import CACHE_DIR, REPO_ROOT, default_data_dir, shown
+from common.paths import REPO_ROOT, default_data_dir, shown
 from common.rundir import RunDir
 from common.spec import ANY_INT, NON_NEGATIVE, PATH, POSITIVE, POSITIVE_INT, SWITCH, Kind, setting
 from common.validation import check_seeds
@@ -41,9 +41,8 @@ from continual.trainer import run_continual
 from dataloader import scene
 from dataloader.dataset import PreparedData, prepare_data
 from dataloader.images import image_fingerprint
-from dataloader.options import DataSpec
+from dataloader.options import ORDER_SEED, DataFlags, DataSpec
 from dataloader.splits import SPLIT_MODES, SplitConfig
-from dataloader.tasks import RANDOM_ORDER
 from models.fusion import FUSIONS
 from models.multimodal import MODALITIES
 from models.probes import NOISY_KINDS, corruption_names, parse_corruptions
@@ -58,10 +57,10 @@ MAX_CONVERSION_STEPS = 4096  # -convert_encoders: beyond this a CPU needs hours,
 
 
 @dataclass(frozen=True)
-class Experiment:
-    """Where a continual run reads and writes; None picks the default."""
+class Experiment(DataFlags):
+    """Where a continual run reads and writes, and what it measures; None picks the default. The data settings
+    (``data_dir``, ``tasks``, ``class_order``, ...) are ``DataFlags``', shared with the other scripts."""
 
-    data_dir: Path | None = None  # datasets/scene, else the embedded avdigits
     pretrained: Path | None = setting(None, "-pretrained", kind=PATH, help="pretrained encoders' folder; with "
         "-encoder_mode continual also none (random initialisation); default: the pretraining default chosen by "
         "the flags below")  # fmt: skip
@@ -73,10 +72,6 @@ class Experiment:
                                     help="default folder: encoders pretrained on every class, or on task 0's only")  # fmt: skip
     split: str = setting("auto", "-split", choices=SPLIT_MODES, help="default folder: the split the encoders were "
                          "pretrained with (group: held-out speakers/videos)")  # fmt: skip
-    class_column: str | None = None  # with pretrained: the folder's (must match); else CLASS2
-    tasks: str | None = None  # a -tasks value; else the task split of the pretrained folder
-    cache_dir: Path = CACHE_DIR
-    allow_outside_paths: bool = False
     out_dir: Path | None = setting(None, "-out_dir", kind=PATH, help="output folder (default "
         "logs/<dataset>-<method>-<digest of the settings>, so runs of other settings never collide and -resume finds "
         "the run of the same ones)")  # fmt: skip
@@ -84,6 +79,9 @@ class Experiment:
                                "features into [0, 1]; none; or a number")  # fmt: skip
     seeds: tuple[int, ...] = setting((), "-seeds", kind=ANY_INT, count=0, help="run once per seed (e.g. 0,1,2) "
                                      "into -out_dir/seed<N>/ and summarise (default: one run, -seed)")  # fmt: skip
+    order_seeds: tuple[int, ...] = setting((), "-order_seeds", kind=ORDER_SEED, count=0, help=(
+        "run once per seeded random class order (e.g. 0,1,2) into -out_dir/order<K>/ (each with -seeds if given) and "
+        "summarise mean ± std over orders (default: one order, -class_order)"))  # fmt: skip
     resume: bool = setting(False, "-resume", kind=SWITCH,
                            help="continue the run in -out_dir from its last finished epoch")  # fmt: skip
     overwrite: bool = setting(False, "-overwrite", kind=SWITCH,
@@ -101,10 +99,10 @@ class Experiment:
     test_noise: float | None = setting(None, "-test_noise", kind=POSITIVE, help=(
         "-test_corrupt gaussian and uniform noise in standard deviations of the input (pixels: 0.25 x 255; MFCC: "
         "1); default 1"))  # fmt: skip
-    image_gate: float = setting(GATE_FACTOR, "-image_gate", kind=NON_NEGATIVE, help=(
-        "frozen encoders: a row's image is left out of its fusion when its embedding lies farther from the training "
-        "images' (Mahalanobis distance) than this multiple of the farthest training image's, so that a failed "
-        "camera leaves the microphone's answer; 0: never"))  # fmt: skip
+    image_gate: float | None = setting(None, "-image_gate", kind=NON_NEGATIVE, help=(
+        "frozen encoders of both modalities: a row's image is left out of its fusion when its embedding lies farther "
+        "from the training images' (Mahalanobis distance) than this multiple of the farthest training image's, so "
+        f"that a failed camera leaves the microphone's answer; 0: never (default: {GATE_FACTOR:g})"))  # fmt: skip
     convert_encoders: int | None = setting(None, "-convert_encoders", kind=Kind(
         int, f"an integer from 1 to {MAX_CONVERSION_STEPS} (beyond, a CPU needs hours for no further accuracy)",
         lambda v: 1 <= v <= MAX_CONVERSION_STEPS), help=(
@@ -125,18 +123,24 @@ class Experiment:
         for name in ("pretrained", "out_dir"):  # a folder may be given as text from Python
             if isinstance(getattr(self, name), str):
                 object.__setattr__(self, name, Path(getattr(self, name)))
-        spec.check(self)
+        super().__post_init__()  # every setting's value, and the data settings' rules
         object.__setattr__(self, "encoder_mode", EncoderMode(self.encoder_mode))  # the one form (a str) from here on
         if str(self.pretrained) == "none" and self.encoder_mode != "continual":
             raise UserError(
                 "-pretrained none: only with -encoder_mode continual (frozen encoders must be trained first)"
             )
         check_seeds(list(self.seeds), "-seeds")
-        if self.encoder_mode == "continual" or self.convert_encoders:  # the gate judges cached frozen features only
-            if self.image_gate not in (0.0, GATE_FACTOR):
-                raise UserError(f"-image_gate {self.image_gate:g}: judges the cached features of frozen encoders; "
-                                "not with -encoder_mode continual or -convert_encoders")  # fmt: skip
-            object.__setattr__(self, "image_gate", 0.0)
+        check_seeds(list(self.order_seeds), "-order_seeds")
+        if self.order_seeds and self.task_split is not None:
+            raise UserError("-order_seeds draws the task split; drop -tasks and -class_order")
+        gated = self.encoder_mode == "frozen" and not self.convert_encoders and self.modality in (None, "both")
+        if not gated and self.image_gate is not None:  # the gate judges the cached features of frozen images
+            raise UserError(f"-image_gate {self.image_gate:g}: judges the images of frozen encoders of both "
+                            "modalities, whose features are cached; not with -encoder_mode continual, "
+                            "-convert_encoders or one -modality")  # fmt: skip
+        object.__setattr__(
+            self, "image_gate", (GATE_FACTOR if gated else 0.0) if self.image_gate is None else self.image_gate
+        )
         if self.encoder_type != "ann" and not self.from_scratch:
             raise UserError(f"-encoder_type {self.encoder_type}: chooses the encoders that learn from random weights "
                             "(-encoder_mode continual -pretrained none); a pretrained folder brings its own")  # fmt: skip
@@ -179,7 +183,7 @@ def open_data(e: Experiment) -> tuple[PretrainedFolder | None, PreparedData]:
     if e.from_scratch:
         split = SplitConfig(mode=e.split)
         spec = DataSpec(data_dir, e.class_column or "CLASS2", split, Path(e.cache_dir), e.allow_outside_paths)
-        return None, prepare_data(spec, e.tasks, scene.TASKS)
+        return None, prepare_data(spec, e.task_split, scene.TASKS)
     default = default_out_dir(data_dir.name, e.modality or "both", e.fusion or "attention", e.pretrain_classes, e.split)
     if e.pretrained is None and not (default / "meta.json").is_file():
         raise UserError(f"{shown(default)}: no pretrained encoders for these flags; pretrain them first: "
@@ -187,7 +191,9 @@ def open_data(e: Experiment) -> tuple[PretrainedFolder | None, PreparedData]:
     folder = PretrainedFolder(Path(e.pretrained or default))
     folder.check_encoders(e.modality, e.fusion, e.class_column, e.image_grid)
     spec = folder.data_spec(data_dir, Path(e.cache_dir), e.allow_outside_paths)
-    data = prepare_data(spec, e.tasks, scene.TASKS)  # the user's task split, not the one pretraining happened to see
+    data = prepare_data(
+        spec, e.task_split, scene.TASKS
+    )  # the user's task split, not the one pretraining happened to see
     folder.check(data, learning=e.encoder_mode == "continual")
     if e.corruptions:  # a corruption of a modality the encoders do not read would be dropped silently
         missing = [name for name in e.corruptions if name.split(":")[0] not in folder.modalities]
@@ -289,17 +295,24 @@ def _dropout_for_folder(config: ContinualConfig, requested, folder: PretrainedFo
     return replace(config, modality_dropout=0.0)
 
 
-def spec_digest(e: Experiment, method: Method, config: ContinualConfig, data, folder) -> str:
-    """Eight hex digits of the resolved settings that make one run differ from another (not where it is written,
-    nor how it is run): the default -out_dir ends with it, so runs of different settings never collide and
-    ``-resume`` finds the run of the same ones."""
+def experiment_key(e: Experiment) -> dict:
+    """The experiment's settings that make one run differ from another, as text: not where it is written nor how it
+    is run, and the task split as one value (as ``prepare_data`` reads it)."""
     run_management = ("out_dir", "resume", "overwrite", "device", "gpu_id", "cache_dir", "command", "preset")
     # settings counted only when set otherwise, so that earlier runs keep their digest
-    added_later = {"encoder_type": "ann", "image_gate": 0.0}
+    added_later = {"encoder_type": "ann", "image_gate": 0.0, "order_seeds": ()}
+    key = {k: v for k, v in asdict(e).items() if k not in run_management and added_later.get(k, object()) != v}
+    del key["class_order"], key["order_seed"]
+    key |= {"tasks": e.task_split, "data_dir": e.data_dir and Path(e.data_dir)}
+    return {k: str(v) for k, v in key.items()}
+
+
+def spec_digest(e: Experiment, method: Method, config: ContinualConfig, data, folder) -> str:
+    """Eight hex digits of the resolved settings that make one run differ from another (``experiment_key``, the
+    resolved config and methods, the data and task split): the default -out_dir ends with it, so runs of different
+    settings never collide and ``-resume`` finds the run of the same ones."""
     spec = {
-        "experiment": {
-            k: str(v) for k, v in asdict(e).items() if k not in run_management and added_later.get(k, object()) != v
-        },
+        "experiment": experiment_key(e),
         "config": {
             k: v for k, v in config.to_dict().items() if k != "checkpoint_every" and not (e.seeds and k == "seed")
         },
@@ -314,8 +327,8 @@ def spec_digest(e: Experiment, method: Method, config: ContinualConfig, data, fo
 
 
 def _tasks_source(e: Experiment, folder: PretrainedFolder | None) -> str:
-    if e.tasks is not None and e.tasks.startswith(RANDOM_ORDER):
-        return f"-class_order random -order_seed {e.tasks[len(RANDOM_ORDER) :]}"
+    if e.class_order == "random":
+        return f"-class_order random -order_seed {e.order_seed}"
     if e.tasks is not None:
         return "-tasks"
     return "dataloader/scene.py TASKS" if scene.TASKS is not None else "the default pairs of dataloader/scene.py"
@@ -392,20 +405,19 @@ def _mean_line(summary: dict) -> str:
     return f"ACC {summary['acc'] * 100:.2f} ± {summary['acc_std'] * 100:.2f}%  BWT {bwt}"
 
 
-def run_orders(experiment: Experiment, make_methods: Callable[[], list[Method]], config: ContinualConfig, orders):
-    """The experiment once per seeded random class order, each in ``out_dir/order<K>/`` (with its own
-    ``-seeds`` if given), and their mean ± std over orders in ``out_dir/results.json``: results depend on
+def run_orders(experiment: Experiment, make_methods: Callable[[], list[Method]], config: ContinualConfig) -> dict:
+    """The experiment once per seeded random class order (``order_seeds``), each in ``out_dir/order<K>/`` (with
+    its own ``-seeds`` if given), and their mean ± std over orders in ``out_dir/results.json``: results depend on
     the order in which classes arrive, so a claim should hold over several."""
-    if experiment.tasks is not None:
-        raise UserError("-order_seeds draws the task split; drop -tasks and -class_order")
+    orders = experiment.order_seeds
     name = compose(make_methods()).name
     out_dir = Path(experiment.out_dir) if experiment.out_dir else REPO_ROOT / "logs" / f"orders-{name}"
     parent = RunDir(out_dir, ("results.json", "order*"), experiment.resume, experiment.overwrite, "-out_dir")
     per_order = []
     for order in orders:
         print(f"=== class order {order} (-class_order random -order_seed {order}) ===", flush=True)
-        child = replace(experiment, tasks=f"{RANDOM_ORDER}{order}", out_dir=Path(parent.work) / f"order{order}",
-                        resume=parent.resuming, overwrite=False)  # fmt: skip
+        child = replace(experiment, class_order="random", order_seed=order, order_seeds=(),
+                        out_dir=Path(parent.work) / f"order{order}", resume=parent.resuming, overwrite=False)  # fmt: skip
         per_order.append(run_experiment(child, make_methods, config))
     summary = summarize(per_order, list(orders))
     summary["order_seeds"] = summary.pop("seeds")

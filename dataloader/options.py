@@ -26,6 +26,9 @@ class DataSpec:
     allow_outside_paths: bool = False  # IMAGE paths may leave the dataset folder (a trusted CSV only)
 
 
+ORDER_SEED = Kind(int, "an integer >= 0 (a negative seed draws what its positive does)", lambda v: v >= 0)
+
+
 @dataclass(frozen=True)
 class DataFlags:
     """The data flags every script shares, declared once: ``data_spec`` and ``task_split`` turn them into what
@@ -39,15 +42,17 @@ class DataFlags:
                                 "default: TASKS in dataloader/scene.py")  # fmt: skip
     class_order: str = setting("sorted", "-class_order", choices=("sorted", "random"), help="the default task split "
                                "pairs the classes in sorted order, or in a random order drawn with -order_seed")  # fmt: skip
-    order_seed: int = setting(0, "-order_seed", kind=Kind(int, "an integer >= 0 (a negative seed draws what its "
-                              "positive does)", lambda v: v >= 0), help="seed of -class_order random")  # fmt: skip
+    order_seed: int = setting(0, "-order_seed", kind=ORDER_SEED, help="seed of -class_order random")
     cache_dir: str = setting(str(CACHE_DIR), "-cache_dir", help="where decoded images and features are cached")
     allow_outside_paths: bool = setting(False, "-allow_outside_paths", kind=SWITCH, help="accept IMAGE paths that "
         "are absolute or leave the dataset folder (refused by default: a CSV from elsewhere could read any image on "
         "this machine)")  # fmt: skip
 
     def __post_init__(self):
-        spec.check(self)
+        for name in ("data_dir", "cache_dir"):  # a folder may be given as a Path from Python
+            if isinstance(getattr(self, name), Path):
+                object.__setattr__(self, name, str(getattr(self, name)))
+        spec.check(self)  # every setting of the dataclass, a subclass's included
         if self.class_order == "random" and self.tasks is not None:
             raise UserError("-tasks and -class_order random both set the task split; choose one")
 

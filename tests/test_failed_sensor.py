@@ -264,5 +264,5 @@ def test_an_experiment_whose_encoders_learn_has_no_image_gate_and_refuses_one():
     from models.sensor_gate import GATE_FACTOR
 
     assert Experiment().image_gate == GATE_FACTOR and Experiment(encoder_mode="continual").image_gate == 0.0
-    with pytest.raises(UserError, match="-image_gate 2: judges the cached features of frozen encoders"):
+    with pytest.raises(UserError, match="-image_gate 2: judges the images of frozen encoders of both modalities"):
         Experiment(encoder_mode="continual", image_gate=2.0)

@@ -105,7 +105,9 @@ def test_negative_seeds_parse_and_order_seeds_are_not_aliases():
     import spiking_train_multimodal_end as script
 
     assert script.build_parser().parse_args(["-seeds", "-1,0"]).seeds == (-1, 0)
-    refused_in_one_line(run_script("spiking_train_multimodal_end.py", "-order_seeds", "-2,2"), "expected integers >= 0")
+    refused_in_one_line(
+        run_script("spiking_train_multimodal_end.py", "-order_seeds", "-2,2"), "-order_seeds -2,2", "an integer >= 0"
+    )
     refused_in_one_line(run_script("spiking_train_multimodal_end.py", "-class_order", "random", "-order_seed", "-2"),
              "-order_seed -2")  # fmt: skip
 

@@ -1,6 +1,7 @@
 """Every value a user sets applies or is refused in one line; the task split is the user's; runs never collide."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -43,8 +44,8 @@ def pretrained(scene_dir, tmp_path_factory):
         (["-hlop_modality_paths", "-encoder_mode", "continual"], ["-hlop_modality_paths", "frozen features"]),
         (["-hlop_modality_paths", "-hlop_learning", "task_end"], ["-hlop_modality_paths", "online or both"]),
         (["-method", "gpm", "-hlop_modality_paths"], ["-hlop_modality_paths", "-method hlop only"]),
-        (["-image_gate", "2", "-encoder_mode", "continual"], ["-image_gate 2.0", "-encoder_mode continual"]),
-        (["-image_gate", "2", "-modality", "audio"], ["-image_gate 2.0", "one -modality"]),
+        (["-image_gate", "2", "-encoder_mode", "continual"], ["-image_gate 2", "-encoder_mode continual"]),
+        (["-image_gate", "2", "-modality", "audio"], ["-image_gate 2", "one -modality"]),
         (["-config", "configs/frozen-hlop.yaml", "-config", "configs/frozen-er.yaml"], ["give one -config"]),
     ],
 )
@@ -224,3 +225,24 @@ def test_the_loop_refuses_settings_that_did_not_pass_through_resolve(tmp_path):
         run_continual(data, HLOP(SMALL_HLOP), settled, folder, torch.device("cpu"), {})
     with pytest.raises(UserError, match="HLOP: its Hebbian rates"):
         HLOP(SMALL_HLOP).before_run(context(torch.nn.Linear(2, 2)))
+
+
+def test_the_experiment_settles_and_refuses_its_settings_as_the_flags_do():
+    """From Python as from the command line: the data settings are the shared ``DataFlags``, the image gate's
+    default depends on the encoders, and -order_seeds and a fixed task split exclude each other."""
+    from common.errors import UserError
+    from continual.experiment import Experiment, experiment_key
+    from dataloader.options import DataFlags
+    from models.sensor_gate import GATE_FACTOR
+
+    e = Experiment(data_dir=Path("datasets/avdigits"), class_order="random", order_seed=3)
+    assert isinstance(e, DataFlags) and e.data_dir == "datasets/avdigits" and e.task_split == "random:3"
+    assert experiment_key(e)["tasks"] == "random:3" and "class_order" not in experiment_key(e)
+    assert Experiment().image_gate == GATE_FACTOR and Experiment(modality="audio").image_gate == 0.0
+    assert Experiment(image_gate=0.0).image_gate == 0.0
+    with pytest.raises(UserError, match="-image_gate 2: judges the images of frozen encoders"):
+        Experiment(modality="image", image_gate=2.0)
+    with pytest.raises(UserError, match="-order_seeds draws the task split"):
+        Experiment(order_seeds=(0, 1), tasks='[["A"]]')
+    with pytest.raises(UserError, match="-order_seeds 1,1: expected distinct"):
+        Experiment(order_seeds=(1, 1))
