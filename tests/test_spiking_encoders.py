@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -103,6 +104,54 @@ def test_bptt_simulates_the_same_neurons_as_the_dsr_forward():
     assert torch.equal(found.detach(), expected)
     found.sum().backward()  # the surrogate lets a gradient through the threshold test
     assert leaf.grad is not None and leaf.grad.abs().sum() > 0
+
+
+class _ATanStep(torch.autograd.Function):
+    """SpikingJelly's arctangent surrogate (alpha 2) of the Heaviside step, as the peers write it."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return (x >= 0).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return grad * 2.0 / 2 / (1 + (math.pi / 2 * 2.0 * x) ** 2)
+
+
+def _lif_bptt_by_autograd(current, config, vth):
+    """The LIF loop written step by step for autograd, the plain transcription the fused backward must equal."""
+    beta = math.exp(-config.delta_t / config.tau)
+    u, spikes = torch.zeros_like(current[0]), []
+    for t in range(current.shape[0]):
+        u = beta * u + (1 - beta) * current[t]
+        fired = _ATanStep.apply((u - config.alpha * vth) / vth)
+        u = u - fired * vth
+        spikes.append(fired)
+    return torch.stack(spikes) * (vth / config.delta_t)
+
+
+@pytest.mark.parametrize("train_vth", [True, False])
+def test_the_fused_bptt_backward_equals_autograd_through_the_same_loop(train_vth):
+    generator = torch.Generator().manual_seed(1)
+    current = torch.randn(NEURON.timesteps, 5, 7, generator=generator, dtype=torch.float64) * 2 + 0.5
+    weights = torch.randn(current.shape, generator=generator, dtype=torch.float64)
+    grads = []
+    for simulate in (_lif_bptt_by_autograd, lif_bptt):
+        leaf = current.clone().requires_grad_(True)
+        vth = torch.tensor(NEURON.vth, dtype=torch.float64, requires_grad=train_vth)
+        spikes = simulate(leaf, NEURON, vth)
+        (spikes * weights).sum().backward()
+        grads.append((spikes.detach(), leaf.grad, vth.grad))
+    (expected, expected_current, expected_vth), (found, found_current, found_vth) = grads
+    assert torch.equal(found, expected) and found.sum() > 0
+    torch.testing.assert_close(found_current, expected_current, rtol=1e-12, atol=1e-12)
+    assert expected_current.abs().sum() > 0
+    if train_vth:
+        torch.testing.assert_close(found_vth, expected_vth, rtol=1e-12, atol=1e-12)
+    else:
+        assert found_vth is None
 
 
 @pytest.mark.parametrize("training", ["dsr", "bptt"])
