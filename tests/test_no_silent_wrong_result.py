@@ -146,9 +146,10 @@ def test_a_corruption_of_a_modality_the_encoders_do_not_read_isrefused_in_one_li
     assert "audio only" in line
 
 
-def test_bptt_training_is_refused_for_ann_encoders(tmp_path):
-    refused_in_one_line(run_script("spiking_pretrain_multimodal.py", "-encoder_training", "bptt", "-out", str(tmp_path / "x")),
-             "-encoder_training bptt", "-encoder_type spiking")  # fmt: skip
+@pytest.mark.parametrize("training", ["bptt", "dsr"])
+def test_a_spiking_training_is_refused_for_ann_encoders(training, tmp_path):
+    refused_in_one_line(run_script("spiking_pretrain_multimodal.py", "-encoder_training", training, "-out", str(tmp_path / "x")),
+             f"-encoder_training {training}", "-encoder_type spiking")  # fmt: skip
     assert not (tmp_path / "x").exists()
 
 

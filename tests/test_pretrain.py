@@ -287,6 +287,24 @@ def test_audio_encoders_ann_and_spiking_train_on_noisy_mfcc_by_default(flags, no
     assert config_from_args(args, options["fusion"]).mfcc_noise == noise
 
 
+@pytest.mark.parametrize(
+    "flags, training",
+    [
+        (["-encoder_type", "spiking"], "bptt"),
+        (["-encoder_type", "spiking", "-encoder_training", "dsr"], "dsr"),
+        (["-image_backbone", "spiking_cnn"], "bptt"),
+        ([], "dsr"),  # ANN encoders: the field is not read
+    ],
+)
+def test_spiking_encoders_train_through_time_by_default(flags, training):
+    from common import spec
+    from pretrain.cli import build_parser
+    from pretrain.encoder_settings import EncoderSettings
+
+    options = spec.from_args(EncoderSettings, build_parser().parse_args(flags)).encoder_options()
+    assert options["spiking_training"] == training
+
+
 def test_mfcc_noise_has_the_requested_spread_and_zero_leaves_the_rows_alone():
     from pretrain.trainer import noisy_mfcc
 
