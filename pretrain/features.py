@@ -134,7 +134,7 @@ def extract(
     model = load_encoder(pretrained_dir, meta, device)
     inputs = raw_inputs(meta, data)
     mfcc, images = inputs["audio"], inputs.get("image")
-    gate = fit_gate(model, inputs, meta, data, device, image_gate) if image_gate and len(model.encoders) == 2 else None
+    gate = image_gate_of(model, inputs, pretrained_dir, meta, data, device, image_gate)
     chunks = []
     for start in range(0, len(mfcc), batch_size):
         window = slice(start, start + batch_size)
@@ -153,12 +153,25 @@ def extract(
     return torch.cat(chunks)
 
 
-def fit_gate(model, inputs: dict, meta: dict, data: PreparedData, device: torch.device, factor: float) -> SensorGate:
-    """The image gate of the training rows of the classes the encoders were trained on (all, or task 0's)."""
-    trained = set(meta.get("trained_classes") or data.class_names)
-    rows = torch.from_numpy(data.rows("train", [i for i, c in enumerate(data.class_names) if c in trained]))
-    embeddings = []
-    for batch in rows.split(FEATURE_BATCH):  # the image encoder alone: the gate judges nothing else
-        with autocast(device):
-            embeddings.append(model.encoders["image"].encode(inputs["image"][batch].to(device))[0])
-    return SensorGate.fit(torch.cat(embeddings), factor)
+_GATES: dict[tuple, SensorGate] = {}  # fitted gates by the features they judge and the device: one fit a process
+
+
+def image_gate_of(model, inputs: dict, pretrained_dir, meta: dict, data: PreparedData, device: torch.device,
+                  factor: float) -> SensorGate | None:  # fmt: skip
+    """The image gate of the training rows of the classes the encoders were trained on (all, or task 0's), fitted
+    once a process for these weights, data and ``factor`` (each probe's extraction reuses it); None where nothing
+    is judged (``factor`` 0, encoders of one modality)."""
+    if not factor or len(model.encoders) != 2:
+        return None
+    key = (feature_cache_path(pretrained_dir, meta, data, image_gate=factor), str(device))
+    if key not in _GATES:
+        trained = set(meta.get("trained_classes") or data.class_names)
+        rows = torch.from_numpy(data.rows("train", [i for i, c in enumerate(data.class_names) if c in trained]))
+        _GATES[key] = SensorGate.fit(torch.cat([_image_embeddings(model, inputs, batch, device)
+                                                for batch in rows.split(FEATURE_BATCH)]), factor)  # fmt: skip
+    return _GATES[key]
+
+
+def _image_embeddings(model, inputs: dict, rows: torch.Tensor, device: torch.device) -> torch.Tensor:
+    with autocast(device):  # the image encoder alone: the gate judges nothing else
+        return model.encoders["image"].encode(inputs["image"][rows].to(device))[0]

@@ -248,6 +248,25 @@ def test_extracted_features_leave_out_the_images_the_gate_judges_atypical(scene_
     assert torch.equal(folder.features(data, cpu, image_gate=GATE_FACTOR)[train], folder.features(data, cpu)[train])
 
 
+def test_the_gate_is_fitted_once_for_every_probe_of_a_run(scene_dir, tmp_path, monkeypatch):
+    """Each probe's features are extracted on their own; they judge the images by the same gate, fitted once."""
+    from dataloader.dataset import prepare_data
+    from models.sensor_gate import SensorGate
+    from pretrain.folder import PretrainedFolder
+    from tests.fixtures import pretrain_tiny
+
+    fits = []
+    fit = SensorGate.fit
+    monkeypatch.setattr(SensorGate, "fit", lambda embeddings, factor: fits.append(factor) or fit(embeddings, factor))
+    folder = PretrainedFolder(pretrain_tiny(scene_dir, tmp_path))
+    data = prepare_data(folder.data_spec(scene_dir, tmp_path / "cache"), None, folder.tasks)
+    cpu = torch.device("cpu")
+    for probe in (None, Probe("audio_only", keep=(False, True)), Probe("image_only", keep=(True, False))):
+        folder.probe_features(data, cpu, probe, image_gate=1.7) if probe else folder.features(data, cpu, 1.7)
+    folder.features(data, cpu, image_gate=2.3)
+    assert fits == [1.7, 2.3]
+
+
 def test_the_gate_of_embeddings_without_variance_leaves_out_only_other_embeddings():
     """Spiking encoders may stay silent on every training row: the gate is still defined, and judges any other
     embedding atypical."""
