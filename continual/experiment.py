@@ -191,9 +191,8 @@ def open_data(e: Experiment) -> tuple[PretrainedFolder | None, PreparedData]:
     folder = PretrainedFolder(Path(e.pretrained or default))
     folder.check_encoders(e.modality, e.fusion, e.class_column, e.image_grid)
     spec = folder.data_spec(data_dir, Path(e.cache_dir), e.allow_outside_paths)
-    data = prepare_data(
-        spec, e.task_split, scene.TASKS
-    )  # the user's task split, not the one pretraining happened to see
+    # the user's task split, not the one pretraining happened to see
+    data = prepare_data(spec, e.task_split, scene.TASKS)
     folder.check(data, learning=e.encoder_mode == "continual")
     if e.corruptions:  # a corruption of a modality the encoders do not read would be dropped silently
         missing = [name for name in e.corruptions if name.split(":")[0] not in folder.modalities]
