@@ -37,14 +37,14 @@ def main(argv) -> None:
     if args.convert and encoders.spiking:
         raise UserError("-convert: converts ANN encoders; spiking encoders are trained as spiking networks already")
     encoder = encoders.encoder_options()
-    cli.config_from_args(args, encoder["fusion"])  # refuse bad values before reading the data
+    cli.config_from_args(args, encoder["fusion"], spiking=encoders.spiking)  # refuse bad values before reading data
     dist = init_distributed(use_cuda=wants_cuda(args.device))
     meter.configure(every=args.progress_every)
     if args.deterministic:
         use_deterministic_algorithms()
     data_spec, task_split = data_from_args(args)
     data = prepare_data(data_spec, task_split, TASKS)
-    config = cli.config_from_args(args, encoder["fusion"], data.table)
+    config = cli.config_from_args(args, encoder["fusion"], data.table, spiking=encoders.spiking)
     kind = "spiking" if encoders.spiking else "ann"
     out = args.out or default_out_dir(
         data.table.name, args.modality, encoder["fusion"], args.pretrain_classes, args.split, kind

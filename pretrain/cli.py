@@ -11,7 +11,7 @@ from common import spec
 from common.cli import FlagParser, fraction, non_negative_float, positive_int
 from dataloader.options import add_data_flags
 from pretrain.encoder_settings import EncoderSettings
-from pretrain.trainer import PretrainConfig
+from pretrain.trainer import ANN_EPOCHS, SPIKING_EPOCHS, PretrainConfig
 
 PROG = "python spiking_pretrain_multimodal.py"
 RELIABILITY_CORRUPT_VIEWS = 0.25  # the reliability fusion learns which input to trust from failed-sensor views
@@ -85,12 +85,14 @@ def corrupt_views_share(requested: float | None, fusion: str) -> float:
     return RELIABILITY_CORRUPT_VIEWS if fusion == "reliability" else PretrainConfig().corrupt_views
 
 
-def config_from_args(args, fusion: str, table=None) -> PretrainConfig:
-    """``table``: the dataset, whose images' size chooses the default -image_size (``image_size_for``)."""
+def config_from_args(args, fusion: str, table=None, spiking: bool = False) -> PretrainConfig:
+    """``table``: the dataset, whose images' size chooses the default -image_size (``image_size_for``);
+    ``spiking``: spiking encoders, whose -epochs default is SPIKING_EPOCHS."""
     views = corrupt_views_share(args.corrupt_views, fusion)
     size = args.image_size or (image_size_for(table) if table is not None else PretrainConfig().image_size)
+    epochs = args.epochs or (SPIKING_EPOCHS if spiking else ANN_EPOCHS)
     return spec.from_args(PretrainConfig, args, corrupt_views=views, image_size=size, mfcc_noise=args.mfcc_noise,
-                          checkpoint_every=args.checkpoint_every)  # fmt: skip
+                          epochs=epochs, checkpoint_every=args.checkpoint_every)  # fmt: skip
 
 
 def image_size_for(table) -> int:

@@ -35,11 +35,14 @@ from models.multimodal import EncoderConfig, MultimodalNet
 from models.probes import corrupt_views
 
 PRETRAIN_CLASSES = ("all", "first-task")
+ANN_EPOCHS, SPIKING_EPOCHS = 20, 30  # -epochs left unset: the encoders' kind settles it (pretrain.cli)
 
 
 @dataclass(frozen=True)
 class PretrainConfig:
-    epochs: int = setting(20, "-epochs", kind=POSITIVE_INT, help="training epochs")
+    epochs: int | None = setting(None, "-epochs", kind=POSITIVE_INT, help=(
+        f"training epochs (default {ANN_EPOCHS}; {SPIKING_EPOCHS} for spiking encoders, whose fused validation "
+        "accuracy still rose after 20: 0.966 and 0.738 against 0.946 and 0.707 on avdigits and avphotos, seeds 0-2)"))  # fmt: skip
     batch_size: int = setting(64, "-batch_size", aliases=("-b",), kind=POSITIVE_INT, help="batch size")
     lr: float = setting(1e-3, "-lr", kind=POSITIVE, help="AdamW learning rate (cosine schedule)")
     weight_decay: float = setting(1e-4, "-weight_decay", kind=NON_NEGATIVE, help="AdamW weight decay")
@@ -60,6 +63,8 @@ class PretrainConfig:
 
     def __post_init__(self):
         spec.check(self)
+        if self.epochs is None:  # built without the encoders' kind (from Python): the ANN encoders' count
+            object.__setattr__(self, "epochs", ANN_EPOCHS)
 
 
 @dataclass

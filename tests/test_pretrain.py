@@ -305,6 +305,27 @@ def test_spiking_encoders_train_through_time_by_default(flags, training):
     assert options["spiking_training"] == training
 
 
+@pytest.mark.parametrize(
+    "flags, epochs",
+    [
+        ([], 20),
+        (["-encoder_type", "spiking"], 30),
+        (["-encoder_type", "spiking", "-epochs", "5"], 5),
+        (["-epochs", "7"], 7),
+    ],
+)
+def test_spiking_encoders_train_for_more_epochs_by_default(flags, epochs):
+    from common import spec
+    from pretrain.cli import build_parser, config_from_args
+    from pretrain.encoder_settings import EncoderSettings
+    from pretrain.trainer import PretrainConfig
+
+    args = build_parser().parse_args(flags)
+    encoders = spec.from_args(EncoderSettings, args)
+    config = config_from_args(args, encoders.encoder_options()["fusion"], spiking=encoders.spiking)
+    assert config.epochs == epochs and PretrainConfig().epochs == 20
+
+
 def test_mfcc_noise_has_the_requested_spread_and_zero_leaves_the_rows_alone():
     from pretrain.trainer import noisy_mfcc
 
