@@ -119,15 +119,17 @@ APPLIES: dict[str, Callable] = {
 
 
 # accepted and listed by --help-all, left out of --help: the reference's extra spellings and switches
-# (-gpu-id beside -device, -cnf, -rate_stat, its scheduler's details and backward passes) and plumbing
+# (-gpu-id beside -device, -baseline beside -method, -cnf, -rate_stat, its scheduler's details and backward
+# passes) and plumbing
 IN_HELP_ALL_ONLY = frozenset(
     ("gpu_id", "cnf", "rate_stat", "step_size", "gamma", "T_max", "warmup", "sign_symmetric", "feedback_alignment",
      "dsr_backward", "debug", "allow_outside_paths", "cache_dir", "compile", "deterministic", "order_seed",
-     "checkpoint_every", "progress_every")
+     "checkpoint_every", "progress_every", "baseline")
 )  # fmt: skip
 HELP_EPILOG = (
     "A method's own flags appear with -method NAME --help (hlop, the default, included), a head's with -head NAME "
-    "--help, the learning encoders' with -encoder_mode continual --help; --help-all lists every flag."
+    "--help, the learning encoders' with -encoder_mode continual --help; --help-all lists every flag (the reference's "
+    "-baseline, the same as -method baseline, included)."
 )
 
 

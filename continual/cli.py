@@ -66,7 +66,7 @@ def _pretrained_flags(group) -> None:
 def _encoder_flags(group) -> None:
     spec.add_flags(group, Experiment, ("encoder_mode", "convert_encoders", "encoder_type", "image_grid", "input_scale"))
     spec.add_flags(group, ContinualConfig, ("encoder_lr", "encoder_momentum", "modality_dropout"))
-    spec.add_flags(group, Experiment, ("image_gate",))
+    spec.add_flags(group, Experiment, ("image_gate", "audio_gate"))
 
 
 def _method_flags(group) -> None:

@@ -35,6 +35,7 @@ class ContinualData:
     probes: list = field(default_factory=list)  # models.probes.Probe: test-time variants of the inputs
     probe_features: dict = field(default_factory=dict)  # frozen encoders: probe name -> scaled features
     image_left_out: torch.Tensor | None = None  # frozen encoders: the rows whose image the gate left out (clean)
+    audio_left_out: torch.Tensor | None = None  # and those whose audio the audio gate left out
     swap_partner: torch.Tensor | None = None  # frozen encoders: the row each row's swap probe features came from
     encoder_macs: int = 0  # multiply-accumulates per sample of the encoders and fusion (continual.energy)
     encoder_synops: float = 0.0  # synaptic operations per sample of converted (spiking) encoders

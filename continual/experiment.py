@@ -46,7 +46,7 @@ from dataloader.splits import SPLIT_MODES, SplitConfig
 from models.fusion import FUSIONS
 from models.multimodal import MODALITIES
 from models.probes import NOISY_KINDS, corruption_names, parse_corruptions
-from models.sensor_gate import GATE_FACTOR
+from models.sensor_gate import AUDIO_GATE_FACTOR, GATE_FACTOR
 from pretrain.artifacts import default_out_dir
 from pretrain.folder import PretrainedFolder
 from pretrain.trainer import PRETRAIN_CLASSES, PretrainConfig
@@ -103,6 +103,10 @@ class Experiment(DataFlags):
         "frozen encoders of both modalities: a row's image is left out of its fusion when its embedding lies farther "
         "from the training images' (Mahalanobis distance) than this multiple of the farthest training image's, so "
         f"that a failed camera leaves the microphone's answer; 0: never (default: {GATE_FACTOR:g})"))  # fmt: skip
+    audio_gate: float | None = setting(None, "-audio_gate", kind=NON_NEGATIVE, help=(
+        "frozen encoders of both modalities: a row's audio is left out of its fusion when its MFCC frames correlate "
+        "less from one frame to the next than this multiple of the least continuous training row's, so that a "
+        f"failed microphone leaves the camera's answer; 0: never (default: {AUDIO_GATE_FACTOR:g})"))  # fmt: skip
     convert_encoders: int | None = setting(None, "-convert_encoders", kind=Kind(
         int, f"an integer from 1 to {MAX_CONVERSION_STEPS} (beyond, a CPU needs hours for no further accuracy)",
         lambda v: 1 <= v <= MAX_CONVERSION_STEPS), help=(
@@ -134,13 +138,13 @@ class Experiment(DataFlags):
         if self.order_seeds and self.task_split is not None:
             raise UserError("-order_seeds draws the task split; drop -tasks and -class_order")
         gated = self.encoder_mode == "frozen" and not self.convert_encoders and self.modality in (None, "both")
-        if not gated and self.image_gate is not None:  # the gate judges the cached features of frozen images
-            raise UserError(f"-image_gate {self.image_gate:g}: judges the images of frozen encoders of both "
-                            "modalities, whose features are cached; not with -encoder_mode continual, "
-                            "-convert_encoders or one -modality")  # fmt: skip
-        object.__setattr__(
-            self, "image_gate", (GATE_FACTOR if gated else 0.0) if self.image_gate is None else self.image_gate
-        )
+        for name, default in (("image_gate", GATE_FACTOR), ("audio_gate", AUDIO_GATE_FACTOR)):
+            given = getattr(self, name)
+            if not gated and given is not None:  # the gates judge the cached features of frozen encoders
+                raise UserError(f"-{name} {given:g}: judges the {name.split('_')[0]} of frozen encoders of both "
+                                "modalities, whose features are cached; not with -encoder_mode continual, "
+                                "-convert_encoders or one -modality")  # fmt: skip
+            object.__setattr__(self, name, (default if gated else 0.0) if given is None else given)
         if self.encoder_type != "ann" and not self.from_scratch:
             raise UserError(f"-encoder_type {self.encoder_type}: chooses the encoders that learn from random weights "
                             "(-encoder_mode continual -pretrained none); a pretrained folder brings its own")  # fmt: skip
@@ -299,7 +303,7 @@ def experiment_key(e: Experiment) -> dict:
     is run, and the task split as one value (as ``prepare_data`` reads it)."""
     run_management = ("out_dir", "resume", "overwrite", "device", "gpu_id", "cache_dir", "command", "preset")
     # settings counted only when set otherwise, so that earlier runs keep their digest
-    added_later = {"encoder_type": "ann", "image_gate": 0.0, "order_seeds": ()}
+    added_later = {"encoder_type": "ann", "image_gate": 0.0, "audio_gate": 0.0, "order_seeds": ()}
     key = {k: v for k, v in asdict(e).items() if k not in run_management and added_later.get(k, object()) != v}
     del key["class_order"], key["order_seed"]
     key |= {"tasks": e.task_split, "data_dir": e.data_dir and Path(e.data_dir)}
@@ -342,7 +346,9 @@ def _run_info(e: Experiment, method: Method, folder: PretrainedFolder | None, da
         "encoders": e.encoder_mode.value,
         "spiking_encoders": e.convert_encoders,
         "image_gate": e.image_gate,
-        "image_left_out": _left_out_shares(cdata),
+        "image_left_out": _left_out_shares(cdata, cdata.image_left_out),
+        "audio_gate": e.audio_gate,
+        "audio_left_out": _left_out_shares(cdata, cdata.audio_left_out),
         "encoder_type": e.encoder_type,
         "image_grid": folder.image_grid if folder else cdata.encoder.config.image_grid,
         "pretrained": str(folder.path) if folder else "none",
@@ -362,12 +368,11 @@ def _run_info(e: Experiment, method: Method, folder: PretrainedFolder | None, da
     }
 
 
-def _left_out_shares(cdata) -> dict | None:
-    """Per split, the share of rows whose (clean) image the gate judged atypical and left out of the fusion."""
-    if cdata.image_left_out is None:
+def _left_out_shares(cdata, left_out: torch.Tensor | None) -> dict | None:
+    """Per split, the share of rows whose (clean) image or audio a gate judged failed and left out of the fusion."""
+    if left_out is None:
         return None
-    return {split: round(cdata.image_left_out[torch.cat(rows)].float().mean().item(), 4)
-            for split, rows in cdata.rows.items()}  # fmt: skip
+    return {split: round(left_out[torch.cat(rows)].float().mean().item(), 4) for split, rows in cdata.rows.items()}
 
 
 def _preset_record(path: str | None) -> dict | None:

@@ -30,25 +30,28 @@ from pretrain.trainer import PretrainConfig
 
 def frozen_data(folder: PretrainedFolder, data: PreparedData, device, e) -> tuple[ContinualData, str]:
     """The frozen encoders' cached features, their probes' features, and the encoders' MACs (and SynOps)."""
-    features = distributed().main_first(lambda: folder.features(data, device, e.image_gate))
+    features = distributed().main_first(lambda: folder.features(data, device, e.image_gate, e.audio_gate))
     cdata = continual_data(features, data, device, e.input_scale)
     cdata.probes = probes_for(folder.modalities, e.corruptions, e.noise)
     cdata.probe_features = {
-        p.name: (folder.probe_features(data, device, p, e.image_gate) * cdata.input_scale).to(device)
+        p.name: (folder.probe_features(data, device, p, e.image_gate, e.audio_gate) * cdata.input_scale).to(device)
         for p in cdata.probes
     }
     cdata.swap_partner = extraction_swap_partners(len(cdata.labels)).to(device)
+    # a row whose image (audio) a gate left out was fused exactly as its audio-only (image-only) probe
     if e.image_gate and "audio_only" in cdata.probe_features:
-        # a row whose image the gate left out was fused exactly as its audio-only probe
         cdata.image_left_out = (cdata.features == cdata.probe_features["audio_only"]).all(1)
+    if e.audio_gate and "image_only" in cdata.probe_features:
+        cdata.audio_left_out = (cdata.features == cdata.probe_features["image_only"]).all(1)
     cdata.encoder_macs, cdata.encoder_synops = encoder_costs(
         folder.encoder(device), *frozen_encoder_inputs(folder, data, device)
     )
     what = f"features {tuple(features.shape)} from {shown(folder.path)}"
-    if cdata.image_left_out is not None:
-        test = torch.cat(cdata.rows["test"])
-        what += (f"; -image_gate {e.image_gate:g} left out {int(cdata.image_left_out[test].sum())} of {len(test)} "
-                 "clean test rows' images")  # fmt: skip
+    test = torch.cat(cdata.rows["test"])
+    for name, left_out in (("image", cdata.image_left_out), ("audio", cdata.audio_left_out)):
+        if left_out is not None:
+            what += (f"; -{name}_gate {getattr(e, name + '_gate'):g} left out {int(left_out[test].sum())} of "
+                     f"{len(test)} clean test rows' {'images' if name == 'image' else name}")  # fmt: skip
     return cdata, what
 
 

@@ -4,9 +4,14 @@ taking it down.
 
 How typical an embedding is: its Mahalanobis distance to the embeddings of the rows the encoders were trained
 on (their mean and covariance, with a small ridge). The limit is ``factor`` times the largest distance of such
-a row, so no training row is ever left out. The audio is not judged: an unheard speaker's voice lies farther
-from the training voices than a failed microphone's noise does, so no limit tells them apart
-(docs/pipeline.md, "A failed sensor").
+a row, so no training row is ever left out.
+
+Judging the microphone per sample (``AudioGate``) needs another measure: an unheard speaker's MFCC lie farther
+from the training voices' (in any distance) than a failed microphone's noise or a constant does. What a failed
+microphone lacks is continuity in time: a row's MFCC are consecutive frames of one recording, and each
+coefficient changes little from one frame to the next, while noise is independent from frame to frame and a
+constant or silence has no variation at all. The gate reads the correlation of a row's (standardised, centred)
+MFCC with themselves one frame later (docs/pipeline.md, "A failed sensor").
 """
 
 from __future__ import annotations
@@ -21,6 +26,10 @@ import torch
 GATE_FACTOR = 1.4
 RIDGE = 1e-3  # added to the covariance's diagonal, times its mean variance: a few hundred rows, a wider embedding
 GATED = ("image", 0)  # the modality judged, and its column in the fusion's keep mask (image, audio)
+# -audio_gate: on the validation speaker, 1.4 times the least continuous training row's continuity left out 1 of
+# its 500 clean rows and kept 3 of 500 rows of uniform noise (none of a constant or silence); 1.0 kept 18 of
+# them, 1.6 left out 4 clean rows (docs/measurements.md)
+AUDIO_GATE_FACTOR = 1.4
 
 
 @dataclass(frozen=True)
@@ -56,4 +65,39 @@ class SensorGate:
             keep = torch.ones(len(atypical), 2, dtype=torch.bool, device=atypical.device)
         keep = keep.clone()
         keep[atypical & keep[:, 1 - column], column] = False
+        return keep
+
+
+def continuity(mfcc: torch.Tensor, lag: int) -> torch.Tensor:
+    """Per row, the correlation of its centred values with themselves ``lag`` values later (a frame's length in
+    the MFCC layout): near 1 for a smooth recording, near 0 for noise, 0 for a row without variation."""
+    centred = mfcc.double() - mfcc.double().mean(1, keepdim=True)
+    energy = centred.pow(2).sum(1)
+    together = (centred[:, lag:] * centred[:, :-lag]).sum(1)
+    return torch.where(energy > 1e-12, together / energy.clamp(min=1e-12), torch.zeros_like(energy))
+
+
+@dataclass(frozen=True)
+class AudioGate:
+    lag: int  # the MFCC layout's frame length: the lag at which the training rows correlate most
+    limit: float  # rows less continuous than this are judged a failed microphone
+
+    @classmethod
+    def fit(cls, mfcc: torch.Tensor, factor: float) -> AudioGate:
+        """The gate of the training rows' standardised ``mfcc`` (rows, coefficients): the lag at which they
+        correlate most (by the median row), and ``factor`` times the least continuous row's continuity."""
+        lags = range(1, mfcc.shape[1] // 2 + 1)
+        lag = max(lags, key=lambda k: continuity(mfcc, k).median().item())
+        return cls(lag, factor * max(continuity(mfcc, lag).min().item(), 0.0))
+
+    def keep(self, mfcc: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor | None:
+        """``keep`` (rows, 2: image, audio; None: both) with the audio dropped where it is not continuous, unless
+        the audio is all that row keeps."""
+        failed = continuity(mfcc, self.lag) < self.limit
+        if not failed.any():
+            return keep
+        if keep is None:
+            keep = torch.ones(len(failed), 2, dtype=torch.bool, device=mfcc.device)
+        keep = keep.clone()
+        keep[failed.to(keep.device) & keep[:, 0], 1] = False
         return keep

@@ -3,7 +3,8 @@
 The continual loop never runs the encoders: it reads these features. The cache key covers the
 weights file, meta.json (MFCC statistics, image size), the CSV and the image files, so
 retraining the encoders or editing the data extracts again. With ``image_gate`` a row's image is
-left out of the fusion where it is atypical (``models.sensor_gate``).
+left out of the fusion where it is atypical, with ``audio_gate`` its audio where it is not continuous in time
+(``models.sensor_gate``).
 """
 
 from __future__ import annotations
@@ -20,12 +21,17 @@ from common.cache import read_checked, write_checked
 from dataloader.dataset import PreparedData, standardize
 from dataloader.images import image_fingerprint
 from models.probes import Probe, corrupted, keep_mask, swap_partners
-from models.sensor_gate import SensorGate
+from models.sensor_gate import AudioGate, SensorGate
 from pretrain.artifacts import check_same_data, load_encoder
 
 
 def feature_cache_path(
-    pretrained_dir: str | Path, meta: dict, data: PreparedData, probe: Probe | None = None, image_gate: float = 0.0
+    pretrained_dir: str | Path,
+    meta: dict,
+    data: PreparedData,
+    probe: Probe | None = None,
+    image_gate: float = 0.0,
+    audio_gate: float = 0.0,
 ) -> Path:
     pretrained_dir = Path(pretrained_dir)
     digest = hashlib.sha256()
@@ -39,6 +45,8 @@ def feature_cache_path(
         digest.update(repr(probe).encode())
     if image_gate:
         digest.update(f"image_gate={image_gate!r}".encode())
+    if audio_gate:
+        digest.update(f"audio_gate={audio_gate!r}".encode())
     return Path(data.spec.cache_dir) / "features" / f"{data.table.name}-{digest.hexdigest()[:24]}.pt"
 
 
@@ -69,16 +77,17 @@ def fused_features(
     batch_size: int = FEATURE_BATCH,
     probe: Probe | None = None,
     image_gate: float = 0.0,
+    audio_gate: float = 0.0,
 ) -> torch.Tensor:
     """(rows, feature_dim) float32 features of every row of ``data`` (through a test-time ``probe``), on the CPU."""
     check_same_data(meta, data.table, pretrained_dir)
-    path = feature_cache_path(pretrained_dir, meta, data, probe, image_gate)
+    path = feature_cache_path(pretrained_dir, meta, data, probe, image_gate, audio_gate)
     cached = read_checked(path)
     if cached is not None:
         features = torch.load(io.BytesIO(cached), map_location="cpu", weights_only=True)["features"]
         if tuple(features.shape) == (len(data.table), meta["feature_dim"]):
             return features
-    features = extract(pretrained_dir, meta, data, device, batch_size, probe, image_gate)
+    features = extract(pretrained_dir, meta, data, device, batch_size, probe, image_gate, audio_gate)
     write_checked(path, lambda handle: torch.save({"features": features}, handle))
     return features
 
@@ -128,13 +137,16 @@ def extract(
     batch_size: int = FEATURE_BATCH,
     probe: Probe | None = None,
     image_gate: float = 0.0,
+    audio_gate: float = 0.0,
 ) -> torch.Tensor:
     """Run the frozen encoders once over every row (through a test-time ``probe``: a modality removed or noisy);
-    ``image_gate`` > 0: an atypical image is left out of its row's fusion (``models.sensor_gate``)."""
+    ``image_gate`` > 0: an atypical image is left out of its row's fusion, ``audio_gate`` > 0: audio that is not
+    continuous in time (``models.sensor_gate``)."""
     model = load_encoder(pretrained_dir, meta, device)
     inputs = raw_inputs(meta, data)
     mfcc, images = inputs["audio"], inputs.get("image")
     gate = image_gate_of(model, inputs, pretrained_dir, meta, data, device, image_gate)
+    microphone = audio_gate_of(model, inputs, meta, data, audio_gate)
     chunks = []
     for start in range(0, len(mfcc), batch_size):
         window = slice(start, start + batch_size)
@@ -149,6 +161,8 @@ def extract(
             embeddings = model.embed(batch_images, batch_mfcc)
             if gate is not None:
                 keep = gate.keep(embeddings, keep)
+            if microphone is not None:
+                keep = microphone.keep(batch_mfcc, keep)
             chunks.append(model.fuse(embeddings, keep)[0].float().cpu())
     return torch.cat(chunks)
 
@@ -170,6 +184,16 @@ def image_gate_of(model, inputs: dict, pretrained_dir, meta: dict, data: Prepare
         _GATES[key] = SensorGate.fit(torch.cat([_image_embeddings(model, inputs, batch, device)
                                                 for batch in rows.split(FEATURE_BATCH)]), factor)  # fmt: skip
     return _GATES[key]
+
+
+def audio_gate_of(model, inputs: dict, meta: dict, data: PreparedData, factor: float) -> AudioGate | None:
+    """The audio gate of the training rows' standardised MFCC (of the classes the encoders were trained on); None
+    where nothing is judged (``factor`` 0, encoders of one modality). Cheap: no encoder runs."""
+    if not factor or len(model.encoders) != 2:
+        return None
+    trained = set(meta.get("trained_classes") or data.class_names)
+    rows = torch.from_numpy(data.rows("train", [i for i, c in enumerate(data.class_names) if c in trained]))
+    return AudioGate.fit(inputs["audio"][rows], factor)
 
 
 def _image_embeddings(model, inputs: dict, rows: torch.Tensor, device: torch.device) -> torch.Tensor:

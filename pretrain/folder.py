@@ -91,15 +91,21 @@ class PretrainedFolder:
     def encoder(self, device: torch.device) -> MultimodalNet:
         return load_encoder(self.path, self.meta, device)
 
-    def probe_features(self, data: PreparedData, device: torch.device, probe, image_gate: float = 0.0) -> torch.Tensor:
+    def probe_features(
+        self, data: PreparedData, device: torch.device, probe, image_gate: float = 0.0, audio_gate: float = 0.0
+    ) -> torch.Tensor:
         """(rows, feature_dim) features through a test-time probe (``models.probes``), cached as the plain ones."""
-        return fused_features(self.path, self.meta, data, device, probe=probe, image_gate=image_gate)
+        return fused_features(
+            self.path, self.meta, data, device, probe=probe, image_gate=image_gate, audio_gate=audio_gate
+        )
 
     def converted_features(self, data: PreparedData, device: torch.device, timesteps: int):
         """Features of the encoders converted to spiking networks, and their cost (``pretrain.features``)."""
         return converted_features(self.path, self.meta, data, device, timesteps)
 
-    def features(self, data: PreparedData, device: torch.device, image_gate: float = 0.0) -> torch.Tensor:
-        """(rows, feature_dim) frozen fused features of every row, cached on disk (``image_gate``:
+    def features(
+        self, data: PreparedData, device: torch.device, image_gate: float = 0.0, audio_gate: float = 0.0
+    ) -> torch.Tensor:
+        """(rows, feature_dim) frozen fused features of every row, cached on disk (``image_gate``, ``audio_gate``:
         ``pretrain.features.extract``)."""
-        return fused_features(self.path, self.meta, data, device, image_gate=image_gate)
+        return fused_features(self.path, self.meta, data, device, image_gate=image_gate, audio_gate=audio_gate)
