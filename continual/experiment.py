@@ -104,9 +104,9 @@ class Experiment(DataFlags):
         "from the training images' (Mahalanobis distance) than this multiple of the farthest training image's, so "
         f"that a failed camera leaves the microphone's answer; 0: never (default: {GATE_FACTOR:g})"))  # fmt: skip
     audio_gate: float | None = setting(None, "-audio_gate", kind=NON_NEGATIVE, help=(
-        "frozen encoders of both modalities: a row's audio is left out of its fusion when its MFCC frames correlate "
-        "less from one frame to the next than this multiple of the least continuous training row's, so that a "
-        f"failed microphone leaves the camera's answer; 0: never (default: {AUDIO_GATE_FACTOR:g})"))  # fmt: skip
+        "frozen encoders of both modalities: a row's audio is left out of its fusion when its MFCC correlate from "
+        "one frame to the next by less than this many standard errors above none, so that a failed microphone "
+        f"leaves the camera's answer; 0: never (default: {AUDIO_GATE_FACTOR:g})"))  # fmt: skip
     convert_encoders: int | None = setting(None, "-convert_encoders", kind=Kind(
         int, f"an integer from 1 to {MAX_CONVERSION_STEPS} (beyond, a CPU needs hours for no further accuracy)",
         lambda v: 1 <= v <= MAX_CONVERSION_STEPS), help=(
@@ -141,7 +141,8 @@ class Experiment(DataFlags):
         for name, default in (("image_gate", GATE_FACTOR), ("audio_gate", AUDIO_GATE_FACTOR)):
             given = getattr(self, name)
             if not gated and given is not None:  # the gates judge the cached features of frozen encoders
-                raise UserError(f"-{name} {given:g}: judges the {name.split('_')[0]} of frozen encoders of both "
+                raise UserError(f"-{name} {given:g}: judges the {'images' if name == 'image_gate' else 'audio'} of "
+                                "frozen encoders of both "
                                 "modalities, whose features are cached; not with -encoder_mode continual, "
                                 "-convert_encoders or one -modality")  # fmt: skip
             object.__setattr__(self, name, (default if gated else 0.0) if given is None else given)

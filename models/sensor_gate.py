@@ -11,7 +11,8 @@ from the training voices' (in any distance) than a failed microphone's noise or 
 microphone lacks is continuity in time: a row's MFCC are consecutive frames of one recording, and each
 coefficient changes little from one frame to the next, while noise is independent from frame to frame and a
 constant or silence has no variation at all. The gate reads the correlation of a row's (standardised, centred)
-MFCC with themselves one frame later (docs/pipeline.md, "A failed sensor").
+MFCC with themselves one frame later, and leaves the audio out where it is within ``z`` standard errors of no
+correlation at all (docs/pipeline.md, "A failed sensor").
 """
 
 from __future__ import annotations
@@ -26,10 +27,10 @@ import torch
 GATE_FACTOR = 1.4
 RIDGE = 1e-3  # added to the covariance's diagonal, times its mean variance: a few hundred rows, a wider embedding
 GATED = ("image", 0)  # the modality judged, and its column in the fusion's keep mask (image, audio)
-# -audio_gate: on the validation speaker, 1.4 times the least continuous training row's continuity left out 1 of
-# its 500 clean rows and kept 3 of 500 rows of uniform noise (none of a constant or silence); 1.0 kept 18 of
-# them, 1.6 left out 4 clean rows (docs/measurements.md)
-AUDIO_GATE_FACTOR = 1.4
+# -audio_gate: on the validation speaker, 2 standard errors left out 2 of its 500 clean rows and kept 2 of 500 rows
+# of uniform noise (none of a constant or silence); 1.5 kept 13 of them, 2.5 left out 14 clean rows
+# (docs/measurements.md)
+AUDIO_GATE_FACTOR = 2.0
 
 
 @dataclass(frozen=True)
@@ -83,12 +84,13 @@ class AudioGate:
     limit: float  # rows less continuous than this are judged a failed microphone
 
     @classmethod
-    def fit(cls, mfcc: torch.Tensor, factor: float) -> AudioGate:
+    def fit(cls, mfcc: torch.Tensor, z: float) -> AudioGate:
         """The gate of the training rows' standardised ``mfcc`` (rows, coefficients): the lag at which they
-        correlate most (by the median row), and ``factor`` times the least continuous row's continuity."""
+        correlate most (by the median row), and a limit ``z`` standard errors above no correlation (over n pairs
+        of values, an estimated correlation of 0 spreads by about 1 / sqrt(n))."""
         lags = range(1, mfcc.shape[1] // 2 + 1)
         lag = max(lags, key=lambda k: continuity(mfcc, k).median().item())
-        return cls(lag, factor * max(continuity(mfcc, lag).min().item(), 0.0))
+        return cls(lag, z / (mfcc.shape[1] - lag) ** 0.5)
 
     def keep(self, mfcc: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor | None:
         """``keep`` (rows, 2: image, audio; None: both) with the audio dropped where it is not continuous, unless

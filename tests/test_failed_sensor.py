@@ -285,3 +285,93 @@ def test_an_experiment_whose_encoders_learn_has_no_image_gate_and_refuses_one():
     assert Experiment().image_gate == GATE_FACTOR and Experiment(encoder_mode="continual").image_gate == 0.0
     with pytest.raises(UserError, match="-image_gate 2: judges the images of frozen encoders of both modalities"):
         Experiment(encoder_mode="continual", image_gate=2.0)
+
+
+def framed_rows(n: int, seed: int):
+    """As ``blob_rows``, with MFCC as a microphone gives them: 8 frames of 13 coefficients, each coefficient
+    drifting slowly from frame to frame around its class's level (a failed microphone's noise does not)."""
+    generator = torch.Generator().manual_seed(seed)
+    images, _, labels = blob_rows(n, seed)
+    level = torch.zeros(CLASSES, 13)
+    for c in range(CLASSES):
+        level[c, 4 * c : 4 * c + 4] = 0.8
+    start = torch.randn(n, 1, 13, generator=generator)
+    drift = 0.2 * torch.randn(n, 8, 13, generator=generator).cumsum(1)
+    frames = level[labels].unsqueeze(1) + start + drift + 0.1 * torch.randn(n, 8, 13, generator=generator)
+    mfcc = frames.reshape(n, 104)
+    return images, (mfcc - mfcc.mean(0)) / mfcc.std(0), labels
+
+
+@pytest.fixture(scope="module")
+def microphone_attention_net():
+    """The attention fusion trained on clean framed rows only, as the pretraining script's defaults train it."""
+    return trained("attention", views=0.0, rows=framed_rows)
+
+
+@torch.no_grad()
+def audio_gated_predictions(net: MultimodalNet, gate, probe: Probe, images, mfcc) -> torch.Tensor:
+    """The fused answers with ``gate`` judging each row's MFCC, as the frozen features are extracted."""
+    rows = torch.arange(len(mfcc))
+    images, mfcc = corrupted(images, mfcc, probe, rows)
+    keep = gate.keep(mfcc, keep_mask(probe, len(rows), mfcc.device))
+    return net.head(net.fuse(net.embed(images, mfcc), keep)[0]).argmax(1)
+
+
+@pytest.mark.parametrize("kind, noise", [("uniform", 1.0), ("uniform", 2.0), ("constant", 0.0), ("silence", 0.0)])
+def test_the_default_audio_gate_answers_a_failed_microphone_with_the_camera(microphone_attention_net, kind, noise):
+    """-audio_gate (the default): every replaced MFCC row is judged not continuous and left out, so the fused
+    answer is the image-only answer; no clean test row is left out."""
+    from models.sensor_gate import AUDIO_GATE_FACTOR, AudioGate
+
+    net = microphone_attention_net
+    gate = AudioGate.fit(framed_rows(384, seed=1)[1], AUDIO_GATE_FACTOR)
+    assert gate.lag == 13  # the frame length, found from the training rows
+    images, mfcc, labels = framed_rows(300, seed=2)
+    image_only = audio_gated_predictions(net, gate, Probe("image_only", keep=(True, False)), images, mfcc)
+    assert (image_only == labels).float().mean() > 1 / CLASSES + 0.3  # the camera alone tells the class
+    failed = Probe(f"corrupt_audio_{kind}", corrupt="audio", kind=kind, noise=noise)
+    assert torch.equal(audio_gated_predictions(net, gate, failed, images, mfcc), image_only)
+    clean = audio_gated_predictions(net, gate, Probe("clean"), images, mfcc)
+    assert torch.equal(clean, net(images, mfcc)["fused"].argmax(1))
+
+
+def test_the_audio_gate_leaves_out_only_discontinuous_audio_and_never_a_row_s_last_modality():
+    from models.sensor_gate import AudioGate, continuity
+
+    smooth = torch.linspace(-1, 1, 104).sin().unsqueeze(0)  # changes little from one value to the next
+    assert continuity(smooth, 1).item() > 0.9 and continuity(torch.zeros(1, 104), 1).item() == 0.0
+    gate = AudioGate(lag=1, limit=0.5)
+    mfcc = torch.cat([smooth, torch.full((1, 104), -3.0), torch.zeros(1, 104)])
+    keep = torch.tensor([[True, True], [True, True], [False, True]])  # the last row keeps its audio alone
+    assert gate.keep(mfcc, keep).tolist() == [[True, True], [True, False], [False, True]]
+    assert gate.keep(smooth.expand(3, 104), None) is None
+    frames = torch.randn(50, 1, 13).expand(-1, 8, -1).reshape(50, 104)  # 8 equal frames of 13 values
+    assert AudioGate.fit(frames, 2.0) == AudioGate(lag=13, limit=2.0 / 91**0.5)
+
+
+def test_extracted_features_leave_out_the_audio_the_gate_judges_failed(scene_dir, tmp_path, monkeypatch):
+    """The frozen features as a continual run reads them: a row whose audio the gate judges failed is fused as
+    its image-only probe fuses it."""
+    from dataloader.dataset import prepare_data
+    from models.sensor_gate import AudioGate
+    from pretrain.folder import PretrainedFolder
+    from tests.fixtures import pretrain_tiny
+
+    monkeypatch.setattr(AudioGate, "fit", classmethod(lambda cls, mfcc, factor: cls(lag=1, limit=2.0)))  # every row
+    folder = PretrainedFolder(pretrain_tiny(scene_dir, tmp_path))
+    data = prepare_data(folder.data_spec(scene_dir, tmp_path / "cache"), None, folder.tasks)
+    cpu = torch.device("cpu")
+    image_only = folder.probe_features(data, cpu, Probe("image_only", keep=(True, False)))
+    assert torch.equal(folder.features(data, cpu, audio_gate=1.4), image_only)
+    assert not torch.equal(folder.features(data, cpu), image_only)
+
+
+def test_an_experiment_whose_encoders_learn_has_no_audio_gate_and_refuses_one():
+    from common.errors import UserError
+    from continual.experiment import Experiment
+    from models.sensor_gate import AUDIO_GATE_FACTOR
+
+    assert Experiment().audio_gate == AUDIO_GATE_FACTOR and Experiment(modality="audio").audio_gate == 0.0
+    assert Experiment(encoder_mode="continual").audio_gate == 0.0 and Experiment(audio_gate=0.0).audio_gate == 0.0
+    with pytest.raises(UserError, match="-audio_gate 2: judges the audio of frozen encoders of both modalities"):
+        Experiment(encoder_mode="continual", audio_gate=2.0)
