@@ -113,7 +113,9 @@ TABLES = (
         "network with the modality removed (only) or failed in each way (`-test_corrupt image:all,audio:all`); "
         "under a swap (each row given another row's image, or audio) no answer can be right for both sensors, so "
         'the "either" columns give the share of rows answered with the class of either row. The image gate '
-        "(`-image_gate`, on by default) leaves an image out of its row's fusion where its embedding is atypical.",
+        "(`-image_gate`, on by default) leaves an image out of its row's fusion where its embedding is atypical, "
+        "the audio gate (`-audio_gate`, on by default) the audio where its MFCC frames do not correlate from one "
+        "frame to the next.",
         ("sensors-attention", "sensors-attention-ungated", "sensors-attention-views", "sensors-reliability"),
         (
             "acc",

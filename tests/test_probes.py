@@ -118,6 +118,7 @@ def test_results_record_the_rows_whose_image_the_gate_left_out(six_class_dir, tm
     config = json.loads((tmp_path / "a" / "results.json").read_text())["config"]
     assert config["image_gate"] == 1.4 and config["image_left_out"]["train"] == 0.0
     assert set(config["image_left_out"]) == {"train", "val", "test"}
+    assert config["audio_gate"] == 2.0 and set(config["audio_left_out"]) == {"train", "val", "test"}
     every = run_script(
         "spiking_train_multimodal_end.py", *common, "-out_dir", str(tmp_path / "b"), *SNN, "-image_gate", "1e-9"
     )
