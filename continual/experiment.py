@@ -138,13 +138,15 @@ class Experiment(DataFlags):
         if self.order_seeds and self.task_split is not None:
             raise UserError("-order_seeds draws the task split; drop -tasks and -class_order")
         gated = self.encoder_mode == "frozen" and not self.convert_encoders and self.modality in (None, "both")
-        for name, default in (("image_gate", GATE_FACTOR), ("audio_gate", AUDIO_GATE_FACTOR)):
+        for name, judged, default in (
+            ("image_gate", "images", GATE_FACTOR),
+            ("audio_gate", "audio", AUDIO_GATE_FACTOR),
+        ):
             given = getattr(self, name)
             if not gated and given is not None:  # the gates judge the cached features of frozen encoders
-                raise UserError(f"-{name} {given:g}: judges the {'images' if name == 'image_gate' else 'audio'} of "
-                                "frozen encoders of both "
-                                "modalities, whose features are cached; not with -encoder_mode continual, "
-                                "-convert_encoders or one -modality")  # fmt: skip
+                raise UserError(f"-{name} {given:g}: judges the {judged} of frozen encoders of both modalities, whose "
+                                "features are cached; not with -encoder_mode continual, -convert_encoders or one "
+                                "-modality")  # fmt: skip
             object.__setattr__(self, name, (default if gated else 0.0) if given is None else given)
         if self.encoder_type != "ann" and not self.from_scratch:
             raise UserError(f"-encoder_type {self.encoder_type}: chooses the encoders that learn from random weights "
