@@ -198,7 +198,7 @@ def preset_path(name: str) -> Path:
 
 # flags that say where and how a run is done, not what it computes: a preset's run may add them
 RUN_MANAGEMENT = frozenset(("config", "out_dir", "resume", "overwrite", "progress_every", "checkpoint_every", "device",
-                            "gpu_id", "cache_dir", "debug", "compile"))  # fmt: skip
+                            "gpu_id", "cache_dir", "debug", "compile", "quiet"))  # fmt: skip
 
 
 def check_made_by_preset(name: str, results: dict, path: Path) -> None:
