@@ -181,11 +181,14 @@ def camera_attention_net():
 
 @torch.no_grad()
 def gated_predictions(net: MultimodalNet, gate, probe: Probe, images, mfcc) -> torch.Tensor:
-    """The fused answers with ``gate`` judging each row's image, as the frozen features are extracted."""
+    """The fused answers with ``gate`` judging each row as the frozen features are extracted: the image gate
+    reads the embeddings, the audio gate (``AudioGate``) the MFCC."""
+    from models.sensor_gate import AudioGate
+
     rows = torch.arange(len(mfcc))
     images, mfcc = corrupted(images, mfcc, probe, rows)
     embeddings = net.embed(images, mfcc)
-    keep = gate.keep(embeddings, keep_mask(probe, len(rows), mfcc.device))
+    keep = gate.keep(mfcc if isinstance(gate, AudioGate) else embeddings, keep_mask(probe, len(rows), mfcc.device))
     return net.head(net.fuse(embeddings, keep)[0]).argmax(1)
 
 
@@ -308,15 +311,6 @@ def microphone_attention_net():
     return trained("attention", views=0.0, rows=framed_rows)
 
 
-@torch.no_grad()
-def audio_gated_predictions(net: MultimodalNet, gate, probe: Probe, images, mfcc) -> torch.Tensor:
-    """The fused answers with ``gate`` judging each row's MFCC, as the frozen features are extracted."""
-    rows = torch.arange(len(mfcc))
-    images, mfcc = corrupted(images, mfcc, probe, rows)
-    keep = gate.keep(mfcc, keep_mask(probe, len(rows), mfcc.device))
-    return net.head(net.fuse(net.embed(images, mfcc), keep)[0]).argmax(1)
-
-
 @pytest.mark.parametrize("kind, noise", [("uniform", 1.0), ("uniform", 2.0), ("constant", 0.0), ("silence", 0.0)])
 def test_the_default_audio_gate_answers_a_failed_microphone_with_the_camera(microphone_attention_net, kind, noise):
     """-audio_gate (the default): every replaced MFCC row is judged not continuous and left out, so the fused
@@ -327,11 +321,11 @@ def test_the_default_audio_gate_answers_a_failed_microphone_with_the_camera(micr
     gate = AudioGate.fit(framed_rows(384, seed=1)[1], AUDIO_GATE_FACTOR)
     assert gate.lag == 13  # the frame length, found from the training rows
     images, mfcc, labels = framed_rows(300, seed=2)
-    image_only = audio_gated_predictions(net, gate, Probe("image_only", keep=(True, False)), images, mfcc)
+    image_only = gated_predictions(net, gate, Probe("image_only", keep=(True, False)), images, mfcc)
     assert (image_only == labels).float().mean() > 1 / CLASSES + 0.3  # the camera alone tells the class
     failed = Probe(f"corrupt_audio_{kind}", corrupt="audio", kind=kind, noise=noise)
-    assert torch.equal(audio_gated_predictions(net, gate, failed, images, mfcc), image_only)
-    clean = audio_gated_predictions(net, gate, Probe("clean"), images, mfcc)
+    assert torch.equal(gated_predictions(net, gate, failed, images, mfcc), image_only)
+    clean = gated_predictions(net, gate, Probe("clean"), images, mfcc)
     assert torch.equal(clean, net(images, mfcc)["fused"].argmax(1))
 
 
