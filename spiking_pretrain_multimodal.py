@@ -2,7 +2,7 @@
 
 Trains on the training split, selects on validation, tests once, and writes best.pt, last.pt
 and meta.json to pre_weight/<dataset>/ (or -out). The continual script reads them. The flags are
-declared in ``pretrain.cli``.
+declared in ``pretrain.cli``; the settings' open defaults are settled in ``pretrain.config``.
 """
 
 import sys
@@ -37,14 +37,14 @@ def main(argv) -> None:
     if args.convert and encoders.spiking:
         raise UserError("-convert: converts ANN encoders; spiking encoders are trained as spiking networks already")
     encoder = encoders.encoder_options()
-    cli.config_from_args(args, encoder["fusion"], spiking=encoders.spiking)  # refuse bad values before reading data
+    config = cli.config_from_args(args)  # bad values are refused before any data is read
     dist = init_distributed(use_cuda=wants_cuda(args.device))
     meter.configure(every=args.progress_every)
     if args.deterministic:
         use_deterministic_algorithms()
     data_spec, task_split = data_from_args(args)
     data = prepare_data(data_spec, task_split, TASKS)
-    config = cli.config_from_args(args, encoder["fusion"], data.table, spiking=encoders.spiking)
+    config = config.resolved(encoders.spiking, encoder["fusion"], data.table)
     kind = "spiking" if encoders.spiking else "ann"
     out = args.out or default_out_dir(
         data.table.name, args.modality, encoder["fusion"], args.pretrain_classes, args.split, kind

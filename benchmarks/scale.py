@@ -152,11 +152,12 @@ def stage_hit(args) -> dict:
 
 def stage_pretrain(args) -> dict:
     from models.multimodal import EncoderConfig, MultimodalNet
-    from pretrain.trainer import PretrainConfig, to_device, train_step
+    from pretrain.config import PretrainConfig
+    from pretrain.trainer import to_device, train_step
 
     torch.manual_seed(0)
     data = prepare_data(spec(args.data_dir, args.cache_dir))
-    config = PretrainConfig(image_size=args.size)
+    config = PretrainConfig(image_size=args.size).resolved(spiking=False, fusion="attention")
     encoder = EncoderConfig(n_classes=0, n_mfcc=N_MFCC, image_backbone=args.backbone)
     device = torch.device("cpu")
     tensors = to_device(data, config, encoder, device)

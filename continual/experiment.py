@@ -48,8 +48,8 @@ from models.multimodal import MODALITIES
 from models.probes import NOISY_KINDS, corruption_names, parse_corruptions
 from models.sensor_gate import AUDIO_GATE_FACTOR, GATE_FACTOR
 from pretrain.artifacts import default_out_dir
+from pretrain.config import PRETRAIN_CLASSES, PretrainConfig, image_size_for
 from pretrain.folder import PretrainedFolder
-from pretrain.trainer import PRETRAIN_CLASSES, PretrainConfig
 
 RESULT_MARKERS = ("results.json", "checkpoints")
 ENCODER_TYPES = ("ann", "spiking")
@@ -398,7 +398,7 @@ def input_identity(folder: PretrainedFolder | None, data, cdata) -> dict:
         modalities = folder.modalities
         size, fit = folder.meta["image_size"], folder.meta.get("image_fit", "squash")
     else:
-        modalities, size, fit = ["image", "audio"], PretrainConfig().image_size, PretrainConfig().image_fit
+        modalities, size, fit = ["image", "audio"], image_size_for(data.table), PretrainConfig().image_fit
     identity["dataset.csv"] = data.table.csv_sha256
     if "image" in modalities:
         identity["images"] = image_fingerprint(data.table, size, fit)[:16]

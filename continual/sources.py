@@ -23,9 +23,9 @@ from dataloader.dataset import PreparedData, mfcc_statistics
 from models.multimodal import EncoderConfig, MultimodalNet
 from models.probes import probes_for
 from models.spiking_encoders import SPIKING_AUDIO_ENCODER, SPIKING_IMAGE_BACKBONE
+from pretrain.config import PretrainConfig, image_size_for
 from pretrain.features import extraction_swap_partners, raw_inputs
 from pretrain.folder import PretrainedFolder
-from pretrain.trainer import PretrainConfig
 
 
 def frozen_data(folder: PretrainedFolder, data: PreparedData, device, e) -> tuple[ContinualData, str]:
@@ -96,7 +96,7 @@ def learning_data(folder: PretrainedFolder | None, data: PreparedData, device, e
                                audio_encoder=SPIKING_AUDIO_ENCODER if spiking else "mlp")  # fmt: skip
         encoder = MultimodalNet(config)
         mean, std = mfcc_statistics(data.table.mfcc, data.rows("train", data.task_labels()[0]))
-        size, fit, modalities = PretrainConfig().image_size, PretrainConfig().image_fit, config.modalities
+        size, fit, modalities = image_size_for(data.table), PretrainConfig().image_fit, config.modalities
     cdata = continual_encoder_data(data, encoder, size, fit, mean, std, device, e.input_scale)
     cdata.probes = probes_for(modalities, e.corruptions, e.noise)
     source = shown(folder.path) if folder else "random initialisation"

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
-from common import atomic, spec
+from common import atomic
 from common.batching import autocast, batch_rows
 from common.checkpoint import load_checkpoint, load_weights
 from common.distributed import current as distributed
@@ -26,45 +26,12 @@ from common.paths import shown
 from common.rundir import RunDir
 from common.runlog import RunLog
 from common.seeding import seed_everything
-from common.spec import ANY_INT, NON_NEGATIVE, POSITIVE, POSITIVE_INT, SHARE, setting
 from dataloader.dataset import PreparedData, mfcc_statistics, standardize
-from dataloader.images import IMAGE_FITS
 from dataloader.table import SPLIT_NAMES
 from models.fusion import modality_dropout_mask
 from models.multimodal import EncoderConfig, MultimodalNet
 from models.probes import corrupt_views
-
-PRETRAIN_CLASSES = ("all", "first-task")
-ANN_EPOCHS, SPIKING_EPOCHS = 20, 30  # -epochs left unset: the encoders' kind settles it (pretrain.cli)
-
-
-@dataclass(frozen=True)
-class PretrainConfig:
-    epochs: int | None = setting(None, "-epochs", kind=POSITIVE_INT, help=(
-        f"training epochs (default {ANN_EPOCHS}; {SPIKING_EPOCHS} for spiking encoders, whose fused validation "
-        "accuracy still rose after 20: 0.966 and 0.738 against 0.946 and 0.707 on avdigits and avphotos, seeds 0-2)"))  # fmt: skip
-    batch_size: int = setting(64, "-batch_size", aliases=("-b",), kind=POSITIVE_INT, help="batch size")
-    lr: float = setting(1e-3, "-lr", kind=POSITIVE, help="AdamW learning rate (cosine schedule)")
-    weight_decay: float = setting(1e-4, "-weight_decay", kind=NON_NEGATIVE, help="AdamW weight decay")
-    aux_weight: float = setting(1.0, "-aux_weight", kind=NON_NEGATIVE,
-                                help="weight of each modality's own head in the loss")  # fmt: skip
-    modality_dropout: float = setting(0.5, "-modality_dropout", kind=SHARE, help="share of training samples that "
-                                      "see one random modality only (keeps fusion from collapsing onto one)")  # fmt: skip
-    corrupt_views: float = 0.0  # share of training rows with one modality corrupted (models.probes.corrupt_views)
-    mfcc_noise: float = 0.0  # std of the Gaussian noise on the training rows' standardised MFCC (pretrain.cli sets
-    # MFCC_NOISE; 0 is what folders written before the flag were trained with)
-    image_size: int = 32
-    image_fit: str = setting("squash", "-image_fit", choices=IMAGE_FITS, help="how a non-square frame becomes a "
-                             "square: squash (stretch), crop (centre square) or pad (letterbox)")  # fmt: skip
-    pretrain_classes: str = setting("all", "-pretrain_classes", choices=PRETRAIN_CLASSES, help="all: every class "
-        "(as the reference); first-task: only task 0's classes, so later tasks are never seen by the frozen encoders")  # fmt: skip
-    seed: int = setting(0, "-seed", kind=ANY_INT, help="seed of Python, NumPy and torch")
-    checkpoint_every: float = 600.0  # seconds between mid-epoch checkpoints (0: epoch ends only); may change on -resume
-
-    def __post_init__(self):
-        spec.check(self)
-        if self.epochs is None:  # built without the encoders' kind (from Python): the ANN encoders' count
-            object.__setattr__(self, "epochs", ANN_EPOCHS)
+from pretrain.config import PRETRAIN_CLASSES, PretrainConfig
 
 
 @dataclass
@@ -182,10 +149,15 @@ def pretrain(
     flags: dict,
     compile_model: bool = False,
 ) -> dict:
-    """Train, select on validation, test once, and write best.pt, last.pt and meta.json; returns meta."""
+    """Train, select on validation, test once, and write best.pt, last.pt and meta.json; returns meta.
+
+    ``config`` comes resolved (``PretrainConfig.resolved``), so that meta.json records every value used."""
+    if not config.is_resolved:
+        raise UserError("the pretraining settings are not resolved: pass them through PretrainConfig.resolved first")
     dist = distributed()
     encoder = EncoderConfig(n_classes=0, n_mfcc=data.table.mfcc.shape[1], **encoder_options)
-    defaults = asdict(PretrainConfig()) | EncoderConfig(n_classes=0, n_mfcc=0).to_dict()
+    # a folder written before -mfcc_noise existed was trained without the noise
+    defaults = asdict(PretrainConfig()) | {"mfcc_noise": 0.0} | EncoderConfig(n_classes=0, n_mfcc=0).to_dict()
     free = ("epochs", "n_classes", "checkpoint_every")
     log = RunLog(run, {**asdict(config), **encoder.to_dict()}, free=free, defaults=defaults)
     meta = log.finished("meta.json", lambda meta: {**meta["train"], **meta["encoder"]})

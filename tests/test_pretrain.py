@@ -1,6 +1,7 @@
 """Pretraining: model shapes, fusion weights, the saved run, the feature cache, bad weights files."""
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -13,12 +14,13 @@ from dataloader.options import DataSpec
 from models.fusion import FUSIONS, make_fusion, modality_dropout_mask
 from models.multimodal import EncoderConfig, MultimodalNet
 from pretrain.artifacts import MARKERS, read_meta
+from pretrain.config import PretrainConfig
 from pretrain.features import feature_cache_path
 from pretrain.folder import PretrainedFolder
-from pretrain.trainer import PretrainConfig, pretrain
+from pretrain.trainer import pretrain
 from tests.fixtures import pretrain_tiny, run_script
 
-TINY = PretrainConfig(epochs=2, batch_size=8, image_size=16)
+TINY = PretrainConfig(epochs=2, batch_size=8, image_size=16, corrupt_views=0.0)
 ENCODER = {"feature_dim": 24}
 
 
@@ -94,7 +96,9 @@ def test_pretraining_writes_weights_and_meta(scene_dir, tmp_path):
 def test_first_task_pretraining_sees_only_task_zero(scene_dir, tmp_path):
     data = _data(scene_dir, tmp_path)
     meta = _pretrain(
-        data, tmp_path / "pw", PretrainConfig(epochs=1, batch_size=8, image_size=16, pretrain_classes="first-task")
+        data,
+        tmp_path / "pw",
+        PretrainConfig(epochs=1, batch_size=8, image_size=16, corrupt_views=0.0, pretrain_classes="first-task"),
     )
     assert meta["trained_classes"] == data.tasks[0] == ["BEACH", "CITY"]
     assert meta["dataset"]["rows"]["train"] == len(data.rows("train", [0, 1]))
@@ -126,7 +130,7 @@ def test_feature_cache_hit_and_miss(scene_dir, tmp_path, monkeypatch):
     second = PretrainedFolder(tmp_path / "pw").features(data, torch.device("cpu"))
     assert len(calls) == 1, "the second call must come from the cache"
     torch.testing.assert_close(first, second)
-    _pretrain(data, tmp_path / "pw", PretrainConfig(epochs=1, batch_size=8, image_size=16, seed=5), overwrite=True)
+    _pretrain(data, tmp_path / "pw", replace(TINY, epochs=1, seed=5), overwrite=True)
     PretrainedFolder(tmp_path / "pw").features(data, torch.device("cpu"))
     assert len(calls) == 2, "new weights must miss the cache"
 
@@ -192,7 +196,7 @@ def test_modality_and_fusion_ablations_pretrain(scene_dir, tmp_path, modality, f
     meta = _pretrain(
         _data(scene_dir, tmp_path),
         tmp_path / "pw",
-        PretrainConfig(epochs=1, batch_size=8, image_size=16),
+        replace(TINY, epochs=1),
         {"feature_dim": 24, "modality": modality, "fusion": fusion},
     )
     assert meta["modality"] == modality
@@ -263,7 +267,7 @@ def test_spiking_encoders_default_to_the_reliability_fusion_with_failed_sensor_v
 
     args = build_parser().parse_args(flags)
     options = spec.from_args(EncoderSettings, args).encoder_options()
-    config = config_from_args(args, options["fusion"])
+    config = config_from_args(args).resolved(spiking=False, fusion=options["fusion"])
     assert options["fusion"] == fusion and config.corrupt_views == views
 
 
@@ -283,8 +287,9 @@ def test_audio_encoders_ann_and_spiking_train_on_noisy_mfcc_by_default(flags, no
     from pretrain.encoder_settings import EncoderSettings
 
     args = build_parser().parse_args(flags)
-    options = spec.from_args(EncoderSettings, args).encoder_options()
-    assert config_from_args(args, options["fusion"]).mfcc_noise == noise
+    encoders = spec.from_args(EncoderSettings, args)
+    config = config_from_args(args).resolved(encoders.spiking, encoders.encoder_options()["fusion"])
+    assert config.mfcc_noise == noise
 
 
 @pytest.mark.parametrize(
@@ -318,12 +323,11 @@ def test_spiking_encoders_train_for_more_epochs_by_default(flags, epochs):
     from common import spec
     from pretrain.cli import build_parser, config_from_args
     from pretrain.encoder_settings import EncoderSettings
-    from pretrain.trainer import PretrainConfig
 
     args = build_parser().parse_args(flags)
     encoders = spec.from_args(EncoderSettings, args)
-    config = config_from_args(args, encoders.encoder_options()["fusion"], spiking=encoders.spiking)
-    assert config.epochs == epochs and PretrainConfig().epochs == 20
+    config = config_from_args(args).resolved(encoders.spiking, encoders.encoder_options()["fusion"])
+    assert config.epochs == epochs and PretrainConfig().resolved(False, "attention").epochs == 20
 
 
 def test_mfcc_noise_has_the_requested_spread_and_zero_leaves_the_rows_alone():
@@ -347,3 +351,19 @@ def test_a_folder_pretrained_before_mfcc_noise_resumes_only_as_noise_free(scene_
     refused = run_script("spiking_pretrain_multimodal.py", *common)
     assert refused.returncode == 2 and "mfcc_noise=0.0, not 1.0" in refused.stderr, refused.stderr
     assert run_script("spiking_pretrain_multimodal.py", *common, "-mfcc_noise", "0").returncode == 0
+
+
+def test_pretraining_refuses_settings_whose_open_defaults_were_not_settled(scene_dir, tmp_path):
+    data = _data(scene_dir, tmp_path)
+    with pytest.raises(UserError, match="PretrainConfig.resolved"):
+        _pretrain(data, tmp_path / "pw", PretrainConfig(epochs=1, batch_size=8, image_size=16))
+    assert not (tmp_path / "pw" / "meta.json").exists()
+
+
+def test_resolving_settles_only_the_open_defaults():
+    open_defaults = PretrainConfig()
+    assert (open_defaults.epochs, open_defaults.corrupt_views, open_defaults.image_size) == (None, None, None)
+    spiking = open_defaults.resolved(spiking=True, fusion="reliability")
+    assert (spiking.epochs, spiking.corrupt_views, spiking.image_size) == (30, 0.25, 32) and spiking.is_resolved
+    chosen = PretrainConfig(epochs=3, corrupt_views=0.0, image_size=48).resolved(spiking=True, fusion="reliability")
+    assert (chosen.epochs, chosen.corrupt_views, chosen.image_size) == (3, 0.0, 48)

@@ -5,7 +5,7 @@ import pytest
 from dataloader.dataset import prepare_data
 from dataloader.options import DataSpec
 from dataloader.table import read_table
-from pretrain.cli import LARGE_IMAGE_SIZE, image_size_for
+from pretrain.config import LARGE_IMAGE_SIZE, image_size_for
 from tests.fixtures import TINY_SNN, make_scene_dataset, pretrain_tiny, run_script
 
 NINE = ("BEACH", "CITY", "CLASSROOM", "FOOTBALL-MATCH", "FOREST", "GROCERY-STORE", "JUNGLE", "RESTAURANT", "RIVER")
