@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import re
 import sys
@@ -389,37 +388,25 @@ def comma_numbers(text: str, flag: str, number=None, count: int = 3) -> tuple:
     return values
 
 
-def _number(kind, test, expected: str):
-    """An argparse ``type`` that accepts a ``kind`` for which ``test`` holds, else says what it expected."""
+def flag_type(kind: spec.Kind) -> Callable:
+    """An argparse ``type`` for a flag declared by hand (run management, benchmarks): values of ``kind`` only."""
 
     def parse(text: str):
         try:
-            value = kind(text)
+            value = (kind.read or kind.base)(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
-        if not (math.isfinite(value) and test(value)):
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+            value = None
+        if value is None or not kind.accepts(value):
+            raise argparse.ArgumentTypeError(f"expected {kind.expected}, got {text!r}")
         return value
 
-    parse.__name__ = expected
+    parse.__name__ = kind.expected
     return parse
 
 
-positive_int = _number(int, lambda v: v >= 1, "an integer >= 1")
-non_negative_int = _number(int, lambda v: v >= 0, "an integer >= 0")
-positive_float = _number(float, lambda v: v > 0, "a finite number > 0")
-finite_float = _number(float, lambda v: True, "a finite number")
-non_negative_float = _number(float, lambda v: v >= 0, "a finite number >= 0")
-fraction = _number(float, lambda v: 0 <= v <= 1, "a number between 0 and 1")
-_whole_float = _number(float, lambda v: v >= 1 and v == int(v), "a whole number >= 1")
-
-
-def whole_number(text: str) -> int:
-    """An integer >= 1, also written as the reference writes it (``40.``)."""
-    return int(_whole_float(text))
-
-
-whole_number.__name__ = _whole_float.__name__
+positive_int = flag_type(spec.POSITIVE_INT)
+positive_float = flag_type(spec.POSITIVE)
+non_negative_float = flag_type(spec.NON_NEGATIVE)
 
 
 def refuse_unused(args, rules: dict[str, Callable]) -> None:
