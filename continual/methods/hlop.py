@@ -126,35 +126,36 @@ class HLOPConfig:
         if isinstance(self.encoder_threshold, (int, float)):  # one share for every encoder layer
             object.__setattr__(self, "encoder_threshold", (float(self.encoder_threshold),) * 2)
         spec.check(self)
-        if self.learning is None:  # settled by ``for_mode``: read as online until then
-            return
-        if self.encoder_threshold == "auto":
-            object.__setattr__(self, "encoder_threshold", ENCODER_THRESHOLD if self.learning == "task_end" else None)
-        if self.threshold == "auto" and self.learning != "task_end":
-            object.__setattr__(self, "threshold", None)
-        if (self.threshold not in (None, "auto") or self.encoder_threshold) and self.learning != "task_end":
+        chosen = self.threshold not in (None, "auto") or self.encoder_threshold not in (None, "auto")
+        if chosen and self.learning not in (None, "task_end"):
             raise UserError(f"-hlop_threshold: lateral neurons grow by energy at a task's end; it needs "
                             f"-hlop_learning task_end, not {self.learning}")  # fmt: skip
 
     def for_mode(self, encoder_mode: str) -> HLOPConfig:
-        """The settings an encoder mode leaves open, settled: Hebbian rates, and when the lateral neurons learn
+        """The settings an encoder mode leaves open, settled: Hebbian rates, when the lateral neurons learn
         (measured best on the held-out speaker, docs/reference.md: online on frozen features, at each task's end
-        when the encoders learn)."""
+        when the encoders learn) and, for task-end learning, the share of energy they keep ("auto")."""
         continual = encoder_mode == "continual"
-        settled = replace(
+        learning = self.learning or ("task_end" if continual else "online")
+
+        def share(value, auto):  # "auto": the mode's share with task-end learning, else the fixed sizes (None)
+            return (auto if learning == "task_end" else None) if value == "auto" else value
+
+        return replace(
             self,
             lr=self.lr or (LEARNING_ENCODERS_LR if continual else FROZEN_LR),
             iterations=self.iterations or (LEARNING_ENCODERS_ITERATIONS if continual else FROZEN_ITERATIONS),
-            learning=self.learning or ("task_end" if continual else "online"),
+            learning=learning,
+            threshold=share(self.threshold, THRESHOLD if continual else FROZEN_THRESHOLD),
+            encoder_threshold=share(self.encoder_threshold, ENCODER_THRESHOLD),
         )
-        if settled.threshold == "auto":
-            settled = replace(settled, threshold=THRESHOLD if continual else FROZEN_THRESHOLD)
-        return settled
 
     @property
-    def thresholds(self) -> tuple[float, float, float] | None:
-        """The task-end threshold per spiking MLP layer; "auto" before ``for_mode`` reads as THRESHOLD."""
-        return THRESHOLD if self.threshold == "auto" else self.threshold
+    def is_settled(self) -> bool:
+        return None not in (self.learning, self.iterations, self.lr) and "auto" not in (
+            self.threshold,
+            self.encoder_threshold,
+        )
 
     @property
     def online(self) -> bool:
@@ -229,7 +230,7 @@ class HLOP(Method, SubspaceProjector):
         self.config = self.config.for_mode(encoder_mode)
 
     def is_settled(self) -> bool:
-        return None not in (self.config.learning, self.config.iterations, self.config.lr)
+        return self.config.is_settled
 
     def check(self, encoder_mode: str, scenario: str) -> None:
         super().check(encoder_mode, scenario)
@@ -244,7 +245,7 @@ class HLOP(Method, SubspaceProjector):
         sizes = self.sizes(task) + [self.encoder_size(task, s.in_features) for s in self.encoder_subspaces]
         encoders = [c.encoder_threshold[0 if first else 1] if c.encoder_threshold else None
                     for first in self.encoder_input_layers]  # fmt: skip
-        thresholds = list(c.thresholds or [None] * 3) + encoders
+        thresholds = list(c.threshold or [None] * 3) + encoders
         rooms = [s.in_features - s.weight.shape[0] for s in every]  # with a threshold, the energy decides alone
         return [(room if t else min(n, room), t) for n, room, t in zip(sizes, rooms, thresholds, strict=True)]
 
