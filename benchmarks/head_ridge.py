@@ -30,7 +30,7 @@ from common.device import select_device
 from common.errors import UserError
 from continual import cli
 from continual.evaluation import accuracy
-from continual.experiment import check_same_run, open_data
+from continual.experiment import check_same_run, gates_for_data, open_data
 from continual.methods import compose
 from continual.methods.base import Context
 from continual.methods.heads import NCM_METRICS, AnalyticHead, HeadConfig, NCMHead
@@ -65,6 +65,7 @@ def refitted(args, values: list, read_at: str = "task"):
         raise UserError("-out_dir: give the finished run's folder (the continual script's -out_dir)")
     experiment = cli.experiment_from_args(args)
     folder, prepared = open_data(experiment)
+    experiment, _ = gates_for_data(experiment, folder, prepared)
     build = learning_data if args.encoder_mode == "continual" else frozen_data
     data, _ = build(folder, prepared, select_device(args.gpu_id, args.device), experiment)
     method = compose(cli.methods_from_args(args))

@@ -49,6 +49,7 @@ from models.probes import NOISY_KINDS, corruption_names, parse_corruptions
 from models.sensor_gate import AUDIO_GATE_FACTOR, GATE_FACTOR
 from pretrain.artifacts import default_out_dir
 from pretrain.config import PRETRAIN_CLASSES, PretrainConfig, image_size_for
+from pretrain.features import audio_gate_of
 from pretrain.folder import PretrainedFolder
 
 RESULT_MARKERS = ("results.json", "checkpoints")
@@ -122,6 +123,8 @@ class Experiment(DataFlags):
         "average-pooled to this grid (default 2); pretrained encoders bring their own (checked against it)"))  # fmt: skip
     command: dict | None = None  # the script's argv and the flags it set, recorded in results.json (not settings)
     preset: str | None = None  # the -config file they read, recorded with its content's hash
+    # the gates whose value was given rather than left to the default (None: read from them, as the first build does)
+    gates_given: tuple[str, ...] | None = None
 
     def __post_init__(self):
         for name in ("pretrained", "out_dir"):  # a folder may be given as text from Python
@@ -138,6 +141,9 @@ class Experiment(DataFlags):
         if self.order_seeds and self.task_split is not None:
             raise UserError("-order_seeds draws the task split; drop -tasks and -class_order")
         gated = self.encoder_mode == "frozen" and not self.convert_encoders and self.modality in (None, "both")
+        if self.gates_given is None:  # a copy (``replace``) keeps the first build's, whose defaults are settled below
+            given = tuple(name for name in ("image_gate", "audio_gate") if getattr(self, name) is not None)
+            object.__setattr__(self, "gates_given", given)
         for name, judged, default in (
             ("image_gate", "images", GATE_FACTOR),
             ("audio_gate", "audio", AUDIO_GATE_FACTOR),
@@ -209,6 +215,18 @@ def open_data(e: Experiment) -> tuple[PretrainedFolder | None, PreparedData]:
     return folder, data
 
 
+def gates_for_data(e: Experiment, folder: PretrainedFolder | None, data: PreparedData) -> tuple[Experiment, list]:
+    """``e`` with the audio gate off where the data's MFCC are not frames of a recording, which the gate needs to
+    tell a failed microphone (``models.sensor_gate.AudioGate.judges_recordings``), and a note saying so; a gate the
+    user set there is refused."""
+    gate = audio_gate_of(folder.meta, data, e.audio_gate) if folder is not None and e.audio_gate else None
+    if gate is None or gate.judges_recordings:
+        return e, []
+    if "audio_gate" in e.gates_given:
+        raise UserError(f"-audio_gate {e.audio_gate:g}: {gate.why_not()}; drop it")
+    return replace(e, audio_gate=0.0), [f"the audio gate is off: {gate.why_not()}"]
+
+
 def run_experiment(experiment: Experiment, make_methods: Callable[[], list[Method]], config: ContinualConfig) -> dict:
     """Run it; returns results.json's record (the seeds' summary with several seeds).
 
@@ -223,6 +241,7 @@ def run_experiment(experiment: Experiment, make_methods: Callable[[], list[Metho
     if e.convert_encoders and e.encoder_mode == "continual":
         raise UserError("-convert_encoders: converts frozen encoders; it does not work with -encoder_mode continual")
     folder, data = open_data(e)
+    e, gate_notes = gates_for_data(e, folder, data)
     if e.convert_encoders and e.corruptions:
         raise UserError("-test_corrupt: its probes run the ANN encoders; they are not measured with -convert_encoders")
     if e.test_noise is not None and not any(name.split(":")[1] in NOISY_KINDS for name in e.corruptions):
@@ -245,7 +264,7 @@ def run_experiment(experiment: Experiment, make_methods: Callable[[], list[Metho
               f"{what} -> {shown(run.path)}", flush=True)  # fmt: skip
         for name, groups in data.groups().items():
             print(f"  {name} {data.table.group_column}: {', '.join(groups)}", flush=True)
-        for note in data.notes():
+        for note in [*data.notes(), *gate_notes]:
             if config.scenario == "task" or not note.startswith("task "):  # one class alone is no issue in one head
                 print(f"note: {note}", flush=True)
         info = _run_info(e, method, folder, data, cdata) | {"spec_digest": digest}
@@ -304,7 +323,8 @@ def _dropout_for_folder(config: ContinualConfig, requested, folder: PretrainedFo
 def experiment_key(e: Experiment) -> dict:
     """The experiment's settings that make one run differ from another, as text: not where it is written nor how it
     is run, and the task split as one value (as ``prepare_data`` reads it)."""
-    run_management = ("out_dir", "resume", "overwrite", "device", "gpu_id", "cache_dir", "command", "preset")
+    run_management = ("out_dir", "resume", "overwrite", "device", "gpu_id", "cache_dir", "command", "preset",
+                      "gates_given")  # fmt: skip
     # settings counted only when set otherwise, so that earlier runs keep their digest
     added_later = {"encoder_type": "ann", "image_gate": 0.0, "audio_gate": 0.0, "order_seeds": ()}
     key = {k: v for k, v in asdict(e).items() if k not in run_management and added_later.get(k, object()) != v}

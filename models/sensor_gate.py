@@ -12,7 +12,10 @@ microphone lacks is continuity in time: a row's MFCC are consecutive frames of o
 coefficient changes little from one frame to the next, while noise is independent from frame to frame and a
 constant or silence has no variation at all. The gate reads the correlation of a row's (standardised, centred)
 MFCC with themselves one frame later, and leaves the audio out where it is within ``z`` standard errors of no
-correlation at all (docs/pipeline.md, "A failed sensor").
+correlation at all (docs/pipeline.md, "A failed sensor"). That judges a failed microphone only where the
+training rows' MFCC are frames of a recording: where the gate would leave out more than
+AUDIO_GATE_MAX_TRAINING_SHARE of the training rows' own audio, it does not judge recordings
+(``judges_recordings``), and the continual run turns it off or refuses it.
 """
 
 from __future__ import annotations
@@ -31,6 +34,9 @@ GATED = ("image", 0)  # the modality judged, and its column in the fusion's keep
 # of uniform noise (none of a constant or silence); 1.5 kept 13 of them, 2.5 left out 14 clean rows
 # (docs/measurements.md)
 AUDIO_GATE_FACTOR = 2.0
+# the share of the training rows whose audio the gate may leave out: 0.3% on avdigits and avphotos, whose MFCC are
+# 8 frames of 13 coefficients; 99.9% on MFCC whose values do not follow one another in time (independent values)
+AUDIO_GATE_MAX_TRAINING_SHARE = 0.05
 
 
 @dataclass(frozen=True)
@@ -82,6 +88,7 @@ def continuity(mfcc: torch.Tensor, lag: int) -> torch.Tensor:
 class AudioGate:
     lag: int  # the MFCC layout's frame length: the lag at which the training rows correlate most
     limit: float  # rows less continuous than this are judged a failed microphone
+    training_share: float = 0.0  # the share of the training rows this gate would judge failed
 
     @classmethod
     def fit(cls, mfcc: torch.Tensor, z: float) -> AudioGate:
@@ -90,7 +97,18 @@ class AudioGate:
         of values, an estimated correlation of 0 spreads by about 1 / sqrt(n))."""
         lags = range(1, mfcc.shape[1] // 2 + 1)
         lag = max(lags, key=lambda k: continuity(mfcc, k).median().item())
-        return cls(lag, z / (mfcc.shape[1] - lag) ** 0.5)
+        limit = z / (mfcc.shape[1] - lag) ** 0.5
+        return cls(lag, limit, (continuity(mfcc, lag) < limit).double().mean().item())
+
+    @property
+    def judges_recordings(self) -> bool:
+        """Whether the training rows' MFCC are frames of recordings, as the gate's judgement needs."""
+        return self.training_share <= AUDIO_GATE_MAX_TRAINING_SHARE
+
+    def why_not(self) -> str:
+        return (f"this dataset's MFCC do not correlate from one frame to the next as a recording's do: the gate would "
+                f"leave out the audio of {self.training_share:.1%} of the training rows (at most "
+                f"{AUDIO_GATE_MAX_TRAINING_SHARE:.0%} for it to tell a failed microphone)")  # fmt: skip
 
     def keep(self, mfcc: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor | None:
         """``keep`` (rows, 2: image, audio; None: both) with the audio dropped where it is not continuous, unless

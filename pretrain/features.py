@@ -18,6 +18,7 @@ import torch
 
 from common.batching import autocast
 from common.cache import read_checked, write_checked
+from common.errors import UserError
 from dataloader.dataset import PreparedData, standardize
 from dataloader.images import image_fingerprint
 from models.probes import Probe, corrupted, keep_mask, swap_partners
@@ -53,11 +54,16 @@ def feature_cache_path(
 def raw_inputs(meta: dict, data: PreparedData) -> dict[str, torch.Tensor]:
     """What the encoders read for every row, on the CPU: standardised MFCC (``audio``) and uint8 images
     (``image``, unless the encoders are audio-only), as the pretraining run prepared them."""
-    mean, std = (np.asarray(meta[key], np.float32) for key in ("mfcc_mean", "mfcc_std"))
-    inputs = {"audio": torch.from_numpy(standardize(data.table.mfcc, mean, std))}
+    inputs = {"audio": standardized_mfcc(meta, data)}
     if meta["modality"] != "audio":
         inputs["image"] = torch.from_numpy(np.asarray(data.images(meta["image_size"], meta.get("image_fit", "squash"))))
     return inputs
+
+
+def standardized_mfcc(meta: dict, data: PreparedData) -> torch.Tensor:
+    """Every row's MFCC standardised with the pretraining run's training statistics, on the CPU."""
+    mean, std = (np.asarray(meta[key], np.float32) for key in ("mfcc_mean", "mfcc_std"))
+    return torch.from_numpy(standardize(data.table.mfcc, mean, std))
 
 
 FEATURE_BATCH = 512  # rows the frozen encoders read at once (a swap probe swaps within these batches)
@@ -146,7 +152,9 @@ def extract(
     inputs = raw_inputs(meta, data)
     mfcc, images = inputs["audio"], inputs.get("image")
     gate = image_gate_of(model, inputs, pretrained_dir, meta, data, device, image_gate)
-    microphone = audio_gate_of(model, inputs, meta, data, audio_gate)
+    microphone = audio_gate_of(meta, data, audio_gate, inputs["audio"])
+    if microphone is not None and not microphone.judges_recordings:
+        raise UserError(f"-audio_gate {audio_gate:g}: {microphone.why_not()}; run with -audio_gate 0")
     chunks = []
     for start in range(0, len(mfcc), batch_size):
         window = slice(start, start + batch_size)
@@ -186,14 +194,16 @@ def image_gate_of(model, inputs: dict, pretrained_dir, meta: dict, data: Prepare
     return _GATES[key]
 
 
-def audio_gate_of(model, inputs: dict, meta: dict, data: PreparedData, factor: float) -> AudioGate | None:
-    """The audio gate of the training rows' standardised MFCC (of the classes the encoders were trained on); None
-    where nothing is judged (``factor`` 0, encoders of one modality). Cheap: no encoder runs."""
-    if not factor or len(model.encoders) != 2:
+def audio_gate_of(meta: dict, data: PreparedData, factor: float, mfcc: torch.Tensor | None = None) -> AudioGate | None:
+    """The audio gate of the training rows' standardised MFCC (``mfcc``, default read here; of the classes the
+    encoders were trained on); None where nothing is judged (``factor`` 0, encoders of one modality). Cheap: no
+    encoder runs."""
+    if not factor or meta["modality"] != "both":
         return None
+    mfcc = standardized_mfcc(meta, data) if mfcc is None else mfcc
     trained = set(meta.get("trained_classes") or data.class_names)
     rows = torch.from_numpy(data.rows("train", [i for i, c in enumerate(data.class_names) if c in trained]))
-    return AudioGate.fit(inputs["audio"][rows], factor)
+    return AudioGate.fit(mfcc[rows], factor)
 
 
 def _image_embeddings(model, inputs: dict, rows: torch.Tensor, device: torch.device) -> torch.Tensor:

@@ -343,6 +343,18 @@ def test_the_audio_gate_leaves_out_only_discontinuous_audio_and_never_a_row_s_la
     assert AudioGate.fit(frames, 2.0) == AudioGate(lag=13, limit=2.0 / 91**0.5)
 
 
+def test_the_audio_gate_judges_recordings_only_where_the_training_rows_are_frames_of_one():
+    """MFCC whose values do not follow one another in time would be judged failed nearly every one: such a gate
+    does not tell a failed microphone, and says why."""
+    from models.sensor_gate import AUDIO_GATE_MAX_TRAINING_SHARE, AudioGate
+
+    framed = AudioGate.fit(framed_rows(384, seed=1)[1], 2.0)
+    assert framed.judges_recordings and framed.training_share <= AUDIO_GATE_MAX_TRAINING_SHARE
+    independent = AudioGate.fit(torch.randn(384, 104, generator=torch.Generator().manual_seed(0)), 2.0)
+    assert not independent.judges_recordings and independent.training_share > 0.9
+    assert "do not correlate from one frame to the next" in independent.why_not()
+
+
 def test_extracted_features_leave_out_the_audio_the_gate_judges_failed(scene_dir, tmp_path, monkeypatch):
     """The frozen features as a continual run reads them: a row whose audio the gate judges failed is fused as
     its image-only probe fuses it."""

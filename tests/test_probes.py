@@ -118,7 +118,9 @@ def test_results_record_the_rows_whose_image_the_gate_left_out(six_class_dir, tm
     config = json.loads((tmp_path / "a" / "results.json").read_text())["config"]
     assert config["image_gate"] == 1.4 and config["image_left_out"]["train"] == 0.0
     assert set(config["image_left_out"]) == {"train", "val", "test"}
-    assert config["audio_gate"] == 2.0 and set(config["audio_left_out"]) == {"train", "val", "test"}
+    # the fixture's MFCC are independent values, not frames of a recording: the audio gate cannot judge them
+    assert config["audio_gate"] == 0.0 and config["audio_left_out"] is None
+    assert "note: the audio gate is off" in default.stdout
     every = run_script(
         "spiking_train_multimodal_end.py", *common, "-out_dir", str(tmp_path / "b"), *SNN, "-image_gate", "1e-9"
     )
@@ -127,3 +129,16 @@ def test_results_record_the_rows_whose_image_the_gate_left_out(six_class_dir, tm
     assert results["config"]["image_left_out"] == {"train": 1.0, "val": 1.0, "test": 1.0}
     assert results["acc_matrix"] == results["acc_matrix_audio_only"]
     assert "left out" in every.stdout
+
+
+def test_an_audio_gate_set_on_mfcc_that_are_not_frames_of_a_recording_is_refused(six_class_dir, tmp_path):
+    """The fixture's MFCC do not correlate from one frame to the next, so the gate would leave out nearly every
+    training row's audio: the default turns it off (above), a value the user sets is refused before anything is
+    written."""
+    pretrained = pretrain_tiny(six_class_dir, tmp_path)
+    common = ["-data_dir", str(six_class_dir), "-pretrained", str(pretrained), "-cache_dir", str(tmp_path / "cache")]
+    out = tmp_path / "refused"
+    result = run_script("spiking_train_multimodal_end.py", *common, "-out_dir", str(out), *SNN, "-audio_gate", "2")
+    assert result.returncode == 2 and not out.exists()
+    assert result.stderr.startswith("error: -audio_gate 2: this dataset's MFCC do not correlate from one frame")
+    assert len(result.stderr.strip().splitlines()) == 1
