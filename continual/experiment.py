@@ -49,7 +49,7 @@ from models.probes import NOISY_KINDS, corruption_names, parse_corruptions
 from models.sensor_gate import AUDIO_GATE_FACTOR, GATE_FACTOR
 from pretrain.artifacts import default_out_dir
 from pretrain.config import PRETRAIN_CLASSES, PretrainConfig, image_size_for
-from pretrain.features import audio_gate_of
+from pretrain.features import gates_that_cannot_judge
 from pretrain.folder import PretrainedFolder
 
 RESULT_MARKERS = ("results.json", "checkpoints")
@@ -123,7 +123,8 @@ class Experiment(DataFlags):
         "average-pooled to this grid (default 2); pretrained encoders bring their own (checked against it)"))  # fmt: skip
     command: dict | None = None  # the script's argv and the flags it set, recorded in results.json (not settings)
     preset: str | None = None  # the -config file they read, recorded with its content's hash
-    # the gates whose value was given rather than left to the default (None: read from them, as the first build does)
+    # the gates whose value is fixed (set by the user, or turned off for the data by ``gates_for_data``) rather than
+    # left to the default; None: the first build reads them from which gates are set
     gates_given: tuple[str, ...] | None = None
 
     def __post_init__(self):
@@ -141,19 +142,21 @@ class Experiment(DataFlags):
         if self.order_seeds and self.task_split is not None:
             raise UserError("-order_seeds draws the task split; drop -tasks and -class_order")
         gated = self.encoder_mode == "frozen" and not self.convert_encoders and self.modality in (None, "both")
-        if self.gates_given is None:  # a copy (``replace``) keeps the first build's, whose defaults are settled below
+        if self.gates_given is None:  # the first build: the gates set (a copy, ``replace``, keeps its own)
             given = tuple(name for name in ("image_gate", "audio_gate") if getattr(self, name) is not None)
             object.__setattr__(self, "gates_given", given)
         for name, judged, default in (
             ("image_gate", "images", GATE_FACTOR),
             ("audio_gate", "audio", AUDIO_GATE_FACTOR),
         ):
-            given = getattr(self, name)
-            if not gated and given is not None:  # the gates judge the cached features of frozen encoders
-                raise UserError(f"-{name} {given:g}: judges the {judged} of frozen encoders of both modalities, whose "
+            value = getattr(self, name)
+            if name not in self.gates_given:
+                value = default if gated else 0.0
+            elif not gated:  # the gates judge the cached features of frozen encoders
+                raise UserError(f"-{name} {value:g}: judges the {judged} of frozen encoders of both modalities, whose "
                                 "features are cached; not with -encoder_mode continual, -convert_encoders or one "
                                 "-modality")  # fmt: skip
-            object.__setattr__(self, name, (default if gated else 0.0) if given is None else given)
+            object.__setattr__(self, name, value)
         if self.encoder_type != "ann" and not self.from_scratch:
             raise UserError(f"-encoder_type {self.encoder_type}: chooses the encoders that learn from random weights "
                             "(-encoder_mode continual -pretrained none); a pretrained folder brings its own")  # fmt: skip
@@ -216,15 +219,17 @@ def open_data(e: Experiment) -> tuple[PretrainedFolder | None, PreparedData]:
 
 
 def gates_for_data(e: Experiment, folder: PretrainedFolder | None, data: PreparedData) -> tuple[Experiment, list]:
-    """``e`` with the audio gate off where the data's MFCC are not frames of a recording, which the gate needs to
-    tell a failed microphone (``models.sensor_gate.AudioGate.judges_recordings``), and a note saying so; a gate the
-    user set there is refused."""
-    gate = audio_gate_of(folder.meta, data, e.audio_gate) if folder is not None and e.audio_gate else None
-    if gate is None or gate.judges_recordings:
+    """``e`` with each gate off that cannot tell a failed sensor on this folder and data (encoders pretrained on
+    task 0's classes only; MFCC that are not frames of a recording: ``pretrain.features.gates_that_cannot_judge``),
+    and a note for each; a gate the user set there is refused."""
+    cannot = gates_that_cannot_judge(folder.meta, data, e.image_gate, e.audio_gate) if folder is not None else {}
+    for name, why in cannot.items():
+        if name in e.gates_given:
+            raise UserError(f"-{name} {getattr(e, name):g}: {why}; drop it")
+    if not cannot:
         return e, []
-    if "audio_gate" in e.gates_given:
-        raise UserError(f"-audio_gate {e.audio_gate:g}: {gate.why_not()}; drop it")
-    return replace(e, audio_gate=0.0), [f"the audio gate is off: {gate.why_not()}"]
+    off = replace(e, **dict.fromkeys(cannot, 0.0), gates_given=(*e.gates_given, *cannot))
+    return off, [f"-{name} is off: {why}" for name, why in cannot.items()]
 
 
 def run_experiment(experiment: Experiment, make_methods: Callable[[], list[Method]], config: ContinualConfig) -> dict:

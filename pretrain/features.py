@@ -152,9 +152,10 @@ def extract(
     inputs = raw_inputs(meta, data)
     mfcc, images = inputs["audio"], inputs.get("image")
     gate = image_gate_of(model, inputs, pretrained_dir, meta, data, device, image_gate)
+    factors = {"image_gate": image_gate, "audio_gate": audio_gate}
+    for name, why in gates_that_cannot_judge(meta, data, image_gate, audio_gate).items():
+        raise UserError(f"-{name} {factors[name]:g}: {why}; run with -{name} 0")
     microphone = audio_gate_of(meta, data, audio_gate, inputs["audio"])
-    if microphone is not None and not microphone.judges_recordings:
-        raise UserError(f"-audio_gate {audio_gate:g}: {microphone.why_not()}; run with -audio_gate 0")
     chunks = []
     for start in range(0, len(mfcc), batch_size):
         window = slice(start, start + batch_size)
@@ -192,6 +193,25 @@ def image_gate_of(model, inputs: dict, pretrained_dir, meta: dict, data: Prepare
         _GATES[key] = SensorGate.fit(torch.cat([_image_embeddings(model, inputs, batch, device)
                                                 for batch in rows.split(FEATURE_BATCH)]), factor)  # fmt: skip
     return _GATES[key]
+
+
+FIRST_TASK_GATES = (
+    "the encoders were pretrained on task 0's classes only, so a later class's clean input lies outside the rows "
+    "the gate is fitted on"
+)
+
+
+def gates_that_cannot_judge(meta: dict, data: PreparedData, image_gate: float, audio_gate: float) -> dict[str, str]:
+    """The gates asked for (``image_gate``, ``audio_gate`` > 0) that cannot tell a failed sensor on these encoders
+    and data, each with why: encoders pretrained on task 0's classes only (either gate), MFCC that are not frames
+    of a recording (the audio gate, ``AudioGate.judges_recordings``)."""
+    asked = {name: factor for name, factor in (("image_gate", image_gate), ("audio_gate", audio_gate)) if factor}
+    if meta["pretrain_classes"] != "all":
+        return dict.fromkeys(asked, FIRST_TASK_GATES)
+    microphone = audio_gate_of(meta, data, audio_gate)
+    if microphone is not None and not microphone.judges_recordings:
+        return {"audio_gate": microphone.why_not()}
+    return {}
 
 
 def audio_gate_of(meta: dict, data: PreparedData, factor: float, mfcc: torch.Tensor | None = None) -> AudioGate | None:

@@ -120,7 +120,7 @@ def test_results_record_the_rows_whose_image_the_gate_left_out(six_class_dir, tm
     assert set(config["image_left_out"]) == {"train", "val", "test"}
     # the fixture's MFCC are independent values, not frames of a recording: the audio gate cannot judge them
     assert config["audio_gate"] == 0.0 and config["audio_left_out"] is None
-    assert "note: the audio gate is off" in default.stdout
+    assert "note: -audio_gate is off: this dataset's MFCC do not correlate" in default.stdout
     every = run_script(
         "spiking_train_multimodal_end.py", *common, "-out_dir", str(tmp_path / "b"), *SNN, "-image_gate", "1e-9"
     )
@@ -142,3 +142,22 @@ def test_an_audio_gate_set_on_mfcc_that_are_not_frames_of_a_recording_is_refused
     assert result.returncode == 2 and not out.exists()
     assert result.stderr.startswith("error: -audio_gate 2: this dataset's MFCC do not correlate from one frame")
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_first_task_encoders_have_no_gate_by_default_and_refuse_one(six_class_dir, tmp_path):
+    """Encoders pretrained on task 0's classes only see every later class's clean image as atypical (and
+    standardise the MFCC with task 0's statistics), so no gate can tell a failed sensor there: both are off by
+    default, saying why, and a gate the user sets is refused."""
+    pretrained = pretrain_tiny(six_class_dir, tmp_path, "-pretrain_classes", "first-task")
+    common = ["-data_dir", str(six_class_dir), "-pretrained", str(pretrained), "-cache_dir", str(tmp_path / "cache"),
+              "-pretrain_classes", "first-task", *SNN]  # fmt: skip
+    default = run_script("spiking_train_multimodal_end.py", *common, "-out_dir", str(tmp_path / "a"))
+    assert default.returncode == 0, default.stderr
+    config = json.loads((tmp_path / "a" / "results.json").read_text())["config"]
+    assert config["image_gate"] == 0.0 and config["audio_gate"] == 0.0 and config["image_left_out"] is None
+    assert "note: -image_gate is off: the encoders were pretrained on task 0's classes only" in default.stdout
+    refused = run_script(
+        "spiking_train_multimodal_end.py", *common, "-out_dir", str(tmp_path / "b"), "-image_gate", "2"
+    )
+    assert refused.returncode == 2 and not (tmp_path / "b").exists()
+    assert refused.stderr.startswith("error: -image_gate 2: the encoders were pretrained on task 0's classes only")
