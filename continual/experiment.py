@@ -125,7 +125,7 @@ class Experiment(DataFlags):
     preset: str | None = None  # the -config file they read, recorded with its content's hash
     # the gates whose value is fixed (set by the user, or turned off for the data by ``gates_for_data``) rather than
     # left to the default; None: the first build reads them from which gates are set
-    gates_given: tuple[str, ...] | None = None
+    gates_fixed: tuple[str, ...] | None = None
 
     def __post_init__(self):
         for name in ("pretrained", "out_dir"):  # a folder may be given as text from Python
@@ -142,15 +142,15 @@ class Experiment(DataFlags):
         if self.order_seeds and self.task_split is not None:
             raise UserError("-order_seeds draws the task split; drop -tasks and -class_order")
         gated = self.encoder_mode == "frozen" and not self.convert_encoders and self.modality in (None, "both")
-        if self.gates_given is None:  # the first build: the gates set (a copy, ``replace``, keeps its own)
+        if self.gates_fixed is None:  # the first build: the gates set (a copy, ``replace``, keeps its own)
             given = tuple(name for name in ("image_gate", "audio_gate") if getattr(self, name) is not None)
-            object.__setattr__(self, "gates_given", given)
+            object.__setattr__(self, "gates_fixed", given)
         for name, judged, default in (
             ("image_gate", "images", GATE_FACTOR),
             ("audio_gate", "audio", AUDIO_GATE_FACTOR),
         ):
             value = getattr(self, name)
-            if name not in self.gates_given:
+            if name not in self.gates_fixed:
                 value = default if gated else 0.0
             elif not gated:  # the gates judge the cached features of frozen encoders
                 raise UserError(f"-{name} {value:g}: judges the {judged} of frozen encoders of both modalities, whose "
@@ -224,11 +224,11 @@ def gates_for_data(e: Experiment, folder: PretrainedFolder | None, data: Prepare
     and a note for each; a gate the user set there is refused."""
     cannot = gates_that_cannot_judge(folder.meta, data, e.image_gate, e.audio_gate) if folder is not None else {}
     for name, why in cannot.items():
-        if name in e.gates_given:
+        if name in e.gates_fixed:
             raise UserError(f"-{name} {getattr(e, name):g}: {why}; drop it")
     if not cannot:
         return e, []
-    off = replace(e, **dict.fromkeys(cannot, 0.0), gates_given=(*e.gates_given, *cannot))
+    off = replace(e, **dict.fromkeys(cannot, 0.0), gates_fixed=(*e.gates_fixed, *cannot))
     return off, [f"-{name} is off: {why}" for name, why in cannot.items()]
 
 
@@ -329,7 +329,7 @@ def experiment_key(e: Experiment) -> dict:
     """The experiment's settings that make one run differ from another, as text: not where it is written nor how it
     is run, and the task split as one value (as ``prepare_data`` reads it)."""
     run_management = ("out_dir", "resume", "overwrite", "device", "gpu_id", "cache_dir", "command", "preset",
-                      "gates_given")  # fmt: skip
+                      "gates_fixed")  # fmt: skip
     # settings counted only when set otherwise, so that earlier runs keep their digest
     added_later = {"encoder_type": "ann", "image_gate": 0.0, "audio_gate": 0.0, "order_seeds": ()}
     key = {k: v for k, v in asdict(e).items() if k not in run_management and added_later.get(k, object()) != v}
