@@ -311,6 +311,24 @@ def test_spiking_encoders_train_through_time_by_default(flags, training):
 
 
 @pytest.mark.parametrize(
+    "flags, grid",
+    [
+        (["-encoder_type", "spiking"], 2),
+        (["-encoder_type", "spiking", "-image_grid", "1"], 1),
+        ([], 1),
+        (["-image_grid", "3"], 3),
+    ],
+)
+def test_the_spiking_image_encoder_reads_a_two_by_two_grid_by_default(flags, grid):
+    from common import spec
+    from pretrain.cli import build_parser
+    from pretrain.encoder_settings import EncoderSettings
+
+    options = spec.from_args(EncoderSettings, build_parser().parse_args(flags)).encoder_options()
+    assert options["image_grid"] == grid
+
+
+@pytest.mark.parametrize(
     "flags, epochs",
     [
         ([], 20),
