@@ -18,8 +18,8 @@ PRETRAIN_CLASSES = ("all", "first-task")
 ANN_EPOCHS, SPIKING_EPOCHS = 20, 30
 RELIABILITY_CORRUPT_VIEWS = 0.25  # the reliability fusion learns which input to trust from failed-sensor views
 MFCC_NOISE = 1.0  # chosen on the validation speaker, for ANN and spiking audio encoders alike (docs/pipeline.md)
-SMALL_IMAGE_SIZE, LARGE_IMAGE_SIZE = 32, 64  # images of at most 64 pixels a side are read at 32, larger ones at 64
-SMALL_IMAGE = 64
+SMALL_IMAGE = 64  # images whose shorter side is at most this many pixels are read at SMALL_IMAGE_SIZE
+SMALL_IMAGE_SIZE, LARGE_IMAGE_SIZE = 32, 64  # larger frames at LARGE_IMAGE_SIZE, which 32 pixels would blur away
 
 
 @dataclass(frozen=True)
