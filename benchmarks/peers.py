@@ -52,6 +52,7 @@ from continual.resolve import resolve
 from continual.stream import experiences
 from continual.trainer import build_model, start_task, train_step
 from models.neurons import NeuronConfig
+from pretrain.encoder_settings import SPIKING_IMAGE_GRID
 
 CPU_PATCH = "modules.neuron_dsr.sum_tensor = identity (one process: the sum over processes is the value)"
 
@@ -318,7 +319,8 @@ ENCODER_DIM = 784  # the pretraining script's -feature_dim
 
 def encoder_contenders(shape: Shape, image_size: int = 32, timesteps: int = 8) -> tuple[list[Contender], list[str]]:
     """One training step of the spiking image encoder (``-encoder_type spiking``: three conv LIF blocks with batch
-    norm, average pools, an LIF projection; trained with DSR, and with BPTT) and of the same network in
+    norm, average pools, an LIF projection of the last block pooled to the default grid; trained with DSR, and with
+    BPTT) and of the same network in
     SpikingJelly (multi-step conv LIF nodes, BPTT), each with a linear head, on one batch of uint8 images."""
     from models.spiking_encoders import SpikingImageEncoder
 
@@ -328,7 +330,7 @@ def encoder_contenders(shape: Shape, image_size: int = 32, timesteps: int = 8) -
     neuron, contenders, skipped = NeuronConfig(timesteps=timesteps), [], []
     for training in ("dsr", "bptt"):
         torch.manual_seed(0)
-        encoder = SpikingImageEncoder(ENCODER_DIM, neuron, training)
+        encoder = SpikingImageEncoder(ENCODER_DIM, neuron, training, SPIKING_IMAGE_GRID)
         contenders.append(_encoder_step(f"mmhlop spiking image encoder, {training.upper()}", encoder, images, labels,
                                         shape, lambda e=encoder: e(images)))  # fmt: skip
     try:
@@ -363,8 +365,10 @@ def spikingjelly_encoder(neuron: NeuronConfig) -> nn.Module:
     def block(c_in, c_out):
         return [layer.Conv2d(c_in, c_out, 3, padding=1, bias=False), layer.BatchNorm2d(c_out), lif()]
 
+    grid = SPIKING_IMAGE_GRID  # the pretraining default's embedding: the last block on a grid x grid grid
     net = nn.Sequential(*block(3, 32), layer.AvgPool2d(2), *block(32, 64), layer.AvgPool2d(2), *block(64, 128),
-                        layer.AdaptiveAvgPool2d(1), layer.Flatten(), layer.Linear(128, ENCODER_DIM, bias=True), lif())  # fmt: skip
+                        layer.AdaptiveAvgPool2d(grid), layer.Flatten(), layer.Linear(128 * grid * grid, ENCODER_DIM),
+                        lif())  # fmt: skip
     functional.set_step_mode(net, "m")
     return net
 
