@@ -151,11 +151,11 @@ def extract(
     model = load_encoder(pretrained_dir, meta, device)
     inputs = raw_inputs(meta, data)
     mfcc, images = inputs["audio"], inputs.get("image")
-    gate = image_gate_of(model, inputs, pretrained_dir, meta, data, device, image_gate)
+    microphone = audio_gate_of(meta, data, audio_gate, mfcc)
     factors = {"image_gate": image_gate, "audio_gate": audio_gate}
-    for name, why in gates_that_cannot_judge(meta, data, image_gate, audio_gate).items():
+    for name, why in gates_that_cannot_judge(meta, data, image_gate, audio_gate, microphone).items():
         raise UserError(f"-{name} {factors[name]:g}: {why}; run with -{name} 0")
-    microphone = audio_gate_of(meta, data, audio_gate, inputs["audio"])
+    gate = image_gate_of(model, inputs, pretrained_dir, meta, data, device, image_gate)
     chunks = []
     for start in range(0, len(mfcc), batch_size):
         window = slice(start, start + batch_size)
@@ -201,14 +201,16 @@ FIRST_TASK_GATES = (
 )
 
 
-def gates_that_cannot_judge(meta: dict, data: PreparedData, image_gate: float, audio_gate: float) -> dict[str, str]:
+def gates_that_cannot_judge(
+    meta: dict, data: PreparedData, image_gate: float, audio_gate: float, microphone: AudioGate | None = None
+) -> dict[str, str]:
     """The gates asked for (``image_gate``, ``audio_gate`` > 0) that cannot tell a failed sensor on these encoders
     and data, each with why: encoders pretrained on task 0's classes only (either gate), MFCC that are not frames
-    of a recording (the audio gate, ``AudioGate.judges_recordings``)."""
+    of a recording (the audio gate, ``AudioGate.judges_recordings``; ``microphone``: the gate already fitted)."""
     asked = {name: factor for name, factor in (("image_gate", image_gate), ("audio_gate", audio_gate)) if factor}
     if meta["pretrain_classes"] != "all":
         return dict.fromkeys(asked, FIRST_TASK_GATES)
-    microphone = audio_gate_of(meta, data, audio_gate)
+    microphone = microphone or audio_gate_of(meta, data, audio_gate)
     if microphone is not None and not microphone.judges_recordings:
         return {"audio_gate": microphone.why_not()}
     return {}
