@@ -54,6 +54,8 @@ APPLIES = {
     "corrupt_views": _both,
     "modality_dropout": _both,
     "mfcc_noise": lambda a: None if a.modality != "image" else "adds noise to the MFCC; -modality image reads none",
+    "image_shift": lambda a: None if a.modality != "audio" else "moves the images; -modality audio reads none",
+    "image_flip": lambda a: None if a.modality != "audio" else "mirrors the images; -modality audio reads none",
 }  # fmt: skip
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from common import spec
-from common.spec import ANY_INT, NON_NEGATIVE, POSITIVE, POSITIVE_INT, SHARE, setting
+from common.spec import ANY_INT, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, SHARE, SWITCH, setting
 from dataloader.images import IMAGE_FITS
 
 PRETRAIN_CLASSES = ("all", "first-task")
@@ -45,6 +45,10 @@ class PretrainConfig:
     image_size: int | None = setting(None, "-image_size", kind=POSITIVE_INT, help="images are resized to this "
         f"square size (default: {SMALL_IMAGE_SIZE} for images of at most {SMALL_IMAGE} pixels a side, as the embedded "
         f"datasets' digits and photos; {LARGE_IMAGE_SIZE} for larger frames, as the scene dataset's 640 x 360)")  # fmt: skip
+    image_shift: int = setting(0, "-image_shift", kind=NON_NEGATIVE_INT, help="training images are moved by up to this many "
+        "pixels in each direction (a random translation per row, zeros fill the edge)")  # fmt: skip
+    image_flip: bool = setting(False, "-image_flip", kind=SWITCH, help="half the training images are mirrored left "
+        "to right (for photographs; not for digits or text)")  # fmt: skip
     image_fit: str = setting("squash", "-image_fit", choices=IMAGE_FITS, help="how a non-square frame becomes a "
                              "square: squash (stretch), crop (centre square) or pad (letterbox)")  # fmt: skip
     seed: int = setting(0, "-seed", kind=ANY_INT, help="seed of Python, NumPy and torch")

@@ -292,6 +292,7 @@ def train_step(network, model, tensors: DeviceData, optimizer, config: PretrainC
     device = tensors.mfcc.device
     images, mfcc, labels = tensors.batch(dist.shard(rows))
     mfcc = noisy_mfcc(mfcc, config.mfcc_noise)
+    images = augmented_images(images, config.image_shift, config.image_flip)
     keep = modality_dropout_mask(len(labels), len(model.encoders), config.modality_dropout, device)
     images, mfcc, failed = corrupt_views(images, mfcc, config.corrupt_views if len(model.encoders) > 1 else 0.0)
     with autocast(device):
@@ -312,6 +313,25 @@ def noisy_mfcc(mfcc: torch.Tensor, std: float) -> torch.Tensor:
     an audio embedding that is wrong (docs/pipeline.md, "Pretraining the encoders").
     """
     return mfcc + std * torch.randn_like(mfcc) if std > 0 else mfcc
+
+
+def augmented_images(images: torch.Tensor | None, shift: int, flip: bool) -> torch.Tensor | None:
+    """Training images (B, H, W, C) moved by a random translation of up to ``shift`` pixels per axis (zeros fill
+    what comes in from the edge; ``-image_shift``) and, with ``flip``, half of them mirrored (``-image_flip``):
+    a small data set's photographs then stop being memorised pixel for pixel."""
+    if images is None or (shift == 0 and not flip):
+        return images
+    batch, height, width, _ = images.shape
+    if shift > 0:
+        padded = torch.nn.functional.pad(images, (0, 0, shift, shift, shift, shift))
+        down, right = (torch.randint(0, 2 * shift + 1, (batch, 1), device=images.device) for _ in range(2))
+        rows = (down + torch.arange(height, device=images.device))[:, :, None]
+        cols = (right + torch.arange(width, device=images.device))[:, None, :]
+        images = padded[torch.arange(batch, device=images.device)[:, None, None], rows, cols]
+    if flip:
+        mirrored = torch.rand(batch, device=images.device) < 0.5
+        images = torch.where(mirrored[:, None, None, None], images.flip(2), images)
+    return images
 
 
 def _epoch_line(record: dict, epochs: int) -> str:
