@@ -358,6 +358,42 @@ def test_mfcc_noise_has_the_requested_spread_and_zero_leaves_the_rows_alone():
     assert noisy_mfcc(mfcc, 0.0) is mfcc
 
 
+def test_image_shift_moves_each_row_by_at_most_the_shift_and_fills_the_edge_with_zeros():
+    from pretrain.trainer import augmented_images
+
+    images = torch.randint(1, 256, (64, 9, 9, 3), dtype=torch.uint8)  # no zero pixel: a zero came from the edge
+    assert augmented_images(images, 0, False) is images and augmented_images(None, 4, True) is None
+    torch.manual_seed(0)
+    moved = augmented_images(images, 2, False)
+    padded = torch.nn.functional.pad(images, (0, 0, 2, 2, 2, 2))
+    offsets = []
+    for row in range(len(images)):
+        found = [
+            (d, r) for d in range(5) for r in range(5) if torch.equal(padded[row, d : d + 9, r : r + 9], moved[row])
+        ]
+        assert len(found) == 1, f"row {row} is no translation of its image by at most 2 pixels"
+        offsets.append(found[0])
+    assert len(set(offsets)) > 10  # rows draw their own offsets
+
+
+def test_image_flip_mirrors_about_half_of_the_rows_left_to_right():
+    from pretrain.trainer import augmented_images
+
+    images = torch.randint(0, 256, (400, 6, 7, 3), dtype=torch.uint8)
+    torch.manual_seed(0)
+    flipped = augmented_images(images, 0, True)
+    mirrored = torch.tensor([torch.equal(f, i.flip(1)) for f, i in zip(flipped, images, strict=True)])
+    kept = torch.tensor([torch.equal(f, i) for f, i in zip(flipped, images, strict=True)])
+    assert bool((mirrored ^ kept).all()) and 150 < int(mirrored.sum()) < 250
+
+
+def test_image_augmentation_is_refused_without_images(tmp_path):
+    result = run_script(
+        "spiking_pretrain_multimodal.py", "-modality", "audio", "-image_shift", "4", "-out", tmp_path / "w"
+    )
+    assert result.returncode == 2 and "-image_shift" in result.stderr and "audio" in result.stderr
+
+
 def test_a_folder_pretrained_before_mfcc_noise_resumes_only_as_noise_free(scene_dir, tmp_path):
     """Folders written before -mfcc_noise existed were trained without it: the new default must not adopt them."""
     out = pretrain_tiny(scene_dir, tmp_path, "-mfcc_noise", "0")
