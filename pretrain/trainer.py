@@ -245,8 +245,10 @@ def _test_and_write(log: RunLog, model, data, tensors, config, encoder, state, f
         model.fusion.calibrate(embeddings(model, tensors, tensors.rows["train"]))
         if dist.main:
             atomic.save_torch(log.folder / "best.pt", {**best, "model": model.state_dict()})
+    # the validation accuracy of the weights written: the reliability fusion's calibration changes its answers
+    val = evaluate(model, tensors, tensors.rows["val"]) if hasattr(model.fusion, "calibrate") else None
     test = evaluate(model, tensors, tensors.rows["test"])
-    meta = _meta(data, tensors, config, encoder, state, test, flags, seconds, device)
+    meta = _meta(data, tensors, config, encoder, state, test, val, flags, seconds, device)
     meta["processes"] = dist.world
     if dist.main:
         atomic.write_json(log.folder / "meta.json", meta)
@@ -361,9 +363,12 @@ def _state_dicts(model, optimizer, scheduler) -> dict:
     return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
 
 
-def _meta(data, tensors, config, encoder, state, test, flags, seconds, device) -> dict:
+def _meta(data, tensors, config, encoder, state, test, val, flags, seconds, device) -> dict:
+    """``val``: the validation accuracy of the weights written, where it differs from their epoch's (the reliability
+    fusion, calibrated after training); else the best epoch's."""
     table = data.table
     best = state["history"][state["best_epoch"] - 1]["val"] if state["history"] else {}
+    val = val or best
     return {
         "dataset": {
             "name": table.name,
@@ -388,7 +393,7 @@ def _meta(data, tensors, config, encoder, state, test, flags, seconds, device) -
         "encoder": encoder.to_dict(),
         "train": asdict(config),
         "test_acc": {name: test.get(name) for name in ("image", "audio", "fused")},
-        "val_acc": {name: best.get(name) for name in ("image", "audio", "fused")},
+        "val_acc": {name: val.get(name) for name in ("image", "audio", "fused")},
         "best_epoch": state["best_epoch"],
         "history": state["history"],
         "seconds": round(seconds, 2),

@@ -93,6 +93,35 @@ def test_pretraining_writes_weights_and_meta(scene_dir, tmp_path):
     assert len(meta["mfcc_mean"]) == 104 and len(meta["history"]) == 2
 
 
+@pytest.mark.parametrize("fusion", ["attention", "reliability"])
+def test_meta_gives_the_validation_accuracy_of_the_weights_it_wrote(scene_dir, tmp_path, fusion, monkeypatch):
+    """The reliability fusion is calibrated after training: meta.json's val_acc is that of the calibrated weights,
+    not the accuracy its best epoch had before (here a calibration that distrusts every embedding changes it)."""
+    from models.fusion import ReliabilityFusion
+    from pretrain.artifacts import load_encoder
+
+    calibrate = ReliabilityFusion.calibrate
+
+    def distrusting(self, train, **kwargs):
+        calibrate(self, train, **kwargs)
+        self.typical_log_distance -= torch.tensor([0.0, 20.0])  # the audio lies far out: the image answers
+
+    monkeypatch.setattr(ReliabilityFusion, "calibrate", distrusting)
+    data = _data(scene_dir, tmp_path)
+    config = replace(TINY, epochs=3, batch_size=4, corrupt_views=0.25)
+    meta = _pretrain(data, tmp_path / "pw", config=config, encoder={**ENCODER, "fusion": fusion})
+    model = load_encoder(tmp_path / "pw", meta, torch.device("cpu")).eval()
+    inputs = features_module.raw_inputs(meta, data)
+    rows = torch.from_numpy(data.splits["val"])
+    with torch.no_grad():
+        out = model(inputs["image"][rows], inputs["audio"][rows])
+    labels = torch.from_numpy(data.table.labels[data.splits["val"]])
+    for name in ("fused", "image", "audio"):
+        assert meta["val_acc"][name] == round((out[name].argmax(1) == labels).float().mean().item(), 6), name
+    at_selection = meta["history"][meta["best_epoch"] - 1]["val"]["fused"]
+    assert (meta["val_acc"]["fused"] != at_selection) == (fusion == "reliability")
+
+
 def test_first_task_pretraining_sees_only_task_zero(scene_dir, tmp_path):
     data = _data(scene_dir, tmp_path)
     meta = _pretrain(
