@@ -361,7 +361,7 @@ def test_the_spiking_image_encoder_reads_a_two_by_two_grid_by_default(flags, gri
     "flags, epochs",
     [
         ([], 20),
-        (["-encoder_type", "spiking"], 30),
+        (["-encoder_type", "spiking"], 50),
         (["-encoder_type", "spiking", "-epochs", "5"], 5),
         (["-epochs", "7"], 7),
     ],
@@ -447,6 +447,6 @@ def test_resolving_settles_only_the_open_defaults():
     open_defaults = PretrainConfig()
     assert (open_defaults.epochs, open_defaults.corrupt_views, open_defaults.image_size) == (None, None, None)
     spiking = open_defaults.resolved(spiking=True, fusion="reliability")
-    assert (spiking.epochs, spiking.corrupt_views, spiking.image_size) == (30, 0.25, 32) and spiking.is_resolved
+    assert (spiking.epochs, spiking.corrupt_views, spiking.image_size) == (50, 0.25, 32) and spiking.is_resolved
     chosen = PretrainConfig(epochs=3, corrupt_views=0.0, image_size=48).resolved(spiking=True, fusion="reliability")
     assert (chosen.epochs, chosen.corrupt_views, chosen.image_size) == (3, 0.0, 48)
