@@ -319,8 +319,8 @@ def noisy_mfcc(mfcc: torch.Tensor, std: float) -> torch.Tensor:
 
 def augmented_images(images: torch.Tensor | None, shift: int, flip: bool) -> torch.Tensor | None:
     """Training images (B, H, W, C) moved by a random translation of up to ``shift`` pixels per axis (zeros fill
-    what comes in from the edge; ``-image_shift``) and, with ``flip``, half of them mirrored (``-image_flip``):
-    a small data set's photographs then stop being memorised pixel for pixel."""
+    what comes in from the edge; ``-image_shift``) and, with ``flip``, half of them mirrored (``-image_flip``), the
+    usual augmentations of small photograph sets; off by default (docs/pipeline.md says what they did on avphotos)."""
     if images is None or (shift == 0 and not flip):
         return images
     batch, height, width, _ = images.shape
