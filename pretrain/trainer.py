@@ -241,12 +241,12 @@ def _test_and_write(log: RunLog, model, data, tensors, config, encoder, state, f
     dist.barrier()  # best.pt is complete before every process reads it
     best = load_checkpoint(log.folder / "best.pt", "pretrained weights")
     load_weights(model, best["model"], log.folder / "best.pt")
+    val = None  # the best epoch's validation accuracy holds, unless the weights change after it
     if hasattr(model.fusion, "calibrate"):  # the reliability fusion measures its clean embeddings
         model.fusion.calibrate(embeddings(model, tensors, tensors.rows["train"]))
+        val = evaluate(model, tensors, tensors.rows["val"])  # the calibration changes its answers
         if dist.main:
             atomic.save_torch(log.folder / "best.pt", {**best, "model": model.state_dict()})
-    # the validation accuracy of the weights written: the reliability fusion's calibration changes its answers
-    val = evaluate(model, tensors, tensors.rows["val"]) if hasattr(model.fusion, "calibrate") else None
     test = evaluate(model, tensors, tensors.rows["test"])
     meta = _meta(data, tensors, config, encoder, state, test, val, flags, seconds, device)
     meta["processes"] = dist.world
@@ -325,7 +325,7 @@ def augmented_images(images: torch.Tensor | None, shift: int, flip: bool) -> tor
         return images
     batch, height, width, _ = images.shape
     if shift > 0:
-        padded = torch.nn.functional.pad(images, (0, 0, shift, shift, shift, shift))
+        padded = F.pad(images, (0, 0, shift, shift, shift, shift))
         down, right = (torch.randint(0, 2 * shift + 1, (batch, 1), device=images.device) for _ in range(2))
         rows = (down + torch.arange(height, device=images.device))[:, :, None]
         cols = (right + torch.arange(width, device=images.device))[:, None, :]
