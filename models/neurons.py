@@ -28,6 +28,7 @@ from torch import nn
 
 from common import spec
 from common.spec import NON_NEGATIVE, POSITIVE, POSITIVE_INT, SWITCH, setting
+from models import cpu_lif
 
 
 @dataclass(frozen=True)
@@ -66,19 +67,32 @@ def weighted_rate(spikes: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def lif_spikes(current: torch.Tensor, config: NeuronConfig, vth: torch.Tensor, timesteps: int | None = None):
+def lif_spikes(
+    current: torch.Tensor,
+    config: NeuronConfig,
+    vth: torch.Tensor,
+    timesteps: int | None = None,
+    cpu_kernel: bool = True,
+):
     """Run the LIF dynamics; ``current`` is (T, B, N), or (B, N) for a constant input.
 
     Returns the spike trains (T, B, N) (values 0 or Vth/delta_t) and the final membrane potential.
-    The threshold test writes 0 or 1 straight into the float spike trains, and the reset subtracts
-    Vth times them in place: per step four passes over the layer's neurons, no conversion and no
-    temporary (the same numbers as subtracting Vth where a neuron fired).
+    On a CPU the loop runs as one compiled pass (``models.cpu_lif``, the same spikes) where it can be
+    built, unless ``cpu_kernel`` is False. Here, the threshold test writes 0 or 1 straight into the
+    float spike trains, and the reset subtracts Vth times them in place: per step four passes over
+    the layer's neurons, no conversion and no temporary (the same numbers as subtracting Vth where a
+    neuron fired).
     """
     steps = timesteps or config.timesteps
     constant = current.dim() == 2
     beta = math.exp(-config.delta_t / config.tau)
     fire_at, minus_vth = config.alpha * vth, -vth
     drive = (1 - beta) * current.float()
+    if cpu_kernel and drive.device.type == "cpu":
+        compiled = cpu_lif.simulate(drive, constant, beta, float(fire_at), float(minus_vth),
+                                    float(vth / config.delta_t), steps)  # fmt: skip
+        if compiled is not None:
+            return compiled
     u = torch.zeros_like(drive if constant else drive[0])
     fired = torch.empty((steps, *u.shape), dtype=torch.float32, device=current.device)
     for t in range(steps):

@@ -1,6 +1,7 @@
 """LIF dynamics, the weighted firing rate, DSR gradients, and the spiking MLP's shortcuts."""
 
 import math
+import shutil
 
 import pytest
 import torch
@@ -32,6 +33,23 @@ def test_lif_matches_the_reference_equations():
     spikes, _ = lif_spikes(constant, config, torch.tensor(0.3))
     torch.testing.assert_close(spikes, reference_lif(constant.expand(12, 5, 7), 12, 0.3, 1.0, 0.05, 0.3))
     assert torch.isclose(spikes, torch.tensor(0.0)).logical_or(torch.isclose(spikes, torch.tensor(6.0))).all()
+
+
+@pytest.mark.parametrize("alpha, vth", [(0.3, 0.3), (1.0, 0.3), (0.7, 0.02), (0.3, 0.123)])
+def test_the_compiled_cpu_loop_gives_the_pytorch_loops_spikes_bit_for_bit(alpha, vth):
+    if shutil.which("c++") is None or shutil.which("ninja") is None:
+        pytest.skip("no C++ compiler or ninja: the PyTorch loop is the only one")
+    from models import cpu_lif
+
+    assert cpu_lif.kernel() is not None, "the CPU LIF kernel did not build"
+    torch.manual_seed(0)
+    config, threshold = NeuronConfig(timesteps=20, alpha=alpha), torch.tensor(vth)
+    for current in (torch.randn(20, 8, 3, 50) * 0.5 + 0.3, torch.randn(9, 130) * 0.5 + 0.3, torch.rand(20, 2100)):
+        spikes, membrane = lif_spikes(current, config, threshold)
+        expected_spikes, expected_membrane = lif_spikes(current, config, threshold, cpu_kernel=False)
+        assert spikes.shape == expected_spikes.shape and membrane.shape == expected_membrane.shape
+        assert torch.equal(spikes, expected_spikes) and torch.equal(membrane, expected_membrane)
+        assert 0 < spikes.count_nonzero() < spikes.numel()
 
 
 def test_weighted_rate_weights_follow_exp_decay_and_sum_to_one():
