@@ -43,7 +43,7 @@ from dataloader.dataset import PreparedData, prepare_data
 from dataloader.images import image_fingerprint
 from dataloader.options import ORDER_SEED, DataFlags, DataSpec
 from dataloader.splits import SPLIT_MODES, SplitConfig
-from models.fusion import FUSIONS
+from models.fusion import DEFAULT_FUSION, FUSIONS
 from models.multimodal import MODALITIES
 from models.probes import NOISY_KINDS, corruption_names, parse_corruptions
 from models.sensor_gate import AUDIO_GATE_FACTOR, GATE_FACTOR
@@ -200,7 +200,9 @@ def open_data(e: Experiment) -> tuple[PretrainedFolder | None, PreparedData]:
         split = SplitConfig(mode=e.split)
         spec = DataSpec(data_dir, e.class_column or "CLASS2", split, Path(e.cache_dir), e.allow_outside_paths)
         return None, prepare_data(spec, e.task_split, scene.TASKS)
-    default = default_out_dir(data_dir.name, e.modality or "both", e.fusion or "attention", e.pretrain_classes, e.split)
+    default = default_out_dir(
+        data_dir.name, e.modality or "both", e.fusion or DEFAULT_FUSION, e.pretrain_classes, e.split
+    )
     if e.pretrained is None and not (default / "meta.json").is_file():
         raise UserError(f"{shown(default)}: no pretrained encoders for these flags; pretrain them first: "
                         f"python {_pretraining_command(e)}")  # fmt: skip

@@ -21,9 +21,9 @@ from torch import nn
 from common.errors import UserError
 
 FUSIONS = ("reliability", "attention", "concat", "late")
-# each encoder kind's default fusion: the spiking encoders' attention kept 0.75 of the weight on the unheard
-# speaker's audio (fused test 0.730 on the held-out speaker), the reliability fusion reaches 0.926 (docs/pipeline.md)
-DEFAULT_FUSION = {"ann": "attention", "spiking": "reliability"}
+# the pretrained encoders' fusion, ANN and spiking alike; for spiking encoders chosen over the reliability fusion on
+# the validation speakers (docs/pipeline.md)
+DEFAULT_FUSION = "attention"
 
 
 class AttentionFusion(nn.Module):

@@ -24,7 +24,7 @@ MARKERS = ("meta.json", "best.pt", "last.pt")
 def default_out_dir(
     dataset: str,
     modality: str = "both",
-    fusion: str = "attention",
+    fusion: str = DEFAULT_FUSION,
     pretrain_classes: str = "all",
     split: str = "auto",
     encoders: str = "ann",
@@ -33,7 +33,7 @@ def default_out_dir(
     parts = [dataset] + (["spiking"] if encoders == "spiking" else [])
     if modality != "both":
         parts.append(modality)
-    elif fusion != DEFAULT_FUSION[encoders]:  # the kind's default fusion has no suffix
+    elif fusion != DEFAULT_FUSION:  # the default fusion has no suffix
         parts.append(fusion)
     if pretrain_classes != "all":
         parts.append(pretrain_classes)

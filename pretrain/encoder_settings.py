@@ -1,9 +1,8 @@
 """The pretraining script's encoder settings, and the defaults the encoders' kind settles.
 
-``-encoder_type spiking`` names the spiking image and audio encoders; the fusion, its floor, the
-training and the image grid, left unset, become the kind's (``DEFAULT_FUSION``; a floor of
-``SPIKING_FUSION_FLOOR`` for spiking encoders, whose attention otherwise settles on audio alone;
-``SPIKING_TRAINING``; ``SPIKING_IMAGE_GRID``). ``encoder_options`` gives the
+``-encoder_type spiking`` names the spiking image and audio encoders; the fusion's floor, the training
+and the image grid, left unset, become the kind's (a floor of ``SPIKING_FUSION_FLOOR`` for spiking
+encoders, whose attention otherwise settles on audio alone; ``SPIKING_TRAINING``; ``SPIKING_IMAGE_GRID``). ``encoder_options`` gives the
 ``models.multimodal.EncoderConfig`` fields with every one of them settled.
 """
 
@@ -39,9 +38,9 @@ class EncoderSettings:
         help="start resnet18 from ImageNet weights (needs them in torch's cache or a network)")  # fmt: skip
     audio_encoder: str = setting("mlp", "-audio_encoder", choices=AUDIO_ENCODERS,
                                  help="mlp over the MFCC vector, or conv over its 13-value windows")  # fmt: skip
-    fusion: str | None = setting(None, "-fusion", choices=FUSIONS, help="how the two embeddings are fused: "
-        "attention (the default for ANN encoders), reliability (attention that also weighs how sure each "
-        "modality's own head is and how typical its embedding; the default for spiking encoders), concat or late")  # fmt: skip
+    fusion: str = setting(DEFAULT_FUSION, "-fusion", choices=FUSIONS, help="how the two embeddings are fused: "
+        "attention, reliability (attention that also weighs how sure each modality's own head is and "
+        "how typical its embedding), concat or late")  # fmt: skip
     fusion_floor: float | None = setting(None, "-fusion_floor", kind=Kind(float, "a weight between 0 and 0.5",
         lambda v: 0 <= v <= 0.5), help="attention fusion: the least weight every modality keeps on every sample "
         f"(default {SPIKING_FUSION_FLOOR} for spiking encoders, whose attention otherwise settles on audio alone, "
@@ -79,7 +78,7 @@ class EncoderSettings:
         return any(name.startswith("spiking") for name in self.backbones)
 
     def encoder_options(self) -> dict:
-        """The ``models.multimodal.EncoderConfig`` fields, the fusion and its floor settled by the encoders' kind."""
+        """The ``models.multimodal.EncoderConfig`` fields, the fusion's floor settled by the encoders' kind."""
         image_backbone, audio_encoder = self.backbones
         floor = SPIKING_FUSION_FLOOR if self.spiking else 0.0
         return {
@@ -89,7 +88,7 @@ class EncoderSettings:
             "audio_encoder": audio_encoder,
             "spiking_timesteps": self.encoder_timesteps,
             "spiking_training": self.encoder_training or (SPIKING_TRAINING if self.spiking else "dsr"),
-            "fusion": self.fusion or DEFAULT_FUSION["spiking" if self.spiking else "ann"],
+            "fusion": self.fusion,
             "fusion_floor": floor if self.fusion_floor is None else self.fusion_floor,
             "imagenet_weights": self.imagenet_weights,
             "image_grid": self.image_grid or (SPIKING_IMAGE_GRID if self.spiking else 1),

@@ -243,8 +243,8 @@ def test_default_pretrained_folders_name_the_ablation():
     assert default_out_dir("scene", "audio").name == "scene-audio"
     assert default_out_dir("scene", "both", "concat").name == "scene-concat"
     assert default_out_dir("scene", "image", "concat", "first-task").name == "scene-image-first-task"
-    assert default_out_dir("scene", "both", "reliability", encoders="spiking").name == "scene-spiking"  # its default
-    assert default_out_dir("scene", "both", "attention", encoders="spiking").name == "scene-spiking-attention"
+    assert default_out_dir("scene", "both", "attention", encoders="spiking").name == "scene-spiking"  # the default
+    assert default_out_dir("scene", "both", "reliability", encoders="spiking").name == "scene-spiking-reliability"
 
 
 def test_fusion_floor_keeps_every_kept_modality_above_it():
@@ -283,13 +283,13 @@ def test_spiking_encoders_keep_both_modalities_in_the_fusion_by_default(flags, f
     "flags, fusion, views",
     [
         ([], "attention", 0.0),
-        (["-encoder_type", "spiking"], "reliability", 0.25),
+        (["-encoder_type", "spiking"], "attention", 0.0),
         (["-fusion", "reliability"], "reliability", 0.25),
-        (["-encoder_type", "spiking", "-fusion", "attention"], "attention", 0.0),
-        (["-encoder_type", "spiking", "-corrupt_views", "0.1"], "reliability", 0.1),
+        (["-encoder_type", "spiking", "-fusion", "reliability"], "reliability", 0.25),
+        (["-encoder_type", "spiking", "-fusion", "reliability", "-corrupt_views", "0.1"], "reliability", 0.1),
     ],
 )
-def test_spiking_encoders_default_to_the_reliability_fusion_with_failed_sensor_views(flags, fusion, views):
+def test_both_kinds_default_to_attention_and_the_reliability_fusion_to_failed_sensor_views(flags, fusion, views):
     from common import spec
     from pretrain.cli import build_parser, config_from_args
     from pretrain.encoder_settings import EncoderSettings
